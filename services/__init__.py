@@ -1,0 +1,1 @@
+"""tasklight's services: api, worker and notifier."""

@@ -1,0 +1,1 @@
+"""The REST API: submit and read tasks, and serve the web UI."""

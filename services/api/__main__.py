@@ -1,0 +1,26 @@
+"""`python -m services.api`: serve the API with uvicorn."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from services.api.app import create_app
+from shared.logs import setup_logging
+from shared.settings import Settings
+
+
+def main() -> None:
+    """Run the API until interrupted."""
+    settings = Settings()
+    setup_logging("api")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_config=None,
+        proxy_headers=True,
+    )
+
+
+if __name__ == "__main__":
+    main()

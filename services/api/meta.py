@@ -1,0 +1,83 @@
+"""Routes about the system rather than one task: task types, workers, health."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from services.api.runtime import RuntimeDep
+from shared.task import API_PREFIX
+
+router = APIRouter()
+
+#: Seconds a readiness check waits for each backing service.
+READY_TIMEOUT_S = 2.0
+
+
+class TaskTypeInfo(BaseModel):
+    """A task type that can be submitted, with the JSON Schema of its arguments."""
+
+    name: str
+    title: str
+    description: str
+    args_schema: dict[str, Any]
+
+
+class WorkerInfo(BaseModel):
+    """A worker process, its last heartbeat, and the tasks it runs now."""
+
+    name: str
+    started_at: datetime | None = None
+    last_heartbeat: datetime | None = None
+    missing: bool = False
+    concurrency: int | None = None
+    tasks: list[str] = []
+
+
+@router.get(f"{API_PREFIX}/task-types", response_model=list[TaskTypeInfo], tags=["meta"])
+async def task_types(runtime: RuntimeDep) -> list[TaskTypeInfo]:
+    """Every task type this deployment can run."""
+    return [
+        TaskTypeInfo(name=t.name, title=t.title, description=t.description, args_schema=t.schema())
+        for t in runtime.registry
+    ]
+
+
+@router.get(f"{API_PREFIX}/workers", response_model=list[WorkerInfo], tags=["meta"])
+async def workers(runtime: RuntimeDep) -> list[WorkerInfo]:
+    """Workers that have heartbeated, newest heartbeat first."""
+    docs = runtime.store.workers.find({}).sort("last_heartbeat", -1)
+    return [WorkerInfo(name=doc["_id"], **_without_id(doc)) async for doc in docs]
+
+
+def _without_id(doc: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if k != "_id" and k in WorkerInfo.model_fields}
+
+
+@router.get("/healthz", tags=["meta"])
+async def healthz() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", tags=["meta"], responses={503: {"description": "Not ready"}})
+async def readyz(runtime: RuntimeDep) -> JSONResponse:
+    """Readiness: the database and the broker both answer."""
+    checks: dict[str, str] = {}
+    try:
+        await asyncio.wait_for(runtime.store.ping(), READY_TIMEOUT_S)
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = f"unavailable: {type(exc).__name__}"
+    broker_ok = await runtime.service.broker.ping(timeout=READY_TIMEOUT_S)
+    checks["broker"] = "ok" if broker_ok else "unavailable"
+    ready = all(v == "ok" for v in checks.values())
+    return JSONResponse(
+        {"status": "ready" if ready else "not ready", "checks": checks},
+        status_code=200 if ready else 503,
+    )

@@ -1,0 +1,152 @@
+"""Errors as RFC 9457 problem details (`application/problem+json`), and the handlers that make them.
+
+Each problem `type` is a stable URN that clients can switch on; the README lists them all.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_JSON = "application/problem+json"
+
+#: problem type URN → (HTTP status, title); the one table of what can go wrong.
+PROBLEM_TYPES: dict[str, tuple[int, str]] = {
+    "urn:tasklight:problem:malformed-json": (400, "The request body is not valid JSON"),
+    "urn:tasklight:problem:invalid-request": (422, "The request does not validate"),
+    "urn:tasklight:problem:invalid-task": (422, "Unknown task type or invalid arguments"),
+    "urn:tasklight:problem:not-found": (404, "Not found"),
+    "urn:tasklight:problem:method-not-allowed": (405, "Method not allowed"),
+    "urn:tasklight:problem:body-too-large": (413, "The request body is too large"),
+    "urn:tasklight:problem:already-finished": (409, "The task has already finished"),
+    "urn:tasklight:problem:broker-unavailable": (503, "The task queue cannot take tasks now"),
+    "urn:tasklight:problem:unavailable": (503, "A backing service is unavailable"),
+    "urn:tasklight:problem:http": (400, "Bad request"),
+    "urn:tasklight:problem:internal": (500, "Internal error"),
+}
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, with `errors` naming each bad field when there are any."""
+
+    type: str
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    errors: list[dict[str, Any]] | None = None
+
+
+class ProblemError(Exception):
+    """Raise from a route to answer with a problem."""
+
+    def __init__(
+        self,
+        type_: str,
+        detail: str | None = None,
+        *,
+        errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail or type_)
+        self.type = type_
+        self.detail = detail
+        self.errors = errors
+        self.headers = headers
+        self.extra = extra
+
+
+def problem_response(
+    type_: str,
+    detail: str | None = None,
+    *,
+    instance: str | None = None,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> JSONResponse:
+    """A problem-details response of a type from `PROBLEM_TYPES`."""
+    status, title = PROBLEM_TYPES[type_]
+    body = Problem(
+        type=type_, title=title, status=status, detail=detail, instance=instance, errors=errors
+    ).model_dump(exclude_none=True)
+    body.update(extra or {})
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for routes that can answer with these problem statuses."""
+    return {
+        status: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": "Problem"}
+        for status in statuses
+    }
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    return [
+        {"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")}
+        for err in exc.errors()
+    ]
+
+
+_STATUS_TYPES = {
+    404: "urn:tasklight:problem:not-found",
+    405: "urn:tasklight:problem:method-not-allowed",
+    413: "urn:tasklight:problem:body-too-large",
+}
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Make every error the app can raise answer as problem details."""
+
+    @app.exception_handler(ProblemError)
+    async def on_problem(request: Request, exc: ProblemError) -> JSONResponse:
+        return problem_response(
+            exc.type,
+            exc.detail,
+            instance=request.url.path,
+            errors=exc.errors,
+            headers=exc.headers,
+            extra=exc.extra,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = _validation_errors(exc)
+        if any(err["type"] == "json_invalid" for err in errors):
+            return problem_response(
+                "urn:tasklight:problem:malformed-json",
+                "the body could not be parsed as JSON",
+                instance=request.url.path,
+                errors=errors,
+            )
+        return problem_response(
+            "urn:tasklight:problem:invalid-request",
+            "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors),
+            instance=request.url.path,
+            errors=errors,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        type_ = _STATUS_TYPES.get(exc.status_code, "urn:tasklight:problem:http")
+        response = problem_response(
+            type_, str(exc.detail), instance=request.url.path, headers=exc.headers
+        )
+        response.status_code = exc.status_code
+        return response
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Reached only by a bug; the details go to the log, never to the client.
+        return problem_response(
+            "urn:tasklight:problem:internal",
+            "an unexpected error occurred; it has been logged",
+            instance=request.url.path,
+        )

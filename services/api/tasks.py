@@ -1,0 +1,203 @@
+"""Routes under /api/v1/tasks: submit, read, list, cancel and delete tasks."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Query, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.api.problems import ProblemError, problem_responses
+from services.api.runtime import RuntimeDep, UserDep
+from shared.ids import is_task_id
+from shared.lifecycle import GROUP_STATES, TaskGroup, TaskState
+from shared.service import AlreadyFinished, BrokerUnavailable, InvalidSubmission
+from shared.store import Doc
+from shared.task import API_PREFIX, Task, UiHints, task_href
+
+router = APIRouter(prefix=f"{API_PREFIX}/tasks", tags=["tasks"])
+
+#: Seconds a client should wait before retrying a submission the broker could not take.
+RETRY_AFTER_S = 5
+
+
+class Submission(BaseModel):
+    """A task to run: its type, arguments, and optional waiting-page hints and metadata."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200, examples=["test.count"])
+    args: dict[str, Any] = Field(default_factory=dict, examples=[{"rounds": 3, "round_s": 0.2}])
+    ui: UiHints | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class TaskPage(BaseModel):
+    """One page of tasks, newest first; `next` is the address of the next page, if any."""
+
+    results: list[Task]
+    next: str | None
+
+
+class TaskEvent(BaseModel):
+    """One state change of a task."""
+
+    source: TaskState | None
+    target: TaskState
+    version: int
+    at: Any
+    worker: str | None = None
+    reason: str | None = None
+
+
+async def _owned(runtime: RuntimeDep, user: str, task_id: str) -> Doc:
+    """The task, if it exists and the user may see it; 404 otherwise (malformed ids too)."""
+    doc = await runtime.store.get(task_id) if is_task_id(task_id) else None
+    if doc is None or doc["owner"] != user:
+        raise ProblemError("urn:tasklight:problem:not-found", f"no task {task_id}")
+    return doc
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=Task,
+    responses=problem_responses(400, 413, 422, 503),
+    summary="Submit a task",
+)
+async def submit_task(
+    submission: Submission, runtime: RuntimeDep, user: UserDep, response: Response
+) -> Task:
+    """Store the task as `waiting`, queue it, and answer at once with its address."""
+    try:
+        doc = await runtime.service.submit(
+            submission.name,
+            submission.args,
+            owner=user,
+            ui=submission.ui,
+            metadata=submission.metadata,
+        )
+    except InvalidSubmission as exc:
+        errors = [{**err, "loc": ["body", *err["loc"]]} for err in exc.errors]
+        raise ProblemError(
+            "urn:tasklight:problem:invalid-task",
+            "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors),
+            errors=errors,
+        ) from None
+    except BrokerUnavailable as exc:
+        raise ProblemError(
+            "urn:tasklight:problem:broker-unavailable",
+            f"the task was not queued ({exc}); nothing was stored, retry later",
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        ) from None
+    response.headers["Location"] = task_href(doc["_id"])
+    return Task.from_doc(doc)
+
+
+@router.get("", response_model=TaskPage, responses=problem_responses(422), summary="List tasks")
+async def list_tasks(
+    runtime: RuntimeDep,
+    user: UserDep,
+    group: TaskGroup | None = None,
+    state: Annotated[list[TaskState] | None, Query()] = None,
+    name: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(description="`next` of the previous page")] = None,
+) -> TaskPage:
+    """The user's tasks, newest first, filtered by dialog group, states and type name."""
+    if cursor is not None and not is_task_id(cursor):
+        raise ProblemError(
+            "urn:tasklight:problem:invalid-request",
+            "cursor: not a cursor from a previous page",
+            errors=[{"loc": ["query", "cursor"], "msg": "invalid cursor", "type": "value_error"}],
+        )
+    states: set[TaskState] | None = None
+    if group is not None:
+        states = set(GROUP_STATES[group])
+    if state:
+        states = set(state) if states is None else states & set(state)
+    docs = await runtime.store.page(
+        owner=user, states=states, name=name, limit=limit + 1, before=cursor
+    )
+    next_url = None
+    if len(docs) > limit:
+        docs = docs[:limit]
+        params: list[tuple[str, str]] = [("limit", str(limit)), ("cursor", docs[-1]["_id"])]
+        if group is not None:
+            params.append(("group", group.value))
+        params.extend(("state", s.value) for s in state or [])
+        if name is not None:
+            params.append(("name", name))
+        next_url = f"{API_PREFIX}/tasks?{urlencode(params)}"
+    return TaskPage(results=[Task.from_doc(doc) for doc in docs], next=next_url)
+
+
+@router.get(
+    "/{task_id}", response_model=Task, responses=problem_responses(404), summary="Read a task"
+)
+async def get_task(task_id: str, runtime: RuntimeDep, user: UserDep) -> Task:
+    """The task with its progress reports, worker, parent and children."""
+    return Task.from_doc(await _owned(runtime, user, task_id))
+
+
+@router.get(
+    "/{task_id}/events",
+    response_model=list[TaskEvent],
+    responses=problem_responses(404),
+    summary="A task's state changes",
+)
+async def get_task_events(task_id: str, runtime: RuntimeDep, user: UserDep) -> list[TaskEvent]:
+    """Every state change of the task, oldest first."""
+    await _owned(runtime, user, task_id)
+    return [TaskEvent.model_validate(event) for event in await runtime.store.history(task_id)]
+
+
+@router.post(
+    "/{task_id}/cancel",
+    status_code=202,
+    response_model=Task,
+    responses=problem_responses(404, 409),
+    summary="Cancel a task",
+)
+async def cancel_task(task_id: str, runtime: RuntimeDep, user: UserDep) -> Task:
+    """A waiting task is canceled at once; a running one stops at its next checkpoint."""
+    await _owned(runtime, user, task_id)
+    return Task.from_doc(await _cancel(runtime, task_id))
+
+
+@router.delete(
+    "/{task_id}",
+    status_code=204,
+    responses={202: {"model": Task}, **problem_responses(404)},
+    summary="Delete a finished task, or cancel a pending one",
+)
+async def delete_task(task_id: str, runtime: RuntimeDep, user: UserDep) -> Response:
+    """A finished task is deleted (204); a pending one is canceled (202, as cancel does)."""
+    await _owned(runtime, user, task_id)
+    if await runtime.store.delete_finished(task_id):
+        return Response(status_code=204)
+    try:
+        canceled = await _cancel(runtime, task_id)
+    except ProblemError:
+        # It finished between the two steps: delete it now.
+        if await runtime.store.delete_finished(task_id):
+            return Response(status_code=204)
+        raise
+    return Response(
+        Task.from_doc(canceled).model_dump_json(), status_code=202, media_type="application/json"
+    )
+
+
+async def _cancel(runtime: RuntimeDep, task_id: str) -> Doc:
+    try:
+        doc = await runtime.service.cancel(task_id)
+    except AlreadyFinished as exc:
+        raise ProblemError(
+            "urn:tasklight:problem:already-finished",
+            f"task {task_id} is already {exc.doc['state']}; there is nothing to cancel",
+            extra={"task": Task.from_doc(exc.doc).model_dump(mode="json")},
+        ) from None
+    if doc is None:
+        raise ProblemError("urn:tasklight:problem:not-found", f"no task {task_id}")
+    return doc

@@ -1,0 +1,214 @@
+"""`python -m services.stack` (what `make run` calls): the whole system on its embedded defaults.
+
+Starts SecantusDB (unless `MONGODB_URL` is set), checks RabbitMQ at `AMQP_URL`, starts the api,
+worker and notifier processes, prints where to open them, and stops everything on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+from shared.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+#: Port of the embedded database when `make run` starts it.
+EMBEDDED_MONGO_PORT = int(os.environ.get("TASKLIGHT_EMBEDDED_MONGO_PORT", "27017"))
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(
+    host: str, port: int, timeout_s: float, process: subprocess.Popen[bytes] | None = None
+) -> None:
+    """Return once `host:port` accepts connections; raise after `timeout_s` or if `process` dies."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode} before listening")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listened on {host}:{port} within {timeout_s} s")
+
+
+def reachable(url: str, default_port: int) -> bool:
+    """Whether the host of `url` accepts TCP connections on its port."""
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection(
+            (parsed.hostname or "127.0.0.1", parsed.port or default_port), timeout=2
+        ):
+            return True
+    except OSError:
+        return False
+
+
+class EmbeddedMongo:
+    """A SecantusDB server process: a real MongoDB wire-protocol server with change streams."""
+
+    def __init__(
+        self, data_dir: Path, port: int | None = None, log_path: Path | None = None
+    ) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.log_path = log_path or data_dir.parent / f"secantus-{self.port}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """Connection string for clients."""
+        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        """Start the server and wait until it listens."""
+        executable = shutil.which(
+            "secantusd-py", path=str(Path(sys.executable).parent)
+        ) or shutil.which("secantusd-py")
+        if executable is None:
+            raise RuntimeError(
+                "secantusd-py not found: install the project with its 'embedded' extra"
+            )
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        # --sync-on-commit: without it, acknowledged writes are lost on a crash.
+        self.process = subprocess.Popen(
+            [
+                executable,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--storage-path",
+                str(self.data_dir),
+                "--sync-on-commit",
+                "--log-level",
+                "WARNING",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_for_port("127.0.0.1", self.port, timeout_s, self.process)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop the server (SIGTERM, then SIGKILL)."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def kill(self) -> None:
+        """Kill the server at once, as a crash would."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+SERVICES = ("api", "worker", "notifier")
+
+
+def start_service(
+    name: str, env: dict[str, str], log_dir: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Start `python -m services.<name>` with `env`."""
+    out = None if log_dir is None else (log_dir / f"{name}.log").open("ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", f"services.{name}"],
+        env=env,
+        cwd=ROOT,
+        stdout=out,
+        stderr=subprocess.STDOUT if out else None,
+    )
+
+
+def main() -> int:
+    """Run the stack until Ctrl-C; the exit status says whether it ran."""
+    settings = Settings()
+    env = dict(os.environ)
+    mongo: EmbeddedMongo | None = None
+    if "MONGODB_URL" not in os.environ:
+        mongo = EmbeddedMongo(ROOT / ".data" / "secantus", port=EMBEDDED_MONGO_PORT)
+        print(
+            f"starting the embedded database (SecantusDB) on 127.0.0.1:{mongo.port}"
+            " (data in .data/secantus)"
+        )
+        try:
+            mongo.start()
+        except Exception as exc:
+            print(f"could not start the embedded database: {exc} (see {mongo.log_path})")
+            return 1
+        env["MONGODB_URL"] = mongo.url
+    if not reachable(settings.amqp_url, 5672):
+        print(
+            f"RabbitMQ is not reachable at {settings.amqp_url}.\n"
+            "Start one with `rabbitmq-server -detached` (Debian's rabbitmq-server package), or\n"
+            "`docker run -d -p 5672:5672 rabbitmq:4-management`, or point AMQP_URL at yours."
+        )
+        if mongo:
+            mongo.stop()
+        return 1
+    processes = {name: start_service(name, env) for name in SERVICES}
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        wait_for_port(settings.api_host, settings.api_port, 30, processes["api"])
+        print(
+            "\ntasklight is running (development mode: one user, no sign-in).\n"
+            f"  web UI and REST API  http://{settings.api_host}:{settings.api_port}/\n"
+            f"  OpenAPI              http://{settings.api_host}:{settings.api_port}/docs\n"
+            f"  WebSocket push       ws://{settings.notifier_host}:{settings.notifier_port}/ws\n"
+            "Ctrl-C stops everything.\n",
+            flush=True,
+        )
+        while not stopping:
+            dead = [n for n, p in processes.items() if p.poll() is not None]
+            if dead:
+                print(f"service {', '.join(dead)} exited; stopping the others")
+                return 1
+            time.sleep(0.2)
+        return 0
+    except Exception as exc:
+        print(f"start-up failed: {exc}")
+        return 1
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in processes.values():
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        if mongo:
+            mongo.stop()
+        print("stopped")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

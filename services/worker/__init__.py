@@ -1,0 +1,1 @@
+"""The worker: runs task handlers and records every change of their tasks."""

@@ -1,0 +1,1 @@
+"""What tasklight's services agree on: the task, its lifecycle, messages, settings and topology."""

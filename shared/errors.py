@@ -1,0 +1,31 @@
+"""Exceptions a task handler raises to tell the worker what to do.
+
+    TaskError (root)
+    ├── TaskCanceled   the task was asked to stop; the worker records `canceled`
+    └── TaskFailed     a failure worth showing the user as it is; the worker records `failed`
+
+Any other exception fails the task too, but its text is redacted (it may hold secrets): the task
+shows its type and a generic message, and the worker's log has the details.
+"""
+
+from __future__ import annotations
+
+
+class TaskError(Exception):
+    """Root of the exceptions that steer a task's outcome."""
+
+
+class TaskCanceled(TaskError):
+    """Raised at a checkpoint of a task that was asked to stop."""
+
+    def __init__(self, message: str = "canceled at a checkpoint") -> None:
+        super().__init__(message)
+
+
+class TaskFailed(TaskError):
+    """A failure whose message is safe and useful to show to the task's owner."""
+
+    def __init__(self, message: str, *, type: str = "task_failed") -> None:
+        super().__init__(message)
+        self.type = type
+        self.message = message

@@ -1,0 +1,118 @@
+"""The task lifecycle: its states, the one table of allowed changes, and the compare-and-set writes.
+
+Allowed changes (a finished task never changes state again)::
+
+    waiting ──▶ running ──▶ completed | failed
+       │           │
+       ▼           ▼
+    canceled    canceling ──▶ canceled | completed | failed
+
+Every state change is a conditional update: the task document is changed only where it is still in
+one of the expected states (and, for a worker, still held by the same run). When the update matches
+nothing, someone else won the race, and the caller learns it from the `None` it gets back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+
+class TaskState(StrEnum):
+    """Where a task is in its life."""
+
+    #: Stored and queued; no worker has started it.
+    WAITING = "waiting"
+    #: A worker is running its handler.
+    RUNNING = "running"
+    #: Cancel was asked while it ran; the handler stops at its next checkpoint.
+    CANCELING = "canceling"
+    #: The handler returned; `result` holds what it returned.
+    COMPLETED = "completed"
+    #: The handler raised, or the task could not run; `error` says why.
+    FAILED = "failed"
+    #: Canceled before it ran, or stopped at a checkpoint after a cancel.
+    CANCELED = "canceled"
+
+
+class TaskGroup(StrEnum):
+    """The three tabs of the background-tasks dialog."""
+
+    PENDING = "pending"
+    FAILED = "failed"
+    FINISHED = "finished"
+
+
+FINAL_STATES: frozenset[TaskState] = frozenset(
+    {TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELED}
+)
+
+ALLOWED_CHANGES: Mapping[TaskState, frozenset[TaskState]] = {
+    TaskState.WAITING: frozenset({TaskState.RUNNING, TaskState.CANCELED}),
+    TaskState.RUNNING: frozenset({TaskState.CANCELING, TaskState.COMPLETED, TaskState.FAILED}),
+    TaskState.CANCELING: frozenset({TaskState.CANCELED, TaskState.COMPLETED, TaskState.FAILED}),
+    TaskState.COMPLETED: frozenset(),
+    TaskState.FAILED: frozenset(),
+    TaskState.CANCELED: frozenset(),
+}
+
+GROUP_STATES: Mapping[TaskGroup, frozenset[TaskState]] = {
+    TaskGroup.PENDING: frozenset({TaskState.WAITING, TaskState.RUNNING, TaskState.CANCELING}),
+    TaskGroup.FAILED: frozenset({TaskState.FAILED, TaskState.CANCELED}),
+    TaskGroup.FINISHED: frozenset({TaskState.COMPLETED}),
+}
+
+
+class IllegalTransition(ValueError):
+    """A change that the lifecycle forbids was asked for: a bug in the caller, not a race."""
+
+
+def can_change(source: TaskState, target: TaskState) -> bool:
+    """Whether a task in `source` may move to `target`."""
+    return target in ALLOWED_CHANGES[source]
+
+
+def group_of(state: TaskState) -> TaskGroup:
+    """The dialog tab a task in `state` is shown under."""
+    return next(group for group, states in GROUP_STATES.items() if state in states)
+
+
+def utcnow() -> datetime:
+    """Now, in UTC, truncated to the millisecond that BSON dates keep."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def transition_write(
+    task_id: str,
+    sources: Iterable[TaskState],
+    target: TaskState,
+    *,
+    at: datetime,
+    fields: Mapping[str, Any] | None = None,
+    guard: Mapping[str, Any] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The MongoDB filter and update that move a task from any of `sources` to `target`.
+
+    `guard` adds conditions to the filter (a worker's run token, say); `fields` adds values to set.
+    Raises `IllegalTransition` if any source may not move to `target`.
+    """
+    source_list = sorted(set(sources))
+    if not source_list:
+        raise IllegalTransition(f"no source state given for a change to {target}")
+    for source in source_list:
+        if not can_change(source, target):
+            raise IllegalTransition(f"{source} → {target} is not an allowed change")
+    if fields and any("." in key for key in fields):
+        # Whole top-level fields only: TaskStore derives the document after the change from them.
+        raise ValueError("transition fields must be top-level names")
+    to_set: dict[str, Any] = {"state": target.value, "updated_at": at, **(fields or {})}
+    if target is TaskState.RUNNING:
+        to_set["started_at"] = at
+    if target in FINAL_STATES:
+        to_set["finished_at"] = at
+    query: dict[str, Any] = {"_id": task_id, "state": {"$in": [s.value for s in source_list]}}
+    query.update(guard or {})
+    return query, {"$set": to_set, "$inc": {"version": 1}}

@@ -1,0 +1,125 @@
+"""The registry of task types: each a name, an argument model and a plain async handler."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+
+
+class Progress(Protocol):
+    """One progress report of a running task, as a handler updates it."""
+
+    async def advance(self, by: int = 1) -> None:
+        """Add `by` to the steps done, and record it."""
+
+    async def finish(self) -> None:
+        """Mark this report completed."""
+
+
+class TaskContext(Protocol):
+    """What a handler can do besides computing: report, check for cancel, start children."""
+
+    @property
+    def task_id(self) -> str:
+        """The id of the task being run."""
+
+    async def report(
+        self, message: str, code: str, *, total: int | None = None, suffix: str | None = None
+    ) -> Progress:
+        """Add a progress report to the task and return it for updates."""
+
+    async def checkpoint(self) -> None:
+        """Raise `TaskCanceled` if the task was asked to stop; call it between steps."""
+
+    async def spawn(self, name: str, args: dict[str, Any]) -> str:
+        """Submit a child task of this one; return its id."""
+
+
+@dataclass(frozen=True)
+class WaitForChildren:
+    """Returned by a handler that ends when its child tasks have: frees the worker's slot now.
+
+    The task stays `running` and completes (with `result`) when the last child finishes, or
+    fails if any child did not complete.
+    """
+
+    result: Any = None
+
+
+Handler = Callable[[Any, TaskContext], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class TaskType:
+    """A kind of task that can be submitted by name."""
+
+    name: str
+    title: str
+    description: str
+    args_model: type[BaseModel]
+    handler: Handler
+
+    def schema(self) -> dict[str, Any]:
+        """JSON Schema of this type's arguments."""
+        return self.args_model.model_json_schema()
+
+
+class UnknownTaskType(KeyError):
+    """No task type of that name is registered."""
+
+
+@dataclass
+class Registry:
+    """Task types by name."""
+
+    types: dict[str, TaskType] = field(default_factory=dict)
+
+    def add(self, task_type: TaskType) -> None:
+        """Register a task type; a name can be registered once."""
+        if task_type.name in self.types:
+            raise ValueError(f"task type {task_type.name!r} is already registered")
+        self.types[task_type.name] = task_type
+
+    def task(
+        self, name: str, args_model: type[BaseModel], *, title: str, description: str = ""
+    ) -> Callable[[Handler], Handler]:
+        """Decorator form of `add` for a handler function."""
+
+        def register(handler: Handler) -> Handler:
+            self.add(
+                TaskType(name, title, description or (handler.__doc__ or ""), args_model, handler)
+            )
+            return handler
+
+        return register
+
+    def get(self, name: str) -> TaskType:
+        """The task type called `name`; raises UnknownTaskType."""
+        try:
+            return self.types[name]
+        except KeyError:
+            raise UnknownTaskType(name) from None
+
+    def __iter__(self) -> Iterator[TaskType]:
+        return iter(sorted(self.types.values(), key=lambda t: t.name))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.types
+
+
+def load_registry(task_modules: str = "") -> Registry:
+    """The built-in task types plus those of each module named in `task_modules`.
+
+    Each module has a `register(registry)` function (comma-separated dotted names).
+    """
+    from shared.tasktypes import builtin
+
+    registry = Registry()
+    builtin.register(registry)
+    for module_name in filter(None, (m.strip() for m in task_modules.split(","))):
+        importlib.import_module(module_name).register(registry)
+    return registry

@@ -1,0 +1,197 @@
+"""MongoDB access for tasks and their events: the only module that writes task documents."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
+
+from shared.lifecycle import FINAL_STATES, TaskState, transition_write, utcnow
+from shared.messages import TaskStateChanged
+from shared.settings import Settings
+from shared.topology import TASK_EVENTS, TASKS, WORKERS
+
+Doc = dict[str, Any]
+
+
+def open_store(settings: Settings) -> TaskStore:
+    """A store on a new client for the configured database (the client connects lazily)."""
+    client: AsyncMongoClient[Doc] = AsyncMongoClient(
+        settings.mongodb_url, tz_aware=True, serverSelectionTimeoutMS=5000
+    )
+    return TaskStore(client, settings.database)
+
+
+class TaskStore:
+    """Tasks, task events and workers in one MongoDB database."""
+
+    def __init__(self, client: AsyncMongoClient[Doc], database: str) -> None:
+        self.client = client
+        self.db: AsyncDatabase[Doc] = client[database]
+        self.tasks = self.db[TASKS]
+        self.events = self.db[TASK_EVENTS]
+        self.workers = self.db[WORKERS]
+
+    async def ensure_indexes(self) -> None:
+        """Create the indexes the queries below rely on (idempotent)."""
+        await self.tasks.create_index([("owner", ASCENDING), ("_id", DESCENDING)])
+        await self.tasks.create_index([("state", ASCENDING), ("_id", DESCENDING)])
+        await self.tasks.create_index([("parent_id", ASCENDING)])
+        await self.events.create_index([("task_id", ASCENDING), ("version", ASCENDING)])
+
+    async def close(self) -> None:
+        """Close the client's connections."""
+        await self.client.close()
+
+    async def ping(self) -> None:
+        """Raise if the database does not answer."""
+        await self.db.command("ping")
+
+    async def insert(self, doc: Doc, *, parent_id: str | None = None) -> None:
+        """Store a new task and its first event; with `parent_id`, also link it to its parent."""
+        event = TaskStateChanged(
+            task_id=doc["_id"], source=None, target=TaskState.WAITING, version=doc["version"]
+        )
+        async with self.client.start_session() as session, await session.start_transaction():
+            await self.tasks.insert_one(doc, session=session)
+            await self.events.insert_one(_event_doc(event), session=session)
+            if parent_id is not None:
+                await self._touch(parent_id, {"$push": {"child_ids": doc["_id"]}}, session=session)
+
+    async def get(self, task_id: str) -> Doc | None:
+        """The stored task, or None."""
+        return await self.tasks.find_one({"_id": task_id})
+
+    async def page(
+        self,
+        *,
+        owner: str | None,
+        states: Iterable[TaskState] | None,
+        name: str | None,
+        limit: int,
+        before: str | None,
+    ) -> list[Doc]:
+        """Up to `limit` tasks, newest first, older than the task id `before` if given."""
+        query: Doc = {}
+        if owner is not None:
+            query["owner"] = owner
+        if states is not None:
+            query["state"] = {"$in": sorted(s.value for s in states)}
+        if name is not None:
+            query["name"] = name
+        if before is not None:
+            query["_id"] = {"$lt": before}
+        cursor = self.tasks.find(query).sort("_id", DESCENDING).limit(limit)
+        return [doc async for doc in cursor]
+
+    async def children(self, parent_id: str) -> list[Doc]:
+        """The child tasks of a task, oldest first."""
+        cursor = self.tasks.find({"parent_id": parent_id}).sort("_id", ASCENDING)
+        return [doc async for doc in cursor]
+
+    async def history(self, task_id: str) -> list[Doc]:
+        """The state changes of a task, oldest first."""
+        cursor = self.events.find({"task_id": task_id}, {"_id": 0}).sort("version", ASCENDING)
+        return [doc async for doc in cursor]
+
+    async def transition(
+        self,
+        task_id: str,
+        sources: Iterable[TaskState],
+        target: TaskState,
+        *,
+        fields: Mapping[str, Any] | None = None,
+        guard: Mapping[str, Any] | None = None,
+        worker: str | None = None,
+        reason: str | None = None,
+    ) -> Doc | None:
+        """Move a task to `target` if it is still in one of `sources`; record the event.
+
+        Returns the task after the change, or None when it was no longer in a source state (or
+        the guard did not match): someone else changed it first.
+        """
+        at = utcnow()
+        query, update = transition_write(
+            task_id, sources, target, at=at, fields=fields, guard=guard
+        )
+        async with self.client.start_session() as session, await session.start_transaction():
+            # BEFORE, so that the event names the state this change replaced; the update only
+            # sets fields and bumps the version, so the state after it is derived exactly.
+            before = await self.tasks.find_one_and_update(
+                query, update, return_document=ReturnDocument.BEFORE, session=session
+            )
+            if before is None:
+                return None
+            doc = {**before, **update["$set"], "version": before["version"] + 1}
+            event = TaskStateChanged(
+                task_id=task_id,
+                source=TaskState(before["state"]),
+                target=target,
+                version=doc["version"],
+                worker=worker,
+                reason=reason,
+                at=at,
+            )
+            await self.events.insert_one(_event_doc(event), session=session)
+        return doc
+
+    async def update_running(
+        self, task_id: str, run_id: str, update: Doc, *, projection: Doc | None = None
+    ) -> Doc | None:
+        """Apply `update` to a task still held by run `run_id` (running or canceling).
+
+        Returns the task after the change (only the `projection` fields if given), or None if
+        the run no longer holds it.
+        """
+        query = {
+            "_id": task_id,
+            "run.id": run_id,
+            "state": {"$in": [TaskState.RUNNING.value, TaskState.CANCELING.value]},
+        }
+        full = _with_version_bump(update)
+        return await self.tasks.find_one_and_update(
+            query, full, projection=projection, return_document=ReturnDocument.AFTER
+        )
+
+    async def discard_unqueued(self, task_id: str, *, parent_id: str | None) -> None:
+        """Remove a task whose command the broker did not take, with its events and link."""
+        async with self.client.start_session() as session, await session.start_transaction():
+            await self.tasks.delete_one(
+                {"_id": task_id, "state": TaskState.WAITING.value}, session=session
+            )
+            await self.events.delete_many({"task_id": task_id}, session=session)
+            if parent_id is not None:
+                await self._touch(parent_id, {"$pull": {"child_ids": task_id}}, session=session)
+
+    async def delete_finished(self, task_id: str) -> bool:
+        """Delete a finished task and its events; False if it is not there or not finished."""
+        final = [s.value for s in FINAL_STATES]
+        async with self.client.start_session() as session, await session.start_transaction():
+            result = await self.tasks.delete_one(
+                {"_id": task_id, "state": {"$in": final}}, session=session
+            )
+            if result.deleted_count == 0:
+                return False
+            await self.events.delete_many({"task_id": task_id}, session=session)
+        return True
+
+    async def _touch(
+        self, task_id: str, update: Doc, *, session: AsyncClientSession | None = None
+    ) -> None:
+        await self.tasks.update_one({"_id": task_id}, _with_version_bump(update), session=session)
+
+
+def _with_version_bump(update: Doc) -> Doc:
+    full = dict(update)
+    full["$inc"] = {**full.get("$inc", {}), "version": 1}
+    full["$set"] = {**full.get("$set", {}), "updated_at": utcnow()}
+    return full
+
+
+def _event_doc(event: TaskStateChanged) -> Doc:
+    doc = event.model_dump(mode="python")
+    doc["_id"] = doc.pop("message_id")
+    return doc

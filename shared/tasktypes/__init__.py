@@ -1,0 +1,1 @@
+"""Task types that ship with tasklight."""

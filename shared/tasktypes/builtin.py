@@ -1,0 +1,75 @@
+"""Built-in task types, for trying the system and for tests (seed 002's counting test tasks)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.errors import TaskFailed
+from shared.registry import Registry, TaskContext, TaskType, WaitForChildren
+
+
+class CountArgs(BaseModel):
+    """Arguments of `test.count`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rounds: int = Field(default=5, ge=0, le=100_000, description="How many rounds to count.")
+    round_s: float = Field(default=1.0, ge=0, le=3600, description="Seconds one round takes.")
+
+
+class FailArgs(BaseModel):
+    """Arguments of `test.fail`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    message: str = Field(default="failed on purpose", max_length=2000)
+    after_s: float = Field(default=1.0, ge=0, le=3600, description="Seconds before failing.")
+
+
+class SpawnArgs(BaseModel):
+    """Arguments of `test.spawn`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    children: int = Field(default=3, ge=1, le=100, description="How many child tasks to start.")
+    rounds: int = Field(default=3, ge=0, le=100_000, description="Rounds each child counts.")
+    round_s: float = Field(default=1.0, ge=0, le=3600, description="Seconds a child's round takes.")
+
+
+async def count(args: CountArgs, ctx: TaskContext) -> dict[str, Any]:
+    """Count `rounds` rounds of `round_s` seconds, one progress step per round."""
+    progress = await ctx.report("Counting", "test.count", total=args.rounds, suffix="rounds")
+    for _ in range(args.rounds):
+        await ctx.checkpoint()
+        await asyncio.sleep(args.round_s)
+        await progress.advance()
+    await progress.finish()
+    return {"counted": args.rounds}
+
+
+async def fail(args: FailArgs, ctx: TaskContext) -> None:
+    """Wait `after_s` seconds, then fail with `message`."""
+    await ctx.checkpoint()
+    await asyncio.sleep(args.after_s)
+    raise TaskFailed(args.message)
+
+
+async def spawn(args: SpawnArgs, ctx: TaskContext) -> WaitForChildren:
+    """Start `children` counting tasks; finish when they all have."""
+    progress = await ctx.report("Starting child tasks", "test.spawn", total=args.children)
+    for _ in range(args.children):
+        await ctx.checkpoint()
+        await ctx.spawn("test.count", {"rounds": args.rounds, "round_s": args.round_s})
+        await progress.advance()
+    await progress.finish()
+    return WaitForChildren(result={"children": args.children})
+
+
+def register(registry: Registry) -> None:
+    """Add the built-in types to `registry`."""
+    registry.add(TaskType("test.count", "Count", count.__doc__ or "", CountArgs, count))
+    registry.add(TaskType("test.fail", "Fail", fail.__doc__ or "", FailArgs, fail))
+    registry.add(TaskType("test.spawn", "Spawn children", spawn.__doc__ or "", SpawnArgs, spawn))

@@ -1,0 +1,47 @@
+"""Names of every exchange, queue and collection, in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Task documents, one per task.
+TASKS = "tasks"
+#: One document per state change, for the history in the task detail.
+TASK_EVENTS = "task_events"
+#: One document per worker process: its heartbeat and what it runs.
+WORKERS = "workers"
+
+#: Routing key of `RunTask` commands on the tasks exchange.
+RUN_KEY = "run"
+
+
+@dataclass(frozen=True)
+class Topology:
+    """The broker names of one deployment, all derived from its namespace."""
+
+    namespace: str = "tasklight"
+
+    @property
+    def tasks_exchange(self) -> str:
+        """Direct exchange that takes `RunTask` commands."""
+        return f"{self.namespace}.tasks"
+
+    @property
+    def tasks_queue(self) -> str:
+        """Durable quorum queue the workers consume `RunTask` from."""
+        return f"{self.namespace}.tasks"
+
+    @property
+    def dead_exchange(self) -> str:
+        """Fanout exchange where commands that cannot be run end up."""
+        return f"{self.namespace}.dead"
+
+    @property
+    def dead_queue(self) -> str:
+        """Queue that keeps dead-lettered commands for inspection."""
+        return f"{self.namespace}.dead"
+
+    @property
+    def control_exchange(self) -> str:
+        """Fanout exchange for broadcasts to every worker (cancel)."""
+        return f"{self.namespace}.control"
