@@ -1,0 +1,143 @@
+"""Fixtures shared by every test layer; backends are found as `tests/backends.py` says."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aio_pika
+import httpx
+import pytest
+import uvicorn
+
+from services.api.app import create_app
+from services.stack import EmbeddedMongo, free_port
+from services.worker.app import Worker
+from shared.settings import Settings
+from shared.store import TaskStore, open_store
+from shared.topology import Topology
+from tests.backends import amqp_backend, mongo_backend
+
+
+@pytest.fixture(scope="session")
+def mongo_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[str, EmbeddedMongo | None]]:
+    """The session's MongoDB URL, and the embedded server if the tests started it."""
+    with mongo_backend(tmp_path_factory.mktemp("mongo")) as backend:
+        yield backend
+
+
+@pytest.fixture(scope="session")
+def mongo_url(mongo_server: tuple[str, EmbeddedMongo | None]) -> str:
+    """The session's MongoDB URL."""
+    return mongo_server[0]
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> Iterator[str]:
+    """The session's AMQP URL."""
+    with amqp_backend() as url:
+        yield url
+
+
+@pytest.fixture
+async def settings(mongo_url: str, amqp_url: str) -> AsyncIterator[Settings]:
+    """Settings with a database and broker namespace of this test's own; both removed after it."""
+    unique = uuid.uuid4().hex[:12]
+    test_settings = Settings(
+        mongodb_url=mongo_url,
+        amqp_url=amqp_url,
+        database=f"test_{unique}",
+        namespace=f"test.{unique}",
+        api_port=free_port(),
+        notifier_port=free_port(),
+        heartbeat_s=0.5,
+        worker_name=f"test-worker-{unique}",
+    )
+    yield test_settings
+    await drop_namespace(test_settings)
+
+
+async def drop_namespace(settings: Settings) -> None:
+    """Delete a test's database, queues and exchanges."""
+    store = open_store(settings)
+    try:
+        await store.client.drop_database(settings.database)
+    finally:
+        await store.close()
+    topology = Topology(settings.namespace)
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        for queue in (topology.tasks_queue, topology.dead_queue):
+            channel = await connection.channel()
+            with contextlib.suppress(Exception):
+                await channel.queue_delete(queue)
+        for exchange in (
+            topology.tasks_exchange,
+            topology.dead_exchange,
+            topology.control_exchange,
+        ):
+            channel = await connection.channel()
+            with contextlib.suppress(Exception):
+                await channel.exchange_delete(exchange)
+
+
+@pytest.fixture
+async def store(settings: Settings) -> AsyncIterator[TaskStore]:
+    """A store on the test's database."""
+    task_store = open_store(settings)
+    await task_store.ensure_indexes()
+    yield task_store
+    await task_store.close()
+
+
+class ServerThread:
+    """A uvicorn server for an ASGI app, run as a task on the test's event loop."""
+
+    def __init__(self, app: object, port: int) -> None:
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")  # type: ignore[arg-type]
+        )
+        self.task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> ServerThread:
+        self.task = asyncio.create_task(self.server.serve())
+        while not self.server.started:
+            if self.task.done():
+                self.task.result()
+            await asyncio.sleep(0.02)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        if self.task is not None:
+            await self.task
+
+
+@pytest.fixture
+async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for the API, served by uvicorn on a free port."""
+    async with ServerThread(create_app(settings), settings.api_port):
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.api_port}") as client:
+            yield client
+
+
+@pytest.fixture
+async def worker(settings: Settings) -> AsyncIterator[Worker]:
+    """A worker consuming the test's queue."""
+    running = Worker(settings)
+    await running.start()
+    yield running
+    await running.stop()
+
+
+@pytest.fixture
+def artifacts_dir() -> Path:
+    """Where tests leave files worth keeping (screenshots); kept out of git."""
+    path = Path(__file__).resolve().parent.parent / "test-artifacts"
+    path.mkdir(exist_ok=True)
+    return path
