@@ -49,9 +49,10 @@ def mongo_backend(tmp: Path) -> Iterator[tuple[str, EmbeddedMongo | None]]:
     server = EmbeddedMongo(tmp / "secantus", log_path=tmp / "secantus.log")
     try:
         server.start()
-    except RuntimeError:
-        server = None
-    if server is not None:
+        started = True
+    except RuntimeError:  # secantusd-py is not installed
+        started = False
+    if started:
         try:
             yield server.url, server
         finally:

@@ -121,9 +121,12 @@ class ServerThread:
 @pytest.fixture
 async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client for the API, served by uvicorn on a free port."""
-    async with ServerThread(create_app(settings), settings.api_port):
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.api_port}") as client:
-            yield client
+    base_url = f"http://127.0.0.1:{settings.api_port}"
+    async with (
+        ServerThread(create_app(settings), settings.api_port),
+        httpx.AsyncClient(base_url=base_url) as client,
+    ):
+        yield client
 
 
 @pytest.fixture

@@ -136,8 +136,9 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         type_ = _STATUS_TYPES.get(exc.status_code, "urn:tasklight:problem:http")
+        headers = dict(exc.headers) if exc.headers else None
         response = problem_response(
-            type_, str(exc.detail), instance=request.url.path, headers=exc.headers
+            type_, str(exc.detail), instance=request.url.path, headers=headers
         )
         response.status_code = exc.status_code
         return response

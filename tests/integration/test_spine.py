@@ -42,7 +42,8 @@ async def test_a_count_task_submitted_over_http_completes_with_its_progress_step
 
     assert task["state"] == "completed"
     assert task["result"] == {"counted": 3}
-    assert task["started_at"] is not None and task["finished_at"] is not None
+    assert task["started_at"] is not None
+    assert task["finished_at"] is not None
     assert task["worker"]["name"] == worker.settings.worker_name
     [report] = task["progress_reports"]
     assert (report["done"], report["total"], report["state"]) == (3, 3, "completed")
@@ -53,4 +54,5 @@ async def test_a_count_task_submitted_over_http_completes_with_its_progress_step
         ("running", "completed"),
     ]
     versions = [e["version"] for e in events]
-    assert versions == sorted(versions) and versions[-1] == task["version"]
+    assert versions == sorted(versions)
+    assert versions[-1] == task["version"]

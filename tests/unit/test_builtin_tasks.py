@@ -1,0 +1,94 @@
+"""The built-in handlers, called directly with an in-memory context (no broker, no database)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from shared.errors import TaskCanceled, TaskFailed
+from shared.registry import WaitForChildren
+from shared.tasktypes.builtin import CountArgs, FailArgs, SpawnArgs, count, fail, spawn
+
+
+@dataclass
+class Report:
+    message: str
+    code: str
+    total: int | None
+    done: int = 0
+    finished: bool = False
+
+    async def advance(self, by: int = 1) -> None:
+        self.done += by
+
+    async def finish(self) -> None:
+        self.finished = True
+
+
+@dataclass
+class MemoryContext:
+    """Records what a handler does; cancels after `cancel_after` checkpoints if set."""
+
+    cancel_after: int | None = None
+    reports: list[Report] = field(default_factory=list)
+    checkpoints: int = 0
+    spawned: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    @property
+    def task_id(self) -> str:
+        return "task-1"
+
+    async def report(
+        self, message: str, code: str, *, total: int | None = None, suffix: str | None = None
+    ) -> Report:
+        self.reports.append(Report(message, code, total))
+        return self.reports[-1]
+
+    async def checkpoint(self) -> None:
+        if self.cancel_after is not None and self.checkpoints >= self.cancel_after:
+            raise TaskCanceled()
+        self.checkpoints += 1
+
+    async def spawn(self, name: str, args: dict[str, Any]) -> str:
+        self.spawned.append((name, args))
+        return f"child-{len(self.spawned)}"
+
+
+async def test_count_reports_one_progress_step_per_round_and_returns_the_count() -> None:
+    ctx = MemoryContext()
+    result = await count(CountArgs(rounds=4, round_s=0), ctx)
+    assert result == {"counted": 4}
+    [report] = ctx.reports
+    assert (report.done, report.total, report.finished) == (4, 4, True)
+    assert ctx.checkpoints == 4
+
+
+async def test_count_stops_at_the_checkpoint_after_a_cancel_and_runs_no_further_round() -> None:
+    ctx = MemoryContext(cancel_after=2)
+    with pytest.raises(TaskCanceled):
+        await count(CountArgs(rounds=10, round_s=0), ctx)
+    assert ctx.reports[0].done == 2
+    assert not ctx.reports[0].finished
+
+
+async def test_fail_raises_a_showable_failure_with_the_given_message() -> None:
+    with pytest.raises(TaskFailed) as raised:
+        await fail(FailArgs(message="disk full", after_s=0), MemoryContext())
+    assert raised.value.message == "disk full"
+
+
+async def test_spawn_starts_the_children_and_asks_to_end_with_them() -> None:
+    ctx = MemoryContext()
+    outcome = await spawn(SpawnArgs(children=3, rounds=2, round_s=0.5), ctx)
+    assert outcome == WaitForChildren(result={"children": 3})
+    assert ctx.spawned == [("test.count", {"rounds": 2, "round_s": 0.5})] * 3
+
+
+def test_count_arguments_default_to_one_second_rounds_and_refuse_negative_rounds() -> None:
+    assert CountArgs().round_s == 1.0
+    with pytest.raises(ValueError, match="rounds"):
+        CountArgs(rounds=-1)
+    with pytest.raises(ValueError, match="Extra inputs"):
+        CountArgs.model_validate({"rounds": 1, "times": 3})
