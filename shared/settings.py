@@ -57,3 +57,30 @@ class Settings(BaseSettings):
     delivery_limit: int = Field(default=5, ge=1)
     #: Python modules whose import registers extra task types, comma separated.
     task_modules: str = ""
+
+    #: Seconds without a heartbeat after which a worker is missing and its tasks are ended.
+    worker_ttl_s: float = Field(default=30.0, gt=0)
+    #: Seconds between a worker's checks for missing workers, stranded commands and parents.
+    janitor_interval_s: float = Field(default=5.0, gt=0)
+    #: Seconds a stored task may wait for its command's confirm before the relay publishes it.
+    outbox_grace_s: float = Field(default=15.0, gt=0)
+    #: Seconds a handler gets to reach a checkpoint after a cancel before it is stopped.
+    cancel_grace_s: float = Field(default=10.0, gt=0)
+    #: Seconds a stopping worker lets running tasks finish before handing them back.
+    shutdown_grace_s: float = Field(default=20.0, ge=0)
+    #: Seconds after which a running task's command is acknowledged, below RabbitMQ's
+    #: consumer_timeout (30 min by default); from then on only the database holds the task.
+    ack_deadline_s: float = Field(default=25 * 60.0, gt=0)
+    #: Seconds finished tasks are kept (30 days); a TTL index removes them after.
+    retention_s: int = Field(default=30 * 24 * 3600, ge=60)
+    #: Seconds an Idempotency-Key is remembered (24 hours).
+    idempotency_ttl_s: int = Field(default=24 * 3600, ge=60)
+
+    #: Distinct updates one WebSocket connection may have waiting; reaching it closes with 4000.
+    ws_queue_limit: int = Field(default=1000, ge=4)
+    #: Largest WebSocket frame the notifier accepts, in bytes; a larger one closes with 1009.
+    ws_max_message_bytes: int = Field(default=64 * 1024, ge=1024)
+    #: Seconds between the notifier's keepalive pings; also how long it waits for each pong.
+    ws_ping_interval_s: float = Field(default=20.0, gt=0)
+    #: Compress WebSocket messages (permessage-deflate); costs ~50 KiB of memory per connection.
+    ws_compression: bool = False

@@ -1,0 +1,2 @@
+"""The notifier: follows MongoDB's change stream of tasks and pushes each change to WebSocket
+subscribers (docs/protocol.md)."""

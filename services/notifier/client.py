@@ -1,0 +1,95 @@
+"""One WebSocket connection of the notifier: its outbox, its subscriptions and its sender task."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from services.notifier.outbox import Offer, Outbox
+from services.notifier.subscriptions import Subscription
+
+log = logging.getLogger(__name__)
+
+#: Close code for a client whose outbox filled up (docs/protocol.md).
+CLOSE_TOO_SLOW = 4000
+
+
+class Client:
+    """A connection as the hub sees it: offers go into the outbox, the sender drains it.
+
+    Offers never wait, so one slow client cannot delay the others; the sender task is the only
+    one that waits on this client's socket.
+    """
+
+    __slots__ = ("_closer", "_room", "_sender", "_wakeup", "outbox", "owner", "subs", "ws")
+
+    def __init__(self, ws: ServerConnection, owner: str, queue_limit: int) -> None:
+        self.ws = ws
+        self.owner = owner
+        self.outbox = Outbox(queue_limit)
+        self.subs: dict[str, Subscription[Client]] = {}
+        self._wakeup = asyncio.Event()
+        self._room = asyncio.Event()
+        self._sender: asyncio.Task[None] | None = None
+        self._closer: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start the sender task."""
+        self._sender = asyncio.create_task(self._send_forever())
+
+    async def stop(self) -> None:
+        """Stop the sender task and drop what is pending."""
+        self.outbox.close()
+        if self._sender is not None:
+            self._sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sender
+
+    def push_task(
+        self, sub_id: str, task_id: str, version: int, task_json: str, *, final: bool
+    ) -> None:
+        """Offer a task state to one subscription of this connection."""
+        self._after(self.outbox.offer_task(sub_id, task_id, version, task_json, final=final))
+
+    def push_deleted(self, sub_id: str, task_id: str) -> None:
+        """Offer a deletion to one subscription of this connection."""
+        self._after(self.outbox.offer_deleted(sub_id, task_id))
+
+    def push_control(self, message: str) -> None:
+        """Offer a message that is not a task update."""
+        self._after(self.outbox.offer_control(message))
+
+    async def wait_for_room(self) -> None:
+        """Wait until at most half the outbox is used (for initial states, paced by the client)."""
+        while not self.outbox.closed and len(self.outbox) >= self.outbox.limit // 2:
+            self._room.clear()
+            await self._room.wait()
+
+    def _after(self, offer: Offer) -> None:
+        if offer is Offer.QUEUED or offer is Offer.COALESCED:
+            self._wakeup.set()
+        elif offer is Offer.OVERFLOW and self._closer is None:
+            log.info("closing %s: its send queue filled up", self.ws.remote_address)
+            self._room.set()
+            self._closer = asyncio.create_task(
+                self.ws.close(CLOSE_TOO_SLOW, "send queue full: reconnect and resume")
+            )
+
+    async def _send_forever(self) -> None:
+        half = self.outbox.limit // 2
+        try:
+            while True:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                while (message := self.outbox.pop()) is not None:
+                    await self.ws.send(message)
+                    if len(self.outbox) < half:
+                        self._room.set()
+                self._room.set()
+        except ConnectionClosed:
+            self.outbox.close()
+            self._room.set()

@@ -1,0 +1,107 @@
+"""Following the `tasks` change stream: one per process, resumed after errors, never skipping.
+
+After a transient error the stream resumes after the last event it handed on (its resume token).
+When the token cannot be used any more (the server pruned that history: SecantusDB keeps 1 hour
+or 100,000 entries; or the stream was invalidated), a new stream is opened first and then
+`on_rebuild` re-reads from the database every subscribed task changed since shortly before the
+last event seen, so a change committed in the gap still reaches its subscribers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import OperationFailure, PyMongoError
+
+from shared.lifecycle import utcnow
+
+log = logging.getLogger(__name__)
+
+#: Server error codes meaning "this resume token is no longer usable": rebuild.
+#: 286 ChangeStreamHistoryLost, 280 ChangeStreamFatalError, 260 InvalidResumeToken,
+#: 9 FailedToParse (a token the server cannot read).
+HISTORY_LOST_CODES = frozenset({286, 280, 260, 9})
+#: Only the operations that change what a client sees.
+PIPELINE: list[dict[str, Any]] = [
+    {"$match": {"operationType": {"$in": ["insert", "update", "replace", "delete", "invalidate"]}}}
+]
+MAX_BACKOFF_S = 5.0
+
+
+class _Invalidated(Exception):
+    """The stream was invalidated (collection dropped or renamed)."""
+
+
+class ChangeFollower:
+    """Feeds every committed change of a collection to `on_change`, in commit order."""
+
+    def __init__(
+        self,
+        collection: AsyncCollection[dict[str, Any]],
+        on_change: Callable[[Mapping[str, Any]], None],
+        on_rebuild: Callable[[datetime], Awaitable[int]],
+    ) -> None:
+        self.collection = collection
+        self.on_change = on_change
+        self.on_rebuild = on_rebuild
+        #: Resume token of the last event handed on (or of the stream's start).
+        self.resume_token: Mapping[str, Any] | None = None
+        #: When the last event was handed on (or the stream first opened).
+        self.last_seen_at: datetime = utcnow()
+        #: Set once the first stream is open: from then on, no committed change is missed.
+        self.ready = asyncio.Event()
+        #: Rebuilds done (for tests and logs).
+        self.rebuilds = 0
+
+    async def run(self) -> None:
+        """Follow the stream until cancelled."""
+        backoff_s = 0.1
+        rebuild_from: datetime | None = None
+        while True:
+            try:
+                stream = await self.collection.watch(
+                    PIPELINE, full_document="updateLookup", resume_after=self.resume_token
+                )
+                async with stream:
+                    if self.resume_token is None:
+                        self.resume_token = stream.resume_token
+                    if rebuild_from is not None:
+                        read = await self.on_rebuild(rebuild_from)
+                        self.rebuilds += 1
+                        log.warning("change stream rebuilt: re-read %d tasks", read)
+                        rebuild_from = None
+                    self.ready.set()
+                    backoff_s = 0.1
+                    async for change in stream:
+                        if change["operationType"] == "invalidate":
+                            raise _Invalidated
+                        self._hand_on(change)
+                        self.resume_token = stream.resume_token
+            except asyncio.CancelledError:
+                raise
+            except (_Invalidated, OperationFailure) as exc:
+                if isinstance(exc, OperationFailure) and exc.code not in HISTORY_LOST_CODES:
+                    log.warning("change stream failed: %s; resuming in %.1f s", exc, backoff_s)
+                    await asyncio.sleep(backoff_s)
+                    backoff_s = min(backoff_s * 2, MAX_BACKOFF_S)
+                    continue
+                log.warning("change stream cannot resume (%r); rebuilding from the database", exc)
+                self.resume_token = None
+                if rebuild_from is None:
+                    rebuild_from = self.last_seen_at
+            except PyMongoError as exc:
+                log.warning("change stream failed: %r; resuming in %.1f s", exc, backoff_s)
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, MAX_BACKOFF_S)
+
+    def _hand_on(self, change: Mapping[str, Any]) -> None:
+        self.last_seen_at = utcnow()
+        try:
+            self.on_change(change)
+        except Exception:
+            log.exception("change %r could not be routed", change.get("documentKey"))
