@@ -79,7 +79,7 @@ def parse(text: str) -> ClientMessage:
     kind = data.get("type")
     if kind == "ping":
         if raw_id is not None and not _valid_id(raw_id):
-            raise ProtocolError("invalid-message", _ID_RULE)
+            raise ProtocolError("invalid-message", _ID_RULE, message_id)
         return Ping(id=message_id)
     if kind == "unsubscribe":
         return Unsubscribe(id=_required_id(data))
