@@ -20,6 +20,7 @@ from faststream.rabbit import (
 )
 from pydantic import BaseModel
 
+from shared.retries import DELAY_BUCKETS_S
 from shared.settings import Settings
 from shared.topology import RUN_KEY, Topology
 
@@ -69,6 +70,18 @@ def control_exchange(topology: Topology) -> RabbitExchange:
     return RabbitExchange(topology.control_exchange, type=ExchangeType.FANOUT, durable=True)
 
 
+def delay_queue(topology: Topology, band_s: int) -> RabbitQueue:
+    """Holds retried commands of one delay band until their expiration sends them back."""
+    return RabbitQueue(
+        topology.delay_queue(band_s),
+        durable=True,
+        arguments={
+            "x-dead-letter-exchange": topology.tasks_exchange,
+            "x-dead-letter-routing-key": RUN_KEY,
+        },
+    )
+
+
 async def declare_topology(broker: RabbitBroker, topology: Topology, settings: Settings) -> None:
     """Declare and bind exchanges and queues: a publish is routable before any worker runs."""
     dead_x = await broker.declare_exchange(dead_exchange(topology))
@@ -78,6 +91,8 @@ async def declare_topology(broker: RabbitBroker, topology: Topology, settings: S
     tasks_q = await broker.declare_queue(tasks_queue(topology, settings))
     await tasks_q.bind(tasks_x, routing_key=RUN_KEY)
     await broker.declare_exchange(control_exchange(topology))
+    for band_s in DELAY_BUCKETS_S:
+        await broker.declare_queue(delay_queue(topology, band_s))
 
 
 async def publish_command(

@@ -2,7 +2,8 @@
 
     TaskError (root)
     ├── TaskCanceled   the task was asked to stop; the worker records `canceled`
-    └── TaskFailed     a failure worth showing the user as it is; the worker records `failed`
+    ├── TaskFailed     a failure worth showing the user as it is; the worker records `failed`
+    └── Retry          try again later, within the task type's retry policy
 
 Any other exception fails the task too, but its text is redacted (it may hold secrets): the task
 shows its type and a generic message, and the worker's log has the details.
@@ -29,3 +30,12 @@ class TaskFailed(TaskError):
         super().__init__(message)
         self.type = type
         self.message = message
+
+
+class Retry(TaskError):
+    """Ask for another attempt (within the task type's retry policy), after `delay_s` if given."""
+
+    def __init__(self, message: str = "retry requested", *, delay_s: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.delay_s = delay_s

@@ -3,9 +3,14 @@
 Allowed changes (a finished task never changes state again)::
 
     waiting ──▶ running ──▶ completed | failed
-       │           │
-       ▼           ▼
-    canceled    canceling ──▶ canceled | completed | failed
+       │  │        │
+       │  ▼        ▼
+       │ failed   canceling ──▶ canceled | completed | failed
+       ▼
+    canceled
+
+`waiting → failed` goes beyond DESIGN.md: a task whose command can never be delivered (it was
+dead-lettered) must fail without pretending that it started.
 
 Every state change is a conditional update: the task document is changed only where it is still in
 one of the expected states (and, for a worker, still held by the same run). When the update matches
@@ -50,7 +55,7 @@ FINAL_STATES: frozenset[TaskState] = frozenset(
 )
 
 ALLOWED_CHANGES: Mapping[TaskState, frozenset[TaskState]] = {
-    TaskState.WAITING: frozenset({TaskState.RUNNING, TaskState.CANCELED}),
+    TaskState.WAITING: frozenset({TaskState.RUNNING, TaskState.CANCELED, TaskState.FAILED}),
     TaskState.RUNNING: frozenset({TaskState.CANCELING, TaskState.COMPLETED, TaskState.FAILED}),
     TaskState.CANCELING: frozenset({TaskState.CANCELED, TaskState.COMPLETED, TaskState.FAILED}),
     TaskState.COMPLETED: frozenset(),

@@ -5,9 +5,11 @@ from __future__ import annotations
 import importlib
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel
+
+from shared.retries import RetryPolicy
 
 
 class Progress(Protocol):
@@ -62,6 +64,12 @@ class TaskType:
     description: str
     args_model: type[BaseModel]
     handler: Handler
+    #: How failures are retried; None: never.
+    retry: RetryPolicy | None = None
+    #: When its worker goes missing: run it again on another worker, or fail it.
+    on_worker_lost: Literal["requeue", "fail"] = "fail"
+    #: Runs of one task at most, counting requeues after a lost worker.
+    max_runs: int = 3
 
     def schema(self) -> dict[str, Any]:
         """JSON Schema of this type's arguments."""

@@ -1,25 +1,34 @@
-"""Submitting and canceling tasks: the one place both the API and the workers do it."""
+"""Submitting, canceling and ending tasks: the one place the API, workers and janitor do it."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
-from faststream.rabbit import RabbitBroker
+from faststream.rabbit import RabbitBroker, RabbitQueue
 from pydantic import ValidationError
+from pymongo.errors import DuplicateKeyError
 
 from shared.broker import control_exchange, publish_command, tasks_exchange
 from shared.ids import new_task_id
 from shared.lifecycle import FINAL_STATES, TaskState, utcnow
 from shared.messages import CancelTask, RunTask
 from shared.registry import Registry
+from shared.retries import bucket_for
 from shared.settings import Settings
 from shared.store import Doc, TaskStore
 from shared.task import UiHints, new_task_doc
 from shared.topology import RUN_KEY, Topology
 
 log = logging.getLogger(__name__)
+
+#: Seconds after which a pending Idempotency-Key whose request never finished may be reused.
+ABANDONED_KEY_S = 60
 
 
 class InvalidSubmission(ValueError):
@@ -42,9 +51,25 @@ class AlreadyFinished(RuntimeError):
         self.doc = doc
 
 
+class IdempotencyKeyReused(ValueError):
+    """The Idempotency-Key was used before with another request body."""
+
+
+class IdempotencyKeyInFlight(RuntimeError):
+    """A request with the same Idempotency-Key is being processed right now."""
+
+
+@dataclass
+class Submitted:
+    """A submission's task, and whether it is the answer to an earlier identical request."""
+
+    doc: Doc
+    replayed: bool = False
+
+
 @dataclass
 class TaskService:
-    """Submit and cancel tasks against one store and one broker."""
+    """Submit, cancel, requeue and end tasks against one store and one broker."""
 
     store: TaskStore
     broker: RabbitBroker
@@ -86,24 +111,98 @@ class TaskService:
     ) -> Doc:
         """Store a task as `waiting` and queue its command; return the stored task.
 
-        If the broker does not confirm the command, the task is removed again and
-        `BrokerUnavailable` raised: a caller that got a task back can count on it running.
+        The task is stored with an outbox entry in one transaction. If the broker confirms the
+        command, the entry is removed; if it refuses it, the task is removed again and
+        `BrokerUnavailable` raised; if this process dies in between, the relay publishes the
+        command later. So a caller that got a task back can count on it reaching a final state.
         """
         valid_args = self.validate(name, args)
         task_id = new_task_id()
+        now = utcnow()
         doc = new_task_doc(
             task_id=task_id,
             name=name,
             args=valid_args,
             owner=owner,
-            at=utcnow(),
+            at=now,
             ui=ui,
             metadata=metadata,
             parent_id=parent_id,
         )
-        await self.store.insert(doc, parent_id=parent_id)
-        command = RunTask(task_id=task_id, name=name)
+        due = now + timedelta(seconds=self.settings.outbox_grace_s)
+        await self.store.insert(doc, parent_id=parent_id, dispatch_due_at=due)
         try:
+            await self.dispatch(task_id, name)
+        except Exception as exc:
+            log.warning("publish of task %s failed: %r; removing it", task_id, exc)
+            await self.store.discard_unqueued(task_id, parent_id=parent_id)
+            raise BrokerUnavailable(str(exc) or type(exc).__name__) from exc
+        return doc
+
+    async def submit_once(
+        self,
+        key: str,
+        name: str,
+        args: dict[str, Any],
+        *,
+        owner: str,
+        ui: UiHints | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Submitted:
+        """`submit` under an Idempotency-Key: the same key and body give the same task."""
+        self.validate(name, args)
+        body = {"name": name, "args": args, "ui": ui and ui.model_dump(), "metadata": metadata}
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+        key_id = {"owner": owner, "key": key}
+        now = utcnow()
+        record = {"_id": key_id, "digest": digest, "task_id": None, "created_at": now}
+        try:
+            await self.store.idempotency.insert_one(record)
+        except DuplicateKeyError:
+            existing = await self.store.idempotency.find_one({"_id": key_id})
+            if existing is None:  # expired in between: a fresh start is right
+                return await self.submit_once(
+                    key, name, args, owner=owner, ui=ui, metadata=metadata
+                )
+            if existing["digest"] != digest:
+                raise IdempotencyKeyReused(key) from None
+            if existing["task_id"] is not None:
+                done = await self.store.get(existing["task_id"])
+                if done is not None:
+                    return Submitted(done, replayed=True)
+            age_s = (now - existing["created_at"]).total_seconds()
+            if existing["task_id"] is None and age_s < ABANDONED_KEY_S:
+                raise IdempotencyKeyInFlight(key) from None
+            # The first request died half-way (or its task was purged): take the key over.
+            taken = await self.store.idempotency.find_one_and_replace(
+                {"_id": key_id, "created_at": existing["created_at"]}, record
+            )
+            if taken is None:
+                raise IdempotencyKeyInFlight(key) from None
+        try:
+            doc = await self.submit(name, args, owner=owner, ui=ui, metadata=metadata)
+        except BaseException:
+            await self.store.idempotency.delete_one({"_id": key_id, "created_at": now})
+            raise
+        await self.store.idempotency.update_one({"_id": key_id}, {"$set": {"task_id": doc["_id"]}})
+        return Submitted(doc)
+
+    async def dispatch(self, task_id: str, name: str, *, delay_s: float = 0) -> None:
+        """Publish the task's command (after `delay_s`, held by the broker); then clear its
+        outbox entry."""
+        command = RunTask(task_id=task_id, name=name)
+        if delay_s > 0:
+            band = bucket_for(delay_s)
+            await self.broker.publish(
+                command,
+                queue=RabbitQueue(self.topology.delay_queue(band)),
+                persist=True,
+                mandatory=True,
+                expiration=timedelta(seconds=delay_s),
+                timeout=self.settings.publish_timeout_s,
+                message_id=task_id,
+            )
+        else:
             await publish_command(
                 self.broker,
                 tasks_exchange(self.topology),
@@ -112,18 +211,44 @@ class TaskService:
                 timeout_s=self.settings.publish_timeout_s,
                 message_id=task_id,
             )
+        await self.store.dispatched(task_id)
+
+    async def requeue(
+        self, doc: Doc, run_id: str, attempt: Doc, *, delay_s: float = 0
+    ) -> Doc | None:
+        """Release a running task from its run and queue it again (after `delay_s`)."""
+        due = utcnow() + timedelta(seconds=delay_s + self.settings.outbox_grace_s)
+        released = await self.store.release(doc["_id"], run_id, attempt, dispatch_due_at=due)
+        if released is None:
+            return None
+        try:
+            await self.dispatch(doc["_id"], doc["name"], delay_s=delay_s)
         except Exception as exc:
-            log.warning("publish of task %s failed: %r; removing it", task_id, exc)
-            await self.store.discard_unqueued(task_id, parent_id=parent_id)
-            raise BrokerUnavailable(str(exc) or type(exc).__name__) from exc
-        return doc
+            # The outbox entry stays: the relay publishes it when it is due.
+            log.warning("requeue of task %s not confirmed (%r); the relay will", doc["_id"], exc)
+        return released
 
     async def cancel(self, task_id: str) -> Doc | None:
-        """Cancel a task: `waiting` ends `canceled` now; `running` becomes `canceling`.
+        """Cancel a task and its children: `waiting` ends `canceled` now; `running` becomes
+        `canceling` and its worker stops it at the next checkpoint.
 
         Returns the task after the change (or as it is, if already `canceling`), None if it
         does not exist; raises AlreadyFinished for a finished task.
         """
+        doc = await self._cancel_one(task_id)
+        if doc is None:
+            return None
+        for child in await self.store.children(task_id):
+            if child["state"] not in FINAL_STATES:
+                with contextlib.suppress(AlreadyFinished):
+                    await self.cancel(child["_id"])
+        if doc["state"] in FINAL_STATES:
+            await self.ended(doc)
+        else:
+            await self.finish_parent(task_id)
+        return await self.store.get(task_id) or doc
+
+    async def _cancel_one(self, task_id: str) -> Doc | None:
         # Each step is a compare-and-set; losing one means the state moved on, so look again.
         for _ in range(5):
             doc = await self.store.transition(
@@ -135,6 +260,9 @@ class TaskService:
                 task_id, [TaskState.RUNNING], TaskState.CANCELING, reason="cancel requested"
             )
             if doc is not None:
+                if doc.get("run", {}).get("id") is None and not doc.get("awaiting_children"):
+                    # Released (waiting for a retry or a requeue): nobody runs it to stop it.
+                    return await self.end_unheld(doc, reason="canceled while queued again")
                 await self._broadcast_cancel(task_id)
                 return doc
             current = await self.store.get(task_id)
@@ -145,6 +273,21 @@ class TaskService:
             if current["state"] == TaskState.CANCELING:
                 return current
         raise RuntimeError(f"cancel of task {task_id} kept losing races")
+
+    async def end_unheld(self, doc: Doc, *, reason: str) -> Doc:
+        """End a `canceling` task that no run holds."""
+        ended = await self.store.transition(
+            doc["_id"],
+            [TaskState.CANCELING],
+            TaskState.CANCELED,
+            fields={"error": {"type": "canceled", "message": reason}},
+            guard={"run.id": None},
+            reason=reason,
+        )
+        if ended is None:
+            return await self.store.get(doc["_id"]) or doc
+        await self.ended(ended)
+        return ended
 
     async def _broadcast_cancel(self, task_id: str) -> None:
         # Best effort: the worker also learns of `canceling` from its next write to the task.
@@ -159,3 +302,44 @@ class TaskService:
             )
         except Exception as exc:
             log.warning("cancel broadcast for task %s failed: %r", task_id, exc)
+
+    async def ended(self, doc: Doc) -> None:
+        """A task reached a final state: its parent may now be able to end too."""
+        if doc.get("parent_id"):
+            await self.finish_parent(doc["parent_id"])
+
+    async def finish_parent(self, parent_id: str) -> None:
+        """End a task that waits for its children, if they have all ended.
+
+        Completed if every child completed; canceled if it was being canceled; else failed.
+        Called after each child ends, and by the janitor for parents left behind by a crash.
+        """
+        parent = await self.store.get(parent_id)
+        if parent is None or not parent.get("awaiting_children"):
+            return
+        if parent["state"] not in (TaskState.RUNNING, TaskState.CANCELING):
+            return
+        children = await self.store.children(parent_id)
+        if any(child["state"] not in FINAL_STATES for child in children):
+            return
+        not_completed = [c for c in children if c["state"] != TaskState.COMPLETED]
+        fields: dict[str, Any]
+        if not not_completed:
+            target, fields = TaskState.COMPLETED, {"result": parent.get("join_result")}
+        elif parent["state"] == TaskState.CANCELING:
+            target = TaskState.CANCELED
+            fields = {"error": {"type": "canceled", "message": "canceled with its children"}}
+        else:
+            target = TaskState.FAILED
+            message = f"{len(not_completed)} of {len(children)} child tasks did not complete"
+            fields = {"error": {"type": "child_failed", "message": message}}
+        sources = (
+            [TaskState.CANCELING]
+            if target is TaskState.CANCELED
+            else [TaskState.RUNNING, TaskState.CANCELING]
+        )
+        ended = await self.store.transition(
+            parent_id, sources, target, fields=fields, guard={"awaiting_children": True}
+        )
+        if ended is not None:
+            await self.ended(ended)

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import OperationFailure
 
 from shared.lifecycle import FINAL_STATES, TaskState, transition_write, utcnow
 from shared.messages import TaskStateChanged
 from shared.settings import Settings
-from shared.topology import TASK_EVENTS, TASKS, WORKERS
+from shared.topology import IDEMPOTENCY_KEYS, OUTBOX, TASK_EVENTS, TASKS, WORKERS
 
 Doc = dict[str, Any]
 
@@ -22,25 +24,60 @@ def open_store(settings: Settings) -> TaskStore:
     client: AsyncMongoClient[Doc] = AsyncMongoClient(
         settings.mongodb_url, tz_aware=True, serverSelectionTimeoutMS=5000
     )
-    return TaskStore(client, settings.database)
+    return TaskStore(
+        client,
+        settings.database,
+        retention_s=settings.retention_s,
+        idempotency_ttl_s=settings.idempotency_ttl_s,
+    )
 
 
 class TaskStore:
     """Tasks, task events and workers in one MongoDB database."""
 
-    def __init__(self, client: AsyncMongoClient[Doc], database: str) -> None:
+    def __init__(
+        self,
+        client: AsyncMongoClient[Doc],
+        database: str,
+        *,
+        retention_s: int = 30 * 24 * 3600,
+        idempotency_ttl_s: int = 24 * 3600,
+    ) -> None:
         self.client = client
+        self.retention_s = retention_s
+        self.idempotency_ttl_s = idempotency_ttl_s
         self.db: AsyncDatabase[Doc] = client[database]
         self.tasks = self.db[TASKS]
         self.events = self.db[TASK_EVENTS]
         self.workers = self.db[WORKERS]
+        #: Commands stored with their task and removed once the broker confirmed them.
+        self.outbox = self.db[OUTBOX]
+        self.idempotency = self.db[IDEMPOTENCY_KEYS]
 
     async def ensure_indexes(self) -> None:
         """Create the indexes the queries below rely on (idempotent)."""
         await self.tasks.create_index([("owner", ASCENDING), ("_id", DESCENDING)])
         await self.tasks.create_index([("state", ASCENDING), ("_id", DESCENDING)])
         await self.tasks.create_index([("parent_id", ASCENDING)])
+        await self.tasks.create_index([("state", ASCENDING), ("worker.last_heartbeat", ASCENDING)])
         await self.events.create_index([("task_id", ASCENDING), ("version", ASCENDING)])
+        await self.outbox.create_index([("due_at", ASCENDING)])
+        # Finished tasks (and their events) are kept for `retention_s`, then removed by MongoDB.
+        await self._ttl_index(self.tasks, "finished_at", self.retention_s)
+        await self._ttl_index(self.events, "at", self.retention_s)
+        await self._ttl_index(self.idempotency, "created_at", self.idempotency_ttl_s)
+
+    async def _ttl_index(self, collection: Any, field: str, seconds: int) -> None:
+        try:
+            await collection.create_index([(field, ASCENDING)], expireAfterSeconds=seconds)
+        except OperationFailure as exc:
+            if exc.code not in (85, 86):  # the index exists with another TTL: change it
+                raise
+            await self.db.command(
+                "collMod",
+                collection.name,
+                index={"keyPattern": {field: 1}, "expireAfterSeconds": seconds},
+            )
 
     async def close(self) -> None:
         """Close the client's connections."""
@@ -50,14 +87,25 @@ class TaskStore:
         """Raise if the database does not answer."""
         await self.db.command("ping")
 
-    async def insert(self, doc: Doc, *, parent_id: str | None = None) -> None:
-        """Store a new task and its first event; with `parent_id`, also link it to its parent."""
+    async def insert(
+        self, doc: Doc, *, parent_id: str | None = None, dispatch_due_at: datetime | None = None
+    ) -> None:
+        """Store a new task and its first event; with `parent_id`, also link it to its parent.
+
+        With `dispatch_due_at`, an outbox entry is stored too: if the command is not confirmed
+        (and the entry removed) by then, the relay publishes it.
+        """
         event = TaskStateChanged(
             task_id=doc["_id"], source=None, target=TaskState.WAITING, version=doc["version"]
         )
         async with self.client.start_session() as session, await session.start_transaction():
             await self.tasks.insert_one(doc, session=session)
             await self.events.insert_one(_event_doc(event), session=session)
+            if dispatch_due_at is not None:
+                await self.outbox.insert_one(
+                    {"_id": doc["_id"], "name": doc["name"], "due_at": dispatch_due_at},
+                    session=session,
+                )
             if parent_id is not None:
                 await self._touch(parent_id, {"$push": {"child_ids": doc["_id"]}}, session=session)
 
@@ -156,9 +204,81 @@ class TaskStore:
             query, full, projection=projection, return_document=ReturnDocument.AFTER
         )
 
+    async def dispatched(self, task_id: str) -> None:
+        """The broker confirmed the task's command: the relay need not publish it."""
+        await self.outbox.delete_one({"_id": task_id})
+
+    async def due_dispatches(self, now: datetime, limit: int = 100) -> list[Doc]:
+        """Outbox entries whose command should have been confirmed by `now`."""
+        cursor = self.outbox.find({"due_at": {"$lte": now}}).sort("due_at", ASCENDING).limit(limit)
+        return [doc async for doc in cursor]
+
+    async def release(
+        self, task_id: str, run_id: str, attempt: Doc, *, dispatch_due_at: datetime
+    ) -> Doc | None:
+        """Take a running task back from run `run_id` so that another run may claim it.
+
+        The task stays `running` (the lifecycle has no way back to `waiting`), its run is
+        cleared, `attempt` is added to its attempts, and an outbox entry makes sure its
+        command is published again. None if the run no longer held it.
+        """
+        async with self.client.start_session() as session, await session.start_transaction():
+            doc = await self.tasks.find_one_and_update(
+                {"_id": task_id, "run.id": run_id, "state": TaskState.RUNNING.value},
+                _with_version_bump(
+                    {
+                        "$set": {"run": {"id": None, "released": attempt["outcome"]}},
+                        "$push": {"attempts": attempt},
+                    }
+                ),
+                return_document=ReturnDocument.AFTER,
+                session=session,
+            )
+            if doc is None:
+                return None
+            await self.outbox.replace_one(
+                {"_id": task_id},
+                {"_id": task_id, "name": doc["name"], "due_at": dispatch_due_at},
+                upsert=True,
+                session=session,
+            )
+        return doc
+
+    async def claim_released(self, task_id: str, run: Doc, worker: Doc) -> Doc | None:
+        """Give a released running task to a new run; None if it is not released."""
+        return await self.tasks.find_one_and_update(
+            {"_id": task_id, "state": TaskState.RUNNING.value, "run.id": None},
+            _with_version_bump({"$set": {"run": run, "worker": worker}, "$inc": {"runs": 1}}),
+            return_document=ReturnDocument.AFTER,
+        )
+
+    async def stale_running(self, heartbeat_before: datetime, limit: int = 100) -> list[Doc]:
+        """Running or canceling tasks held by a run whose worker stopped heartbeating."""
+        cursor = self.tasks.find(
+            {
+                "state": {"$in": [TaskState.RUNNING.value, TaskState.CANCELING.value]},
+                "run.id": {"$ne": None},
+                "awaiting_children": {"$ne": True},
+                "worker.last_heartbeat": {"$lt": heartbeat_before},
+            }
+        ).limit(limit)
+        return [doc async for doc in cursor]
+
+    async def waiting_parents(self, updated_before: datetime, limit: int = 100) -> list[Doc]:
+        """Tasks waiting for their children that have not changed since `updated_before`."""
+        cursor = self.tasks.find(
+            {
+                "state": {"$in": [TaskState.RUNNING.value, TaskState.CANCELING.value]},
+                "awaiting_children": True,
+                "updated_at": {"$lt": updated_before},
+            }
+        ).limit(limit)
+        return [doc async for doc in cursor]
+
     async def discard_unqueued(self, task_id: str, *, parent_id: str | None) -> None:
         """Remove a task whose command the broker did not take, with its events and link."""
         async with self.client.start_session() as session, await session.start_transaction():
+            await self.outbox.delete_one({"_id": task_id}, session=session)
             await self.tasks.delete_one(
                 {"_id": task_id, "state": TaskState.WAITING.value}, session=session
             )

@@ -10,6 +10,10 @@ TASKS = "tasks"
 TASK_EVENTS = "task_events"
 #: One document per worker process: its heartbeat and what it runs.
 WORKERS = "workers"
+#: Commands not yet confirmed by the broker (the transactional outbox).
+OUTBOX = "outbox"
+#: Idempotency-Key records of `POST /tasks`, removed by TTL.
+IDEMPOTENCY_KEYS = "idempotency_keys"
 
 #: Routing key of `RunTask` commands on the tasks exchange.
 RUN_KEY = "run"
@@ -40,6 +44,10 @@ class Topology:
     def dead_queue(self) -> str:
         """Queue that keeps dead-lettered commands for inspection."""
         return f"{self.namespace}.dead"
+
+    def delay_queue(self, band_s: int) -> str:
+        """Queue where retried commands wait out delays of the band starting at `band_s`."""
+        return f"{self.namespace}.delay.{band_s}s"
 
     @property
     def control_exchange(self) -> str:

@@ -1,24 +1,29 @@
-"""The worker's composition root: settings → store, broker → subscribers and heartbeat."""
+"""The worker's composition root: settings → store, broker → subscribers, heartbeat, janitor."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 from faststream import AckPolicy
 from faststream.rabbit import Channel, RabbitMessage, RabbitQueue
 from pydantic import ValidationError
 
 from services.worker.heartbeat import heartbeat_forever
+from services.worker.janitor import Janitor
 from services.worker.runner import Runner
 from shared.broker import (
     control_exchange,
+    dead_queue,
     declare_topology,
     make_broker,
     tasks_exchange,
     tasks_queue,
 )
+from shared.ids import is_task_id
+from shared.lifecycle import TaskState
 from shared.messages import CancelTask, RunTask
 from shared.registry import Registry, load_registry
 from shared.service import TaskService
@@ -29,8 +34,28 @@ from shared.topology import Topology
 log = logging.getLogger(__name__)
 
 
+class Delivery:
+    """One delivered command, settled exactly once (ack, or nack for another try)."""
+
+    def __init__(self, message: RabbitMessage) -> None:
+        self.message = message
+        self.settled = False
+
+    async def ack(self) -> None:
+        """Acknowledge, unless already settled."""
+        if not self.settled:
+            self.settled = True
+            await self.message.ack()
+
+    async def nack(self) -> None:
+        """Give the command back to the queue, unless already settled."""
+        if not self.settled:
+            self.settled = True
+            await self.message.nack(requeue=True)
+
+
 class Worker:
-    """One worker process's parts; `start()` begins consuming, `stop()` ends it."""
+    """One worker process's parts; `start()` begins consuming, `stop()` ends it gracefully."""
 
     def __init__(self, settings: Settings, registry: Registry | None = None) -> None:
         self.settings = settings
@@ -39,18 +64,28 @@ class Worker:
         self.store = open_store(settings)
         self.broker = make_broker(settings, logger=None)
         self.service = TaskService(self.store, self.broker, self.registry, settings)
-        self.runner = Runner(self.service, self.registry, settings.worker_name)
-        self._heartbeat: asyncio.Task[None] | None = None
+        self.runner = Runner(
+            self.service,
+            self.registry,
+            settings.worker_name,
+            cancel_grace_s=settings.cancel_grace_s,
+            ack_deadline_s=settings.ack_deadline_s,
+        )
+        self.janitor = Janitor(self.service)
+        self._background: list[asyncio.Task[None]] = []
         self._subscribe()
 
     def _subscribe(self) -> None:
-        @self.broker.subscriber(
+        self.tasks_subscriber = self.broker.subscriber(
             tasks_queue(self.topology, self.settings),
             tasks_exchange(self.topology),
             channel=Channel(prefetch_count=self.settings.worker_concurrency),
             ack_policy=AckPolicy.MANUAL,
         )
+
+        @self.tasks_subscriber
         async def on_run(message: RabbitMessage) -> None:
+            delivery = Delivery(message)
             try:
                 command = RunTask.model_validate_json(message.body)
             except ValidationError as exc:
@@ -58,12 +93,17 @@ class Worker:
                 await message.reject(requeue=False)
                 return
             try:
-                await self.runner.handle(command)
+                await self.runner.handle(command, delivery.ack)
             except Exception:
                 # The outcome could not be stored: give the command back for another try.
                 log.exception("task %s could not be recorded; requeueing", command.task_id)
-                await message.nack(requeue=True)
+                await delivery.nack()
                 return
+            await delivery.ack()
+
+        @self.broker.subscriber(dead_queue(self.topology), ack_policy=AckPolicy.MANUAL)
+        async def on_dead(message: RabbitMessage) -> None:
+            await self._fail_dead_lettered(message)
             await message.ack()
 
         control_queue = RabbitQueue(
@@ -76,21 +116,50 @@ class Worker:
         async def on_control(command: CancelTask) -> None:
             await self.runner.request_cancel(command.task_id)
 
+    async def _fail_dead_lettered(self, message: RabbitMessage) -> None:
+        headers: dict[str, Any] = message.headers or {}
+        reason = str(headers.get("x-first-death-reason", "rejected"))
+        try:
+            task_id: str | None = RunTask.model_validate_json(message.body).task_id
+        except ValidationError:
+            # Undecodable; every command is published with its task id as message id.
+            task_id = message.message_id if is_task_id(message.message_id or "") else None
+        if task_id is None:
+            log.error("dead-lettered message %r names no task; dropped", message.message_id)
+            return
+        error = {
+            "type": "dead_lettered",
+            "message": f"its command could not be run and was dead-lettered ({reason})",
+        }
+        ended = await self.store.transition(
+            task_id,
+            [TaskState.WAITING, TaskState.RUNNING, TaskState.CANCELING],
+            TaskState.FAILED,
+            fields={"error": error},
+            reason=f"dead-lettered: {reason}",
+        )
+        if ended is not None:
+            log.error("task %s failed: its command was dead-lettered (%s)", task_id, reason)
+            await self.service.ended(ended)
+
     async def start(self) -> None:
-        """Connect, declare the topology, start consuming and heartbeating."""
+        """Connect, declare the topology, start consuming, heartbeating and sweeping."""
         await self.store.ensure_indexes()
         await self.broker.connect()
         await declare_topology(self.broker, self.topology, self.settings)
         await self.broker.start()
-        self._heartbeat = asyncio.create_task(
-            heartbeat_forever(
-                self.store,
-                self.settings.worker_name,
-                interval_s=self.settings.heartbeat_s,
-                concurrency=self.settings.worker_concurrency,
-                current_tasks=lambda: sorted(self.runner.running),
-            )
-        )
+        self._background = [
+            asyncio.create_task(
+                heartbeat_forever(
+                    self.store,
+                    self.settings.worker_name,
+                    interval_s=self.settings.heartbeat_s,
+                    concurrency=self.settings.worker_concurrency,
+                    current_tasks=lambda: sorted(self.runner.running),
+                )
+            ),
+            asyncio.create_task(self.janitor.run_forever()),
+        ]
         log.info(
             "worker %s consuming %s with concurrency %d",
             self.settings.worker_name,
@@ -98,11 +167,17 @@ class Worker:
             self.settings.worker_concurrency,
         )
 
-    async def stop(self) -> None:
-        """Stop consuming and heartbeating, and close the connections."""
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Stop taking commands, let running tasks finish within the grace time, hand the rest
+        back to the queue, then close. Nothing is acknowledged without its outcome stored."""
+        await self.tasks_subscriber.stop()
+        await self.runner.shutdown(self.settings.shutdown_grace_s if grace_s is None else grace_s)
+        for task in self._background:
+            task.cancel()
+        for task in self._background:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat
+                await task
+        with contextlib.suppress(Exception):
+            await self.store.workers.delete_one({"_id": self.settings.worker_name})
         await self.broker.stop()
         await self.store.close()

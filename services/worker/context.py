@@ -24,6 +24,9 @@ class RunContext:
         self.owner: str = doc["owner"]
         self.run_id = run_id
         self.cancel_requested = asyncio.Event()
+        #: The handler's future, so that a stopping worker can take the task back.
+        self.handler: asyncio.Future[Any] | None = None
+        self.handed_back = False
         #: The reports as stored: this run is their only writer, so the copy stays exact.
         self.reports: list[ProgressReport] = []
 
@@ -40,6 +43,12 @@ class RunContext:
         self.reports.append(report)
         await self._write({"$push": {"progress_reports": report.model_dump(mode="json")}})
         return RunProgress(self, len(self.reports) - 1)
+
+    def hand_back(self) -> None:
+        """Stop the handler because the worker stops; the task will run elsewhere."""
+        self.handed_back = True
+        if self.handler is not None:
+            self.handler.cancel()
 
     async def checkpoint(self) -> None:
         """Raise `TaskCanceled` if the task was asked to stop."""

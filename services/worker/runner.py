@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 
 from services.worker.context import RunContext
-from shared.errors import TaskCanceled, TaskFailed
+from shared.errors import Retry, TaskCanceled, TaskFailed
 from shared.ids import new_task_id
 from shared.lifecycle import FINAL_STATES, TaskState, utcnow
 from shared.messages import RunTask
-from shared.registry import Registry, UnknownTaskType, WaitForChildren
+from shared.registry import Registry, TaskType, UnknownTaskType, WaitForChildren
 from shared.service import TaskService
 from shared.store import Doc, TaskStore
 from shared.task import ProgressReport
@@ -23,15 +25,31 @@ from shared.task import ProgressReport
 log = logging.getLogger(__name__)
 
 _ACTIVE = (TaskState.RUNNING, TaskState.CANCELING)
+Ack = Callable[[], Awaitable[None]]
+
+
+class Next(Enum):
+    """What happens to a task after its handler returned or raised."""
+
+    #: It ends in `Outcome.state`.
+    END = "end"
+    #: It ends when its children have (the handler returned `WaitForChildren`).
+    AWAIT_CHILDREN = "await_children"
+    #: It runs again after `Outcome.delay_s` (a retryable failure).
+    RETRY = "retry"
+    #: The worker is stopping: another worker runs it again.
+    HAND_BACK = "hand_back"
 
 
 @dataclass
 class Outcome:
-    """How a run ended: the final state and the fields to record with it."""
+    """How a run ended, and what to store."""
 
-    state: TaskState
+    next: Next
+    state: TaskState = TaskState.RUNNING
     result: Any = None
     error: dict[str, str] | None = None
+    delay_s: float = 0
     reports: list[ProgressReport] = field(default_factory=list)
 
     def fields(self) -> dict[str, Any]:
@@ -48,6 +66,14 @@ class Outcome:
         return fields
 
 
+def _end(state: TaskState, **fields: Any) -> Outcome:
+    return Outcome(Next.END, state, **fields)
+
+
+def _failed(type_: str, message: str) -> Outcome:
+    return _end(TaskState.FAILED, error={"type": type_, "message": message})
+
+
 @dataclass
 class Runner:
     """Runs commands for one worker process; knows which tasks it runs now."""
@@ -57,36 +83,47 @@ class Runner:
     worker_name: str
     #: Seconds a handler gets after a cancel before it is stopped without reaching a checkpoint.
     cancel_grace_s: float = 10.0
+    #: Seconds after which the command of a still-running task is acknowledged.
+    ack_deadline_s: float = 25 * 60.0
     running: dict[str, RunContext] = field(default_factory=dict)
+    #: Every `handle` call in progress, from claim to stored outcome.
+    inflight: set[asyncio.Future[Any]] = field(default_factory=set)
 
     @property
     def store(self) -> TaskStore:
         """The task store."""
         return self.service.store
 
-    async def handle(self, command: RunTask) -> None:
+    async def handle(self, command: RunTask, ack: Ack) -> None:
         """Run the task of `command` unless it already ran or runs elsewhere.
 
-        Returns once the task's outcome is stored (or it was skipped), so the caller may then
-        acknowledge the command. Raises only when the database cannot be written: the caller
-        should then give the command back to the queue.
+        Returns once the task's outcome is stored (or it was skipped); the caller then
+        acknowledges the command, unless `ack` already did (a task running past the ack
+        deadline). Raises only when the database cannot be written: the caller should then give
+        the command back to the queue.
         """
+        current = asyncio.current_task()
+        assert current is not None
+        self.inflight.add(current)
+        try:
+            await self._handle(command, ack)
+        finally:
+            self.inflight.discard(current)
+
+    async def _handle(self, command: RunTask, ack: Ack) -> None:
         run_id = new_task_id()
-        doc = await self.store.transition(
-            command.task_id,
-            [TaskState.WAITING],
-            TaskState.RUNNING,
-            fields={
-                "worker": {"name": self.worker_name, "last_heartbeat": utcnow(), "missing": False},
-                "run": {"id": run_id, "worker": self.worker_name},
-            },
-            worker=self.worker_name,
-        )
+        doc = await self._claim(command.task_id, run_id)
         if doc is None:
             await self._skip(command)
             return
-        outcome = await self._run(doc, run_id)
-        await self._record(doc, run_id, outcome)
+        early_ack = asyncio.get_running_loop().call_later(
+            self.ack_deadline_s, lambda: asyncio.ensure_future(ack())
+        )
+        try:
+            outcome = await self._run(doc, run_id)
+            await self._record(doc, run_id, outcome)
+        finally:
+            early_ack.cancel()
 
     async def request_cancel(self, task_id: str) -> None:
         """A cancel for `task_id` was broadcast: stop it at its next checkpoint."""
@@ -94,20 +131,45 @@ class Runner:
         if context is not None:
             context.cancel_requested.set()
 
+    async def shutdown(self, grace_s: float) -> None:
+        """Let running tasks finish for `grace_s` seconds, then hand the rest back."""
+        if self.inflight:
+            await asyncio.wait(set(self.inflight), timeout=grace_s)
+        for context in list(self.running.values()):
+            context.hand_back()
+        if self.inflight:
+            await asyncio.wait(set(self.inflight))
+
+    async def _claim(self, task_id: str, run_id: str) -> Doc | None:
+        now = utcnow()
+        worker = {"name": self.worker_name, "last_heartbeat": now, "missing": False}
+        run = {"id": run_id, "worker": self.worker_name}
+        doc = await self.store.transition(
+            task_id,
+            [TaskState.WAITING],
+            TaskState.RUNNING,
+            fields={"worker": worker, "run": run, "runs": 1},
+            worker=self.worker_name,
+        )
+        if doc is None:
+            # Not waiting: it may have been handed back (retry, lost worker, shutdown).
+            doc = await self.store.claim_released(task_id, run, worker)
+        return doc
+
     async def _skip(self, command: RunTask) -> None:
         current = await self.store.get(command.task_id)
         if current is None:
             log.info("task %s no longer exists; dropping its command", command.task_id)
         elif current["state"] in FINAL_STATES:
             log.info("task %s already %s; not running it again", command.task_id, current["state"])
+        elif (
+            current["state"] == TaskState.CANCELING and (current.get("run") or {}).get("id") is None
+        ):
+            await self.service.end_unheld(current, reason="canceled while queued again")
         else:
-            # Another delivery of the same command holds it; that run records the outcome, and
-            # the liveness check ends it if that worker dies.
-            log.info(
-                "task %s is %s on another run; dropping duplicate",
-                command.task_id,
-                current["state"],
-            )
+            # Another delivery of the same command holds it; that run records the outcome,
+            # and the janitor ends it if that worker goes missing.
+            log.info("task %s is held by another run; dropping this copy", command.task_id)
 
     async def _run(self, doc: Doc, run_id: str) -> Outcome:
         context = RunContext(self.service, doc, run_id)
@@ -128,31 +190,47 @@ class Runner:
         except ValidationError as exc:
             return _failed("invalid_args", f"stored arguments no longer validate: {exc}")
         handler = asyncio.ensure_future(task_type.handler(args, context))
+        context.handler = handler
         stopper = asyncio.ensure_future(self._stop_after_grace(context, handler))
         try:
             returned = await handler
         except TaskCanceled as exc:
-            return Outcome(TaskState.CANCELED, error={"type": "canceled", "message": str(exc)})
+            return _end(TaskState.CANCELED, error={"type": "canceled", "message": str(exc)})
         except asyncio.CancelledError:
-            if context.cancel_requested.is_set() and not _current_task_cancelling():
-                return Outcome(
-                    TaskState.CANCELED,
-                    error={"type": "canceled", "message": "stopped after the cancel grace time"},
-                )
-            raise
+            if _current_task_cancelling():
+                raise  # this worker's own task is being cancelled, not the handler
+            if context.handed_back:
+                return Outcome(Next.HAND_BACK)
+            message = "stopped after the cancel grace time without reaching a checkpoint"
+            return _end(TaskState.CANCELED, error={"type": "canceled", "message": message})
         except TaskFailed as exc:
             return _failed(exc.type, exc.message)
-        except Exception:
-            log.exception("handler of task %s (%s) raised", doc["_id"], doc["name"])
-            return _failed("internal", "the task's handler raised an unexpected error")
+        except Exception as exc:
+            return self._after_error(doc, task_type, exc)
         finally:
             stopper.cancel()
         if isinstance(returned, WaitForChildren):
-            return Outcome(TaskState.RUNNING, result=returned.result)
+            return Outcome(Next.AWAIT_CHILDREN, result=returned.result)
         try:
-            return Outcome(TaskState.COMPLETED, result=to_jsonable_python(returned))
+            return _end(TaskState.COMPLETED, result=to_jsonable_python(returned))
         except Exception:
             return _failed("invalid_result", "the handler returned a value that is not JSON")
+
+    def _after_error(self, doc: Doc, task_type: TaskType, exc: Exception) -> Outcome:
+        policy = task_type.retry
+        attempt = 1 + sum(1 for a in doc.get("attempts") or [] if a.get("outcome") == "retry")
+        message = exc.message if isinstance(exc, Retry) else f"{type(exc).__name__} raised"
+        if policy is not None and policy.retries(exc) and attempt < policy.max_attempts:
+            delay_s = exc.delay_s if isinstance(exc, Retry) and exc.delay_s else None
+            return Outcome(
+                Next.RETRY,
+                error={"type": "retry", "message": message},
+                delay_s=delay_s or policy.delay_s(attempt),
+            )
+        if isinstance(exc, Retry) or (policy is not None and policy.retries(exc)):
+            return _failed("retries_exhausted", f"{message}; gave up after {attempt} attempts")
+        log.error("handler of task %s (%s) raised", doc["_id"], doc["name"], exc_info=exc)
+        return _failed("internal", "the task's handler raised an unexpected error")
 
     async def _stop_after_grace(self, context: RunContext, handler: asyncio.Future[Any]) -> None:
         await context.cancel_requested.wait()
@@ -161,10 +239,32 @@ class Runner:
 
     async def _record(self, doc: Doc, run_id: str, outcome: Outcome) -> None:
         task_id = doc["_id"]
-        guard = {"run.id": run_id}
-        if outcome.state is TaskState.RUNNING:
-            await self._await_children(doc, run_id, outcome.result)
+        if outcome.next is Next.AWAIT_CHILDREN:
+            written = await self.store.update_running(
+                task_id,
+                run_id,
+                {"$set": {"awaiting_children": True, "join_result": outcome.result}},
+                projection={"_id": 1},
+            )
+            if written is not None:
+                await self.service.finish_parent(task_id)
             return
+        if outcome.next in (Next.RETRY, Next.HAND_BACK):
+            attempt = {
+                "worker": self.worker_name,
+                "outcome": outcome.next.value,
+                "error": outcome.error,
+                "ended_at": utcnow(),
+                "retry_in_s": round(outcome.delay_s, 3),
+            }
+            if await self.service.requeue(doc, run_id, attempt, delay_s=outcome.delay_s):
+                return
+            # Not released: it is being canceled (or was taken); end it as canceled if we can.
+            outcome = _end(TaskState.CANCELED, error={"type": "canceled", "message": "canceled"})
+        await self._end(task_id, run_id, outcome)
+
+    async def _end(self, task_id: str, run_id: str, outcome: Outcome) -> None:
+        guard = {"run.id": run_id}
         written = None
         if outcome.state is TaskState.CANCELED:
             written = await self.store.transition(
@@ -190,59 +290,9 @@ class Runner:
                 worker=self.worker_name,
             )
         if written is None:
-            log.warning(
-                "task %s was taken from run %s before it ended; outcome dropped", task_id, run_id
-            )
+            log.warning("task %s was taken from run %s before it ended", task_id, run_id)
             return
-        if written.get("parent_id"):
-            await self.finish_parent(written["parent_id"])
-
-    async def _await_children(self, doc: Doc, run_id: str, result: Any) -> None:
-        written = await self.store.update_running(
-            doc["_id"],
-            run_id,
-            {"$set": {"awaiting_children": True, "join_result": to_jsonable_python(result)}},
-            projection={"_id": 1},
-        )
-        if written is not None:
-            await self.finish_parent(doc["_id"])
-
-    async def finish_parent(self, parent_id: str) -> None:
-        """End a task that waits for its children, if they have all ended."""
-        parent = await self.store.get(parent_id)
-        if parent is None or not parent.get("awaiting_children"):
-            return
-        if parent["state"] not in _ACTIVE:
-            return
-        children = await self.store.children(parent_id)
-        if any(child["state"] not in FINAL_STATES for child in children):
-            return
-        not_completed = [c for c in children if c["state"] != TaskState.COMPLETED]
-        if not not_completed:
-            outcome = Outcome(TaskState.COMPLETED, result=parent.get("join_result"))
-        elif parent["state"] == TaskState.CANCELING:
-            outcome = Outcome(
-                TaskState.CANCELED,
-                error={"type": "canceled", "message": "canceled with its children"},
-            )
-        else:
-            outcome = _failed(
-                "child_failed",
-                f"{len(not_completed)} of {len(children)} child tasks did not complete",
-            )
-        sources = [TaskState.CANCELING] if outcome.state is TaskState.CANCELED else _ACTIVE
-        await self.store.transition(
-            parent_id,
-            sources,
-            outcome.state,
-            fields=outcome.fields(),
-            guard={"awaiting_children": True},
-            worker=self.worker_name,
-        )
-
-
-def _failed(type_: str, message: str) -> Outcome:
-    return Outcome(TaskState.FAILED, error={"type": type_, "message": message})
+        await self.service.ended(written)
 
 
 def _current_task_cancelling() -> bool:

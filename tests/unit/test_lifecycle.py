@@ -31,6 +31,7 @@ W, R, CING, DONE, FAIL, CNCL = (
 EXPECTED_ALLOWED = {
     (W, R),
     (W, CNCL),
+    (W, FAIL),  # beyond DESIGN.md: a dead-lettered command's task fails without starting
     (R, DONE),
     (R, FAIL),
     (R, CING),
