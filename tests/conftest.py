@@ -144,3 +144,15 @@ def artifacts_dir() -> Path:
     path = Path(__file__).resolve().parent.parent / "test-artifacts"
     path.mkdir(exist_ok=True)
     return path
+
+
+from services.notifier.app import Notifier  # noqa: E402  (appended with its fixture)
+
+
+@pytest.fixture
+async def notifier(settings: Settings) -> AsyncIterator[Notifier]:
+    """A notifier serving the test's database at `settings.notifier_port`, on the test's loop."""
+    running = Notifier(settings)
+    await running.start()
+    yield running
+    await running.stop()

@@ -16,6 +16,9 @@ log = logging.getLogger(__name__)
 
 #: Close code for a client whose outbox filled up (docs/protocol.md).
 CLOSE_TOO_SLOW = 4000
+#: Seconds the closing handshake of a client that fell behind may take before the TCP
+#: connection is dropped: such a client is usually not reading, so the handshake never ends.
+CLOSE_BEHIND_TIMEOUT_S = 2.0
 
 
 class Client:
@@ -75,9 +78,17 @@ class Client:
         elif offer is Offer.OVERFLOW and self._closer is None:
             log.info("closing %s: its send queue filled up", self.ws.remote_address)
             self._room.set()
-            self._closer = asyncio.create_task(
-                self.ws.close(CLOSE_TOO_SLOW, "send queue full: reconnect and resume")
-            )
+            self._closer = asyncio.create_task(self._close_behind())
+
+    async def _close_behind(self) -> None:
+        try:
+            async with asyncio.timeout(CLOSE_BEHIND_TIMEOUT_S):
+                await self.ws.close(CLOSE_TOO_SLOW, "send queue full: reconnect and resume")
+        except TimeoutError:
+            # close() waits for the socket to drain, which a client that does not read never
+            # lets happen: drop the connection.
+            if self.ws.transport is not None:
+                self.ws.transport.abort()
 
     async def _send_forever(self) -> None:
         half = self.outbox.limit // 2

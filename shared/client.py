@@ -1,0 +1,319 @@
+"""The Python client: REST calls to the API and push from the notifier (docs/protocol.md).
+
+    async with TasklightClient("http://127.0.0.1:8000", "ws://127.0.0.1:8001/ws") as client:
+        task = await client.submit("test.count", {"rounds": 3})
+        done = await client.wait(task["id"], timeout_s=60)
+
+Subscriptions reconnect by themselves (with backoff) and resume with the versions they hold, so
+a dropped connection or a notifier restart loses no update.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from shared.lifecycle import FINAL_STATES, TaskGroup
+
+Task = dict[str, Any]
+
+_FINAL = frozenset(state.value for state in FINAL_STATES)
+_API = "/api/v1"
+#: Close codes after which reconnecting makes no sense.
+_NO_RECONNECT = frozenset({1000, 1009})
+#: Longest pause between reconnects, in seconds.
+MAX_BACKOFF_S = 5.0
+
+
+class TasklightError(Exception):
+    """Root of the client's errors."""
+
+
+class Unreachable(TasklightError):
+    """The API or the notifier did not answer; retry later or check the URL."""
+
+
+class ApiError(TasklightError):
+    """The API answered with a problem (RFC 9457); `status` and `problem` say which."""
+
+    def __init__(self, status: int, problem: dict[str, Any]) -> None:
+        detail = problem.get("detail") or problem.get("title") or f"HTTP {status}"
+        super().__init__(detail)
+        self.status = status
+        self.problem = problem
+
+
+class NotFound(ApiError):
+    """No such task (or not yours)."""
+
+
+class WaitTimeout(TasklightError):
+    """A wait ran out of time; `pending` holds the tasks still pending, as last seen."""
+
+    def __init__(self, timeout_s: float, pending: list[Task]) -> None:
+        names = ", ".join(f"{t['id']} ({t['name']}, {t['state']})" for t in pending)
+        super().__init__(f"still pending after {timeout_s:g} s: {names or 'none'}")
+        self.pending = pending
+
+
+@dataclass(frozen=True)
+class _Event:
+    """One thing a subscription saw: a task, a deletion, or "the initial state is complete"."""
+
+    kind: str  # "task", "deleted", "live" (initial state complete), "down" (reconnecting)
+    task: Task | None = None
+    task_id: str | None = None
+
+
+class TasklightClient:
+    """Async client of one tasklight deployment."""
+
+    def __init__(self, api_url: str, ws_url: str, *, timeout_s: float = 10.0) -> None:
+        self.api_url = api_url.rstrip("/")
+        self.ws_url = ws_url
+        self._http = httpx.AsyncClient(base_url=self.api_url, timeout=timeout_s)
+
+    async def __aenter__(self) -> TasklightClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections."""
+        await self._http.aclose()
+
+    # REST
+
+    async def submit(
+        self,
+        name: str,
+        args: dict[str, Any] | None = None,
+        ui: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Task:
+        """Submit a task; returns it as stored (`waiting`)."""
+        body: dict[str, Any] = {"name": name, "args": args or {}}
+        if ui is not None:
+            body["ui"] = ui
+        if metadata is not None:
+            body["metadata"] = metadata
+        return await self._call("POST", f"{_API}/tasks", json=body)  # type: ignore[no-any-return]
+
+    async def get(self, task_id: str) -> Task:
+        """A task; raises `NotFound`."""
+        return await self._call("GET", f"{_API}/tasks/{task_id}")  # type: ignore[no-any-return]
+
+    async def list(
+        self,
+        group: TaskGroup | str | None = None,
+        state: Iterable[str] | None = None,
+        name: str | None = None,
+        limit: int | None = 50,
+    ) -> list[Task]:
+        """Tasks, newest first, following pages until `limit` (None: all of them)."""
+        params: list[tuple[str, str]] = []
+        if group is not None:
+            params.append(("group", str(group)))
+        params.extend(("state", s) for s in state or [])
+        if name is not None:
+            params.append(("name", name))
+        params.append(("limit", str(min(limit or 500, 500))))
+        found: list[Task] = []
+        page = await self._call("GET", f"{_API}/tasks", params=params)
+        while True:
+            found.extend(page["results"])
+            if page["next"] is None or (limit is not None and len(found) >= limit):
+                return found[:limit] if limit is not None else found
+            page = await self._call("GET", page["next"])
+
+    async def cancel(self, task_id: str) -> Task:
+        """Cancel a task; raises `ApiError` (409) if it already finished."""
+        return await self._call("POST", f"{_API}/tasks/{task_id}/cancel")  # type: ignore[no-any-return]
+
+    async def _call(self, method: str, url: str, **kwargs: Any) -> Any:
+        try:
+            response = await self._http.request(method, url, **kwargs)
+        except httpx.HTTPError as exc:
+            raise Unreachable(f"the API at {self.api_url} did not answer: {exc!r}") from None
+        if response.is_success:
+            return response.json()
+        try:
+            problem = response.json()
+        except ValueError:
+            problem = {"title": response.reason_phrase, "detail": response.text[:200]}
+        if not isinstance(problem, dict):
+            problem = {"detail": str(problem)}
+        kind = NotFound if response.status_code == 404 else ApiError
+        raise kind(response.status_code, problem)
+
+    # Push
+
+    async def subscribe(
+        self, ids: Iterable[str] | None = None, *, scope_all: bool = False
+    ) -> AsyncIterator[Task]:
+        """Every new state of the tasks `ids` (or of all tasks, `scope_all`), as task dicts.
+
+        First the current state of each, then each change; reconnects and resumes on its own.
+        Raises `NotFound` when a named task does not exist.
+        """
+        async for event in self._events(ids, scope_all=scope_all):
+            if event.task is not None:
+                yield event.task
+
+    async def wait(self, task_id: str, timeout_s: float) -> Task:
+        """The task once it is final (completed, failed, canceled); else `WaitTimeout`."""
+        last: Task | None = None
+        try:
+            async with asyncio.timeout(timeout_s):
+                async for task in self.subscribe([task_id]):
+                    last = task
+                    if task["state"] in _FINAL:
+                        return task
+        except TimeoutError:
+            if last is None:
+                last = await self.get(task_id)
+                if last["state"] in _FINAL:
+                    return last
+            raise WaitTimeout(timeout_s, [last]) from None
+        raise AssertionError("a subscription does not end by itself")
+
+    async def wait_all(self, timeout_s: float) -> None:
+        """Return once none of the user's tasks is pending; `WaitTimeout` names those that are."""
+        pending: dict[str, Task] = {}
+        live = False
+        try:
+            async with asyncio.timeout(timeout_s):
+                async for event in self._events(None, scope_all=True):
+                    if event.task is not None:
+                        if event.task["state"] in _FINAL:
+                            pending.pop(event.task["id"], None)
+                        else:
+                            pending[event.task["id"]] = event.task
+                    elif event.task_id is not None:
+                        pending.pop(event.task_id, None)
+                    else:
+                        # Only a complete initial state tells that nothing else is pending.
+                        live = event.kind == "live"
+                    if live and not pending:
+                        return
+        except TimeoutError:
+            raise WaitTimeout(timeout_s, sorted(pending.values(), key=lambda t: t["id"])) from None
+
+    async def _events(self, ids: Iterable[str] | None, *, scope_all: bool) -> AsyncIterator[_Event]:
+        """The events of one logical subscription across reconnects ("down" after a drop)."""
+        if (ids is None) == (not scope_all):
+            raise ValueError("give task ids, or scope_all=True")
+        task_ids = None if ids is None else list(dict.fromkeys(ids))
+        held = _Held()
+        backoff_s = 0.1
+        while True:
+            try:
+                async with connect(
+                    self.ws_url, compression=None, open_timeout=10, max_size=None
+                ) as ws:
+                    await ws.send(json.dumps(held.subscribe_message(task_ids)))
+                    async for frame in ws:
+                        message = json.loads(frame)
+                        kind = message.get("type")
+                        if kind == "task":
+                            if held.take(message["task"]):
+                                yield _Event("task", task=message["task"])
+                        elif kind == "deleted":
+                            held.forget(message["id"])
+                            yield _Event("deleted", task_id=message["id"])
+                        elif kind == "subscribed":
+                            backoff_s = 0.1
+                            yield _Event("live")
+                        elif kind == "error":
+                            _raise_problem(message.get("problem") or {})
+            except ConnectionClosed as exc:
+                code = exc.rcvd.code if exc.rcvd is not None else None
+                if code in _NO_RECONNECT:
+                    raise Unreachable(f"the notifier closed the connection ({exc})") from None
+            except InvalidURI:
+                raise Unreachable(f"bad notifier URL {self.ws_url!r}") from None
+            except (OSError, InvalidHandshake, TimeoutError):
+                pass
+            yield _Event("down")
+            await asyncio.sleep(backoff_s * (0.5 + random.random()))
+            backoff_s = min(backoff_s * 2, MAX_BACKOFF_S)
+
+
+class _Held:
+    """What a subscription holds: the highest version per task and the newest `updated_at`."""
+
+    #: Seconds before the newest `updated_at` whose tasks go into `since` for a scope-all resume.
+    RECENT_S = 30.0
+    #: Most `since` entries sent, so the subscribe frame stays far below 64 KiB.
+    MAX_SINCE = 500
+
+    def __init__(self) -> None:
+        self.versions: dict[str, tuple[int, str]] = {}
+        self.newest_update: str | None = None
+
+    def take(self, task: Task) -> bool:
+        """Record a task's state; False if it is not newer than what is held (drop it)."""
+        held = self.versions.get(task["id"])
+        if held is not None and task["version"] <= held[0]:
+            return False
+        self.versions[task["id"]] = (task["version"], task["updated_at"])
+        if self.newest_update is None or task["updated_at"] > self.newest_update:
+            self.newest_update = task["updated_at"]
+        return True
+
+    def forget(self, task_id: str) -> None:
+        """A deleted task."""
+        self.versions.pop(task_id, None)
+
+    def subscribe_message(self, task_ids: list[str] | None) -> dict[str, Any]:
+        """The `subscribe` that resumes from what is held."""
+        message: dict[str, Any] = {"type": "subscribe", "id": "s"}
+        if task_ids is None:
+            message["scope"] = "all"
+            since = self._recent()
+            if self.newest_update is not None:
+                message["since_ts"] = self.newest_update
+        else:
+            message["tasks"] = task_ids
+            since = {t: self.versions[t][0] for t in task_ids if t in self.versions}
+        if since:
+            message["since"] = since
+        return message
+
+    def _recent(self) -> dict[str, int]:
+        # A scope-all resume only re-reads tasks updated shortly before `since_ts`: only those
+        # could be sent again.
+        if self.newest_update is None:
+            return {}
+        newest = datetime.fromisoformat(self.newest_update.replace("Z", "+00:00"))
+        cutoff = (newest - timedelta(seconds=self.RECENT_S)).isoformat()
+        recent = sorted(
+            ((at, task_id, version) for task_id, (version, at) in self.versions.items()),
+            reverse=True,
+        )
+        return {
+            task_id: version
+            for at, task_id, version in recent[: self.MAX_SINCE]
+            if _iso(at) >= cutoff
+        }
+
+
+def _iso(text: str) -> str:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).isoformat()
+
+
+def _raise_problem(problem: dict[str, Any]) -> None:
+    status = int(problem.get("status", 400))
+    if str(problem.get("type", "")).endswith(":not-found"):
+        raise NotFound(404, problem)
+    raise ApiError(status, problem)

@@ -1,0 +1,334 @@
+"""The notifier against a real database and worker: what subscribers see, and when."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from services.notifier.app import Notifier
+from services.worker.app import Worker
+from shared.ids import new_task_id
+from shared.lifecycle import TaskState
+from shared.settings import Settings
+from shared.store import TaskStore
+from tests.integration.wsclient import Message, insert_task, tasks_of, ws_connect
+from tests.support import eventually
+
+pytestmark = pytest.mark.integration
+
+FINAL = ("completed", "failed", "canceled")
+
+
+def is_final_of(task_id: str) -> Any:
+    return lambda m: (
+        m["type"] == "task" and m["task"]["id"] == task_id and (m["task"]["state"] in FINAL)
+    )
+
+
+async def submit(api: httpx.AsyncClient, name: str, **args: Any) -> dict[str, Any]:
+    response = await api.post("/api/v1/tasks", json={"name": name, "args": args})
+    assert response.status_code == 202, response.text
+    task: dict[str, Any] = response.json()
+    return task
+
+
+async def test_a_subscriber_sees_waiting_running_progress_completed_in_order(
+    settings: Settings, api: httpx.AsyncClient, worker: Worker, notifier: Notifier
+) -> None:
+    async with ws_connect(settings) as ws:
+        assert tasks_of(await ws.subscribe(scope="all")) == []
+
+        task = await submit(api, "test.count", rounds=3, round_s=0.3)
+        messages = await ws.until(is_final_of(task["id"]))
+
+    seen = tasks_of(messages, task["id"])
+    steps = [
+        (t["state"], t["progress_reports"][0]["done"] if t["progress_reports"] else None)
+        for t in seen
+    ]
+    assert steps[0] == ("waiting", None)
+    assert ("running", 1) in steps
+    assert ("running", 2) in steps
+    assert steps[-1] == ("completed", 3)
+    versions = [t["version"] for t in seen]
+    assert versions == sorted(set(versions))
+    # Exactly what REST shows.
+    assert seen[-1] == (await api.get(f"/api/v1/tasks/{task['id']}")).json()
+
+
+async def test_an_id_subscription_sends_the_current_state_then_subscribed_then_changes(
+    settings: Settings, api: httpx.AsyncClient, worker: Worker, notifier: Notifier
+) -> None:
+    task = await submit(api, "test.count", rounds=2, round_s=0.3)
+
+    async with ws_connect(settings) as ws:
+        initial = await ws.subscribe(tasks=[task["id"]])
+        assert [m["type"] for m in initial] == ["task", "subscribed"]
+        live = await ws.until(is_final_of(task["id"]))
+
+    versions = [t["version"] for t in tasks_of(initial + live)]
+    assert versions == sorted(set(versions))
+    assert tasks_of(live)[-1]["result"] == {"counted": 2}
+
+
+async def test_scope_all_sees_tasks_created_after_it_subscribed(
+    settings: Settings, store: TaskStore, notifier: Notifier
+) -> None:
+    first, second = new_task_id(), new_task_id()
+    async with ws_connect(settings) as ws:
+        await ws.subscribe(scope="all")
+        await insert_task(store, first)
+        await insert_task(store, second)
+        messages = await ws.until(lambda m: m["type"] == "task" and m["task"]["id"] == second)
+
+    assert [t["id"] for t in tasks_of(messages)] == [first, second]
+    assert all(m["sub"] == "s1" for m in messages)
+
+
+async def test_a_resumed_subscription_gets_exactly_what_it_missed(
+    settings: Settings, api: httpx.AsyncClient, worker: Worker, notifier: Notifier
+) -> None:
+    task = await submit(api, "test.count", rounds=3, round_s=0.3)
+    async with ws_connect(settings) as ws:
+        seen = await ws.subscribe(tasks=[task["id"]])
+        seen += await ws.until(
+            lambda m: m["type"] == "task" and bool(m["task"]["progress_reports"])
+        )
+    held = tasks_of(seen)[-1]["version"]
+    # The connection is gone; the task goes on.
+    final = await eventually(
+        lambda: api.get(f"/api/v1/tasks/{task['id']}"),
+        lambda r: r.json()["state"] in FINAL,
+    )
+
+    async with ws_connect(settings) as ws:
+        by_id = await ws.subscribe("again", tasks=[task["id"]], since={task["id"]: held})
+        current = final.json()["version"]
+        nothing_new = await ws.subscribe("same", tasks=[task["id"]], since={task["id"]: current})
+        all_scope = await ws.subscribe(
+            "all", scope="all", since={task["id"]: held}, since_ts=tasks_of(seen)[-1]["updated_at"]
+        )
+
+    assert [(t["state"], t["version"]) for t in tasks_of(by_id)] == [("completed", current)]
+    assert tasks_of(nothing_new) == []
+    assert [t["version"] for t in tasks_of(all_scope)] == [current]
+
+
+async def test_a_notifier_restart_mid_stream_loses_no_final_state(
+    settings: Settings, api: httpx.AsyncClient, worker: Worker
+) -> None:
+    from shared.client import TasklightClient
+
+    first = Notifier(settings)
+    await first.start()
+    client = TasklightClient(f"http://127.0.0.1:{settings.api_port}", first.url)
+    seen: dict[str, list[dict[str, Any]]] = {}
+    ids = [(await submit(api, "test.count", rounds=4, round_s=0.25))["id"] for _ in range(4)]
+
+    async def follow() -> None:
+        async for task in client.subscribe(ids):
+            seen.setdefault(task["id"], []).append(task)
+
+    follower = asyncio.create_task(follow())
+    try:
+        await eventually(lambda: _value(len(seen)), lambda n: n == len(ids))
+        await first.stop()  # closes with 1001; the client reconnects
+        await asyncio.sleep(0.5)  # changes committed while no notifier runs
+        second = Notifier(settings)
+        await second.start()
+        try:
+            await eventually(
+                lambda: _value(seen),
+                lambda s: all(s.get(i) and s[i][-1]["state"] in FINAL for i in ids),
+                timeout_s=30,
+            )
+        finally:
+            await second.stop()
+    finally:
+        follower.cancel()
+        await asyncio.gather(follower, return_exceptions=True)
+        await client.aclose()
+
+    for task_id in ids:
+        versions = [t["version"] for t in seen[task_id]]
+        assert versions == sorted(set(versions))
+        assert seen[task_id][-1]["state"] == "completed"
+
+
+async def _value(value: Any) -> Any:
+    return value
+
+
+async def test_a_client_that_never_reads_is_bounded_closed_and_delays_no_one(
+    settings: Settings, store: TaskStore
+) -> None:
+    limit = 20
+    notifier = Notifier(settings.model_copy(update={"ws_queue_limit": limit}))
+    await notifier.start()
+    try:
+        stalled_sock = socket.socket()
+        stalled_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled_sock.connect(("127.0.0.1", settings.notifier_port))
+        stalled_sock.setblocking(False)
+        url = f"ws://127.0.0.1:{settings.notifier_port}/ws"
+        async with (
+            connect(url, sock=stalled_sock, max_queue=1, compression=None) as stalled,
+            ws_connect(settings) as healthy,
+        ):
+            await stalled.send('{"type": "subscribe", "id": "s", "scope": "all"}')
+            await healthy.subscribe(scope="all")
+            [server_side] = [
+                c
+                for c in notifier.hub.clients
+                if c.ws.remote_address[1] == stalled_sock.getsockname()[1]
+            ]
+            peak_buffer = 0
+            blob = {"blob": "x" * 32_000}
+            ids = [new_task_id() for _ in range(150)]
+            reader = asyncio.create_task(
+                healthy.until(lambda m: m["type"] == "task" and m["task"]["id"] == ids[-1], 60)
+            )
+            for task_id in ids:
+                await insert_task(store, task_id, metadata=blob)
+                if server_side.ws.transport is not None:
+                    peak_buffer = max(peak_buffer, server_side.ws.transport.get_write_buffer_size())
+            received = await reader
+            # Once the flood is over, a new change reaches the healthy client at once.
+            last = new_task_id()
+            await insert_task(store, last)
+            await healthy.until(lambda m: m["type"] == "task" and m["task"]["id"] == last, 2.0)
+
+            await eventually(
+                lambda: _value(server_side in notifier.hub.clients), lambda present: not present
+            )
+    finally:
+        await notifier.stop()
+
+    assert {t["id"] for t in tasks_of(received)} == set(ids)
+    assert server_side.outbox.peak <= limit
+    assert server_side.outbox.closed
+    # Never more than the socket's write limit and one message waits in the server's buffer.
+    assert peak_buffer <= 32 * 1024 + 64 * 1024
+
+
+async def test_oversized_frames_close_with_1009(settings: Settings, notifier: Notifier) -> None:
+    async with ws_connect(settings) as ws:
+        await ws.ws.send('{"type": "ping", "pad": "' + "x" * 70_000 + '"}')
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.recv()
+
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1009
+
+
+async def test_bad_messages_get_their_documented_error_and_the_socket_stays_open(
+    settings: Settings, store: TaskStore, notifier: Notifier
+) -> None:
+    known = new_task_id()
+    await insert_task(store, known)
+    unknown = new_task_id()
+
+    async with ws_connect(settings) as ws:
+        await ws.ws.send("not json")
+        malformed = await ws.recv()
+        await ws.ws.send(b"\x00\x01")
+        binary = await ws.recv()
+        await ws.send({"type": "subscribe", "id": "s1"})
+        invalid = await ws.recv()
+        await ws.send({"type": "unsubscribe", "id": "nope"})
+        unknown_sub = await ws.recv()
+        mixed = await ws.subscribe("s1", tasks=[known, unknown, "garbage"])
+        await ws.send({"type": "subscribe", "id": "s1", "scope": "all"})
+        duplicate = await ws.recv()
+        await ws.send({"type": "unsubscribe", "id": "s1"})
+        unsubscribed = await ws.recv()
+        await ws.send({"type": "ping", "id": "p1"})
+        pong = await ws.recv()
+
+    def problem(message: Message) -> tuple[str, str | None]:
+        assert message["type"] == "error"
+        return message["problem"]["type"].rsplit(":", 1)[1], message.get("id")
+
+    assert problem(malformed) == ("malformed-message", None)
+    assert problem(binary) == ("unsupported-frame", None)
+    assert problem(invalid) == ("invalid-message", "s1")
+    assert "tasks" in invalid["problem"]["detail"]
+    assert problem(unknown_sub) == ("unknown-subscription", "nope")
+    assert [m["type"] for m in mixed] == ["task", "error", "subscribed"]
+    assert problem(mixed[1]) == ("not-found", "s1")
+    assert mixed[1]["problem"]["tasks"] == [unknown, "garbage"]
+    assert problem(duplicate) == ("duplicate-subscription", "s1")
+    assert unsubscribed == {"type": "unsubscribed", "id": "s1"}
+    assert pong == {"type": "pong", "id": "p1"}
+
+
+async def test_healthz_answers_over_plain_http(settings: Settings, notifier: Notifier) -> None:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.notifier_port}") as http:
+        health = await http.get("/healthz")
+        elsewhere = await http.get("/nope")
+
+    assert (health.status_code, health.text) == (200, "ok\n")
+    assert elsewhere.status_code == 404
+
+
+async def test_a_stopping_notifier_closes_connections_with_1001(
+    settings: Settings, notifier: Notifier
+) -> None:
+    async with ws_connect(settings) as ws:
+        await ws.subscribe(scope="all")
+        await notifier.stop()
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.recv()
+
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1001
+
+
+async def test_a_silent_connection_is_closed_by_the_heartbeat(settings: Settings) -> None:
+    notifier = Notifier(settings.model_copy(update={"ws_ping_interval_s": 0.3}))
+    await notifier.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", settings.notifier_port)
+        writer.write(
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        # Never answer a ping; read whatever comes until the server drops the connection.
+        async with asyncio.timeout(15):
+            received = await reader.read(-1)
+        writer.close()
+    finally:
+        await notifier.stop()
+
+    assert received.startswith(b"HTTP/1.1 101")
+    # A close frame (0x88) with code 1011 (0x03f3).
+    assert b"\x88" in received
+    assert b"\x03\xf3" in received
+
+
+async def test_a_lost_resume_token_is_rebuilt_from_the_database_without_skipping(
+    settings: Settings, store: TaskStore, notifier: Notifier
+) -> None:
+    task_id = new_task_id()
+    await insert_task(store, task_id)
+    async with ws_connect(settings) as ws:
+        await ws.subscribe(tasks=[task_id])
+        follower = notifier._follow
+        assert follower is not None
+        follower.cancel()
+        await asyncio.gather(follower, return_exceptions=True)
+        # Committed while no stream follows; then the stream's place is lost.
+        await store.transition(task_id, [TaskState.WAITING], TaskState.CANCELED)
+        notifier.follower.resume_token = {"_data": "00"}
+        notifier._follow = asyncio.create_task(notifier.follower.run())
+
+        [message] = await ws.until(lambda m: m["type"] == "task")
+
+    assert (message["task"]["state"], message["task"]["version"]) == ("canceled", 2)
+    assert notifier.follower.rebuilds == 1
