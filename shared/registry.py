@@ -124,10 +124,11 @@ def load_registry(task_modules: str = "") -> Registry:
 
     Each module has a `register(registry)` function (comma-separated dotted names).
     """
-    from shared.tasktypes import builtin
+    from shared.tasktypes import builtin, demo
 
     registry = Registry()
     builtin.register(registry)
+    demo.register(registry)
     for module_name in filter(None, (m.strip() for m in task_modules.split(","))):
         importlib.import_module(module_name).register(registry)
     return registry

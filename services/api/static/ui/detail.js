@@ -1,0 +1,266 @@
+// The task detail page: everything about one task, live, with its history of state changes.
+
+import { groupOf, isFinal, setFlash } from "/static/tasklight.js";
+import {
+  fill,
+  formatAgo,
+  formatDuration,
+  formatFullTime,
+  h,
+  idFromHref,
+  progressBar,
+  stateChip,
+  stateLabel,
+  taskDurationMs,
+} from "/static/ui/dom.js";
+import { confirmDialog, showFlash, startShell } from "/static/ui/shell.js";
+
+const initial = JSON.parse(document.getElementById("page-data").textContent);
+const { tl } = startShell();
+const root = document.getElementById("detail");
+let events = [];
+let eventsForState = null;
+let children = null; // the subscription to the child tasks
+
+function json(value) {
+  return h("pre", { class: "json" }, JSON.stringify(value, null, 2));
+}
+
+function field(label, ...value) {
+  return [h("dt", {}, label), h("dd", {}, ...value)];
+}
+
+function section(title, ...content) {
+  return h("section", { class: "card detail-section" }, h("h2", {}, title), ...content);
+}
+
+function render(task) {
+  if (!task) {
+    fill(
+      root,
+      h("section", { class: "card empty-state" }, h("h1", {}, "Task deleted"), h("p", {}, h("a", { href: "/" }, "Back to the overview"))),
+    );
+    return;
+  }
+  document.body.dataset.taskState = task.state;
+  const focusKey = document.activeElement?.dataset?.key;
+  const duration = taskDurationMs(task);
+  const pending = groupOf(task.state) === "pending";
+  const actions = h(
+    "div",
+    { class: "actions" },
+    pending
+      ? h("button", { type: "button", class: "button danger", dataset: { key: "cancel" }, disabled: task.state === "canceling", onclick: () => cancel(task) }, "Cancel task")
+      : h("button", { type: "button", class: "button", dataset: { key: "delete" }, onclick: () => remove(task) }, "Delete"),
+  );
+  const worker = task.worker
+    ? [
+        h("span", { class: "mono" }, task.worker.name),
+        task.worker.missing ? h("span", { class: "chip state-failed" }, "missing") : h("span", { class: "chip state-completed" }, "alive"),
+        h(
+          "div",
+          { class: "muted small", title: formatFullTime(task.worker.last_heartbeat) },
+          `last heartbeat ${formatAgo(task.worker.last_heartbeat)}`,
+        ),
+      ]
+    : [h("span", { class: "muted" }, "not picked up yet")];
+
+  const parentId = idFromHref(task.parent_task);
+  const childIds = (task.child_tasks || []).map(idFromHref);
+  ensureChildren(childIds);
+
+  fill(
+    root,
+    h(
+      "div",
+      { class: "detail-head" },
+      h(
+        "div",
+        {},
+        h("p", { class: "crumbs" }, h("a", { href: "/" }, "Overview"), " / task"),
+        h("h1", {}, task.name, " ", stateChip(task.state)),
+        h("p", { class: "mono muted small" }, task.id),
+      ),
+      actions,
+    ),
+    h(
+      "div",
+      { class: "detail-grid" },
+      section(
+        "Summary",
+        h(
+          "dl",
+          { class: "facts" },
+          field("State", stateLabel(task.state)),
+          field("Created", formatFullTime(task.created_at)),
+          field("Started", formatFullTime(task.started_at)),
+          field("Finished", formatFullTime(task.finished_at)),
+          field("Updated", formatFullTime(task.updated_at)),
+          field("Duration", h("span", { "data-duration": "" }, duration === null ? "—" : formatDuration(duration))),
+          field("Worker", ...worker),
+          field("Owner", task.owner),
+          field("Version", String(task.version)),
+          field("Parent", parentId ? h("a", { href: `/tasks/${parentId}`, class: "mono" }, parentId) : "—"),
+        ),
+      ),
+      section(
+        "Progress",
+        task.progress_reports.length === 0
+          ? h("p", { class: "muted" }, "No progress reported yet.")
+          : h(
+              "ul",
+              { class: "reports" },
+              task.progress_reports.map((report) =>
+                h(
+                  "li",
+                  {},
+                  h(
+                    "div",
+                    { class: "wait-report-line" },
+                    h("span", {}, report.message, " ", h("span", { class: "muted small mono" }, report.code)),
+                    h(
+                      "span",
+                      { class: "muted" },
+                      `${report.done}${report.total ? ` / ${report.total}` : ""}${report.suffix ? ` ${report.suffix}` : ""} · ${stateLabel(report.state)}`,
+                    ),
+                  ),
+                  progressBar(report, report.state === "completed" ? "completed" : task.state),
+                ),
+              ),
+            ),
+      ),
+      section("Arguments", json(task.args)),
+      task.error
+        ? section("Error", h("p", { class: "error-text" }, h("strong", {}, task.error.type), ": ", task.error.message))
+        : section("Result", task.result === null ? h("p", { class: "muted" }, isFinal(task.state) ? "None." : "Not yet.") : json(task.result)),
+      childIds.length ? section("Child tasks", childList(childIds)) : null,
+      Object.keys(task.metadata || {}).length ? section("Metadata", json(task.metadata)) : null,
+      task.ui ? section("Waiting page", json(task.ui)) : null,
+      section("History", historyTable()),
+    ),
+  );
+  if (focusKey) root.querySelector(`[data-key="${focusKey}"]`)?.focus();
+  refreshEvents(task);
+}
+
+function childList(childIds) {
+  return h(
+    "ul",
+    { class: "children" },
+    childIds.map((id) => {
+      const child = tl.task(id);
+      return h(
+        "li",
+        {},
+        h("a", { href: `/tasks/${id}`, class: "mono" }, id),
+        " ",
+        child ? stateChip(child.state) : h("span", { class: "muted" }, "…"),
+      );
+    }),
+  );
+}
+
+function ensureChildren(childIds) {
+  const key = childIds.join(",");
+  if (children && children.key === key) return;
+  if (children) children.sub.close();
+  if (childIds.length === 0) {
+    children = null;
+    return;
+  }
+  const sub = tl.subscribe({ tasks: childIds }, { onTask: () => scheduleRender() });
+  children = { key, sub };
+}
+
+function historyTable() {
+  if (events.length === 0) return h("p", { class: "muted" }, "Loading…");
+  return h(
+    "table",
+    { class: "history" },
+    h("thead", {}, h("tr", {}, h("th", {}, "When"), h("th", {}, "Change"), h("th", {}, "Worker"), h("th", {}, "Reason"))),
+    h(
+      "tbody",
+      {},
+      events.map((event) =>
+        h(
+          "tr",
+          {},
+          h("td", { title: event.at }, formatFullTime(event.at)),
+          h("td", {}, event.source ? [stateChip(event.source), " → "] : "", stateChip(event.target)),
+          h("td", { class: "mono small" }, event.worker || "—"),
+          h("td", {}, event.reason || ""),
+        ),
+      ),
+    ),
+  );
+}
+
+function refreshEvents(task) {
+  // The history changes only with the state: read it again only then.
+  if (eventsForState === task.state) return;
+  eventsForState = task.state;
+  tl.events(task.id).then(
+    (list) => {
+      events = list;
+      scheduleRender();
+    },
+    () => {
+      eventsForState = null;
+    },
+  );
+}
+
+let renderQueued = false;
+function scheduleRender() {
+  if (renderQueued) return;
+  renderQueued = true;
+  requestAnimationFrame(() => {
+    renderQueued = false;
+    render(tl.task(initial.id));
+  });
+}
+
+async function cancel(task) {
+  const running = task.state === "running";
+  const ok = await confirmDialog({
+    title: `Cancel ${task.name}?`,
+    body: [
+      h(
+        "p",
+        {},
+        running
+          ? "This task is running. The step it is doing now is not stopped at once: it runs to its end, and what it already did is not undone. No further steps run."
+          : "This task has not started yet: it is canceled at once and nothing of it runs.",
+      ),
+      h("p", {}, "The task will then be listed under Failed, as canceled."),
+    ],
+    yes: "Cancel task",
+    no: "Keep it",
+  });
+  if (!ok) return;
+  try {
+    await tl.cancel(task.id);
+  } catch (error) {
+    showFlash({ level: "error", message: `Could not cancel: ${error.message}` });
+  }
+}
+
+async function remove(task) {
+  try {
+    await tl.delete(task.id);
+    setFlash({ level: "info", message: `Task ${task.name} deleted.` });
+    window.location.assign("/");
+  } catch (error) {
+    showFlash({ level: "error", message: `Could not delete: ${error.message}` });
+  }
+}
+
+tl.ingest(initial);
+render(initial);
+tl.watch(initial.id, () => scheduleRender());
+setInterval(() => {
+  const task = tl.task(initial.id);
+  const element = root.querySelector("[data-duration]");
+  const duration = task && !task.finished_at ? taskDurationMs(task) : null;
+  if (element && duration !== null) element.textContent = formatDuration(duration);
+}, 1000);

@@ -1,0 +1,186 @@
+// Small DOM and formatting helpers shared by the pages.
+
+/** Build an element: h("a", {href: "/", class: "x"}, "text", child, ...). */
+export function h(tag, attrs = {}, ...children) {
+  const element = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key.startsWith("on") && typeof value === "function") {
+      element.addEventListener(key.slice(2), value);
+    } else if (key === "class") {
+      element.className = value;
+    } else if (key === "dataset") {
+      Object.assign(element.dataset, value);
+    } else {
+      element.setAttribute(key, value === true ? "" : String(value));
+    }
+  }
+  append(element, children);
+  return element;
+}
+
+function append(element, children) {
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    element.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+}
+
+/** Replace the children of `element`. */
+export function fill(element, ...children) {
+  element.replaceChildren();
+  append(element, children);
+  return element;
+}
+
+const timeFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+const dateTimeFormat = new Intl.DateTimeFormat(undefined, {
+  month: "short",
+  day: "numeric",
+  hour: "2-digit",
+  minute: "2-digit",
+  second: "2-digit",
+});
+
+/** A time for people: the clock time today, with the date on other days. */
+export function formatTime(iso) {
+  if (!iso) return "—";
+  const date = new Date(iso);
+  const today = new Date();
+  return date.toDateString() === today.toDateString()
+    ? timeFormat.format(date)
+    : dateTimeFormat.format(date);
+}
+
+/** A full timestamp, for tooltips and the detail page. */
+export function formatFullTime(iso) {
+  if (!iso) return "—";
+  return new Date(iso).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "medium" });
+}
+
+/** A duration in milliseconds as "850 ms", "4.2 s", "3 min 05 s", "1 h 02 min". */
+export function formatDuration(ms) {
+  if (ms === null || ms === undefined || Number.isNaN(ms)) return "—";
+  if (ms < 0) ms = 0;
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  const s = ms / 1000;
+  if (s < 60) return `${s < 10 ? s.toFixed(1) : Math.floor(s)} s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m} min ${String(Math.floor(s % 60)).padStart(2, "0")} s`;
+  return `${Math.floor(m / 60)} h ${String(m % 60).padStart(2, "0")} min`;
+}
+
+/** "5 s ago", "3 min ago". */
+export function formatAgo(iso) {
+  if (!iso) return "never";
+  return `${formatDuration(Date.now() - Date.parse(iso))} ago`;
+}
+
+/** How long a task ran (or has run so far, or has waited); null before it started. */
+export function taskDurationMs(task) {
+  if (!task.started_at) return null;
+  const end = task.finished_at ? Date.parse(task.finished_at) : Date.now();
+  return end - Date.parse(task.started_at);
+}
+
+const STATE_LABELS = {
+  waiting: "Queued",
+  running: "Running",
+  canceling: "Canceling",
+  completed: "Completed",
+  failed: "Failed",
+  canceled: "Canceled",
+};
+
+/** The label of a task state. */
+export function stateLabel(state) {
+  return STATE_LABELS[state] || state;
+}
+
+/** A state chip. */
+export function stateChip(state) {
+  return h("span", { class: `chip state-${state}`, dataset: { state } }, stateLabel(state));
+}
+
+/** The report a row shows: the first one still running, else the last. */
+export function currentReport(task) {
+  const reports = task.progress_reports || [];
+  return reports.find((r) => r.state === "running") || reports[reports.length - 1] || null;
+}
+
+/** A progress bar for a report ({done, total}); indeterminate without a total. */
+export function progressBar(report, state) {
+  const bar = h("div", { class: "progress", role: "progressbar", "aria-label": "Progress" });
+  const fillEl = h("div", { class: "progress-fill" });
+  bar.append(fillEl);
+  updateProgressBar(bar, report, state);
+  return bar;
+}
+
+/** Set a progress bar made by `progressBar` to a new report and task state. */
+export function updateProgressBar(bar, report, state) {
+  const fillEl = bar.firstElementChild;
+  const total = report && report.total;
+  let percent;
+  if (state === "completed") percent = 100;
+  else if (total) percent = Math.min(100, Math.round((100 * report.done) / total));
+  else percent = null;
+  bar.classList.toggle("indeterminate", percent === null && state === "running");
+  bar.dataset.state = state;
+  if (percent === null) {
+    bar.removeAttribute("aria-valuenow");
+    fillEl.style.width = state === "running" ? "" : "0%";
+  } else {
+    bar.setAttribute("aria-valuemin", "0");
+    bar.setAttribute("aria-valuemax", "100");
+    bar.setAttribute("aria-valuenow", String(percent));
+    fillEl.style.width = `${percent}%`;
+  }
+}
+
+/** The line under a task's name: its current step and count, or its error. */
+export function taskMessage(task) {
+  if (task.error && (task.state === "failed" || task.state === "canceled")) {
+    return task.error.message;
+  }
+  if (task.state === "waiting") return "Waiting for a worker";
+  if (task.state === "canceled") return "Canceled";
+  const report = currentReport(task);
+  if (!report) return task.state === "running" ? "Starting" : "";
+  const count = report.total
+    ? ` · ${report.done}/${report.total}${report.suffix ? ` ${report.suffix}` : ""}`
+    : report.done
+      ? ` · ${report.done}${report.suffix ? ` ${report.suffix}` : ""}`
+      : "";
+  return `${report.message}${count}`;
+}
+
+/** The id at the end of a task href ("/api/v1/tasks/<id>"). */
+export function idFromHref(href) {
+  return href ? href.split("/").filter(Boolean).pop() : null;
+}
+
+/** Keep Tab and Shift+Tab inside `dialog` while it is open. */
+export function trapFocus(dialog) {
+  if (dialog.dataset.trapped) return;
+  dialog.dataset.trapped = "1";
+  dialog.addEventListener("keydown", (event) => {
+    if (event.key !== "Tab") return;
+    const focusable = [
+      ...dialog.querySelectorAll("a[href], button, input, select, textarea, [tabindex]"),
+    ].filter((el) => !el.disabled && el.tabIndex >= 0 && el.getClientRects().length > 0);
+    if (focusable.length === 0) {
+      event.preventDefault();
+      return;
+    }
+    const first = focusable[0];
+    const last = focusable[focusable.length - 1];
+    if (event.shiftKey && (document.activeElement === first || !dialog.contains(document.activeElement))) {
+      event.preventDefault();
+      last.focus();
+    } else if (!event.shiftKey && document.activeElement === last) {
+      event.preventDefault();
+      first.focus();
+    }
+  });
+}

@@ -1,0 +1,307 @@
+"""The web UI: its HTML pages, its static files, and the little configuration the browser needs.
+
+The pages are plain HTML shells; ES modules under `static/` fill them from the REST API and keep
+them live through `tasklight.js` and the notifier's WebSocket. No build step.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.api import demo, outcome
+from services.api.problems import ProblemError
+from services.api.runtime import RuntimeDep, UserDep
+from services.api.tasks import _owned
+from shared.settings import Settings
+from shared.task import API_PREFIX, Task
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+router = APIRouter(include_in_schema=False)
+config_router = APIRouter(prefix=API_PREFIX, tags=["meta"])
+
+
+class UiSettings(BaseSettings):
+    """Settings only the UI reads (`TASKLIGHT_<FIELD>`)."""
+
+    model_config = SettingsConfigDict(env_prefix="TASKLIGHT_", extra="ignore")
+
+    #: The notifier's WebSocket URL as browsers reach it (behind a proxy, say); by default the
+    #: page's own host, the notifier's port and `/ws`.
+    notifier_public_url: str = ""
+
+
+class ClientConfig(BaseModel):
+    """What a browser client needs to know to connect."""
+
+    api_base: str
+    notifier_url: str
+    user: str
+
+
+def notifier_url(request: Request, settings: Settings) -> str:
+    """The notifier's WebSocket URL for a browser that loaded `request`."""
+    configured = UiSettings().notifier_public_url
+    if configured:
+        return configured
+    scheme = "wss" if request.url.scheme == "https" else "ws"
+    host = request.url.hostname or "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{settings.notifier_port}/ws"
+
+
+@config_router.get("/config", response_model=ClientConfig)
+async def client_config(request: Request, runtime: RuntimeDep, user: UserDep) -> ClientConfig:
+    """Where the notifier is, for clients that do not read it from the page."""
+    return ClientConfig(
+        api_base=API_PREFIX, notifier_url=notifier_url(request, runtime.settings), user=user
+    )
+
+
+def _json_for_script(value: Any) -> str:
+    # Inside <script>, "</" would end the element: escape every "<".
+    return json.dumps(value, separators=(",", ":")).replace("<", "\\u003c")
+
+
+def page(
+    request: Request,
+    runtime: RuntimeDep,
+    user: str,
+    *,
+    name: str,
+    title: str,
+    body: str,
+    data: Any = None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    """A UI page: the shared frame around `body`, running the module `static/ui/<name>.js`."""
+    url = notifier_url(request, runtime.settings)
+    data_script = (
+        f'<script type="application/json" id="page-data">{_json_for_script(data)}</script>'
+        if data is not None
+        else ""
+    )
+    html = FRAME.format(
+        title=escape(title),
+        page=escape(name),
+        notifier=escape(url),
+        api=escape(API_PREFIX),
+        user=escape(user),
+        body=body,
+        data=data_script,
+    )
+    return HTMLResponse(html, status_code=status_code, headers={"Cache-Control": "no-store"})
+
+
+@router.get("/", response_class=HTMLResponse)
+async def home(request: Request, runtime: RuntimeDep, user: UserDep) -> HTMLResponse:
+    """The start page: a counting test task to try, and the simulated VMs."""
+    return page(request, runtime, user, name="home", title="Overview", body=HOME_BODY)
+
+
+@router.get("/wait/{task_id}", response_class=HTMLResponse)
+async def wait(task_id: str, request: Request, runtime: RuntimeDep, user: UserDep) -> HTMLResponse:
+    """The waiting page of a task: spinner and progress, then on to its next URL."""
+    try:
+        task = Task.from_doc(await _owned(runtime, user, task_id))
+    except ProblemError:
+        return _not_found(request, runtime, user, task_id)
+    header = (task.ui.header if task.ui else None) or "Working on it"
+    return page(
+        request,
+        runtime,
+        user,
+        name="wait",
+        title=header,
+        body=WAIT_BODY.format(header=escape(header)),
+        data=task.model_dump(mode="json"),
+    )
+
+
+@router.get("/tasks/{task_id}", response_class=HTMLResponse)
+async def detail(
+    task_id: str, request: Request, runtime: RuntimeDep, user: UserDep
+) -> HTMLResponse:
+    """The detail page of a task."""
+    try:
+        task = Task.from_doc(await _owned(runtime, user, task_id))
+    except ProblemError:
+        return _not_found(request, runtime, user, task_id)
+    return page(
+        request,
+        runtime,
+        user,
+        name="detail",
+        title=f"Task {task.name}",
+        body=DETAIL_BODY,
+        data=task.model_dump(mode="json"),
+    )
+
+
+def _not_found(request: Request, runtime: RuntimeDep, user: str, task_id: str) -> HTMLResponse:
+    body = NOT_FOUND_BODY.format(task_id=escape(task_id))
+    return page(request, runtime, user, name="home", title="Not found", body=body, status_code=404)
+
+
+def install(app: FastAPI, settings: Settings) -> None:
+    """Add the UI, the demo resource and the outcome route to `app`, with their on-ready hooks.
+
+    A module named in `settings.task_modules` may define `register_outcomes(hooks)` to add
+    on-ready hooks for its task types.
+    """
+    hooks = outcome.OutcomeHooks()
+    demo.register_outcomes(hooks)
+    for module_name in filter(None, (m.strip() for m in settings.task_modules.split(","))):
+        module = importlib.import_module(module_name)
+        if hasattr(module, "register_outcomes"):
+            module.register_outcomes(hooks)
+    app.state.outcome_hooks = hooks
+    app.include_router(outcome.router)
+    app.include_router(demo.router)
+    app.include_router(config_router)
+    app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+
+FRAME = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="tasklight-notifier" content="{notifier}">
+<meta name="tasklight-api" content="{api}">
+<title>{title} · tasklight</title>
+<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">
+<link rel="stylesheet" href="/static/app.css">
+<script type="module" src="/static/ui/{page}.js"></script>
+</head>
+<body data-page="{page}">
+<a class="skip" href="#main">Skip to content</a>
+<header class="topbar">
+  <a class="brand" href="/"><span class="brand-mark" aria-hidden="true"></span>tasklight</a>
+  <div class="topbar-right">
+    <span id="connection" class="connection" data-status="connecting" role="status"
+      title="Live updates from the notifier">connecting</span>
+    <button type="button" id="tasks-button" class="tasks-button" aria-haspopup="dialog"
+      aria-controls="tasks-dialog">
+      <span>Background tasks</span>
+      <span id="tasks-badge" class="badge" data-count="0" aria-label="0 pending">0</span>
+    </button>
+    <span class="user" title="Signed in as {user}">{user}</span>
+  </div>
+</header>
+<div id="flash" class="flash-area" aria-live="polite"></div>
+<main id="main" class="main">
+{body}
+</main>
+<dialog id="tasks-dialog" class="tasks-dialog" aria-labelledby="tasks-dialog-title">
+  <div class="dialog-head">
+    <h2 id="tasks-dialog-title">Background tasks</h2>
+    <button type="button" class="icon-button" data-close aria-label="Close">&times;</button>
+  </div>
+  <div class="tabs" role="tablist" aria-label="Task groups">
+    <button type="button" role="tab" id="tab-pending" data-group="pending"
+      aria-controls="tasks-panel">Pending <span class="count" data-count-for="pending">0</span>
+    </button>
+    <button type="button" role="tab" id="tab-failed" data-group="failed"
+      aria-controls="tasks-panel">Failed <span class="count" data-count-for="failed">0</span>
+    </button>
+    <button type="button" role="tab" id="tab-finished" data-group="finished"
+      aria-controls="tasks-panel">Finished <span class="count" data-count-for="finished">0</span>
+    </button>
+  </div>
+  <div id="tasks-panel" class="tasks-panel" role="tabpanel" tabindex="-1"></div>
+</dialog>
+<dialog id="confirm-dialog" class="confirm-dialog" aria-labelledby="confirm-title"
+  aria-describedby="confirm-text">
+  <h2 id="confirm-title">Cancel this task?</h2>
+  <div id="confirm-text"></div>
+  <div class="dialog-actions">
+    <button type="button" class="button" data-answer="no">Keep it running</button>
+    <button type="button" class="button danger" data-answer="yes">Cancel task</button>
+  </div>
+</dialog>
+{data}
+</body>
+</html>
+"""
+
+HOME_BODY = """
+<section class="intro">
+  <h1>Background tasks, live</h1>
+  <p>Work that takes time is queued for a worker; this page answers at once and shows each
+  change as it happens, pushed over a WebSocket. Open <em>Background tasks</em> at the top right
+  to watch them.</p>
+</section>
+<div class="grid">
+<section class="card" aria-labelledby="count-title">
+  <h2 id="count-title">Try a test task</h2>
+  <p class="muted">A <code>test.count</code> task counts for <em>N</em> rounds, one progress step
+  per round (about a second each).</p>
+  <form id="count-form" class="form">
+    <div class="field-row">
+      <label for="count-rounds">Rounds</label>
+      <input id="count-rounds" name="rounds" type="number" min="0" max="100000" value="5"
+        required inputmode="numeric">
+    </div>
+    <div class="field-row">
+      <label for="count-round-s">Seconds per round</label>
+      <input id="count-round-s" name="round_s" type="number" min="0" max="3600" step="0.1"
+        value="1" required inputmode="decimal">
+    </div>
+    <div class="actions">
+      <button type="submit" class="button primary" data-mode="queue">Queue it</button>
+      <button type="submit" class="button" data-mode="wait">Queue and wait</button>
+    </div>
+  </form>
+  <div class="divider"></div>
+  <p class="muted">A <code>test.fail</code> task fails after a moment, to see how failure looks.
+  </p>
+  <div class="actions">
+    <button type="button" id="fail-queue" class="button">Queue a failing task</button>
+    <button type="button" id="fail-wait" class="button">Queue and wait</button>
+  </div>
+</section>
+<section class="card" aria-labelledby="vms-title">
+  <h2 id="vms-title">Virtual machines <span class="tag">demo</span></h2>
+  <p class="muted">Powering a VM off or on is queued, not done in this request: the worker makes
+  the (simulated) provider call, and the state below changes when it is done.</p>
+  <ul id="vm-list" class="vm-list" aria-live="polite"><li class="muted">Loading…</li></ul>
+</section>
+</div>
+"""
+
+WAIT_BODY = """
+<section class="wait card" aria-labelledby="wait-header">
+  <div class="spinner" aria-hidden="true"></div>
+  <h1 id="wait-header">{header}</h1>
+  <p id="wait-message" class="wait-message"></p>
+  <div class="wait-progress" id="wait-progress"></div>
+  <p id="wait-state" class="wait-state muted" role="status"></p>
+  <p class="muted small">You can leave this page: the task goes on, and
+  <em>Background tasks</em> shows it. <a id="wait-detail" href="#">Task details</a></p>
+</section>
+"""
+
+DETAIL_BODY = """
+<div id="detail" class="detail"></div>
+"""
+
+NOT_FOUND_BODY = """
+<section class="card empty-state">
+  <h1>No such task</h1>
+  <p>There is no task <code>{task_id}</code>, or it has been deleted.</p>
+  <p><a class="button" href="/">Back to the overview</a></p>
+</section>
+"""
