@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, Iterable
+from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -59,9 +60,9 @@ class NotFound(ApiError):
 class WaitTimeout(TasklightError):
     """A wait ran out of time; `pending` holds the tasks still pending, as last seen."""
 
-    def __init__(self, timeout_s: float, pending: list[Task]) -> None:
+    def __init__(self, timeout_s: float, pending: list[Task], note: str = "") -> None:
         names = ", ".join(f"{t['id']} ({t['name']}, {t['state']})" for t in pending)
-        super().__init__(f"still pending after {timeout_s:g} s: {names or 'none'}")
+        super().__init__(f"still pending after {timeout_s:g} s: {names or 'none'}{note}")
         self.pending = pending
 
 
@@ -160,40 +161,44 @@ class TasklightClient:
 
     async def subscribe(
         self, ids: Iterable[str] | None = None, *, scope_all: bool = False
-    ) -> AsyncIterator[Task]:
+    ) -> AsyncGenerator[Task, None]:
         """Every new state of the tasks `ids` (or of all tasks, `scope_all`), as task dicts.
 
         First the current state of each, then each change; reconnects and resumes on its own.
         Raises `NotFound` when a named task does not exist.
         """
-        async for event in self._events(ids, scope_all=scope_all):
-            if event.task is not None:
-                yield event.task
+        async with aclosing(self._events(ids, scope_all=scope_all)) as events:
+            async for event in events:
+                if event.task is not None:
+                    yield event.task
 
     async def wait(self, task_id: str, timeout_s: float) -> Task:
         """The task once it is final (completed, failed, canceled); else `WaitTimeout`."""
         last: Task | None = None
         try:
-            async with asyncio.timeout(timeout_s):
-                async for task in self.subscribe([task_id]):
+            async with asyncio.timeout(timeout_s), aclosing(self.subscribe([task_id])) as tasks:
+                async for task in tasks:
                     last = task
                     if task["state"] in _FINAL:
                         return task
         except TimeoutError:
+            note = ""
             if last is None:
+                note = f" (the notifier at {self.ws_url} did not answer)"
                 last = await self.get(task_id)
                 if last["state"] in _FINAL:
                     return last
-            raise WaitTimeout(timeout_s, [last]) from None
+            raise WaitTimeout(timeout_s, [last], note) from None
         raise AssertionError("a subscription does not end by itself")
 
     async def wait_all(self, timeout_s: float) -> None:
         """Return once none of the user's tasks is pending; `WaitTimeout` names those that are."""
         pending: dict[str, Task] = {}
-        live = False
+        live = ever_live = False
         try:
-            async with asyncio.timeout(timeout_s):
-                async for event in self._events(None, scope_all=True):
+            events = self._events(None, scope_all=True)
+            async with asyncio.timeout(timeout_s), aclosing(events):
+                async for event in events:
                     if event.task is not None:
                         if event.task["state"] in _FINAL:
                             pending.pop(event.task["id"], None)
@@ -204,12 +209,21 @@ class TasklightClient:
                     else:
                         # Only a complete initial state tells that nothing else is pending.
                         live = event.kind == "live"
+                        ever_live = ever_live or live
                     if live and not pending:
                         return
         except TimeoutError:
-            raise WaitTimeout(timeout_s, sorted(pending.values(), key=lambda t: t["id"])) from None
+            note = ""
+            if not ever_live:
+                # Never subscribed: say so, and name what REST says is pending.
+                note = f" (the notifier at {self.ws_url} did not answer)"
+                pending = {t["id"]: t for t in await self.list(group="pending", limit=None)}
+            found = sorted(pending.values(), key=lambda t: t["id"])
+            raise WaitTimeout(timeout_s, found, note) from None
 
-    async def _events(self, ids: Iterable[str] | None, *, scope_all: bool) -> AsyncIterator[_Event]:
+    async def _events(
+        self, ids: Iterable[str] | None, *, scope_all: bool
+    ) -> AsyncGenerator[_Event, None]:
         """The events of one logical subscription across reconnects ("down" after a drop)."""
         if (ids is None) == (not scope_all):
             raise ValueError("give task ids, or scope_all=True")

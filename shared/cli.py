@@ -1,0 +1,237 @@
+"""`tasklight`: submit, list, show, cancel and wait for tasks from a shell or a test script.
+
+Exit status: 0 done; 1 the task failed or was canceled; 2 bad usage or input the API refused;
+3 the API or notifier is unreachable; 4 no such task; 5 a wait timed out (the pending tasks are
+named on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from shared.client import (
+    ApiError,
+    NotFound,
+    TasklightClient,
+    TasklightError,
+    Unreachable,
+    WaitTimeout,
+)
+
+EXIT_OK = 0
+EXIT_TASK_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+EXIT_NOT_FOUND = 4
+EXIT_TIMEOUT = 5
+
+DEFAULT_API_URL = "http://127.0.0.1:8000"
+DEFAULT_WS_URL = "ws://127.0.0.1:8001/ws"
+
+
+class UsageError(Exception):
+    """Bad command-line input."""
+
+
+def parse_arg(text: str) -> tuple[str, Any]:
+    """`k=v` → (k, v), with v parsed as JSON when it parses, else kept as a string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise UsageError(f"--arg {text!r}: expected KEY=VALUE")
+    try:
+        value: Any = json.loads(raw)
+    except ValueError:
+        value = raw
+    return key, value
+
+
+def _json_object(text: str, option: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"{option}: not JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise UsageError(f"{option}: must be a JSON object")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print JSON for scripts"
+    )
+    parser = argparse.ArgumentParser(
+        prog="tasklight",
+        description="Submit and follow tasklight background tasks.",
+        epilog=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+        parents=[common],
+    )
+    parser.add_argument(
+        "--api-url",
+        default=os.environ.get("TASKLIGHT_API_URL", DEFAULT_API_URL),
+        help="REST API (env TASKLIGHT_API_URL; default %(default)s)",
+    )
+    parser.add_argument(
+        "--ws-url",
+        default=os.environ.get("TASKLIGHT_WS_URL", DEFAULT_WS_URL),
+        help="notifier WebSocket (env TASKLIGHT_WS_URL; default %(default)s)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    submit = commands.add_parser("submit", parents=[common], help="submit a task")
+    submit.add_argument("name", help="task type, e.g. test.count")
+    submit.add_argument(
+        "--arg", action="append", default=[], metavar="KEY=VALUE", help="an argument (JSON or text)"
+    )
+    submit.add_argument("--args-json", metavar="JSON", help="all arguments as one JSON object")
+    submit.add_argument("--ui-json", metavar="JSON", help="waiting-page hints as a JSON object")
+    submit.add_argument("--metadata-json", metavar="JSON", help="metadata as a JSON object")
+
+    listing = commands.add_parser("list", parents=[common], help="list tasks, newest first")
+    listing.add_argument("--group", choices=["pending", "failed", "finished"])
+    listing.add_argument("--state", action="append", help="a state (repeatable)")
+    listing.add_argument("--name", help="a task type")
+    listing.add_argument("--limit", type=int, default=50, help="most tasks shown (%(default)s)")
+
+    show = commands.add_parser("show", parents=[common], help="show one task")
+    show.add_argument("id")
+    cancel = commands.add_parser("cancel", parents=[common], help="cancel a task")
+    cancel.add_argument("id")
+
+    wait = commands.add_parser(
+        "wait", parents=[common], help="wait for a task, or (--all) until nothing is pending"
+    )
+    wait.add_argument("id", nargs="?")
+    wait.add_argument("--all", action="store_true", help="wait until no task is pending")
+    wait.add_argument("--timeout", type=float, default=600.0, help="seconds (%(default)s)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns (and, as a script, exits with) its status."""
+    args = build_parser().parse_args(argv)
+    args.json = getattr(args, "json", False)
+    try:
+        return asyncio.run(_run(args))
+    except UsageError as exc:
+        print(f"tasklight: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _run(args: argparse.Namespace) -> int:
+    async with TasklightClient(args.api_url, args.ws_url) as client:
+        try:
+            return await _command(client, args)
+        except WaitTimeout as exc:
+            _fail(args, "timeout", str(exc), pending=exc.pending)
+            return EXIT_TIMEOUT
+        except NotFound as exc:
+            _fail(args, "not-found", str(exc))
+            return EXIT_NOT_FOUND
+        except ApiError as exc:
+            _fail(args, "refused", f"{exc} (HTTP {exc.status})", problem=exc.problem)
+            return EXIT_USAGE
+        except Unreachable as exc:
+            _fail(args, "unreachable", str(exc))
+            return EXIT_UNREACHABLE
+        except TasklightError as exc:
+            _fail(args, "error", str(exc))
+            return EXIT_UNREACHABLE
+
+
+async def _command(client: TasklightClient, args: argparse.Namespace) -> int:
+    if args.command == "submit":
+        task_args = _json_object(args.args_json, "--args-json") if args.args_json else {}
+        task_args.update(parse_arg(item) for item in args.arg)
+        ui = _json_object(args.ui_json, "--ui-json") if args.ui_json else None
+        meta = _json_object(args.metadata_json, "--metadata-json") if args.metadata_json else None
+        task = await client.submit(args.name, task_args, ui=ui, metadata=meta)
+        _print(args, task, f"submitted {task['id']} ({task['name']}, {task['state']})")
+        return EXIT_OK
+    if args.command == "list":
+        tasks = await client.list(
+            group=args.group, state=args.state, name=args.name, limit=args.limit
+        )
+        if args.json:
+            print(json.dumps(tasks, indent=2))
+        else:
+            for task in tasks:
+                print(_line(task))
+        return EXIT_OK
+    if args.command == "show":
+        task = await client.get(args.id)
+        _print(args, task, _detail(task))
+        return EXIT_OK
+    if args.command == "cancel":
+        task = await client.cancel(args.id)
+        _print(args, task, f"{task['id']} {task['state']}")
+        return EXIT_OK
+    return await _wait(client, args)
+
+
+async def _wait(client: TasklightClient, args: argparse.Namespace) -> int:
+    if args.all == (args.id is not None):
+        raise UsageError("wait: give a task ID, or --all")
+    if args.all:
+        await client.wait_all(args.timeout)
+        _print(args, {"pending": []}, "no task is pending")
+        return EXIT_OK
+    task = await client.wait(args.id, args.timeout)
+    if task["state"] == "completed":
+        _print(args, task, f"{task['id']} completed: {json.dumps(task['result'])}")
+        return EXIT_OK
+    error = task.get("error") or {}
+    reason = error.get("message") or task["state"]
+    if args.json:
+        print(json.dumps(task, indent=2))
+    print(f"tasklight: {task['id']} {task['state']}: {reason}", file=sys.stderr)
+    return EXIT_TASK_FAILED
+
+
+def _print(args: argparse.Namespace, data: dict[str, Any], human: str) -> None:
+    print(json.dumps(data, indent=2) if args.json else human)
+
+
+def _fail(args: argparse.Namespace, kind: str, message: str, **extra: Any) -> None:
+    if args.json:
+        print(json.dumps({"error": kind, "message": message, **extra}, indent=2))
+    print(f"tasklight: {message}", file=sys.stderr)
+
+
+def _line(task: dict[str, Any]) -> str:
+    progress = ""
+    if task.get("progress_reports"):
+        report = task["progress_reports"][-1]
+        progress = f"  {report['message']} {report['done']}/{report.get('total') or '?'}"
+    return f"{task['id']}  {task['state']:<9}  {task['name']}{progress}"
+
+
+def _detail(task: dict[str, Any]) -> str:
+    lines = [_line(task)]
+    for key in ("created_at", "started_at", "finished_at", "args", "result", "error", "worker"):
+        if task.get(key) not in (None, {}, []):
+            value = task[key]
+            lines.append(f"  {key}: {value if isinstance(value, str) else json.dumps(value)}")
+    for report in task.get("progress_reports") or []:
+        lines.append(
+            f"  progress: {report['message']} {report['done']}/{report.get('total') or '?'}"
+            f" ({report['state']})"
+        )
+    if task.get("parent_task"):
+        lines.append(f"  parent: {task['parent_task']}")
+    for child in task.get("child_tasks") or []:
+        lines.append(f"  child: {child}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""The `tasklight` CLI against the api, worker and notifier running as processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from services.stack import ROOT, start_service, wait_for_port
+from shared.settings import Settings
+
+pytestmark = pytest.mark.e2e
+
+
+@dataclass
+class Stack:
+    """The services as processes, and the environment the CLI needs to reach them."""
+
+    settings: Settings
+    env: dict[str, str]
+    processes: dict[str, subprocess.Popen[bytes]]
+
+    async def cli(self, *args: str, timeout_s: float = 60) -> tuple[int, str, str]:
+        """Run `tasklight ARGS`; returns (exit status, stdout, stderr)."""
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "shared.cli",
+            *args,
+            env=self.env,
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        async with asyncio.timeout(timeout_s):
+            out, err = await process.communicate()
+        assert process.returncode is not None
+        return process.returncode, out.decode(), err.decode()
+
+
+def service_env(settings: Settings) -> dict[str, str]:
+    """The test's settings as the environment variables the services read."""
+    return {
+        **os.environ,
+        "MONGODB_URL": settings.mongodb_url,
+        "AMQP_URL": settings.amqp_url,
+        "TASKLIGHT_DATABASE": settings.database,
+        "TASKLIGHT_NAMESPACE": settings.namespace,
+        "TASKLIGHT_API_PORT": str(settings.api_port),
+        "TASKLIGHT_NOTIFIER_PORT": str(settings.notifier_port),
+        "TASKLIGHT_WORKER_NAME": settings.worker_name,
+        "TASKLIGHT_HEARTBEAT_S": "0.5",
+        "TASKLIGHT_API_URL": f"http://127.0.0.1:{settings.api_port}",
+        "TASKLIGHT_WS_URL": f"ws://127.0.0.1:{settings.notifier_port}/ws",
+    }
+
+
+@pytest.fixture
+async def stack(settings: Settings, tmp_path: Path) -> AsyncIterator[Stack]:
+    """api, worker and notifier as `python -m services.<name>` processes."""
+    env = service_env(settings)
+    processes = {name: start_service(name, env, tmp_path) for name in ("api", "worker", "notifier")}
+    try:
+        for name, port in (("api", settings.api_port), ("notifier", settings.notifier_port)):
+            await asyncio.to_thread(wait_for_port, "127.0.0.1", port, 30, processes[name])
+        yield Stack(settings, env, processes)
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in processes.values():
+            try:
+                await asyncio.to_thread(process.wait, 15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+async def test_submit_then_wait_exits_0_when_completed_and_1_with_the_error_when_failed(
+    stack: Stack,
+) -> None:
+    status, out, _ = await stack.cli(
+        "--json", "submit", "test.count", "--arg", "rounds=2", "--arg", "round_s=0.1"
+    )
+    assert status == 0
+    counted = json.loads(out)
+    status, failing_out, _ = await stack.cli(
+        "submit", "test.fail", "--args-json", '{"message": "boom", "after_s": 0.1}'
+    )
+    assert status == 0
+    failing_id = failing_out.split()[1]
+
+    status, out, err = await stack.cli("wait", counted["id"], "--timeout", "30")
+    assert (status, err) == (0, "")
+    assert out.strip() == f'{counted["id"]} completed: {{"counted": 2}}'
+
+    status, out, err = await stack.cli("wait", failing_id, "--timeout", "30")
+    assert status == 1
+    assert "failed: boom" in err
+    assert "Traceback" not in err
+
+
+async def test_wait_all_returns_when_the_queue_drains(stack: Stack) -> None:
+    for _ in range(3):
+        status, _, _ = await stack.cli("submit", "test.count", "--args-json", '{"rounds": 2}')
+        assert status == 0
+
+    status, out, err = await stack.cli("wait", "--all", "--timeout", "60")
+
+    assert (status, out.strip(), err) == (0, "no task is pending", "")
+    status, out, _ = await stack.cli("--json", "list", "--group", "pending")
+    assert (status, json.loads(out)) == (0, [])
+
+
+async def test_wait_all_fails_on_timeout_naming_the_pending_tasks(stack: Stack) -> None:
+    status, out, _ = await stack.cli(
+        "--json", "submit", "test.count", "--arg", "rounds=100", "--arg", "round_s=0.2"
+    )
+    assert status == 0
+    long_id = json.loads(out)["id"]
+
+    status, out, err = await stack.cli("wait", "--all", "--timeout", "1.5")
+
+    assert status == 5
+    assert long_id in err
+    assert "still pending after 1.5 s" in err
+    assert "Traceback" not in err
+    status, out, _ = await stack.cli("cancel", long_id)
+    assert status == 0
+
+
+async def test_expected_failures_are_one_line_messages(stack: Stack) -> None:
+    missing = "01900000-0000-7000-8000-000000000000"
+    status, _, err = await stack.cli("show", missing)
+    assert status == 4
+    assert err.strip() == f"tasklight: no task {missing}"
+
+    status, _, err = await stack.cli("submit", "no.such.type")
+    assert status == 2
+    assert "unknown task type" in err
+
+    status, _, err = await stack.cli("--api-url", "http://127.0.0.1:9", "list")
+    assert status == 3
+    assert "did not answer" in err
+
+
+async def test_sigterm_closes_notifier_connections_with_1001(stack: Stack) -> None:
+    url = f"ws://127.0.0.1:{stack.settings.notifier_port}/ws"
+    async with connect(url) as ws:
+        await ws.send('{"type": "ping"}')
+        assert json.loads(await ws.recv()) == {"type": "pong"}
+        stack.processes["notifier"].send_signal(signal.SIGTERM)
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 10)
+
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1001
+    assert await asyncio.to_thread(stack.processes["notifier"].wait, 10) == 0
