@@ -29,6 +29,10 @@ class TaskContext(Protocol):
     def task_id(self) -> str:
         """The id of the task being run."""
 
+    @property
+    def attempt(self) -> int:
+        """Which attempt this run is: 1, then one more after each retry."""
+
     async def report(
         self, message: str, code: str, *, total: int | None = None, suffix: str | None = None
     ) -> Progress:

@@ -29,7 +29,7 @@ class RetryPolicy:
         """Whether `error` is worth another attempt under this policy."""
         from shared.errors import Retry
 
-        return isinstance(error, Retry | self.retry_on)
+        return isinstance(error, (Retry, *self.retry_on))
 
     def delay_s(self, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds to wait after failed run `attempt`: base·2^(attempt-1), upper half jittered."""

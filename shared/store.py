@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import functools
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -98,7 +99,8 @@ class TaskStore:
         event = TaskStateChanged(
             task_id=doc["_id"], source=None, target=TaskState.WAITING, version=doc["version"]
         )
-        async with self.client.start_session() as session, await session.start_transaction():
+
+        async def work(session: AsyncClientSession) -> Any:
             await self.tasks.insert_one(doc, session=session)
             await self.events.insert_one(_event_doc(event), session=session)
             if dispatch_due_at is not None:
@@ -108,6 +110,9 @@ class TaskStore:
                 )
             if parent_id is not None:
                 await self._touch(parent_id, {"$push": {"child_ids": doc["_id"]}}, session=session)
+            return None
+
+        await self._transaction(work)
 
     async def get(self, task_id: str) -> Doc | None:
         """The stored task, or None."""
@@ -165,7 +170,8 @@ class TaskStore:
         query, update = transition_write(
             task_id, sources, target, at=at, fields=fields, guard=guard
         )
-        async with self.client.start_session() as session, await session.start_transaction():
+
+        async def work(session: AsyncClientSession) -> Any:
             # BEFORE, so that the event names the state this change replaced; the update only
             # sets fields and bumps the version, so the state after it is derived exactly.
             before = await self.tasks.find_one_and_update(
@@ -184,7 +190,10 @@ class TaskStore:
                 at=at,
             )
             await self.events.insert_one(_event_doc(event), session=session)
-        return doc
+            return doc
+
+        changed: Doc | None = await self._transaction(work)
+        return changed
 
     async def update_running(
         self, task_id: str, run_id: str, update: Doc, *, projection: Doc | None = None
@@ -222,7 +231,8 @@ class TaskStore:
         cleared, `attempt` is added to its attempts, and an outbox entry makes sure its
         command is published again. None if the run no longer held it.
         """
-        async with self.client.start_session() as session, await session.start_transaction():
+
+        async def work(session: AsyncClientSession) -> Any:
             doc = await self.tasks.find_one_and_update(
                 {"_id": task_id, "run.id": run_id, "state": TaskState.RUNNING.value},
                 _with_version_bump(
@@ -242,7 +252,10 @@ class TaskStore:
                 upsert=True,
                 session=session,
             )
-        return doc
+            return doc
+
+        released: Doc | None = await self._transaction(work)
+        return released
 
     async def claim_released(self, task_id: str, run: Doc, worker: Doc) -> Doc | None:
         """Give a released running task to a new run; None if it is not released."""
@@ -277,7 +290,8 @@ class TaskStore:
 
     async def discard_unqueued(self, task_id: str, *, parent_id: str | None) -> None:
         """Remove a task whose command the broker did not take, with its events and link."""
-        async with self.client.start_session() as session, await session.start_transaction():
+
+        async def work(session: AsyncClientSession) -> Any:
             await self.outbox.delete_one({"_id": task_id}, session=session)
             await self.tasks.delete_one(
                 {"_id": task_id, "state": TaskState.WAITING.value}, session=session
@@ -285,18 +299,51 @@ class TaskStore:
             await self.events.delete_many({"task_id": task_id}, session=session)
             if parent_id is not None:
                 await self._touch(parent_id, {"$pull": {"child_ids": task_id}}, session=session)
+            return None
+
+        await self._transaction(work)
 
     async def delete_finished(self, task_id: str) -> bool:
         """Delete a finished task and its events; False if it is not there or not finished."""
         final = [s.value for s in FINAL_STATES]
-        async with self.client.start_session() as session, await session.start_transaction():
+
+        async def work(session: AsyncClientSession) -> Any:
             result = await self.tasks.delete_one(
                 {"_id": task_id, "state": {"$in": final}}, session=session
             )
             if result.deleted_count == 0:
                 return False
             await self.events.delete_many({"task_id": task_id}, session=session)
-        return True
+            return True
+
+        deleted: bool = await self._transaction(work)
+        return deleted
+
+    async def purge(
+        self, *, owner: str | None, states: Iterable[TaskState], finished_before: datetime
+    ) -> int:
+        """Delete final-state tasks (and their events) that finished before a time."""
+        final = [s.value for s in states if s in FINAL_STATES]
+        query: Doc = {"state": {"$in": final}, "finished_at": {"$lt": finished_before}}
+        if owner is not None:
+            query["owner"] = owner
+        deleted = 0
+        while True:
+            ids = [doc["_id"] async for doc in self.tasks.find(query, {"_id": 1}).limit(1000)]
+            if not ids:
+                return deleted
+
+            deleted += await self._transaction(functools.partial(self._delete_batch, query, ids))
+
+    async def _delete_batch(self, query: Doc, ids: list[str], session: AsyncClientSession) -> int:
+        result = await self.tasks.delete_many({**query, "_id": {"$in": ids}}, session=session)
+        await self.events.delete_many({"task_id": {"$in": ids}}, session=session)
+        return result.deleted_count
+
+    async def _transaction(self, work: Callable[[AsyncClientSession], Awaitable[Any]]) -> Any:
+        """Run `work` in a transaction, retried as MongoDB advises on transient errors."""
+        async with self.client.start_session() as session:
+            return await session.with_transaction(work)
 
     async def _touch(
         self, task_id: str, update: Doc, *, session: AsyncClientSession | None = None

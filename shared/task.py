@@ -43,6 +43,16 @@ class WorkerRef(BaseModel):
     missing: bool = False
 
 
+class Attempt(BaseModel):
+    """A run that did not end its task, and why it will run again."""
+
+    outcome: str
+    worker: str | None = None
+    error: TaskError | None = None
+    ended_at: datetime | None = None
+    retry_in_s: float = 0
+
+
 class UiHints(BaseModel):
     """What the waiting page shows, and where it goes when the task ends (seed 004's handler)."""
 
@@ -75,6 +85,10 @@ class Task(BaseModel):
     owner: str
     ui: UiHints | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    #: Runs that did not end the task: retried failures, lost workers, hand-backs on shutdown.
+    attempts: list[Attempt] = Field(default_factory=list)
+    #: How many times a worker started it.
+    runs: int = 0
     version: int
 
     @classmethod
@@ -99,6 +113,8 @@ class Task(BaseModel):
             owner=doc["owner"],
             ui=doc.get("ui"),
             metadata=doc.get("metadata") or {},
+            attempts=doc.get("attempts") or [],
+            runs=doc.get("runs") or 0,
             version=doc["version"],
         )
 

@@ -24,6 +24,14 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "urn:tasklight:problem:method-not-allowed": (405, "Method not allowed"),
     "urn:tasklight:problem:body-too-large": (413, "The request body is too large"),
     "urn:tasklight:problem:already-finished": (409, "The task has already finished"),
+    "urn:tasklight:problem:idempotency-key-reused": (
+        422,
+        "The Idempotency-Key was used before with another request body",
+    ),
+    "urn:tasklight:problem:idempotency-key-in-flight": (
+        409,
+        "A request with this Idempotency-Key is being processed",
+    ),
     "urn:tasklight:problem:broker-unavailable": (503, "The task queue cannot take tasks now"),
     "urn:tasklight:problem:unavailable": (503, "A backing service is unavailable"),
     "urn:tasklight:problem:http": (400, "Bad request"),

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Header, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.api.problems import ProblemError, problem_responses
 from services.api.runtime import RuntimeDep, UserDep
 from shared.ids import is_task_id
-from shared.lifecycle import GROUP_STATES, TaskGroup, TaskState
-from shared.service import AlreadyFinished, BrokerUnavailable, InvalidSubmission
+from shared.lifecycle import FINAL_STATES, GROUP_STATES, TaskGroup, TaskState
+from shared.service import (
+    AlreadyFinished,
+    BrokerUnavailable,
+    IdempotencyKeyInFlight,
+    IdempotencyKeyReused,
+    InvalidSubmission,
+    Submitted,
+)
 from shared.store import Doc
 from shared.task import API_PREFIX, Task, UiHints, task_href
 
@@ -63,21 +71,45 @@ async def _owned(runtime: RuntimeDep, user: str, task_id: str) -> Doc:
     "",
     status_code=202,
     response_model=Task,
-    responses=problem_responses(400, 413, 422, 503),
+    responses=problem_responses(400, 409, 413, 422, 503),
     summary="Submit a task",
 )
 async def submit_task(
-    submission: Submission, runtime: RuntimeDep, user: UserDep, response: Response
+    submission: Submission,
+    runtime: RuntimeDep,
+    user: UserDep,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=200,
+            description="The same key and body (within 24 h) return the same task",
+        ),
+    ] = None,
 ) -> Task:
     """Store the task as `waiting`, queue it, and answer at once with its address."""
     try:
-        doc = await runtime.service.submit(
-            submission.name,
-            submission.args,
-            owner=user,
-            ui=submission.ui,
-            metadata=submission.metadata,
-        )
+        if idempotency_key is None:
+            submitted = Submitted(
+                await runtime.service.submit(
+                    submission.name,
+                    submission.args,
+                    owner=user,
+                    ui=submission.ui,
+                    metadata=submission.metadata,
+                )
+            )
+        else:
+            submitted = await runtime.service.submit_once(
+                idempotency_key,
+                submission.name,
+                submission.args,
+                owner=user,
+                ui=submission.ui,
+                metadata=submission.metadata,
+            )
     except InvalidSubmission as exc:
         errors = [{**err, "loc": ["body", *err["loc"]]} for err in exc.errors]
         raise ProblemError(
@@ -91,8 +123,21 @@ async def submit_task(
             f"the task was not queued ({exc}); nothing was stored, retry later",
             headers={"Retry-After": str(RETRY_AFTER_S)},
         ) from None
-    response.headers["Location"] = task_href(doc["_id"])
-    return Task.from_doc(doc)
+    except IdempotencyKeyReused:
+        raise ProblemError(
+            "urn:tasklight:problem:idempotency-key-reused",
+            "this Idempotency-Key was used with another body; use a new key for a new task",
+        ) from None
+    except IdempotencyKeyInFlight:
+        raise ProblemError(
+            "urn:tasklight:problem:idempotency-key-in-flight",
+            "the first request with this Idempotency-Key has not finished; retry shortly",
+            headers={"Retry-After": "1"},
+        ) from None
+    response.headers["Location"] = task_href(submitted.doc["_id"])
+    if submitted.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return Task.from_doc(submitted.doc)
 
 
 @router.get("", response_model=TaskPage, responses=problem_responses(422), summary="List tasks")
@@ -131,6 +176,37 @@ async def list_tasks(
             params.append(("name", name))
         next_url = f"{API_PREFIX}/tasks?{urlencode(params)}"
     return TaskPage(results=[Task.from_doc(doc) for doc in docs], next=next_url)
+
+
+class Purged(BaseModel):
+    """How many finished tasks a purge removed."""
+
+    deleted: int
+
+
+@router.delete(
+    "",
+    response_model=Purged,
+    responses=problem_responses(422),
+    summary="Purge finished tasks",
+)
+async def purge_tasks(
+    runtime: RuntimeDep,
+    user: UserDep,
+    finished_before: Annotated[datetime, Query(description="Purge tasks finished before this")],
+    group: TaskGroup | None = None,
+) -> Purged:
+    """Delete the user's finished (`group=finished`) or failed tasks, or both, that finished
+    before `finished_before`. Pending tasks are never purged; cancel them first."""
+    if group is TaskGroup.PENDING:
+        raise ProblemError(
+            "urn:tasklight:problem:invalid-request",
+            "group: pending tasks cannot be purged; cancel them first",
+            errors=[{"loc": ["query", "group"], "msg": "not purgeable", "type": "value_error"}],
+        )
+    states = GROUP_STATES[group] if group is not None else FINAL_STATES
+    deleted = await runtime.store.purge(owner=user, states=states, finished_before=finished_before)
+    return Purged(deleted=deleted)
 
 
 @router.get(

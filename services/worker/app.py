@@ -62,7 +62,9 @@ class Worker:
         self.registry = registry or load_registry(settings.task_modules)
         self.topology = Topology(settings.namespace)
         self.store = open_store(settings)
-        self.broker = make_broker(settings, logger=None)
+        self.broker = make_broker(
+            settings, logger=None, graceful_timeout=settings.shutdown_grace_s + 5
+        )
         self.service = TaskService(self.store, self.broker, self.registry, settings)
         self.runner = Runner(
             self.service,
@@ -170,8 +172,13 @@ class Worker:
     async def stop(self, grace_s: float | None = None) -> None:
         """Stop taking commands, let running tasks finish within the grace time, hand the rest
         back to the queue, then close. Nothing is acknowledged without its outcome stored."""
-        await self.tasks_subscriber.stop()
-        await self.runner.shutdown(self.settings.shutdown_grace_s if grace_s is None else grace_s)
+        grace_s = self.settings.shutdown_grace_s if grace_s is None else grace_s
+        # FastStream's stop first refuses new deliveries (they stay unacknowledged, and go back
+        # to the queue when the channel closes), then waits for those in progress; meanwhile
+        # the runner gives them the grace time and hands back what is still running.
+        unsubscribing = asyncio.ensure_future(self.tasks_subscriber.stop())
+        await self.runner.shutdown(grace_s)
+        await unsubscribing
         for task in self._background:
             task.cancel()
         for task in self._background:

@@ -22,6 +22,7 @@ class RunContext:
         self.service = service
         self._task_id: str = doc["_id"]
         self.owner: str = doc["owner"]
+        self._attempt = 1 + sum(1 for a in doc.get("attempts") or [] if a.get("outcome") == "retry")
         self.run_id = run_id
         self.cancel_requested = asyncio.Event()
         #: The handler's future, so that a stopping worker can take the task back.
@@ -34,6 +35,11 @@ class RunContext:
     def task_id(self) -> str:
         """The id of the task being run."""
         return self._task_id
+
+    @property
+    def attempt(self) -> int:
+        """Which attempt this run is: 1, then one more after each retry."""
+        return self._attempt
 
     async def report(
         self, message: str, code: str, *, total: int | None = None, suffix: str | None = None

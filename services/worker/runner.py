@@ -206,7 +206,7 @@ class Runner:
         except TaskFailed as exc:
             return _failed(exc.type, exc.message)
         except Exception as exc:
-            return self._after_error(doc, task_type, exc)
+            return self._after_error(doc, task_type, context, exc)
         finally:
             stopper.cancel()
         if isinstance(returned, WaitForChildren):
@@ -216,9 +216,11 @@ class Runner:
         except Exception:
             return _failed("invalid_result", "the handler returned a value that is not JSON")
 
-    def _after_error(self, doc: Doc, task_type: TaskType, exc: Exception) -> Outcome:
+    def _after_error(
+        self, doc: Doc, task_type: TaskType, context: RunContext, exc: Exception
+    ) -> Outcome:
         policy = task_type.retry
-        attempt = 1 + sum(1 for a in doc.get("attempts") or [] if a.get("outcome") == "retry")
+        attempt = context.attempt
         message = exc.message if isinstance(exc, Retry) else f"{type(exc).__name__} raised"
         if policy is not None and policy.retries(exc) and attempt < policy.max_attempts:
             delay_s = exc.delay_s if isinstance(exc, Retry) and exc.delay_s else None

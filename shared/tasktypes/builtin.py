@@ -7,8 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.errors import TaskFailed
+from shared.errors import Retry, TaskFailed
 from shared.registry import Registry, TaskContext, TaskType, WaitForChildren
+from shared.retries import RetryPolicy
 
 
 class CountArgs(BaseModel):
@@ -27,6 +28,14 @@ class FailArgs(BaseModel):
 
     message: str = Field(default="failed on purpose", max_length=2000)
     after_s: float = Field(default=1.0, ge=0, le=3600, description="Seconds before failing.")
+
+
+class FlakyArgs(BaseModel):
+    """Arguments of `test.flaky`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    failures: int = Field(default=2, ge=0, le=100, description="Attempts that fail first.")
 
 
 class SpawnArgs(BaseModel):
@@ -57,6 +66,14 @@ async def fail(args: FailArgs, ctx: TaskContext) -> None:
     raise TaskFailed(args.message)
 
 
+async def flaky(args: FlakyArgs, ctx: TaskContext) -> dict[str, int]:
+    """Fail with a retryable error on the first `failures` attempts, then succeed."""
+    await ctx.checkpoint()
+    if ctx.attempt <= args.failures:
+        raise Retry(f"attempt {ctx.attempt} fails on purpose")
+    return {"attempts": ctx.attempt}
+
+
 async def spawn(args: SpawnArgs, ctx: TaskContext) -> WaitForChildren:
     """Start `children` counting tasks; finish when they all have."""
     progress = await ctx.report("Starting child tasks", "test.spawn", total=args.children)
@@ -70,6 +87,26 @@ async def spawn(args: SpawnArgs, ctx: TaskContext) -> WaitForChildren:
 
 def register(registry: Registry) -> None:
     """Add the built-in types to `registry`."""
-    registry.add(TaskType("test.count", "Count", count.__doc__ or "", CountArgs, count))
+    # Counting again from the start is harmless, so a count survives the loss of its worker.
+    registry.add(
+        TaskType(
+            "test.count",
+            "Count",
+            count.__doc__ or "",
+            CountArgs,
+            count,
+            on_worker_lost="requeue",
+        )
+    )
     registry.add(TaskType("test.fail", "Fail", fail.__doc__ or "", FailArgs, fail))
+    registry.add(
+        TaskType(
+            "test.flaky",
+            "Flaky",
+            flaky.__doc__ or "",
+            FlakyArgs,
+            flaky,
+            retry=RetryPolicy(max_attempts=4, base_s=1.0, max_delay_s=8.0),
+        )
+    )
     registry.add(TaskType("test.spawn", "Spawn children", spawn.__doc__ or "", SpawnArgs, spawn))

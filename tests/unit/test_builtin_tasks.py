@@ -36,6 +36,8 @@ class MemoryContext:
     checkpoints: int = 0
     spawned: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
+    attempt: int = 1
+
     @property
     def task_id(self) -> str:
         return "task-1"

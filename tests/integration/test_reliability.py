@@ -1,0 +1,315 @@
+"""Nothing lost, nothing stuck: retries, lost workers, relay, dead letters, hand-back, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import aio_pika
+import httpx
+import pytest
+
+from services.worker.app import Worker
+from shared.ids import new_task_id
+from shared.lifecycle import TaskState, utcnow
+from shared.settings import Settings
+from shared.store import TaskStore
+from shared.task import new_task_doc
+from shared.topology import RUN_KEY, Topology
+from tests.integration.test_worker import read, submit, until_state
+from tests.support import eventually
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def quick(settings: Settings) -> Settings:
+    """Settings whose timeouts are short enough for a test."""
+    return settings.model_copy(
+        update={
+            "worker_ttl_s": 1.5,
+            "janitor_interval_s": 0.3,
+            "outbox_grace_s": 0.5,
+            "cancel_grace_s": 0.5,
+            "heartbeat_s": 0.3,
+        }
+    )
+
+
+@pytest.fixture
+async def quick_worker(quick: Settings) -> AsyncIterator[Worker]:
+    running = Worker(quick)
+    await running.start()
+    yield running
+    await running.stop(grace_s=0)
+
+
+async def store_orphan(store: TaskStore, name: str, args: dict[str, Any], **fields: Any) -> str:
+    """A task left `running` by a worker that died long ago (no heartbeat for a minute)."""
+    task_id = new_task_id()
+    doc = new_task_doc(task_id=task_id, name=name, args=args, owner="dev", at=utcnow())
+    await store.insert(doc)
+    long_ago = utcnow() - timedelta(minutes=1)
+    await store.transition(
+        task_id,
+        [TaskState.WAITING],
+        TaskState.RUNNING,
+        fields={
+            "worker": {"name": "dead-worker", "last_heartbeat": long_ago, "missing": False},
+            "run": {"id": "dead-run", "worker": "dead-worker"},
+            "runs": 1,
+            **fields,
+        },
+    )
+    return task_id
+
+
+async def test_a_retryable_failure_is_retried_after_a_broker_delay_until_it_succeeds(
+    api: httpx.AsyncClient, worker: Worker
+) -> None:
+    task_id = await submit(api, "test.flaky", failures=2)
+    task = await until_state(api, task_id, ("completed", "failed"))
+    assert task["state"] == "completed"
+    assert task["result"] == {"attempts": 3}
+    retries = [a for a in task["attempts"] if a["outcome"] == "retry"]
+    assert len(retries) == 2
+    # The first retry waits 0.5 to 1 s (base 1 s, upper half jittered), in a broker delay queue.
+    first_delay = retries[0]["retry_in_s"]
+    assert 0.5 <= first_delay <= 1.0
+    assert task["runs"] == 3
+
+
+async def test_retries_stop_at_the_types_limit_and_the_task_fails_saying_so(
+    api: httpx.AsyncClient, worker: Worker
+) -> None:
+    task_id = await submit(api, "test.flaky", failures=50)
+    task = await until_state(api, task_id, ("completed", "failed"))
+    assert task["state"] == "failed"
+    assert task["error"]["type"] == "retries_exhausted"
+    assert "4 attempts" in task["error"]["message"]
+
+
+async def test_a_requeueable_task_of_a_missing_worker_runs_again_elsewhere(
+    api: httpx.AsyncClient, quick_worker: Worker, store: TaskStore
+) -> None:
+    task_id = await store_orphan(store, "test.count", {"rounds": 1, "round_s": 0})
+    task = await until_state(api, task_id, ("completed", "failed"))
+    assert task["state"] == "completed"
+    [lost] = task["attempts"]
+    assert lost["outcome"] == "worker_lost"
+    assert lost["worker"] == "dead-worker"
+    assert task["worker"]["name"] == quick_worker.settings.worker_name
+
+
+async def test_a_task_of_a_missing_worker_that_must_not_rerun_fails_saying_why(
+    api: httpx.AsyncClient, quick_worker: Worker, store: TaskStore
+) -> None:
+    task_id = await store_orphan(store, "test.fail", {"after_s": 0})
+    task = await until_state(api, task_id, ("completed", "failed"))
+    assert task["error"] == {"type": "worker_lost", "message": "worker dead-worker went missing"}
+    assert task["worker"]["missing"] is True
+
+
+async def test_a_worker_that_stops_heartbeating_is_listed_as_missing(
+    api: httpx.AsyncClient, quick_worker: Worker, store: TaskStore
+) -> None:
+    await store.workers.insert_one(
+        {"_id": "silent", "last_heartbeat": utcnow() - timedelta(minutes=5), "missing": False}
+    )
+    workers = await eventually(
+        lambda: api.get("/api/v1/workers"),
+        lambda r: any(w["name"] == "silent" and w["missing"] for w in r.json()),
+    )
+    [me] = [w for w in workers.json() if w["name"] == quick_worker.settings.worker_name]
+    assert me["missing"] is False
+
+
+async def test_a_stored_task_whose_publish_never_happened_is_relayed_and_runs(
+    api: httpx.AsyncClient, quick_worker: Worker, store: TaskStore
+) -> None:
+    # As if the API died between storing the task and publishing its command.
+    task_id = new_task_id()
+    doc = new_task_doc(
+        task_id=task_id,
+        name="test.count",
+        args={"rounds": 1, "round_s": 0},
+        owner="dev",
+        at=utcnow(),
+    )
+    await store.insert(doc, dispatch_due_at=utcnow())
+    task = await until_state(api, task_id)
+    assert task["state"] == "completed"
+    assert await store.outbox.count_documents({}) == 0
+
+
+async def test_an_undecodable_command_is_dead_lettered_its_task_fails_and_the_queue_moves_on(
+    api: httpx.AsyncClient, worker: Worker, settings: Settings, store: TaskStore
+) -> None:
+    task_id = new_task_id()
+    doc = new_task_doc(task_id=task_id, name="test.count", args={}, owner="dev", at=utcnow())
+    await store.insert(doc)
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        exchange = await channel.get_exchange(Topology(settings.namespace).tasks_exchange)
+        await exchange.publish(
+            aio_pika.Message(b"\xff not json", message_id=task_id), routing_key=RUN_KEY
+        )
+    failed = await until_state(api, task_id)
+    assert failed["state"] == "failed"
+    assert failed["error"]["type"] == "dead_lettered"
+    assert failed["started_at"] is None
+    after = await submit(api, "test.count", rounds=1, round_s=0)
+    assert (await until_state(api, after))["state"] == "completed"
+
+
+async def test_a_stopping_worker_hands_a_running_task_back_and_another_finishes_it(
+    api: httpx.AsyncClient, settings: Settings
+) -> None:
+    first = Worker(settings.model_copy(update={"worker_name": "first"}))
+    await first.start()
+    task_id = await submit(api, "test.count", rounds=8, round_s=0.1)
+    await eventually(
+        lambda: read(api, task_id),
+        lambda t: bool(t["progress_reports"]) and t["progress_reports"][0]["done"] >= 1,
+    )
+    await first.stop(grace_s=0.1)
+    handed = await read(api, task_id)
+    assert handed["state"] == "running"
+    assert [a["outcome"] for a in handed["attempts"]] == ["hand_back"]
+    second = Worker(settings.model_copy(update={"worker_name": "second"}))
+    await second.start()
+    try:
+        task = await until_state(api, task_id)
+    finally:
+        await second.stop(grace_s=0)
+    assert task["state"] == "completed"
+    assert task["worker"]["name"] == "second"
+
+
+async def test_a_stopping_worker_lets_a_short_task_finish_within_the_grace_time(
+    api: httpx.AsyncClient, settings: Settings
+) -> None:
+    running = Worker(settings)
+    await running.start()
+    task_id = await submit(api, "test.count", rounds=3, round_s=0.1)
+    await until_state(api, task_id, ("running",))
+    await running.stop(grace_s=5)
+    task = await read(api, task_id)
+    assert task["state"] == "completed"
+    assert task["attempts"] == []
+
+
+async def test_a_handler_that_never_reaches_a_checkpoint_is_ended_after_the_grace_time(
+    api: httpx.AsyncClient, quick_worker: Worker
+) -> None:
+    # One long round: the checkpoint between rounds is not reached for a minute.
+    task_id = await submit(api, "test.count", rounds=1, round_s=60)
+    await until_state(api, task_id, ("running",))
+    await api.post(f"/api/v1/tasks/{task_id}/cancel")
+    task = await eventually(
+        lambda: read(api, task_id), lambda t: t["state"] == "canceled", timeout_s=5
+    )
+    assert "grace" in task["error"]["message"]
+
+
+async def test_canceling_a_parent_cancels_its_children_and_the_parent_ends_canceled(
+    api: httpx.AsyncClient, worker: Worker
+) -> None:
+    parent_id = await submit(api, "test.spawn", children=3, rounds=40, round_s=0.1)
+    parent = await eventually(lambda: read(api, parent_id), lambda t: len(t["child_tasks"]) == 3)
+    await api.post(f"/api/v1/tasks/{parent_id}/cancel")
+    parent = await until_state(api, parent_id)
+    assert parent["state"] == "canceled"
+    for href in parent["child_tasks"]:
+        child = (await api.get(href)).json()
+        assert child["state"] == "canceled"
+
+
+async def test_a_cancel_racing_a_completion_has_exactly_one_winner(
+    api: httpx.AsyncClient, worker: Worker, store: TaskStore
+) -> None:
+    ids = [await submit(api, "test.count", rounds=2, round_s=0.01) for _ in range(20)]
+    for i, task_id in enumerate(ids):
+        await asyncio.sleep(0.003 * (i % 7))
+        response = await api.post(f"/api/v1/tasks/{task_id}/cancel")
+        assert response.status_code in (202, 409)
+    for task_id in ids:
+        task = await until_state(api, task_id)
+        events = await store.history(task_id)
+        finals = [e for e in events if e["target"] in ("completed", "failed", "canceled")]
+        assert len(finals) == 1
+        assert finals[0]["target"] == task["state"]
+        assert task["state"] in ("completed", "canceled")
+
+
+async def test_the_same_idempotency_key_and_body_return_the_same_task(
+    api: httpx.AsyncClient, store: TaskStore
+) -> None:
+    body = {"name": "test.count", "args": {"rounds": 1}}
+    headers = {"Idempotency-Key": "order-42"}
+    first = await api.post("/api/v1/tasks", json=body, headers=headers)
+    again = await api.post("/api/v1/tasks", json=body, headers=headers)
+    assert (first.status_code, again.status_code) == (202, 202)
+    assert again.json()["id"] == first.json()["id"]
+    assert again.headers["idempotent-replayed"] == "true"
+    other = await api.post("/api/v1/tasks", json={**body, "args": {"rounds": 2}}, headers=headers)
+    assert other.status_code == 422
+    assert other.json()["type"] == "urn:tasklight:problem:idempotency-key-reused"
+    assert await store.tasks.count_documents({}) == 1
+
+
+async def test_a_duplicate_while_the_first_request_is_in_flight_is_409(
+    api: httpx.AsyncClient, store: TaskStore
+) -> None:
+    body = {"name": "test.count", "args": {}}
+    # Concurrent duplicates: one wins; the other is the same task or a 409, never a second task.
+    answers = await asyncio.gather(
+        *[api.post("/api/v1/tasks", json=body, headers={"Idempotency-Key": "k"}) for _ in range(5)]
+    )
+    assert {a.status_code for a in answers} <= {202, 409}
+    assert len({a.json()["id"] for a in answers if a.status_code == 202}) == 1
+    assert await store.tasks.count_documents({}) == 1
+    # Deterministically: a key whose first request has not finished yet.
+    await store.idempotency.insert_one(
+        {
+            "_id": {"owner": "dev", "key": "in-flight"},
+            "digest": "whatever",
+            "task_id": None,
+            "created_at": utcnow(),
+        }
+    )
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(
+        json.dumps({**body, "ui": None, "metadata": None}, sort_keys=True).encode()
+    ).hexdigest()
+    await store.idempotency.update_one(
+        {"_id": {"owner": "dev", "key": "in-flight"}}, {"$set": {"digest": digest}}
+    )
+    busy = await api.post("/api/v1/tasks", json=body, headers={"Idempotency-Key": "in-flight"})
+    assert busy.status_code == 409
+    assert busy.headers["retry-after"] == "1"
+
+
+async def test_finished_tasks_expire_by_ttl_and_can_be_purged(
+    api: httpx.AsyncClient, worker: Worker, store: TaskStore, settings: Settings
+) -> None:
+    indexes = await store.tasks.index_information()
+    assert indexes["finished_at_1"]["expireAfterSeconds"] == settings.retention_s
+    done = await submit(api, "test.count", rounds=0)
+    await until_state(api, done)
+    pending = await submit(api, "test.count", rounds=100, round_s=0.1)
+    later = (utcnow() + timedelta(seconds=5)).isoformat()
+    refused = await api.delete(
+        "/api/v1/tasks", params={"group": "pending", "finished_before": later}
+    )
+    assert refused.status_code == 422
+    purged = await api.delete("/api/v1/tasks", params={"finished_before": later})
+    assert purged.json() == {"deleted": 1}
+    assert (await api.get(f"/api/v1/tasks/{done}")).status_code == 404
+    assert (await api.get(f"/api/v1/tasks/{pending}")).status_code == 200
+    await api.post(f"/api/v1/tasks/{pending}/cancel")
