@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): `python -m bench [NAME ...]` runs them and writes bench/results/."""

@@ -1,0 +1,102 @@
+"""What the notifier benchmarks run against: an embedded SecantusDB and a notifier process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import resource
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from services.stack import EmbeddedMongo, free_port, start_service, wait_for_port
+from shared.settings import Settings
+from shared.store import TaskStore, open_store
+
+
+@dataclass
+class NotifierEnv:
+    """A running notifier process and a store on its database."""
+
+    settings: Settings
+    store: TaskStore
+    notifier: subprocess.Popen[bytes]
+
+    @property
+    def ws_url(self) -> str:
+        """Where subscribers connect."""
+        return f"ws://127.0.0.1:{self.settings.notifier_port}/ws"
+
+    def notifier_rss_bytes(self) -> int:
+        """Resident memory of the notifier process."""
+        return rss_bytes(self.notifier.pid)
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of a process, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def raise_fd_limit() -> int:
+    """Raise this process's open-file limit to its hard limit (children inherit it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    return {"cpus": os.cpu_count(), "python": platform.python_version()}
+
+
+@asynccontextmanager
+async def notifier_env(**settings: Any) -> AsyncIterator[NotifierEnv]:
+    """An embedded SecantusDB (--sync-on-commit) and a notifier process following it."""
+    with tempfile.TemporaryDirectory(prefix="tasklight-bench-") as tmp:
+        mongo = EmbeddedMongo(Path(tmp) / "secantus", log_path=Path(tmp) / "secantus.log")
+        await asyncio.to_thread(mongo.start)
+        config = Settings(
+            mongodb_url=mongo.url,
+            database="bench",
+            notifier_port=free_port(),
+            **settings,
+        )
+        env = {
+            **os.environ,
+            "MONGODB_URL": config.mongodb_url,
+            "TASKLIGHT_DATABASE": config.database,
+            "TASKLIGHT_NOTIFIER_PORT": str(config.notifier_port),
+            "TASKLIGHT_LOG_LEVEL": "WARNING",
+        }
+        for key, value in settings.items():
+            env[f"TASKLIGHT_{key.upper()}"] = str(value)
+        notifier = start_service("notifier", env, Path(tmp))
+        store = open_store(config)
+        try:
+            await store.ensure_indexes()
+            await asyncio.to_thread(wait_for_port, "127.0.0.1", config.notifier_port, 30, notifier)
+            yield NotifierEnv(config, store, notifier)
+        finally:
+            await store.close()
+            notifier.terminate()
+            try:
+                await asyncio.to_thread(notifier.wait, 30)
+            except subprocess.TimeoutExpired:
+                notifier.kill()
+            await asyncio.to_thread(mongo.stop)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """The value below which `fraction` of `values` lie (nearest rank)."""
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))
+    return ordered[index]
