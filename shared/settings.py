@@ -43,8 +43,6 @@ class Settings(BaseSettings):
     max_body_bytes: int = 256 * 1024
     #: The user every request acts as until users and tokens exist.
     dev_user: str = "dev"
-    #: Largest page of `GET /tasks`.
-    max_page_size: int = 500
 
     #: Tasks one worker process runs at once.
     worker_concurrency: int = Field(default=8, ge=1, le=1000)
