@@ -189,7 +189,9 @@ FRAME = """<!doctype html>
 <body data-page="{page}">
 <a class="skip" href="#main">Skip to content</a>
 <header class="topbar">
-  <a class="brand" href="/"><span class="brand-mark" aria-hidden="true"></span>tasklight</a>
+  <a class="brand" href="/" aria-label="tasklight, overview">
+    <span class="brand-mark" aria-hidden="true"></span><span class="brand-name">tasklight</span>
+  </a>
   <div class="topbar-right">
     <span id="connection" class="connection" data-status="connecting" role="status"
       title="Live updates from the notifier">connecting</span>

@@ -91,9 +91,13 @@ class Stack:
 @pytest.fixture
 async def stack(
     settings: Settings, api: httpx.AsyncClient, worker: Worker, notifier: Notifier
-) -> Stack:
+) -> AsyncIterator[Stack]:
     """api, worker and notifier, all running on the test's database and queues."""
-    return Stack(base_url=f"http://127.0.0.1:{settings.api_port}", api=api, settings=settings)
+    yield Stack(base_url=f"http://127.0.0.1:{settings.api_port}", api=api, settings=settings)
+    # Long tasks a test left running would hold up the worker's shutdown.
+    pending = await api.get("/api/v1/tasks", params={"group": "pending", "limit": 500})
+    for task in pending.json()["results"]:
+        await api.post(f"/api/v1/tasks/{task['id']}/cancel")
 
 
 @pytest.fixture

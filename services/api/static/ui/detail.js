@@ -152,8 +152,8 @@ function childList(childIds) {
       return h(
         "li",
         {},
-        h("a", { href: `/tasks/${id}`, class: "mono" }, id),
-        " ",
+        h("a", { href: `/tasks/${id}` }, child ? child.name : "task"),
+        h("span", { class: "mono muted small", title: id }, id.slice(-12)),
         child ? stateChip(child.state) : h("span", { class: "muted" }, "…"),
       );
     }),

@@ -103,7 +103,7 @@ function renderVm(vm) {
       h("a", { href: `/tasks/${vm.pending_task}` }, phase),
     );
   } else {
-    status = h("span", { class: "muted" }, notes.get(vm.id) || vm.provider);
+    status = h("span", { class: "muted" }, notes.get(vm.id) || `${vm.provider} · ${vm.id}`);
   }
   const item = vmList.querySelector(`[data-vm="${vm.id}"]`) || h("li", { class: "vm", id: vm.id, dataset: { vm: vm.id } });
   item.dataset.power = vm.power;
@@ -115,7 +115,7 @@ function renderVm(vm) {
     h(
       "div",
       { class: "vm-main" },
-      h("div", { class: "vm-name" }, vm.name, " ", h("span", { class: "muted small" }, vm.provider)),
+      h("div", { class: "vm-name" }, vm.name),
       h("div", { class: "vm-status" }, status),
     ),
     h(

@@ -39,6 +39,7 @@ export class TasksDialog {
     this.opener = null;
     this.ticker = null;
     this.renderQueued = false;
+    this.titles = new Map(); // task type name -> title
 
     for (const tab of this.tabs) {
       tab.addEventListener("click", () => this.select(tab.dataset.group, true));
@@ -63,11 +64,25 @@ export class TasksDialog {
   /** Open on `group` (Pending by default, as the seed asks). */
   open(group = "pending") {
     this.opener = document.activeElement;
+    if (this.titles.size === 0) this._loadTitles();
     this.element.showModal();
     trapFocus(this.element);
     this.select(group, false);
     this.tabs.find((t) => t.dataset.group === group)?.focus();
     this.ticker = setInterval(() => this._tick(), 1000);
+  }
+
+  _loadTitles() {
+    fetch(`${this.tl.apiBase}/task-types`, { headers: { Accept: "application/json" } })
+      .then((response) => (response.ok ? response.json() : []))
+      .then((types) => {
+        for (const type of types) this.titles.set(type.name, type.title);
+        for (const [id, row] of this.rows) {
+          const task = this.tl.task(id);
+          if (task) this._fillRow(row, task);
+        }
+      })
+      .catch(() => {});
   }
 
   close() {
@@ -190,7 +205,8 @@ export class TasksDialog {
         h(
           "div",
           { class: "task-title" },
-          h("a", { class: "task-name", href: `/tasks/${task.id}` }, task.name),
+          h("a", { class: "task-name", href: `/tasks/${task.id}` }),
+          h("span", { class: "task-type" }),
           h("span", { class: "task-state" }),
         ),
         h("div", { class: "task-progress" }, progressBar(null, task.state)),
@@ -218,6 +234,9 @@ export class TasksDialog {
   _fillRow(row, task) {
     row.dataset.state = task.state;
     row.dataset.version = String(task.version);
+    const title = (task.ui && task.ui.header) || this.titles.get(task.name) || task.name;
+    row.querySelector(".task-name").textContent = title;
+    row.querySelector(".task-type").textContent = title === task.name ? "" : task.name;
     const chip = row.querySelector(".task-state");
     if (chip.dataset.state !== task.state) {
       chip.dataset.state = task.state;
@@ -233,7 +252,7 @@ export class TasksDialog {
     this._fillDuration(row, task);
     const button = row.querySelector(".delete-button");
     const pending = groupOf(task.state) === "pending";
-    const label = pending ? `Cancel task ${task.name}` : `Delete task ${task.name} from the list`;
+    const label = pending ? `Cancel task ${title}` : `Delete task ${title} from the list`;
     button.setAttribute("aria-label", label);
     button.title = pending ? "Cancel" : "Delete";
     button.disabled = task.state === "canceling";

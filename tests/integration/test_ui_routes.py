@@ -1,0 +1,95 @@
+"""The UI's server side over HTTP: pages, client config, task outcomes and the demo VMs."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+
+from services.worker.app import Worker
+from tests.support import eventually
+
+pytestmark = pytest.mark.integration
+
+
+async def submit(
+    api: httpx.AsyncClient, name: str, args: dict[str, object], **extra: object
+) -> str:
+    response = await api.post("/api/v1/tasks", json={"name": name, "args": args, **extra})
+    assert response.status_code == 202, response.text
+    task_id: str = response.json()["id"]
+    return task_id
+
+
+async def test_the_pages_are_html_naming_the_notifier_of_the_request_host(
+    api: httpx.AsyncClient,
+) -> None:
+    port = api.base_url.port
+    response = await api.get("/")
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    match = re.search(r'name="tasklight-notifier" content="([^"]+)"', response.text)
+    assert match is not None
+    config = (await api.get("/api/v1/config")).json()
+    assert match.group(1) == config["notifier_url"]
+    assert config["notifier_url"].startswith("ws://127.0.0.1:")
+    assert port is not None
+    assert (await api.get("/static/tasklight.js")).status_code == 200
+
+
+async def test_a_waiting_page_embeds_the_task_and_escapes_it(api: httpx.AsyncClient) -> None:
+    task_id = await submit(
+        api, "test.count", {"rounds": 0}, ui={"header": "</script><b>x</b>", "message": "m"}
+    )
+
+    page = await api.get(f"/wait/{task_id}")
+
+    assert page.status_code == 200
+    assert "</script><b>" not in page.text
+    assert "&lt;/script&gt;&lt;b&gt;x&lt;/b&gt;" in page.text
+    assert (await api.get("/wait/not-a-task")).status_code == 404
+    assert (await api.get(f"/tasks/{task_id}")).status_code == 200
+
+
+async def test_the_outcome_waits_for_the_end_then_follows_the_ui_hints(
+    api: httpx.AsyncClient, worker: Worker
+) -> None:
+    ui = {"next_url": "/done", "success_message": "Counted.", "failure_message": "No."}
+    task_id = await submit(api, "test.count", {"rounds": 2, "round_s": 0.3}, ui=ui)
+
+    first = (await api.get(f"/api/v1/tasks/{task_id}/outcome")).json()
+    final = await eventually(
+        lambda: api.get(f"/api/v1/tasks/{task_id}/outcome"), lambda r: r.json()["ready"]
+    )
+
+    assert first["ready"] is False
+    assert first["next_url"] is None
+    assert final.json() == {
+        "ready": True,
+        "state": "completed",
+        "next_url": "/done",
+        "flash": {"level": "success", "message": "Counted."},
+    }
+
+
+async def test_a_vm_shows_busy_while_its_power_task_runs_then_off(
+    api: httpx.AsyncClient, worker: Worker
+) -> None:
+    task_id = await submit(api, "demo.vm_power_off", {"vm": "vm-web-01", "delay_s": 0.5})
+
+    busy = {vm["id"]: vm for vm in (await api.get("/api/v1/demo/vms")).json()}
+    assert busy["vm-web-01"]["pending_task"] == task_id
+    assert busy["vm-web-01"]["power"] == "on"
+
+    async def web01() -> dict[str, object]:
+        vms = (await api.get("/api/v1/demo/vms")).json()
+        found: dict[str, object] = next(vm for vm in vms if vm["id"] == "vm-web-01")
+        return found
+
+    done = await eventually(web01, lambda vm: vm["power"] == "off")
+    assert done["pending_task"] is None
+    outcome = (await api.get(f"/api/v1/tasks/{task_id}/outcome")).json()
+    assert outcome["next_url"] == "/#vm-web-01"
+    assert outcome["flash"]["message"] == "VM web-01 is powered off."
