@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ async def test_the_dialog_with_tasks_in_every_state(
     page: Page, stack: Stack, artifacts_dir: Path
 ) -> None:
     await stack.submit("test.count", {"rounds": 30, "round_s": 0.5})
-    await stack.submit("test.count", {"rounds": 8, "round_s": 0.5})
+    await stack.submit("test.count", {"rounds": 8, "round_s": 1})
     await stack.submit("demo.vm_power_off", {"vm": "vm-batch-07", "delay_s": 8})
     failed = await stack.submit("test.fail", {"after_s": 0, "message": "quota exceeded"})
     done = await stack.submit("test.count", {"rounds": 2, "round_s": 0})
@@ -37,7 +38,7 @@ async def test_the_dialog_with_tasks_in_every_state(
     await expect(rows).to_have_count(3)
     await expect(page.locator('[data-count-for="failed"]')).to_have_text("1")
     await expect(page.locator('[data-count-for="finished"]')).to_have_text("1")
-    await expect(rows.filter(has_text="4/8 rounds")).to_have_count(1)
+    await expect(rows.filter(has_text=re.compile(r"[1-7]/8 rounds"))).to_have_count(1)
     await page.screenshot(path=str(artifacts_dir / "dialog.png"))
 
 
