@@ -113,3 +113,14 @@ async def page(browser: Browser, stack: Stack) -> AsyncIterator[Page]:
     yield tab
     await context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture
+async def module_page(browser: Browser, api: httpx.AsyncClient) -> AsyncIterator[Page]:
+    """A tab on the API's origin (no worker or notifier) for testing `tasklight.js` by itself."""
+    context = await browser.new_context(base_url=str(api.base_url))
+    context.set_default_timeout(EXPECT_TIMEOUT_MS)
+    tab = await context.new_page()
+    await tab.goto("/static/favicon.svg")
+    yield tab
+    await context.close()
