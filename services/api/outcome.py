@@ -86,7 +86,7 @@ class OutcomeHooks:
 def default_outcome(task: Task) -> Outcome:
     """The outcome from the task's `ui` hints, or, without them, its detail page and state."""
     ui = task.ui
-    next_url = (ui.next_url if ui else None) or f"/tasks/{task.id}"
+    next_url = ui.next_url if ui and _is_local_path(ui.next_url) else f"/tasks/{task.id}"
     if task.state is TaskState.COMPLETED:
         level = FlashLevel.SUCCESS
         message = (ui.success_message if ui else None) or f"Task {task.name} completed."
@@ -101,6 +101,12 @@ def default_outcome(task: Task) -> Outcome:
         next_url=next_url,
         flash=Flash(level=level, message=message),
     )
+
+
+def _is_local_path(url: str | None) -> bool:
+    # `ui.next_url` comes from whoever submitted the task: only a path on this site is followed,
+    # never another site (an open redirect) or a `javascript:` URL.
+    return url is not None and url.startswith("/") and not url.startswith(("//", "/\\"))
 
 
 def get_hooks(request: Request) -> OutcomeHooks:

@@ -98,3 +98,12 @@ async def test_the_vm_hook_names_the_vm_and_links_back_to_it() -> None:
 
     assert outcome.next_url == "/#vm-db-01"
     assert outcome.flash == Flash(level=FlashLevel.SUCCESS, message="VM db-01 is powered off.")
+
+
+@pytest.mark.parametrize(
+    "next_url", ["https://evil.example/", "//evil.example/", "javascript:alert(1)", "/\\evil"]
+)
+def test_a_next_url_off_this_site_is_not_followed(next_url: str) -> None:
+    outcome = default_outcome(task("completed", ui={**UI, "next_url": next_url}))
+
+    assert outcome.next_url == f"/tasks/{TASK_ID}"

@@ -57,7 +57,9 @@ async function goOn(task) {
   try {
     const outcome = await tl.outcome(task.id);
     if (outcome.flash) setFlash(outcome.flash);
-    if (outcome.next_url) next = outcome.next_url;
+    if (outcome.next_url && /^https?:$/.test(new URL(outcome.next_url, location.href).protocol)) {
+      next = outcome.next_url;
+    }
   } catch (error) {
     setFlash({ level: task.state === "completed" ? "success" : "error", message: `Task ${task.name} ${task.state}.` });
   }
