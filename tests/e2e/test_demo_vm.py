@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from playwright.async_api import Page, expect
 
@@ -11,7 +13,7 @@ pytestmark = pytest.mark.e2e
 
 
 async def test_powering_off_a_vm_says_queued_then_shows_it_off_without_a_reload(
-    page: Page, stack: Stack
+    page: Page, stack: Stack, artifacts_dir: Path
 ) -> None:
     # Given the overview with the demo VMs, all running
     await page.goto("/")
@@ -30,6 +32,7 @@ async def test_powering_off_a_vm_says_queued_then_shows_it_off_without_a_reload(
     await expect(vm.locator(".chip")).to_have_text("Powered off")
     await expect(vm).to_have_attribute("data-busy", "false")
     assert await page.evaluate("window.__notReloaded === true")
+    await page.screenshot(path=str(artifacts_dir / "overview-vm-off.png"))
     # And a fresh page agrees: the state is derived from the completed task
     await page.reload()
     await expect(vm.locator(".chip")).to_have_text("Powered off")
