@@ -34,6 +34,10 @@ async def beat(
     if tasks:
         await store.tasks.update_many(
             {
+                # Only the tasks this process runs now: a task whose claim was stored but never
+                # answered (the database went away mid-claim) must go stale, so the janitor
+                # requeues it, rather than be kept alive by its worker's other tasks.
+                "_id": {"$in": tasks},
                 "run.worker": name,
                 "state": {"$in": [TaskState.RUNNING.value, TaskState.CANCELING.value]},
             },

@@ -1,0 +1,285 @@
+"""Fault-test fixtures: the services as processes on quick timeouts, and the invariant they keep.
+
+Every fault test ends with `assert_nothing_lost_or_doubled`: each task that got a 202 is in a
+final state with exactly one final event, was claimed from `waiting` exactly once, ran once plus
+once per requeue, and nothing is left pending or waiting in the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from services.stack import EmbeddedMongo, start_service, wait_for_port
+from shared.lifecycle import FINAL_STATES, TaskState
+from shared.settings import Settings
+from shared.store import Doc, TaskStore, open_store
+from tests.e2e.test_cli_wait import service_env
+
+FINAL = {state.value for state in FINAL_STATES}
+#: Seconds a terminated service gets to stop before it is killed.
+STOP_TIMEOUT_S = 15
+
+#: Quick liveness settings: a silent worker is missing after 2 s, noticed within half a second.
+QUICK_ENV = {
+    "TASKLIGHT_WORKER_TTL_S": "2",
+    "TASKLIGHT_JANITOR_INTERVAL_S": "0.5",
+    "TASKLIGHT_HEARTBEAT_S": "0.5",
+    "TASKLIGHT_OUTBOX_GRACE_S": "1",
+    "TASKLIGHT_SHUTDOWN_GRACE_S": "1",
+    "TASKLIGHT_PUBLISH_TIMEOUT_S": "5",
+}
+
+
+@dataclass
+class Services:
+    """api and worker processes of one test, started and killed on demand."""
+
+    settings: Settings
+    log_dir: Path
+    env: dict[str, str] = field(init=False)
+    api: subprocess.Popen[bytes] | None = None
+    workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    started_workers: int = 0
+
+    def __post_init__(self) -> None:
+        self.env = {**service_env(self.settings), **QUICK_ENV}
+
+    @property
+    def base_url(self) -> str:
+        """Where the api listens."""
+        return f"http://127.0.0.1:{self.settings.api_port}"
+
+    async def start_api(self) -> None:
+        """Start the api and wait until it listens."""
+        self.api = start_service("api", self.env, self.log_dir)
+        await asyncio.to_thread(wait_for_port, "127.0.0.1", self.settings.api_port, 30, self.api)
+
+    def start_worker(self, concurrency: int = 4) -> str:
+        """Start one more worker process; its name."""
+        self.started_workers += 1
+        name = f"{self.settings.worker_name}-{self.started_workers}"
+        log_dir = self.log_dir / name
+        log_dir.mkdir(parents=True, exist_ok=True)
+        env = {
+            **self.env,
+            "TASKLIGHT_WORKER_NAME": name,
+            "TASKLIGHT_WORKER_CONCURRENCY": str(concurrency),
+        }
+        self.workers[name] = start_service("worker", env, log_dir)
+        return name
+
+    async def until_workers_beat(self, store: TaskStore, names: Iterable[str]) -> None:
+        """Wait until each named worker has recorded a heartbeat (it consumes by then)."""
+        wanted = set(names)
+        deadline = time.monotonic() + 30
+        while True:
+            beating = {w["_id"] async for w in store.workers.find({"_id": {"$in": list(wanted)}})}
+            if beating == wanted:
+                return
+            for name in wanted - beating:
+                exited = self.workers[name].poll()
+                assert exited is None, f"worker {name} exited with {exited}; see {self.log_dir}"
+            assert time.monotonic() < deadline, f"workers {wanted - beating} never beat"
+            await asyncio.sleep(0.1)
+
+    def kill_worker(self, name: str) -> None:
+        """SIGKILL a worker, as a crash or the OOM killer would."""
+        process = self.workers.pop(name)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+
+    def stop_all(self) -> None:
+        """Terminate every process (SIGTERM, then SIGKILL after a while)."""
+        processes = [*self.workers.values(), *([self.api] if self.api else [])]
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in processes:
+            try:
+                process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.workers.clear()
+        self.api = None
+
+
+@pytest.fixture
+def own_mongo(
+    tmp_path: Path, mongo_server: tuple[str, EmbeddedMongo | None]
+) -> Iterator[EmbeddedMongo | None]:
+    """A database server of this test alone, on a fixed data dir, when the session's is
+    embedded: a fault test may stop it, or wedge it, without harming the tests after it."""
+    if mongo_server[1] is None:
+        yield None
+        return
+    server = EmbeddedMongo(tmp_path / "own-mongo", log_path=tmp_path / "own-mongo.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+def fault_settings(settings: Settings, own_mongo: EmbeddedMongo | None) -> Settings:
+    """The test's settings, on its own database server if it has one."""
+    if own_mongo is None:
+        return settings
+    return settings.model_copy(update={"mongodb_url": own_mongo.url})
+
+
+@pytest.fixture
+async def services(fault_settings: Settings, tmp_path: Path) -> AsyncIterator[Services]:
+    """The test's services (none started yet); all stopped after the test."""
+    running = Services(fault_settings, tmp_path)
+    try:
+        yield running
+    finally:
+        await asyncio.to_thread(running.stop_all)
+
+
+@pytest.fixture
+async def http(services: Services) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for the test's api process."""
+    async with httpx.AsyncClient(base_url=services.base_url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+async def fault_store(fault_settings: Settings) -> AsyncIterator[TaskStore]:
+    """A store on the test's database, for reading what the services recorded."""
+    task_store = open_store(fault_settings)
+    yield task_store
+    await task_store.close()
+
+
+async def submit_many(
+    http: httpx.AsyncClient, count: int, args: dict[str, Any], *, parallel: int = 16
+) -> list[str]:
+    """Submit `count` `test.count` tasks over HTTP, `parallel` at a time; their ids.
+
+    A 503 (the broker or database could not take it; nothing was kept) is retried, as a client
+    would; any other answer but 202 fails the test.
+    """
+    ids: list[str] = []
+    body = {"name": "test.count", "args": args}
+
+    async def one() -> str:
+        for _ in range(20):
+            answer = await http.post("/api/v1/tasks", json=body)
+            if answer.status_code != 503:
+                break
+            await asyncio.sleep(0.5)
+        assert answer.status_code == 202, answer.text
+        task_id: str = answer.json()["id"]
+        return task_id
+
+    for start in range(0, count, parallel):
+        ids += await asyncio.gather(*(one() for _ in range(min(parallel, count - start))))
+    return ids
+
+
+async def until_all_final(
+    store: TaskStore, ids: list[str], *, timeout_s: float, during: Any = None
+) -> float:
+    """Wait until every task in `ids` is final; the seconds it took. Fails listing stragglers."""
+    started = time.monotonic()
+    final = [state for state in FINAL]
+    while True:
+        done = await store.tasks.count_documents({"_id": {"$in": ids}, "state": {"$in": final}})
+        if done == len(ids):
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout_s:
+            stuck = [
+                (doc["_id"], doc["state"], doc.get("run"), doc.get("attempts"))
+                async for doc in store.tasks.find(
+                    {"_id": {"$in": ids}, "state": {"$nin": final}}
+                ).limit(5)
+            ]
+            raise AssertionError(
+                f"{len(ids) - done} of {len(ids)} tasks not final after {timeout_s} s: {stuck}"
+            )
+        await asyncio.sleep(0.25)
+
+
+@dataclass
+class Tally:
+    """What the invariant check found."""
+
+    tasks: int = 0
+    completed: int = 0
+    #: Tasks not in a final state (lost or stuck): must be zero.
+    losses: int = 0
+    #: Tasks with more than one final event (completed twice): must be zero.
+    duplicates: int = 0
+    requeues: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+async def check_invariant(store: TaskStore, ids: list[str]) -> Tally:
+    """Count, per accepted task, how it ended and how often it was claimed and ended."""
+    tally = Tally(tasks=len(ids))
+    tasks: dict[str, Doc] = {
+        doc["_id"]: doc async for doc in store.tasks.find({"_id": {"$in": ids}})
+    }
+    finals: dict[str, int] = dict.fromkeys(ids, 0)
+    claims: dict[str, int] = dict.fromkeys(ids, 0)
+    async for event in store.events.find({"task_id": {"$in": ids}}):
+        if event["target"] in FINAL:
+            finals[event["task_id"]] += 1
+        if event["source"] == TaskState.WAITING and event["target"] == TaskState.RUNNING:
+            claims[event["task_id"]] += 1
+    for task_id in ids:
+        doc = tasks.get(task_id)
+        if doc is None or doc["state"] not in FINAL:
+            tally.losses += 1
+            tally.problems.append(f"{task_id}: {doc and doc['state']} (not final)")
+            continue
+        tally.completed += doc["state"] == TaskState.COMPLETED
+        requeues = len(doc.get("attempts") or [])
+        tally.requeues += requeues
+        if finals[task_id] != 1:
+            tally.duplicates += finals[task_id] > 1
+            tally.problems.append(f"{task_id}: {finals[task_id]} final events")
+        # The lifecycle has no way back to `waiting`: a requeued task stays `running` with its
+        # run released, and the next run claims it from there (counted in `runs`).
+        if doc.get("runs", 0) and claims[task_id] != 1:
+            tally.problems.append(f"{task_id}: claimed from waiting {claims[task_id]} times")
+        if doc.get("runs", 0) and doc["runs"] != 1 + requeues:
+            tally.problems.append(f"{task_id}: {doc['runs']} runs but {requeues} requeues")
+    return tally
+
+
+async def assert_nothing_lost_or_doubled(store: TaskStore, ids: list[str]) -> Tally:
+    """The invariant of every fault test; returns the tally for the test's report."""
+    tally = await check_invariant(store, ids)
+    assert tally.problems == [], tally.problems[:20]
+    assert (tally.losses, tally.duplicates) == (0, 0)
+    pending = await store.tasks.count_documents({"state": {"$nin": list(FINAL)}})
+    assert pending == 0, f"{pending} tasks left pending"
+    return tally
+
+
+def require_rabbitmqctl() -> str:
+    """`rabbitmqctl`'s path; skip without it (fail under CI)."""
+    import shutil
+
+    path = shutil.which("rabbitmqctl")
+    if path is None:
+        message = "rabbitmqctl is not on PATH: cannot restart the broker"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path

@@ -1,0 +1,103 @@
+"""Workers killed with SIGKILL mid-task: every task still ends once, none is lost or doubled."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+import httpx
+import pytest
+
+from shared.store import TaskStore
+from tests.faults.conftest import (
+    Services,
+    assert_nothing_lost_or_doubled,
+    submit_many,
+    until_all_final,
+)
+
+pytestmark = pytest.mark.fault
+
+
+@pytest.mark.timeout(180)
+async def test_a_worker_killed_mid_task_loses_nothing_and_doubles_nothing(
+    services: Services, http: httpx.AsyncClient, fault_store: TaskStore
+) -> None:
+    # Given two workers running several counting tasks each
+    await services.start_api()
+    names = [services.start_worker(concurrency=4), services.start_worker(concurrency=4)]
+    await services.until_workers_beat(fault_store, names)
+    ids = await submit_many(http, 12, {"rounds": 10, "round_s": 0.2})
+    victim = names[0]
+    deadline = time.monotonic() + 30
+    while await fault_store.tasks.count_documents({"run.worker": victim}) < 2:
+        assert time.monotonic() < deadline, "the victim never ran two tasks at once"
+        await asyncio.sleep(0.05)
+
+    # When one of them is killed in the middle of its tasks
+    services.kill_worker(victim)
+
+    # Then the other finishes every task, those of the dead worker after a requeue
+    await until_all_final(fault_store, ids, timeout_s=90)
+    tally = await assert_nothing_lost_or_doubled(fault_store, ids)
+    assert tally.completed == len(ids)
+    lost = await fault_store.tasks.count_documents(
+        {"attempts": {"$elemMatch": {"outcome": "worker_lost", "worker": victim}}}
+    )
+    assert lost >= 2, "the killed worker's tasks should have been requeued"
+
+
+#: Tasks of the random-kill test, and how many workers it kills at most (one a second).
+MANY_TASKS = 1000
+MAX_KILLS = 10
+#: Seconds between kills.
+KILL_EVERY_S = 1.5
+
+
+@pytest.mark.timeout(240)
+async def test_a_thousand_tasks_all_finish_while_workers_are_killed_at_random(
+    services: Services, http: httpx.AsyncClient, fault_store: TaskStore
+) -> None:
+    # Given three workers and a thousand short tasks
+    started = time.monotonic()
+    await services.start_api()
+    names = [services.start_worker() for _ in range(3)]
+    await services.until_workers_beat(fault_store, names)
+    chance = random.Random()
+    kills = 0
+
+    async def kill_at_random() -> None:
+        nonlocal kills
+        while kills < MAX_KILLS:
+            await asyncio.sleep(KILL_EVERY_S)
+            services.kill_worker(chance.choice(sorted(services.workers)))
+            kills += 1
+            services.start_worker()
+
+    # When every 1.5 s one worker is killed and a replacement started, while tasks arrive
+    killer = asyncio.create_task(kill_at_random())
+    try:
+        ids = await submit_many(http, MANY_TASKS, {"rounds": 1, "round_s": 0.02})
+        submitted_s = time.monotonic() - started
+        await until_all_final(fault_store, ids, timeout_s=150)
+    finally:
+        killer.cancel()
+
+    # Then every task finished, once
+    tally = await assert_nothing_lost_or_doubled(fault_store, ids)
+    wall_s = time.monotonic() - started
+    print(
+        f"\nfault figures: tasks={tally.tasks} completed={tally.completed}"
+        f" workers_killed={kills} requeues={tally.requeues} losses={tally.losses}"
+        f" duplicates={tally.duplicates} submitted_in={submitted_s:.1f}s wall={wall_s:.1f}s"
+    )
+    assert kills >= 3, "too few faults were injected to mean anything"
+    not_completed = [
+        doc
+        async for doc in fault_store.tasks.find(
+            {"_id": {"$in": ids}, "state": {"$ne": "completed"}}
+        )
+    ]
+    # A count lost with its worker on each of its allowed runs fails saying so; nothing else.
+    assert all(d["error"]["type"] == "worker_lost" for d in not_completed), not_completed[:3]
