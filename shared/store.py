@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
@@ -16,6 +17,8 @@ from shared.lifecycle import FINAL_STATES, TaskState, transition_write, utcnow
 from shared.messages import TaskStateChanged
 from shared.settings import Settings
 from shared.topology import IDEMPOTENCY_KEYS, OUTBOX, TASK_EVENTS, TASKS, WORKERS
+
+log = logging.getLogger(__name__)
 
 Doc = dict[str, Any]
 
@@ -342,8 +345,17 @@ class TaskStore:
 
     async def _transaction(self, work: Callable[[AsyncClientSession], Awaitable[Any]]) -> Any:
         """Run `work` in a transaction, retried as MongoDB advises on transient errors."""
+        tries = 0
+
+        async def counted(session: AsyncClientSession) -> Any:
+            nonlocal tries
+            tries += 1
+            if tries > 1:
+                log.warning("transaction retry %d of %s", tries, getattr(work, "__qualname__", work))
+            return await work(session)
+
         async with self.client.start_session() as session:
-            return await session.with_transaction(work)
+            return await session.with_transaction(counted)
 
     async def _touch(
         self, task_id: str, update: Doc, *, session: AsyncClientSession | None = None

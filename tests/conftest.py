@@ -100,7 +100,14 @@ class ServerThread:
 
     def __init__(self, app: object, port: int) -> None:
         self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")  # type: ignore[arg-type]
+            uvicorn.Config(
+                app,  # type: ignore[arg-type]
+                host="127.0.0.1",
+                port=port,
+                log_config=None,
+                lifespan="on",
+                timeout_graceful_shutdown=5,
+            )
         )
         self.task: asyncio.Task[None] | None = None
 
@@ -135,7 +142,8 @@ async def worker(settings: Settings) -> AsyncIterator[Worker]:
     running = Worker(settings)
     await running.start()
     yield running
-    await running.stop()
+    # Bounded: a teardown that cannot finish must fail the test, not hang the suite.
+    await asyncio.wait_for(running.stop(), timeout=60)
 
 
 @pytest.fixture
