@@ -351,7 +351,8 @@ class TaskStore:
             nonlocal tries
             tries += 1
             if tries > 1:
-                log.warning("transaction retry %d of %s", tries, getattr(work, "__qualname__", work))
+                name = getattr(work, "__qualname__", work)
+                log.warning("transaction retry %d of %s", tries, name)
             return await work(session)
 
         async with self.client.start_session() as session:
