@@ -111,8 +111,8 @@ class TaskService:
     ) -> Doc:
         """Store a task as `waiting` and queue its command; return the stored task.
 
-        The task is stored with an outbox entry in one transaction. If the broker confirms the
-        command, the entry is removed; if it refuses it, the task is removed again and
+        The task is stored with its outbox mark (`dispatch_due_at`). If the broker confirms the
+        command, the mark is removed; if it refuses it, the task is removed again and
         `BrokerUnavailable` raised; if this process dies in between, the relay publishes the
         command later. So a caller that got a task back can count on it reaching a final state.
         """
@@ -189,7 +189,7 @@ class TaskService:
 
     async def dispatch(self, task_id: str, name: str, *, delay_s: float = 0) -> None:
         """Publish the task's command (after `delay_s`, held by the broker); then clear its
-        outbox entry."""
+        outbox mark."""
         command = RunTask(task_id=task_id, name=name)
         if delay_s > 0:
             band = bucket_for(delay_s)
@@ -224,7 +224,7 @@ class TaskService:
         try:
             await self.dispatch(doc["_id"], doc["name"], delay_s=delay_s)
         except Exception as exc:
-            # The outbox entry stays: the relay publishes it when it is due.
+            # The outbox mark stays: the relay publishes the command when it is due.
             log.warning("requeue of task %s not confirmed (%r); the relay will", doc["_id"], exc)
         return released
 

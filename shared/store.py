@@ -1,24 +1,31 @@
-"""MongoDB access for tasks and their events: the only module that writes task documents."""
+"""MongoDB access for tasks and their events: the only module that writes task documents.
+
+Every change of a task is one atomic single-document write (a compare-and-set). No multi-document
+transaction is used: on SecantusDB a plain write that meets an open transaction's write retries
+inside the server until that transaction ends, and under load that wait never ended. So what must
+change together lives in the task document itself: its state, its run, its attempts, and
+`dispatch_due_at`, the outbox mark that makes the relay publish a command the broker never
+confirmed, and `history`, its state changes, each appended by the write that makes it. The
+`task_events` log (all tasks' changes, for queries across tasks) is written right after, with an
+id made of the task id and its version, so writing it twice is harmless; a writer that dies
+between the two writes leaves that one change out of the log, never out of the task's history.
+"""
 
 from __future__ import annotations
 
-import functools
-import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+import contextlib
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
-from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import OperationFailure
+from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from shared.lifecycle import FINAL_STATES, TaskState, transition_write, utcnow
 from shared.messages import TaskStateChanged
 from shared.settings import Settings
-from shared.topology import IDEMPOTENCY_KEYS, OUTBOX, TASK_EVENTS, TASKS, WORKERS
-
-log = logging.getLogger(__name__)
+from shared.topology import IDEMPOTENCY_KEYS, TASK_EVENTS, TASKS, WORKERS
 
 Doc = dict[str, Any]
 
@@ -54,8 +61,6 @@ class TaskStore:
         self.tasks = self.db[TASKS]
         self.events = self.db[TASK_EVENTS]
         self.workers = self.db[WORKERS]
-        #: Commands stored with their task and removed once the broker confirmed them.
-        self.outbox = self.db[OUTBOX]
         self.idempotency = self.db[IDEMPOTENCY_KEYS]
 
     async def ensure_indexes(self) -> None:
@@ -65,7 +70,7 @@ class TaskStore:
         await self.tasks.create_index([("parent_id", ASCENDING)])
         await self.tasks.create_index([("state", ASCENDING), ("worker.last_heartbeat", ASCENDING)])
         await self.events.create_index([("task_id", ASCENDING), ("version", ASCENDING)])
-        await self.outbox.create_index([("due_at", ASCENDING)])
+        await self.tasks.create_index([("dispatch_due_at", ASCENDING)], sparse=True)
         # Finished tasks (and their events) are kept for `retention_s`, then removed by MongoDB.
         await self._ttl_index(self.tasks, "finished_at", self.retention_s)
         await self._ttl_index(self.events, "at", self.retention_s)
@@ -96,26 +101,19 @@ class TaskStore:
     ) -> None:
         """Store a new task and its first event; with `parent_id`, also link it to its parent.
 
-        With `dispatch_due_at`, an outbox entry is stored too: if the command is not confirmed
-        (and the entry removed) by then, the relay publishes it.
+        With `dispatch_due_at`, the task carries its outbox mark: if its command is not
+        confirmed (and the mark removed) by then, the relay publishes it.
         """
-        event = TaskStateChanged(
+        first = TaskStateChanged(
             task_id=doc["_id"], source=None, target=TaskState.WAITING, version=doc["version"]
-        )
-
-        async def work(session: AsyncClientSession) -> Any:
-            await self.tasks.insert_one(doc, session=session)
-            await self.events.insert_one(_event_doc(event), session=session)
-            if dispatch_due_at is not None:
-                await self.outbox.insert_one(
-                    {"_id": doc["_id"], "name": doc["name"], "due_at": dispatch_due_at},
-                    session=session,
-                )
-            if parent_id is not None:
-                await self._touch(parent_id, {"$push": {"child_ids": doc["_id"]}}, session=session)
-            return None
-
-        await self._transaction(work)
+        ).model_dump(mode="python", exclude={"message_id", "task_id"})
+        doc = {**doc, "history": [first]}
+        if dispatch_due_at is not None:
+            doc["dispatch_due_at"] = dispatch_due_at
+        await self.tasks.insert_one(doc)
+        await self._log(doc["_id"], first)
+        if parent_id is not None:
+            await self._touch(parent_id, {"$push": {"child_ids": doc["_id"]}})
 
     async def get(self, task_id: str) -> Doc | None:
         """The stored task, or None."""
@@ -149,9 +147,9 @@ class TaskStore:
         return [doc async for doc in cursor]
 
     async def history(self, task_id: str) -> list[Doc]:
-        """The state changes of a task, oldest first."""
-        cursor = self.events.find({"task_id": task_id}, {"_id": 0}).sort("version", ASCENDING)
-        return [doc async for doc in cursor]
+        """The state changes of a task, oldest first, from the task itself (always complete)."""
+        doc = await self.tasks.find_one({"_id": task_id}, {"history": 1})
+        return list((doc or {}).get("history") or [])
 
     async def transition(
         self,
@@ -174,29 +172,33 @@ class TaskStore:
             task_id, sources, target, at=at, fields=fields, guard=guard
         )
 
-        async def work(session: AsyncClientSession) -> Any:
-            # BEFORE, so that the event names the state this change replaced; the update only
-            # sets fields and bumps the version, so the state after it is derived exactly.
-            before = await self.tasks.find_one_and_update(
-                query, update, return_document=ReturnDocument.BEFORE, session=session
-            )
-            if before is None:
-                return None
-            doc = {**before, **update["$set"], "version": before["version"] + 1}
-            event = TaskStateChanged(
-                task_id=task_id,
-                source=TaskState(before["state"]),
-                target=target,
-                version=doc["version"],
-                worker=worker,
-                reason=reason,
-                at=at,
-            )
-            await self.events.insert_one(_event_doc(event), session=session)
-            return doc
-
-        changed: Doc | None = await self._transaction(work)
-        return changed
+        # One atomic write: the new state, the version bumped by the server, and the event
+        # appended to the task's own history (`$state` there is the state being replaced).
+        new_version = {"$add": ["$version", 1]}
+        entry = {
+            "source": "$state",
+            "target": target.value,
+            "version": new_version,
+            "at": {"$literal": at},
+            "worker": {"$literal": worker},
+            "reason": {"$literal": reason},
+        }
+        pipeline = [
+            {
+                "$set": {
+                    **{key: {"$literal": value} for key, value in update["$set"].items()},
+                    "version": new_version,
+                    "history": {"$concatArrays": [{"$ifNull": ["$history", []]}, [entry]]},
+                }
+            }
+        ]
+        doc = await self.tasks.find_one_and_update(
+            query, pipeline, return_document=ReturnDocument.AFTER
+        )
+        if doc is None:
+            return None
+        await self._log(task_id, doc["history"][-1])
+        return doc
 
     async def update_running(
         self, task_id: str, run_id: str, update: Doc, *, projection: Doc | None = None
@@ -217,12 +219,16 @@ class TaskStore:
         )
 
     async def dispatched(self, task_id: str) -> None:
-        """The broker confirmed the task's command: the relay need not publish it."""
-        await self.outbox.delete_one({"_id": task_id})
+        """The broker confirmed the task's command: clear its outbox mark."""
+        await self.tasks.update_one({"_id": task_id}, {"$unset": {"dispatch_due_at": ""}})
 
     async def due_dispatches(self, now: datetime, limit: int = 100) -> list[Doc]:
-        """Outbox entries whose command should have been confirmed by `now`."""
-        cursor = self.outbox.find({"due_at": {"$lte": now}}).sort("due_at", ASCENDING).limit(limit)
+        """Tasks whose command should have been confirmed by `now`."""
+        cursor = (
+            self.tasks.find({"dispatch_due_at": {"$lte": now}}, {"name": 1, "state": 1, "run": 1})
+            .sort("dispatch_due_at", ASCENDING)
+            .limit(limit)
+        )
         return [doc async for doc in cursor]
 
     async def release(
@@ -231,34 +237,22 @@ class TaskStore:
         """Take a running task back from run `run_id` so that another run may claim it.
 
         The task stays `running` (the lifecycle has no way back to `waiting`), its run is
-        cleared, `attempt` is added to its attempts, and an outbox entry makes sure its
+        cleared, `attempt` is added to its attempts, and its outbox mark makes sure that its
         command is published again. None if the run no longer held it.
         """
-
-        async def work(session: AsyncClientSession) -> Any:
-            doc = await self.tasks.find_one_and_update(
-                {"_id": task_id, "run.id": run_id, "state": TaskState.RUNNING.value},
-                _with_version_bump(
-                    {
-                        "$set": {"run": {"id": None, "released": attempt["outcome"]}},
-                        "$push": {"attempts": attempt},
-                    }
-                ),
-                return_document=ReturnDocument.AFTER,
-                session=session,
-            )
-            if doc is None:
-                return None
-            await self.outbox.replace_one(
-                {"_id": task_id},
-                {"_id": task_id, "name": doc["name"], "due_at": dispatch_due_at},
-                upsert=True,
-                session=session,
-            )
-            return doc
-
-        released: Doc | None = await self._transaction(work)
-        return released
+        return await self.tasks.find_one_and_update(
+            {"_id": task_id, "run.id": run_id, "state": TaskState.RUNNING.value},
+            _with_version_bump(
+                {
+                    "$set": {
+                        "run": {"id": None, "released": attempt["outcome"]},
+                        "dispatch_due_at": dispatch_due_at,
+                    },
+                    "$push": {"attempts": attempt},
+                }
+            ),
+            return_document=ReturnDocument.AFTER,
+        )
 
     async def claim_released(self, task_id: str, run: Doc, worker: Doc) -> Doc | None:
         """Give a released running task to a new run; None if it is not released."""
@@ -293,34 +287,19 @@ class TaskStore:
 
     async def discard_unqueued(self, task_id: str, *, parent_id: str | None) -> None:
         """Remove a task whose command the broker did not take, with its events and link."""
-
-        async def work(session: AsyncClientSession) -> Any:
-            await self.outbox.delete_one({"_id": task_id}, session=session)
-            await self.tasks.delete_one(
-                {"_id": task_id, "state": TaskState.WAITING.value}, session=session
-            )
-            await self.events.delete_many({"task_id": task_id}, session=session)
-            if parent_id is not None:
-                await self._touch(parent_id, {"$pull": {"child_ids": task_id}}, session=session)
-            return None
-
-        await self._transaction(work)
+        await self.tasks.delete_one({"_id": task_id, "state": TaskState.WAITING.value})
+        await self.events.delete_many({"task_id": task_id})
+        if parent_id is not None:
+            await self._touch(parent_id, {"$pull": {"child_ids": task_id}})
 
     async def delete_finished(self, task_id: str) -> bool:
         """Delete a finished task and its events; False if it is not there or not finished."""
         final = [s.value for s in FINAL_STATES]
-
-        async def work(session: AsyncClientSession) -> Any:
-            result = await self.tasks.delete_one(
-                {"_id": task_id, "state": {"$in": final}}, session=session
-            )
-            if result.deleted_count == 0:
-                return False
-            await self.events.delete_many({"task_id": task_id}, session=session)
-            return True
-
-        deleted: bool = await self._transaction(work)
-        return deleted
+        result = await self.tasks.delete_one({"_id": task_id, "state": {"$in": final}})
+        if result.deleted_count == 0:
+            return False
+        await self.events.delete_many({"task_id": task_id})
+        return True
 
     async def purge(
         self, *, owner: str | None, states: Iterable[TaskState], finished_before: datetime
@@ -335,33 +314,18 @@ class TaskStore:
             ids = [doc["_id"] async for doc in self.tasks.find(query, {"_id": 1}).limit(1000)]
             if not ids:
                 return deleted
+            result = await self.tasks.delete_many({**query, "_id": {"$in": ids}})
+            await self.events.delete_many({"task_id": {"$in": ids}})
+            deleted += result.deleted_count
 
-            deleted += await self._transaction(functools.partial(self._delete_batch, query, ids))
+    async def _log(self, task_id: str, entry: Doc) -> None:
+        """Append a state change to the `task_events` log; its id makes a rewrite a no-op."""
+        doc = {**entry, "_id": f"{task_id}:{entry['version']}", "task_id": task_id}
+        with contextlib.suppress(DuplicateKeyError):
+            await self.events.insert_one(doc)
 
-    async def _delete_batch(self, query: Doc, ids: list[str], session: AsyncClientSession) -> int:
-        result = await self.tasks.delete_many({**query, "_id": {"$in": ids}}, session=session)
-        await self.events.delete_many({"task_id": {"$in": ids}}, session=session)
-        return result.deleted_count
-
-    async def _transaction(self, work: Callable[[AsyncClientSession], Awaitable[Any]]) -> Any:
-        """Run `work` in a transaction, retried as MongoDB advises on transient errors."""
-        tries = 0
-
-        async def counted(session: AsyncClientSession) -> Any:
-            nonlocal tries
-            tries += 1
-            if tries > 1:
-                name = getattr(work, "__qualname__", work)
-                log.warning("transaction retry %d of %s", tries, name)
-            return await work(session)
-
-        async with self.client.start_session() as session:
-            return await session.with_transaction(counted)
-
-    async def _touch(
-        self, task_id: str, update: Doc, *, session: AsyncClientSession | None = None
-    ) -> None:
-        await self.tasks.update_one({"_id": task_id}, _with_version_bump(update), session=session)
+    async def _touch(self, task_id: str, update: Doc) -> None:
+        await self.tasks.update_one({"_id": task_id}, _with_version_bump(update))
 
 
 def _with_version_bump(update: Doc) -> Doc:
@@ -369,9 +333,3 @@ def _with_version_bump(update: Doc) -> Doc:
     full["$inc"] = {**full.get("$inc", {}), "version": 1}
     full["$set"] = {**full.get("$set", {}), "updated_at": utcnow()}
     return full
-
-
-def _event_doc(event: TaskStateChanged) -> Doc:
-    doc = event.model_dump(mode="python")
-    doc["_id"] = doc.pop("message_id")
-    return doc

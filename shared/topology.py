@@ -10,8 +10,6 @@ TASKS = "tasks"
 TASK_EVENTS = "task_events"
 #: One document per worker process: its heartbeat and what it runs.
 WORKERS = "workers"
-#: Commands not yet confirmed by the broker (the transactional outbox).
-OUTBOX = "outbox"
 #: Idempotency-Key records of `POST /tasks`, removed by TTL.
 IDEMPOTENCY_KEYS = "idempotency_keys"
 

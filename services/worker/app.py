@@ -97,15 +97,23 @@ class Worker:
             try:
                 await self.runner.handle(command, delivery.ack)
             except Exception:
-                # The outcome could not be stored: give the command back for another try.
+                # The outcome could not be stored: give the command back for another try, once
+                # the database answers again (each requeue counts towards the delivery limit).
                 log.exception("task %s could not be recorded; requeueing", command.task_id)
+                await self._until_database_answers()
                 await delivery.nack()
                 return
             await delivery.ack()
 
         @self.broker.subscriber(dead_queue(self.topology), ack_policy=AckPolicy.MANUAL)
         async def on_dead(message: RabbitMessage) -> None:
-            await self._fail_dead_lettered(message)
+            try:
+                await self._fail_dead_lettered(message)
+            except Exception:
+                log.exception("dead-lettered command %r not recorded; retrying", message.message_id)
+                await self._until_database_answers()
+                await message.nack(requeue=True)
+                return
             await message.ack()
 
         control_queue = RabbitQueue(
@@ -117,6 +125,19 @@ class Worker:
         @self.broker.subscriber(control_queue, control_exchange(self.topology))
         async def on_control(command: CancelTask) -> None:
             await self.runner.request_cancel(command.task_id)
+
+    async def _until_database_answers(self, limit_s: float = 60.0) -> None:
+        """Wait, with backoff, until the database answers a ping (at most `limit_s`)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit_s
+        delay_s = 0.1
+        while loop.time() < deadline:
+            try:
+                await self.store.ping()
+                return
+            except Exception:
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, 5.0)
 
     async def _fail_dead_lettered(self, message: RabbitMessage) -> None:
         headers: dict[str, Any] = message.headers or {}

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
+
+from pymongo.errors import PyMongoError
 
 from shared.errors import TaskCanceled
 from shared.lifecycle import TaskState
 from shared.service import TaskService
 from shared.store import Doc
 from shared.task import ProgressReport
+
+log = logging.getLogger(__name__)
 
 #: Returned by progress writes so the run learns of a cancel without asking separately.
 _STATE_ONLY = {"state": 1}
@@ -69,9 +74,15 @@ class RunContext:
         return child_id
 
     async def _write(self, update: Doc) -> None:
-        doc = await self.service.store.update_running(
-            self.task_id, self.run_id, update, projection=_STATE_ONLY
-        )
+        try:
+            doc = await self.service.store.update_running(
+                self.task_id, self.run_id, update, projection=_STATE_ONLY
+            )
+        except PyMongoError as exc:
+            # Progress is best effort: a database blip must not fail the task. The outcome is
+            # what must be stored, and the runner insists on that.
+            log.warning("progress of task %s not recorded: %r", self.task_id, exc)
+            return
         # None: the run lost the task (taken over, or failed by the liveness check); stop it.
         if doc is None or doc["state"] == TaskState.CANCELING:
             self.cancel_requested.set()

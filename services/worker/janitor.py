@@ -46,19 +46,16 @@ class Janitor:
 
     async def relay(self) -> None:
         """Publish commands whose task was stored but whose publish was never confirmed."""
-        for entry in await self.store.due_dispatches(utcnow()):
-            task = await self.store.get(entry["_id"])
-            runnable = task is not None and (
-                task["state"] == TaskState.WAITING
-                or (
-                    task["state"] == TaskState.RUNNING and (task.get("run") or {}).get("id") is None
-                )
+        for task in await self.store.due_dispatches(utcnow()):
+            released = (task.get("run") or {}).get("id") is None
+            runnable = task["state"] == TaskState.WAITING or (
+                task["state"] == TaskState.RUNNING and released
             )
             if runnable:
-                log.info("relaying the command of task %s", entry["_id"])
-                await self.service.dispatch(entry["_id"], entry["name"])
+                log.info("relaying the command of task %s", task["_id"])
+                await self.service.dispatch(task["_id"], task["name"])
             else:
-                await self.store.dispatched(entry["_id"])
+                await self.store.dispatched(task["_id"])
 
     async def reap_missing_workers(self) -> None:
         """Mark silent workers missing; requeue or fail what they were running."""

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
+from pymongo.errors import PyMongoError
 
 from services.worker.context import RunContext
 from shared.errors import Retry, TaskCanceled, TaskFailed
@@ -25,6 +26,8 @@ from shared.task import ProgressReport
 log = logging.getLogger(__name__)
 
 _ACTIVE = (TaskState.RUNNING, TaskState.CANCELING)
+#: Seconds a worker keeps trying to store an outcome while the database is unreachable.
+OUTCOME_PATIENCE_S = 300.0
 Ack = Callable[[], Awaitable[None]]
 
 
@@ -121,9 +124,28 @@ class Runner:
         )
         try:
             outcome = await self._run(doc, run_id)
-            await self._record(doc, run_id, outcome)
+            await self._insist(lambda: self._record(doc, run_id, outcome))
         finally:
             early_ack.cancel()
+
+    async def _insist(self, write: Callable[[], Awaitable[None]]) -> None:
+        """Store an outcome, retrying through a database outage of up to `OUTCOME_PATIENCE_S`.
+
+        Each write is a compare-and-set, so one that was applied before its reply was lost
+        simply loses the retry: the stored outcome is the same.
+        """
+        delay_s = 0.1
+        deadline = asyncio.get_running_loop().time() + OUTCOME_PATIENCE_S
+        while True:
+            try:
+                await write()
+                return
+            except PyMongoError as exc:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                log.warning("outcome not stored yet (%r); retrying in %.1f s", exc, delay_s)
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, 5.0)
 
     async def request_cancel(self, task_id: str) -> None:
         """A cancel for `task_id` was broadcast: stop it at its next checkpoint."""
