@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -141,6 +142,21 @@ def start_service(
     )
 
 
+def stop_processes(processes: Iterable[subprocess.Popen[bytes]], timeout_s: float = 15.0) -> None:
+    """SIGTERM every process that runs, then wait for each; SIGKILL one that outstays
+    `timeout_s`."""
+    processes = list(processes)
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def main() -> int:
     """Run the stack until Ctrl-C; the exit status says whether it ran."""
     settings = Settings()
@@ -197,14 +213,7 @@ def main() -> int:
         print(f"start-up failed: {exc}")
         return 1
     finally:
-        for process in processes.values():
-            if process.poll() is None:
-                process.terminate()
-        for process in processes.values():
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes(processes.values())
         if mongo:
             mongo.stop()
         print("stopped")

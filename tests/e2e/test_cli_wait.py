@@ -16,7 +16,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from services.stack import ROOT, start_service, wait_for_port
+from services.stack import ROOT, start_service, stop_processes, wait_for_port
 from shared.settings import Settings
 
 pytestmark = pytest.mark.e2e
@@ -75,14 +75,7 @@ async def stack(settings: Settings, tmp_path: Path) -> AsyncIterator[Stack]:
             await asyncio.to_thread(wait_for_port, "127.0.0.1", port, 30, processes[name])
         yield Stack(settings, env, processes)
     finally:
-        for process in processes.values():
-            if process.poll() is None:
-                process.terminate()
-        for process in processes.values():
-            try:
-                await asyncio.to_thread(process.wait, 15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        await asyncio.to_thread(stop_processes, processes.values())
 
 
 async def test_submit_then_wait_exits_0_when_completed_and_1_with_the_error_when_failed(

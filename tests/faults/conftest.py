@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from services.stack import EmbeddedMongo, start_service, wait_for_port
+from services.stack import EmbeddedMongo, start_service, stop_processes, wait_for_port
 from shared.lifecycle import FINAL_STATES, TaskState
 from shared.settings import Settings
 from shared.store import Doc, TaskStore, open_store
@@ -102,15 +102,7 @@ class Services:
     def stop_all(self) -> None:
         """Terminate every process (SIGTERM, then SIGKILL after a while)."""
         processes = [*self.workers.values(), *([self.api] if self.api else [])]
-        for process in processes:
-            if process.poll() is None:
-                process.terminate()
-        for process in processes:
-            try:
-                process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_processes(processes, STOP_TIMEOUT_S)
         self.workers.clear()
         self.api = None
 

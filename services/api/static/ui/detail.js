@@ -2,6 +2,7 @@
 
 import { groupOf, isFinal, setFlash } from "/static/tasklight.js";
 import {
+  cancelQuestion,
   fill,
   formatAgo,
   formatDuration,
@@ -221,22 +222,7 @@ function scheduleRender() {
 }
 
 async function cancel(task) {
-  const running = task.state === "running";
-  const ok = await confirmDialog({
-    title: `Cancel ${task.name}?`,
-    body: [
-      h(
-        "p",
-        {},
-        running
-          ? "This task is running. The step it is doing now is not stopped at once: it runs to its end, and what it already did is not undone. No further steps run."
-          : "This task has not started yet: it is canceled at once and nothing of it runs.",
-      ),
-      h("p", {}, "The task will then be listed under Failed, as canceled."),
-    ],
-    yes: "Cancel task",
-    no: "Keep it",
-  });
+  const ok = await confirmDialog(cancelQuestion(task));
   if (!ok) return;
   try {
     await tl.cancel(task.id);

@@ -184,3 +184,26 @@ export function trapFocus(dialog) {
     }
   });
 }
+
+/**
+ * The question asked before canceling a pending task (seed 002's warning): the step running now
+ * is not stopped at once, no further steps run, and the task will show as failed.
+ */
+export function cancelQuestion(task) {
+  const running = task.state === "running";
+  return {
+    title: `Cancel ${task.name}?`,
+    body: [
+      h(
+        "p",
+        {},
+        running
+          ? "This task is running. The step it is doing now is not stopped at once: it runs to its end, and what it already did is not undone. No further steps run."
+          : "This task has not started yet: it is canceled at once and nothing of it runs.",
+      ),
+      h("p", {}, "The task will then be listed under Failed, as canceled."),
+    ],
+    yes: "Cancel task",
+    no: "Keep it",
+  };
+}

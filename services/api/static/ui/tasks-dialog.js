@@ -2,6 +2,7 @@
 
 import { groupOf } from "/static/tasklight.js";
 import {
+  cancelQuestion,
   currentReport,
   fill,
   formatDuration,
@@ -274,22 +275,7 @@ export class TasksDialog {
     const task = this.tl.task(taskId);
     if (!task) return;
     if (groupOf(task.state) === "pending") {
-      const running = task.state === "running";
-      const ok = await this.confirm({
-        title: `Cancel ${task.name}?`,
-        body: [
-          h(
-            "p",
-            {},
-            running
-              ? "This task is running. The step it is doing now is not stopped at once: it runs to its end, and what it already did is not undone. No further steps run."
-              : "This task has not started yet: it is canceled at once and nothing of it runs.",
-          ),
-          h("p", {}, "The task will then be listed under Failed, as canceled."),
-        ],
-        yes: "Cancel task",
-        no: "Keep it",
-      });
+      const ok = await this.confirm(cancelQuestion(task));
       if (!ok) return;
     }
     try {
