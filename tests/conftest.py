@@ -16,6 +16,7 @@ import uvicorn
 from services.api.app import create_app
 from services.stack import EmbeddedMongo, free_port
 from services.worker.app import Worker
+from shared.retries import DELAY_BUCKETS_S
 from shared.settings import Settings
 from shared.store import TaskStore, open_store
 from shared.topology import Topology
@@ -72,7 +73,8 @@ async def drop_namespace(settings: Settings) -> None:
     topology = Topology(settings.namespace)
     connection = await aio_pika.connect(settings.amqp_url)
     async with connection:
-        for queue in (topology.tasks_queue, topology.dead_queue):
+        delay_queues = [topology.delay_queue(band_s) for band_s in DELAY_BUCKETS_S]
+        for queue in (topology.tasks_queue, topology.dead_queue, *delay_queues):
             channel = await connection.channel()
             with contextlib.suppress(Exception):
                 await channel.queue_delete(queue)
