@@ -59,6 +59,14 @@ class IdempotencyKeyInFlight(RuntimeError):
     """A request with the same Idempotency-Key is being processed right now."""
 
 
+def submission_digest(
+    name: str, args: dict[str, Any], ui: UiHints | None, metadata: dict[str, Any] | None
+) -> str:
+    """What identifies a request body under an Idempotency-Key."""
+    body = {"name": name, "args": args, "ui": ui and ui.model_dump(), "metadata": metadata}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
 @dataclass
 class Submitted:
     """A submission's task, and whether it is the answer to an earlier identical request."""
@@ -151,8 +159,7 @@ class TaskService:
     ) -> Submitted:
         """`submit` under an Idempotency-Key: the same key and body give the same task."""
         self.validate(name, args)
-        body = {"name": name, "args": args, "ui": ui and ui.model_dump(), "metadata": metadata}
-        digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+        digest = submission_digest(name, args, ui, metadata)
         key_id = {"owner": owner, "key": key}
         now = utcnow()
         record = {"_id": key_id, "digest": digest, "task_id": None, "created_at": now}

@@ -14,6 +14,7 @@ import pytest
 from services.worker.app import Worker
 from shared.ids import new_task_id
 from shared.lifecycle import TaskState, utcnow
+from shared.service import submission_digest
 from shared.settings import Settings
 from shared.store import TaskStore
 from shared.task import new_task_doc
@@ -272,23 +273,14 @@ async def test_a_duplicate_while_the_first_request_is_in_flight_is_409(
     assert {a.status_code for a in answers} <= {202, 409}
     assert len({a.json()["id"] for a in answers if a.status_code == 202}) == 1
     assert await store.tasks.count_documents({}) == 1
-    # Deterministically: a key whose first request has not finished yet.
+    # Deterministically: a key whose first request (same body) has not finished yet.
     await store.idempotency.insert_one(
         {
             "_id": {"owner": "dev", "key": "in-flight"},
-            "digest": "whatever",
+            "digest": submission_digest("test.count", {}, None, None),
             "task_id": None,
             "created_at": utcnow(),
         }
-    )
-    import hashlib
-    import json
-
-    digest = hashlib.sha256(
-        json.dumps({**body, "ui": None, "metadata": None}, sort_keys=True).encode()
-    ).hexdigest()
-    await store.idempotency.update_one(
-        {"_id": {"owner": "dev", "key": "in-flight"}}, {"$set": {"digest": digest}}
     )
     busy = await api.post("/api/v1/tasks", json=body, headers={"Idempotency-Key": "in-flight"})
     assert busy.status_code == 409
