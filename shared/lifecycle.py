@@ -98,10 +98,14 @@ def transition_write(
     at: datetime,
     fields: Mapping[str, Any] | None = None,
     guard: Mapping[str, Any] | None = None,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The MongoDB filter and update that move a task from any of `sources` to `target`.
+    worker: str | None = None,
+    reason: str | None = None,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The MongoDB filter and update pipeline that move a task from any of `sources` to `target`.
 
-    `guard` adds conditions to the filter (a worker's run token, say); `fields` adds values to set.
+    One atomic write: the new state and `fields`, the version bumped by the server, and the
+    change appended to the task's own `history` (in it, `$state` is the state being replaced).
+    `guard` adds conditions to the filter (a worker's run token, say).
     Raises `IllegalTransition` if any source may not move to `target`.
     """
     source_list = sorted(set(sources))
@@ -111,7 +115,7 @@ def transition_write(
         if not can_change(source, target):
             raise IllegalTransition(f"{source} → {target} is not an allowed change")
     if fields and any("." in key for key in fields):
-        # Whole top-level fields only: TaskStore derives the document after the change from them.
+        # Whole top-level fields only: each is set as one literal value.
         raise ValueError("transition fields must be top-level names")
     to_set: dict[str, Any] = {"state": target.value, "updated_at": at, **(fields or {})}
     if target is TaskState.RUNNING:
@@ -120,4 +124,18 @@ def transition_write(
         to_set["finished_at"] = at
     query: dict[str, Any] = {"_id": task_id, "state": {"$in": [s.value for s in source_list]}}
     query.update(guard or {})
-    return query, {"$set": to_set, "$inc": {"version": 1}}
+    new_version = {"$add": ["$version", 1]}
+    event = {
+        "source": "$state",
+        "target": target.value,
+        "version": new_version,
+        "at": {"$literal": at},
+        "worker": {"$literal": worker},
+        "reason": {"$literal": reason},
+    }
+    stage = {
+        **{key: {"$literal": value} for key, value in to_set.items()},
+        "version": new_version,
+        "history": {"$concatArrays": [{"$ifNull": ["$history", []]}, [event]]},
+    }
+    return query, [{"$set": stage}]

@@ -168,30 +168,16 @@ class TaskStore:
         the guard did not match): someone else changed it first.
         """
         at = utcnow()
-        query, update = transition_write(
-            task_id, sources, target, at=at, fields=fields, guard=guard
+        query, pipeline = transition_write(
+            task_id,
+            sources,
+            target,
+            at=at,
+            fields=fields,
+            guard=guard,
+            worker=worker,
+            reason=reason,
         )
-
-        # One atomic write: the new state, the version bumped by the server, and the event
-        # appended to the task's own history (`$state` there is the state being replaced).
-        new_version = {"$add": ["$version", 1]}
-        entry = {
-            "source": "$state",
-            "target": target.value,
-            "version": new_version,
-            "at": {"$literal": at},
-            "worker": {"$literal": worker},
-            "reason": {"$literal": reason},
-        }
-        pipeline = [
-            {
-                "$set": {
-                    **{key: {"$literal": value} for key, value in update["$set"].items()},
-                    "version": new_version,
-                    "history": {"$concatArrays": [{"$ifNull": ["$history", []]}, [entry]]},
-                }
-            }
-        ]
         doc = await self.tasks.find_one_and_update(
             query, pipeline, return_document=ReturnDocument.AFTER
         )

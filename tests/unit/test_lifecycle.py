@@ -58,8 +58,11 @@ def test_the_write_for_a_pair_exists_only_for_allowed_pairs(
     if (source, target) in EXPECTED_ALLOWED:
         query, update = transition_write("t1", [source], target, at=AT)
         assert query == {"_id": "t1", "state": {"$in": [source.value]}}
-        assert update["$set"]["state"] == target.value
-        assert update["$inc"] == {"version": 1}
+        [stage] = update
+        assert stage["$set"]["state"] == {"$literal": target.value}
+        assert stage["$set"]["version"] == {"$add": ["$version", 1]}
+        [event] = stage["$set"]["history"]["$concatArrays"][1]
+        assert (event["source"], event["target"]) == ("$state", target.value)
     else:
         with pytest.raises(IllegalTransition):
             transition_write("t1", [source], target, at=AT)
@@ -74,10 +77,11 @@ def test_final_states_allow_no_change_at_all() -> None:
 def test_a_write_stamps_started_at_on_running_and_finished_at_on_a_final_state() -> None:
     _, to_running = transition_write("t1", [W], R, at=AT)
     _, to_done = transition_write("t1", [R, CING], DONE, at=AT)
-    assert to_running["$set"]["started_at"] == AT
-    assert "finished_at" not in to_running["$set"]
-    assert to_done["$set"]["finished_at"] == AT
-    assert to_done["$set"]["updated_at"] == AT
+    running_set, done_set = to_running[0]["$set"], to_done[0]["$set"]
+    assert running_set["started_at"] == {"$literal": AT}
+    assert "finished_at" not in running_set
+    assert done_set["finished_at"] == {"$literal": AT}
+    assert done_set["updated_at"] == {"$literal": AT}
 
 
 def test_a_write_from_several_sources_is_refused_if_any_one_is_illegal() -> None:
@@ -90,7 +94,8 @@ def test_a_guard_narrows_the_filter_and_fields_are_set_with_the_state() -> None:
         "t1", [R], FAIL, at=AT, fields={"error": {"type": "x"}}, guard={"run.id": "r1"}
     )
     assert query["run.id"] == "r1"
-    assert update["$set"]["error"] == {"type": "x"}
+    # Literal: a result or error holding "$..." strings must not be read as an expression.
+    assert update[0]["$set"]["error"] == {"$literal": {"type": "x"}}
 
 
 def test_dotted_fields_are_refused_because_the_store_derives_the_new_document_from_them() -> None:
