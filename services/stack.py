@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import urlparse
 
+from shared.auth import DEV_PASSWORD, DEV_TOKEN, DEV_USER
 from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -159,6 +160,9 @@ def stop_processes(processes: Iterable[subprocess.Popen[bytes]], timeout_s: floa
 
 def main() -> int:
     """Run the stack until Ctrl-C; the exit status says whether it ran."""
+    # `make run` is for trying tasklight out: development mode, with its built-in user, unless
+    # the environment says otherwise.
+    os.environ.setdefault("TASKLIGHT_DEV_MODE", "true")
     settings = Settings()
     env = dict(os.environ)
     mongo: EmbeddedMongo | None = None
@@ -194,8 +198,16 @@ def main() -> int:
     signal.signal(signal.SIGTERM, stop)
     try:
         wait_for_port(settings.api_host, settings.api_port, 30, processes["api"])
+        if settings.dev_mode:
+            print(
+                "\nDEVELOPMENT MODE (TASKLIGHT_DEV_MODE=true): the built-in user is accepted.\n"
+                f"  sign in as           {DEV_USER} / {DEV_PASSWORD}\n"
+                f"  API token            {DEV_TOKEN}\n"
+                "  e.g. curl -H 'Authorization: Bearer <token>' .../api/v1/tasks\n"
+                "Never run a deployment like this: create users with `tasklight users`.",
+            )
         print(
-            "\ntasklight is running (development mode: one user, no sign-in).\n"
+            "\ntasklight is running.\n"
             f"  web UI and REST API  http://{settings.api_host}:{settings.api_port}/\n"
             f"  OpenAPI              http://{settings.api_host}:{settings.api_port}/docs\n"
             f"  WebSocket push       ws://{settings.notifier_host}:{settings.notifier_port}/ws\n"

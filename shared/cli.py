@@ -2,7 +2,10 @@
 
 Exit status: 0 done; 1 the task failed or was canceled; 2 bad usage or input the API refused;
 3 the API or notifier is unreachable; 4 no such task; 5 a wait timed out (the pending tasks are
-named on stderr).
+named on stderr); 6 no API token, or one that is not accepted.
+
+Every command but `users` acts through the API as the owner of the API token in `--token` (env
+`TASKLIGHT_TOKEN`); `users` manages users and tokens in the database itself.
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from shared import cli_users
 from shared.client import (
     ApiError,
     NotFound,
     TasklightClient,
     TasklightError,
+    Unauthorized,
     Unreachable,
     WaitTimeout,
 )
@@ -30,6 +35,7 @@ EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 EXIT_NOT_FOUND = 4
 EXIT_TIMEOUT = 5
+EXIT_UNAUTHORIZED = 6
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 DEFAULT_WS_URL = "ws://127.0.0.1:8001/ws"
@@ -83,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("TASKLIGHT_WS_URL", DEFAULT_WS_URL),
         help="notifier WebSocket (env TASKLIGHT_WS_URL; default %(default)s)",
     )
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("TASKLIGHT_TOKEN"),
+        help="API token (env TASKLIGHT_TOKEN); `tasklight users token NAME` issues one",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     submit = commands.add_parser("submit", parents=[common], help="submit a task")
@@ -111,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     wait.add_argument("id", nargs="?")
     wait.add_argument("--all", action="store_true", help="wait until no task is pending")
     wait.add_argument("--timeout", type=float, default=600.0, help="seconds (%(default)s)")
+    cli_users.add_parser(commands, common)
     return parser
 
 
@@ -128,7 +140,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    async with TasklightClient(args.api_url, args.ws_url) as client:
+    if args.command == "users":
+        try:
+            print(await cli_users.run(args))
+        except cli_users.UsersError as exc:
+            _fail(args, "refused", str(exc))
+            return EXIT_USAGE
+        return EXIT_OK
+    async with TasklightClient(args.api_url, args.ws_url, token=args.token) as client:
         try:
             return await _command(client, args)
         except WaitTimeout as exc:
@@ -137,6 +156,10 @@ async def _run(args: argparse.Namespace) -> int:
         except NotFound as exc:
             _fail(args, "not-found", str(exc))
             return EXIT_NOT_FOUND
+        except Unauthorized as exc:
+            hint = "" if args.token else " (no token: set TASKLIGHT_TOKEN or --token)"
+            _fail(args, "unauthorized", f"{exc}{hint}")
+            return EXIT_UNAUTHORIZED
         except ApiError as exc:
             _fail(args, "refused", f"{exc} (HTTP {exc.status})", problem=exc.problem)
             return EXIT_USAGE

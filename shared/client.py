@@ -29,8 +29,8 @@ Task = dict[str, Any]
 
 _FINAL = frozenset(state.value for state in FINAL_STATES)
 _API = "/api/v1"
-#: Close codes after which reconnecting makes no sense.
-_NO_RECONNECT = frozenset({1000, 1009})
+#: Close codes after which reconnecting makes no sense (docs/protocol.md).
+_NO_RECONNECT = frozenset({1000, 1009, 4401, 4429})
 #: Longest pause between reconnects, in seconds.
 MAX_BACKOFF_S = 5.0
 
@@ -51,6 +51,10 @@ class ApiError(TasklightError):
         super().__init__(detail)
         self.status = status
         self.problem = problem
+
+
+class Unauthorized(ApiError):
+    """No credentials, or credentials that are not accepted (HTTP 401)."""
 
 
 class NotFound(ApiError):
@@ -78,10 +82,16 @@ class _Event:
 class TasklightClient:
     """Async client of one tasklight deployment."""
 
-    def __init__(self, api_url: str, ws_url: str, *, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, api_url: str, ws_url: str, *, token: str | None = None, timeout_s: float = 10.0
+    ) -> None:
         self.api_url = api_url.rstrip("/")
         self.ws_url = ws_url
-        self._http = httpx.AsyncClient(base_url=self.api_url, timeout=timeout_s)
+        #: Sent with every request and WebSocket handshake: the API token.
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.AsyncClient(
+            base_url=self.api_url, timeout=timeout_s, headers=self._headers
+        )
 
     async def __aenter__(self) -> TasklightClient:
         return self
@@ -154,7 +164,7 @@ class TasklightClient:
             problem = {"title": response.reason_phrase, "detail": response.text[:200]}
         if not isinstance(problem, dict):
             problem = {"detail": str(problem)}
-        kind = NotFound if response.status_code == 404 else ApiError
+        kind = {404: NotFound, 401: Unauthorized}.get(response.status_code, ApiError)
         raise kind(response.status_code, problem)
 
     # Push
@@ -233,7 +243,11 @@ class TasklightClient:
         while True:
             try:
                 async with connect(
-                    self.ws_url, compression=None, open_timeout=10, max_size=None
+                    self.ws_url,
+                    compression=None,
+                    open_timeout=10,
+                    max_size=None,
+                    additional_headers=self._headers,
                 ) as ws:
                     await ws.send(json.dumps(held.subscribe_message(task_ids)))
                     async for frame in ws:
@@ -252,6 +266,9 @@ class TasklightClient:
                             _raise_problem(message.get("problem") or {})
             except ConnectionClosed as exc:
                 code = exc.rcvd.code if exc.rcvd is not None else None
+                if code == 4401:
+                    reason = exc.rcvd.reason if exc.rcvd is not None else ""
+                    raise Unauthorized(401, {"detail": f"the notifier refused: {reason}"}) from None
                 if code in _NO_RECONNECT:
                     raise Unreachable(f"the notifier closed the connection ({exc})") from None
             except InvalidURI:

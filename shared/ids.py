@@ -22,6 +22,11 @@ def new_task_id() -> str:
     return str(uuid.UUID(int=value))
 
 
+def task_id_floor(unix_ms: int) -> str:
+    """The smallest id of a task created at `unix_ms` or later: ids compare as creation times."""
+    return str(uuid.UUID(int=(unix_ms & ((1 << 48) - 1)) << 80))
+
+
 def is_task_id(text: str) -> bool:
     """Whether `text` is a well-formed id (any UUID in canonical lower-case form)."""
     return bool(_UUID_TEXT.match(text))

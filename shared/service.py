@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -22,7 +23,7 @@ from shared.registry import Registry
 from shared.retries import bucket_for
 from shared.settings import Settings
 from shared.store import Doc, TaskStore
-from shared.task import UiHints, new_task_doc
+from shared.task import UiHints, new_task_doc, unstorable
 from shared.topology import RUN_KEY, Topology
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,24 @@ class InvalidSubmission(ValueError):
     def __init__(self, errors: list[dict[str, Any]]) -> None:
         super().__init__("invalid task submission")
         self.errors = errors
+
+
+class ArgsTooLarge(ValueError):
+    """The task's arguments, as JSON, are larger than `max_args_bytes`."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"args: {size} bytes as JSON, more than the {limit} allowed")
+        self.size = size
+        self.limit = limit
+
+
+class RateLimited(RuntimeError):
+    """The user submitted `submit_rate_per_minute` tasks in the last minute already."""
+
+    def __init__(self, limit: int, retry_after_s: int) -> None:
+        super().__init__(f"more than {limit} submissions in one minute; retry in {retry_after_s} s")
+        self.limit = limit
+        self.retry_after_s = retry_after_s
 
 
 class BrokerUnavailable(RuntimeError):
@@ -91,6 +110,9 @@ class TaskService:
 
     def validate(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
         """The validated arguments for task type `name`, in their stored (JSON) form."""
+        size = len(json.dumps(args, separators=(",", ":"), default=str))
+        if size > self.settings.max_args_bytes:
+            raise ArgsTooLarge(size, self.settings.max_args_bytes)
         if name not in self.registry:
             known = ", ".join(t.name for t in self.registry)
             raise InvalidSubmission(
@@ -106,6 +128,24 @@ class TaskService:
                 ]
             ) from None
         return model.model_dump(mode="json")
+
+    async def check_rate(self, owner: str) -> None:
+        """Raise `RateLimited` if `owner` submitted their per-minute allowance already.
+
+        A sliding minute counted from the tasks themselves (their ids are creation times), so
+        every api replica sees the same count and a submission costs no extra write. Child tasks
+        are not counted: a parent's spawns are the worker's doing, not the user's. Concurrent
+        requests may overshoot the limit by as many as are in flight at once.
+        """
+        limit = self.settings.submit_rate_per_minute
+        if limit == 0:
+            return
+        window_start = utcnow() - timedelta(minutes=1)
+        count, oldest = await self.store.submitted_since(owner, window_start, limit)
+        if count >= limit and oldest is not None:
+            # The oldest counted submission leaves the window first.
+            wait = oldest + timedelta(minutes=1) - utcnow()
+            raise RateLimited(limit, max(1, math.ceil(wait.total_seconds())))
 
     async def submit(
         self,
@@ -125,6 +165,9 @@ class TaskService:
         command later. So a caller that got a task back can count on it reaching a final state.
         """
         valid_args = self.validate(name, args)
+        errors = unstorable(valid_args, ["args"]) + unstorable(metadata, ["metadata"])
+        if errors:
+            raise InvalidSubmission(errors)
         task_id = new_task_id()
         now = utcnow()
         doc = new_task_doc(

@@ -41,8 +41,31 @@ class Settings(BaseSettings):
     notifier_port: int = 8001
     #: Largest request body the API accepts, in bytes.
     max_body_bytes: int = 256 * 1024
-    #: The user every request acts as until users and tokens exist.
-    dev_user: str = "dev"
+    #: Largest `args` of one task, as JSON, in bytes; a larger one is refused with 413.
+    max_args_bytes: int = Field(default=64 * 1024, ge=2)
+    #: Tasks one user may submit per minute (a sliding minute); 0 for no limit. More get 429.
+    submit_rate_per_minute: int = Field(default=600, ge=0)
+
+    #: DEVELOPMENT ONLY: accept the built-in user `dev` (password `dev`, token
+    #: `tl_dev_insecure_development_token`). `make run` turns it on; never in production.
+    dev_mode: bool = False
+    #: The first administrator: created at the API's start if no user of this name exists.
+    admin_user: str = ""
+    #: The first administrator's password (for the web UI); empty: none.
+    admin_password: str = Field(default="", repr=False)
+    #: An API token for the first administrator, stored hashed; empty: none (use the CLI).
+    admin_token: str = Field(default="", repr=False)
+    #: Seconds a web UI sign-in lasts (8 hours).
+    session_ttl_s: int = Field(default=8 * 3600, ge=60)
+    #: Seconds a WebSocket ticket from `POST /api/v1/ws-tickets` stays valid (single use).
+    ws_ticket_ttl_s: int = Field(default=60, ge=5)
+    #: Mark cookies `Secure` even on plain HTTP requests (behind a TLS-terminating proxy that
+    #: does not say so); HTTPS requests always get `Secure` cookies.
+    cookie_secure: bool = False
+    #: Origins the web UI is served from, comma separated: the only ones whose pages may open a
+    #: WebSocket (cross-site WebSocket hijacking). Empty: the API's own address, as
+    #: `http://127.0.0.1:<api_port>` and `http://localhost:<api_port>`.
+    allowed_origins: str = ""
 
     #: Tasks one worker process runs at once.
     worker_concurrency: int = Field(default=8, ge=1, le=1000)
@@ -80,5 +103,20 @@ class Settings(BaseSettings):
     ws_max_message_bytes: int = Field(default=64 * 1024, ge=1024)
     #: Seconds between the notifier's keepalive pings; also how long it waits for each pong.
     ws_ping_interval_s: float = Field(default=20.0, gt=0)
+    #: Subscriptions one WebSocket connection may hold; one more gets a 429 `error`.
+    ws_max_subscriptions: int = Field(default=100, ge=1)
+    #: WebSocket connections one user may hold on one notifier process; one more is closed
+    #: with 4429.
+    ws_max_connections_per_user: int = Field(default=50, ge=1)
+    #: Seconds a connection without credentials in its handshake has to send `auth`; then 4401.
+    ws_auth_timeout_s: float = Field(default=10.0, gt=0)
     #: Compress WebSocket messages (permessage-deflate); costs ~50 KiB of memory per connection.
     ws_compression: bool = False
+
+    def origins(self) -> frozenset[str]:
+        """The allowed browser origins (see `allowed_origins`)."""
+        configured = {o.strip().rstrip("/") for o in self.allowed_origins.split(",") if o.strip()}
+        if configured:
+            return frozenset(configured)
+        port = self.api_port
+        return frozenset({f"http://127.0.0.1:{port}", f"http://localhost:{port}"})

@@ -22,6 +22,7 @@ from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
+from shared.ids import task_id_floor
 from shared.lifecycle import FINAL_STATES, TaskState, transition_write, utcnow
 from shared.messages import TaskStateChanged
 from shared.settings import Settings
@@ -140,6 +141,25 @@ class TaskStore:
             query["_id"] = {"$lt": before}
         cursor = self.tasks.find(query).sort("_id", DESCENDING).limit(limit)
         return [doc async for doc in cursor]
+
+    async def submitted_since(
+        self, owner: str, since: datetime, limit: int
+    ) -> tuple[int, datetime | None]:
+        """How many top-level tasks `owner` created since `since` (counting to `limit`), and
+        when the oldest of those was created."""
+        query = {
+            "owner": owner,
+            "_id": {"$gte": task_id_floor(int(since.timestamp() * 1000))},
+            "parent_id": None,
+        }
+        count = await self.tasks.count_documents(query, limit=limit)
+        oldest = await self.tasks.find_one(query, {"created_at": 1}, sort=[("_id", ASCENDING)])
+        return count, None if oldest is None else oldest["created_at"]
+
+    async def visible_ids(self, task_ids: list[str], owner: str) -> set[str]:
+        """Those of `task_ids` whose task belongs to `owner`."""
+        cursor = self.tasks.find({"_id": {"$in": task_ids}, "owner": owner}, {"_id": 1})
+        return {doc["_id"] async for doc in cursor}
 
     async def children(self, parent_id: str) -> list[Doc]:
         """The child tasks of a task, oldest first."""

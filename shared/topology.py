@@ -12,6 +12,14 @@ TASK_EVENTS = "task_events"
 WORKERS = "workers"
 #: Idempotency-Key records of `POST /tasks`, removed by TTL.
 IDEMPOTENCY_KEYS = "idempotency_keys"
+#: Users: name, role, password hash.
+USERS = "users"
+#: API tokens, by the SHA-256 of the token.
+API_TOKENS = "api_tokens"
+#: Signed-in browser sessions, by the SHA-256 of the cookie's secret; removed by TTL.
+SESSIONS = "sessions"
+#: Single-use WebSocket tickets, by their SHA-256; removed by TTL.
+WS_TICKETS = "ws_tickets"
 
 #: Routing key of `RunTask` commands on the tasks exchange.
 RUN_KEY = "run"

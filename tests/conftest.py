@@ -16,11 +16,15 @@ import uvicorn
 from services.api.app import create_app
 from services.stack import EmbeddedMongo, free_port
 from services.worker.app import Worker
+from shared.auth import DEV_TOKEN
 from shared.retries import DELAY_BUCKETS_S
 from shared.settings import Settings
 from shared.store import TaskStore, open_store
 from shared.topology import Topology
 from tests.backends import amqp_backend, mongo_backend
+
+#: The header that authenticates as the development user (tests run in development mode).
+DEV_AUTH = {"Authorization": f"Bearer {DEV_TOKEN}"}
 
 
 @pytest.fixture(scope="session")
@@ -58,6 +62,9 @@ async def settings(mongo_url: str, amqp_url: str) -> AsyncIterator[Settings]:
         notifier_port=free_port(),
         heartbeat_s=0.5,
         worker_name=f"test-worker-{unique}",
+        # Most tests act as the built-in development user; tests/integration/test_auth.py
+        # checks real users, and that none of this is accepted outside development mode.
+        dev_mode=True,
     )
     yield test_settings
     await drop_namespace(test_settings)
@@ -133,7 +140,7 @@ async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     base_url = f"http://127.0.0.1:{settings.api_port}"
     async with (
         ServerThread(create_app(settings), settings.api_port),
-        httpx.AsyncClient(base_url=base_url) as client,
+        httpx.AsyncClient(base_url=base_url, headers=DEV_AUTH) as client,
     ):
         yield client
 

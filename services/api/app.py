@@ -10,18 +10,47 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pymongo.errors import ConnectionFailure
 
-from services.api import meta, tasks, ui
+from services.api import meta, session, tasks, ui
 from services.api.body_limit import BodyLimitMiddleware
 from services.api.problems import install_problem_handlers, problem_response
 from services.api.runtime import Runtime
+from shared.auth import DEV_USER, AuthStore
 from shared.broker import declare_topology, make_broker
 from shared.registry import Registry, load_registry
 from shared.service import TaskService
 from shared.settings import Settings
-from shared.store import open_store
+from shared.store import TaskStore, open_store
 from shared.topology import Topology
 
 log = logging.getLogger(__name__)
+
+
+def open_auth(store: TaskStore, settings: Settings) -> AuthStore:
+    """The credentials store, in the tasks' database."""
+    return AuthStore(
+        store.db,
+        dev_mode=settings.dev_mode,
+        session_ttl_s=settings.session_ttl_s,
+        ticket_ttl_s=settings.ws_ticket_ttl_s,
+    )
+
+
+async def _first_admin(auth: AuthStore, settings: Settings) -> None:
+    if settings.dev_mode:
+        log.warning(
+            "DEVELOPMENT MODE: the built-in user %r and its password and token are accepted; "
+            "never run a deployment like this",
+            DEV_USER,
+        )
+    if not settings.admin_user:
+        return
+    created = await auth.ensure_admin(
+        settings.admin_user,
+        password=settings.admin_password or None,
+        token=settings.admin_token or None,
+    )
+    if created:
+        log.info("created the administrator %r", settings.admin_user)
 
 
 def create_app(settings: Settings | None = None, registry: Registry | None = None) -> FastAPI:
@@ -32,13 +61,16 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = open_store(settings)
+        auth = open_auth(store, settings)
         broker = make_broker(settings, logger=None)
         try:
             await store.ensure_indexes()
+            await auth.ensure_indexes()
+            await _first_admin(auth, settings)
             await broker.connect()
             await declare_topology(broker, Topology(settings.namespace), settings)
             service = TaskService(store, broker, registry, settings)
-            app.state.runtime = Runtime(settings, store, service, registry)
+            app.state.runtime = Runtime(settings, store, service, registry, auth)
             yield
         finally:
             await broker.stop()
@@ -63,6 +95,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
             headers={"Retry-After": "5"},
         )
 
+    app.include_router(session.router)
     app.include_router(tasks.router)
     app.include_router(meta.router)
     ui.install(app, settings)

@@ -6,13 +6,14 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from services.api.outcome import Flash, FlashLevel, Outcome, OutcomeHooks
+from services.api.problems import problem_responses
 from services.api.runtime import RuntimeDep, UserDep
 from shared.lifecycle import GROUP_STATES, TaskGroup, TaskState
 from shared.task import API_PREFIX, Task
 from shared.tasktypes.demo import DEMO_VMS, POWER_OFF, POWER_ON, POWER_TASKS, vm_by_id
 from shared.tasktypes.demo import vm_power_states as derive_power_states
 
-router = APIRouter(prefix=f"{API_PREFIX}/demo", tags=["demo"])
+router = APIRouter(prefix=f"{API_PREFIX}/demo", tags=["demo"], responses=problem_responses(401))
 
 
 class VmView(BaseModel):
@@ -30,7 +31,7 @@ class VmView(BaseModel):
 async def list_vms(runtime: RuntimeDep, user: UserDep) -> list[VmView]:
     """The simulated VMs, each with the power state its completed power tasks left it in."""
     cursor = runtime.store.tasks.find(
-        {"owner": user, "name": {"$in": list(POWER_TASKS)}},
+        {"owner": user.name, "name": {"$in": list(POWER_TASKS)}},
         {"name": 1, "state": 1, "result": 1, "finished_at": 1, "args": 1},
     )
     docs = [doc async for doc in cursor]

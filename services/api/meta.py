@@ -10,7 +10,8 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from services.api.runtime import RuntimeDep
+from services.api.problems import problem_responses
+from services.api.runtime import RuntimeDep, UserDep
 from shared.task import API_PREFIX
 
 router = APIRouter()
@@ -39,8 +40,13 @@ class WorkerInfo(BaseModel):
     tasks: list[str] = []
 
 
-@router.get(f"{API_PREFIX}/task-types", response_model=list[TaskTypeInfo], tags=["meta"])
-async def task_types(runtime: RuntimeDep) -> list[TaskTypeInfo]:
+@router.get(
+    f"{API_PREFIX}/task-types",
+    response_model=list[TaskTypeInfo],
+    tags=["meta"],
+    responses=problem_responses(401),
+)
+async def task_types(runtime: RuntimeDep, user: UserDep) -> list[TaskTypeInfo]:
     """Every task type this deployment can run."""
     return [
         TaskTypeInfo(name=t.name, title=t.title, description=t.description, args_schema=t.schema())
@@ -48,11 +54,23 @@ async def task_types(runtime: RuntimeDep) -> list[TaskTypeInfo]:
     ]
 
 
-@router.get(f"{API_PREFIX}/workers", response_model=list[WorkerInfo], tags=["meta"])
-async def workers(runtime: RuntimeDep) -> list[WorkerInfo]:
-    """Workers that have heartbeated, newest heartbeat first."""
-    docs = runtime.store.workers.find({}).sort("last_heartbeat", -1)
-    return [WorkerInfo(name=doc["_id"], **_without_id(doc)) async for doc in docs]
+@router.get(
+    f"{API_PREFIX}/workers",
+    response_model=list[WorkerInfo],
+    tags=["meta"],
+    responses=problem_responses(401),
+)
+async def workers(runtime: RuntimeDep, user: UserDep) -> list[WorkerInfo]:
+    """Workers that have heartbeated, newest heartbeat first, each with the running tasks the
+    user may see (an administrator: all of them)."""
+    docs = [doc async for doc in runtime.store.workers.find({}).sort("last_heartbeat", -1)]
+    infos = [WorkerInfo(name=doc["_id"], **_without_id(doc)) for doc in docs]
+    if user.owner_filter is not None:
+        running = [task_id for info in infos for task_id in info.tasks]
+        visible = await runtime.store.visible_ids(running, user.owner_filter)
+        for info in infos:
+            info.tasks = [task_id for task_id in info.tasks if task_id in visible]
+    return infos
 
 
 def _without_id(doc: dict[str, Any]) -> dict[str, Any]:

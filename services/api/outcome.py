@@ -86,7 +86,7 @@ class OutcomeHooks:
 def default_outcome(task: Task) -> Outcome:
     """The outcome from the task's `ui` hints, or, without them, its detail page and state."""
     ui = task.ui
-    next_url = ui.next_url if ui and _is_local_path(ui.next_url) else f"/tasks/{task.id}"
+    next_url = ui.next_url if ui and is_local_path(ui.next_url) else f"/tasks/{task.id}"
     if task.state is TaskState.COMPLETED:
         level = FlashLevel.SUCCESS
         message = (ui.success_message if ui else None) or f"Task {task.name} completed."
@@ -103,8 +103,9 @@ def default_outcome(task: Task) -> Outcome:
     )
 
 
-def _is_local_path(url: str | None) -> bool:
-    # `ui.next_url` comes from whoever submitted the task: only a path on this site is followed,
+def is_local_path(url: str | None) -> bool:
+    """Whether `url` is a path on this site: the only kind of `next_url` a page follows."""
+    # `ui.next_url` comes from whoever submitted the task, a sign-in's `next` from any link:
     # never another site (an open redirect) or a `javascript:` URL.
     return url is not None and url.startswith("/") and not url.startswith(("//", "/\\"))
 
@@ -118,7 +119,7 @@ def get_hooks(request: Request) -> OutcomeHooks:
 @router.get(
     "/{task_id}/outcome",
     response_model=Outcome,
-    responses=problem_responses(404),
+    responses=problem_responses(401, 404),
     summary="Where a waiting page goes next",
 )
 async def task_outcome(

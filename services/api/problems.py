@@ -5,6 +5,7 @@ Each problem `type` is a stable URN that clients can switch on; the README lists
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -20,9 +21,14 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "urn:tasklight:problem:malformed-json": (400, "The request body is not valid JSON"),
     "urn:tasklight:problem:invalid-request": (422, "The request does not validate"),
     "urn:tasklight:problem:invalid-task": (422, "Unknown task type or invalid arguments"),
+    "urn:tasklight:problem:unauthorized": (401, "Authentication required"),
+    "urn:tasklight:problem:bad-credentials": (401, "Wrong user name or password"),
+    "urn:tasklight:problem:csrf": (403, "Missing or wrong CSRF token"),
     "urn:tasklight:problem:not-found": (404, "Not found"),
     "urn:tasklight:problem:method-not-allowed": (405, "Method not allowed"),
     "urn:tasklight:problem:body-too-large": (413, "The request body is too large"),
+    "urn:tasklight:problem:args-too-large": (413, "The task's arguments are too large"),
+    "urn:tasklight:problem:rate-limited": (429, "Too many submissions; slow down"),
     "urn:tasklight:problem:already-finished": (409, "The task has already finished"),
     "urn:tasklight:problem:idempotency-key-reused": (
         422,
@@ -78,9 +84,15 @@ def problem_response(
     errors: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
     extra: dict[str, Any] | None = None,
+    status: int | None = None,
 ) -> JSONResponse:
-    """A problem-details response of a type from `PROBLEM_TYPES`."""
-    status, title = PROBLEM_TYPES[type_]
+    """A problem-details response of a type from `PROBLEM_TYPES` (`status`: another HTTP status
+    than the type's own, for the generic `http` type)."""
+    status_of_type, title = PROBLEM_TYPES[type_]
+    if status is None:
+        status = status_of_type
+    elif status != status_of_type:
+        title = HTTPStatus(status).phrase
     body = Problem(
         type=type_, title=title, status=status, detail=detail, instance=instance, errors=errors
     ).model_dump(exclude_none=True)
@@ -145,11 +157,13 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         type_ = _STATUS_TYPES.get(exc.status_code, "urn:tasklight:problem:http")
         headers = dict(exc.headers) if exc.headers else None
-        response = problem_response(
-            type_, str(exc.detail), instance=request.url.path, headers=headers
+        return problem_response(
+            type_,
+            str(exc.detail),
+            instance=request.url.path,
+            headers=headers,
+            status=exc.status_code,
         )
-        response.status_code = exc.status_code
-        return response
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 
+from services.api.problems import ProblemError
+from shared.auth import CSRF_COOKIE, SESSION_COOKIE, AuthStore, Principal, Session
 from shared.registry import Registry
 from shared.service import TaskService
 from shared.settings import Settings
 from shared.store import TaskStore
+
+CSRF_HEADER = "X-CSRF-Token"
+#: Methods that change nothing, and so need no CSRF token.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 @dataclass
@@ -21,6 +28,7 @@ class Runtime:
     store: TaskStore
     service: TaskService
     registry: Registry
+    auth: AuthStore
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -29,11 +37,69 @@ def get_runtime(request: Request) -> Runtime:
     return runtime
 
 
-def get_user(request: Request) -> str:
-    """The user a request acts as (one development user until users and tokens exist)."""
-    runtime: Runtime = request.app.state.runtime
-    return runtime.settings.dev_user
+@dataclass(frozen=True)
+class Credentials:
+    """How a request authenticated: the principal, and its session when it came by cookie."""
+
+    principal: Principal
+    session: Session | None = None
+
+
+async def authenticate(request: Request) -> Credentials | None:
+    """The request's credentials: a bearer token, else the session cookie; None if it has none.
+
+    Wrong credentials are an error, not anonymity: a client that sent a token learns at once
+    that it is not accepted.
+    """
+    runtime = get_runtime(request)
+    header = request.headers.get("Authorization")
+    if header is not None:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise _unauthorized("the Authorization header must be `Bearer <token>`")
+        principal = await runtime.auth.by_token(token.strip())
+        if principal is None:
+            raise _unauthorized("the API token is not valid (revoked, or never issued)")
+        return Credentials(principal)
+    secret = request.cookies.get(SESSION_COOKIE)
+    if secret:
+        session = await runtime.auth.by_session(secret)
+        if session is not None:
+            return Credentials(session.principal, session)
+    return None
+
+
+async def get_credentials(request: Request) -> Credentials:
+    """The request's credentials; 401 without, 403 for a cookie write without its CSRF token."""
+    credentials = await authenticate(request)
+    if credentials is None:
+        raise _unauthorized("sign in, or send an API token as `Authorization: Bearer <token>`")
+    session = credentials.session
+    if session is not None and request.method not in SAFE_METHODS:
+        # The cookie is sent by the browser whoever's page asks; the token only our pages have.
+        sent = request.headers.get(CSRF_HEADER, "")
+        if not hmac.compare_digest(sent, session.csrf_token):
+            raise ProblemError(
+                "urn:tasklight:problem:csrf",
+                f"a write signed in by cookie must send the {CSRF_HEADER} header "
+                f"(the value of the {CSRF_COOKIE} cookie)",
+            )
+    return credentials
+
+
+async def get_principal(credentials: Annotated[Credentials, Depends(get_credentials)]) -> Principal:
+    """The user the request acts as."""
+    return credentials.principal
+
+
+def _unauthorized(detail: str) -> ProblemError:
+    return ProblemError(
+        "urn:tasklight:problem:unauthorized",
+        detail,
+        headers={"WWW-Authenticate": 'Bearer realm="tasklight"'},
+    )
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
-UserDep = Annotated[str, Depends(get_user)]
+CredentialsDep = Annotated[Credentials, Depends(get_credentials)]
+UserDep = Annotated[Principal, Depends(get_principal)]

@@ -11,20 +11,24 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.api.problems import ProblemError, problem_responses
 from services.api.runtime import RuntimeDep, UserDep
+from shared.auth import Principal
 from shared.ids import is_task_id
 from shared.lifecycle import FINAL_STATES, GROUP_STATES, TaskGroup, TaskState
 from shared.service import (
     AlreadyFinished,
+    ArgsTooLarge,
     BrokerUnavailable,
     IdempotencyKeyInFlight,
     IdempotencyKeyReused,
     InvalidSubmission,
+    RateLimited,
     Submitted,
 )
 from shared.store import Doc
 from shared.task import API_PREFIX, Task, UiHints, task_href
 
-router = APIRouter(prefix=f"{API_PREFIX}/tasks", tags=["tasks"])
+# Every route needs credentials (401); writes by cookie need the CSRF token too (403).
+router = APIRouter(prefix=f"{API_PREFIX}/tasks", tags=["tasks"], responses=problem_responses(401))
 
 #: Seconds a client should wait before retrying a submission the broker could not take.
 RETRY_AFTER_S = 5
@@ -59,10 +63,13 @@ class TaskEvent(BaseModel):
     reason: str | None = None
 
 
-async def _owned(runtime: RuntimeDep, user: str, task_id: str) -> Doc:
-    """The task, if it exists and the user may see it; 404 otherwise (malformed ids too)."""
+async def _owned(runtime: RuntimeDep, user: Principal, task_id: str) -> Doc:
+    """The task, if it exists and the user may see it; 404 otherwise (malformed ids too).
+
+    Another user's task is "not found", not "forbidden": its existence is not theirs to learn.
+    """
     doc = await runtime.store.get(task_id) if is_task_id(task_id) else None
-    if doc is None or doc["owner"] != user:
+    if doc is None or not user.may_see(doc["owner"]):
         raise ProblemError("urn:tasklight:problem:not-found", f"no task {task_id}")
     return doc
 
@@ -71,7 +78,7 @@ async def _owned(runtime: RuntimeDep, user: str, task_id: str) -> Doc:
     "",
     status_code=202,
     response_model=Task,
-    responses=problem_responses(400, 409, 413, 422, 503),
+    responses=problem_responses(400, 403, 409, 413, 422, 429, 503),
     summary="Submit a task",
 )
 async def submit_task(
@@ -91,12 +98,13 @@ async def submit_task(
 ) -> Task:
     """Store the task as `waiting`, queue it, and answer at once with its address."""
     try:
+        await runtime.service.check_rate(user.name)
         if idempotency_key is None:
             submitted = Submitted(
                 await runtime.service.submit(
                     submission.name,
                     submission.args,
-                    owner=user,
+                    owner=user.name,
                     ui=submission.ui,
                     metadata=submission.metadata,
                 )
@@ -106,7 +114,7 @@ async def submit_task(
                 idempotency_key,
                 submission.name,
                 submission.args,
-                owner=user,
+                owner=user.name,
                 ui=submission.ui,
                 metadata=submission.metadata,
             )
@@ -116,6 +124,14 @@ async def submit_task(
             "urn:tasklight:problem:invalid-task",
             "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors),
             errors=errors,
+        ) from None
+    except ArgsTooLarge as exc:
+        raise ProblemError("urn:tasklight:problem:args-too-large", str(exc)) from None
+    except RateLimited as exc:
+        raise ProblemError(
+            "urn:tasklight:problem:rate-limited",
+            str(exc),
+            headers={"Retry-After": str(exc.retry_after_s)},
         ) from None
     except BrokerUnavailable as exc:
         raise ProblemError(
@@ -147,10 +163,14 @@ async def list_tasks(
     group: TaskGroup | None = None,
     state: Annotated[list[TaskState] | None, Query()] = None,
     name: str | None = None,
+    owner: Annotated[
+        str | None, Query(description="Only this user's tasks (others than yourself: admins)")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(description="`next` of the previous page")] = None,
 ) -> TaskPage:
-    """The user's tasks, newest first, filtered by dialog group, states and type name."""
+    """The user's tasks (an admin's: everyone's), newest first, filtered by dialog group,
+    states, type name and owner."""
     if cursor is not None and not is_task_id(cursor):
         raise ProblemError(
             "urn:tasklight:problem:invalid-request",
@@ -162,8 +182,13 @@ async def list_tasks(
         states = set(GROUP_STATES[group])
     if state:
         states = set(state) if states is None else states & set(state)
+    visible = user.owner_filter
+    if owner is not None:
+        if not user.may_see(owner):
+            return TaskPage(results=[], next=None)
+        visible = owner
     docs = await runtime.store.page(
-        owner=user, states=states, name=name, limit=limit + 1, before=cursor
+        owner=visible, states=states, name=name, limit=limit + 1, before=cursor
     )
     next_url = None
     if len(docs) > limit:
@@ -174,6 +199,8 @@ async def list_tasks(
         params.extend(("state", s.value) for s in state or [])
         if name is not None:
             params.append(("name", name))
+        if owner is not None:
+            params.append(("owner", owner))
         next_url = f"{API_PREFIX}/tasks?{urlencode(params)}"
     return TaskPage(results=[Task.from_doc(doc) for doc in docs], next=next_url)
 
@@ -187,7 +214,7 @@ class Purged(BaseModel):
 @router.delete(
     "",
     response_model=Purged,
-    responses=problem_responses(422),
+    responses=problem_responses(403, 422),
     summary="Purge finished tasks",
 )
 async def purge_tasks(
@@ -196,8 +223,9 @@ async def purge_tasks(
     finished_before: Annotated[datetime, Query(description="Purge tasks finished before this")],
     group: TaskGroup | None = None,
 ) -> Purged:
-    """Delete the user's finished (`group=finished`) or failed tasks, or both, that finished
-    before `finished_before`. Pending tasks are never purged; cancel them first."""
+    """Delete the user's (an admin's: everyone's) finished (`group=finished`) or failed tasks,
+    or both, that finished before `finished_before`. Pending tasks are never purged; cancel
+    them first."""
     if group is TaskGroup.PENDING:
         raise ProblemError(
             "urn:tasklight:problem:invalid-request",
@@ -205,7 +233,9 @@ async def purge_tasks(
             errors=[{"loc": ["query", "group"], "msg": "not purgeable", "type": "value_error"}],
         )
     states = GROUP_STATES[group] if group is not None else FINAL_STATES
-    deleted = await runtime.store.purge(owner=user, states=states, finished_before=finished_before)
+    deleted = await runtime.store.purge(
+        owner=user.owner_filter, states=states, finished_before=finished_before
+    )
     return Purged(deleted=deleted)
 
 
@@ -233,7 +263,7 @@ async def get_task_events(task_id: str, runtime: RuntimeDep, user: UserDep) -> l
     "/{task_id}/cancel",
     status_code=202,
     response_model=Task,
-    responses=problem_responses(404, 409),
+    responses=problem_responses(403, 404, 409),
     summary="Cancel a task",
 )
 async def cancel_task(task_id: str, runtime: RuntimeDep, user: UserDep) -> Task:
@@ -245,7 +275,7 @@ async def cancel_task(task_id: str, runtime: RuntimeDep, user: UserDep) -> Task:
 @router.delete(
     "/{task_id}",
     status_code=204,
-    responses={202: {"model": Task}, **problem_responses(404)},
+    responses={202: {"model": Task}, **problem_responses(403, 404)},
     summary="Delete a finished task, or cancel a pending one",
 )
 async def delete_task(task_id: str, runtime: RuntimeDep, user: UserDep) -> Response:

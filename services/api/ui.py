@@ -10,18 +10,20 @@ import importlib
 import json
 from html import escape
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import HTMLResponse
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.api import demo, outcome
 from services.api.problems import ProblemError
-from services.api.runtime import RuntimeDep, UserDep
+from services.api.runtime import RuntimeDep, UserDep, authenticate
 from services.api.tasks import _owned
+from shared.auth import DEV_PASSWORD, DEV_USER, Principal
 from shared.settings import Settings
 from shared.task import API_PREFIX, Task
 
@@ -47,6 +49,7 @@ class ClientConfig(BaseModel):
     api_base: str
     notifier_url: str
     user: str
+    role: str
 
 
 def notifier_url(request: Request, settings: Settings) -> str:
@@ -65,7 +68,10 @@ def notifier_url(request: Request, settings: Settings) -> str:
 async def client_config(request: Request, runtime: RuntimeDep, user: UserDep) -> ClientConfig:
     """Where the notifier is, for clients that do not read it from the page."""
     return ClientConfig(
-        api_base=API_PREFIX, notifier_url=notifier_url(request, runtime.settings), user=user
+        api_base=API_PREFIX,
+        notifier_url=notifier_url(request, runtime.settings),
+        user=user.name,
+        role=user.role.value,
     )
 
 
@@ -74,10 +80,35 @@ def _json_for_script(value: Any) -> str:
     return json.dumps(value, separators=(",", ":")).replace("<", "\\u003c")
 
 
+class SignInRequired(Exception):
+    """A page was asked for without a session: the browser is sent to the sign-in page."""
+
+    def __init__(self, next_url: str) -> None:
+        super().__init__(next_url)
+        self.next_url = next_url
+
+
+async def page_user(request: Request) -> Principal:
+    """The signed-in user of a page request; without one, off to `/login` and back after."""
+    credentials = await authenticate(request)
+    if credentials is None:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        raise SignInRequired(target)
+    return credentials.principal
+
+
+PageUserDep = Annotated[Principal, Depends(page_user)]
+
+
+def safe_next(next_url: str | None) -> str:
+    """A same-site path to go to after signing in; anything else (another site) becomes `/`."""
+    return next_url if next_url and outcome.is_local_path(next_url) else "/"
+
+
 def page(
     request: Request,
     runtime: RuntimeDep,
-    user: str,
+    user: Principal,
     *,
     name: str,
     title: str,
@@ -97,7 +128,8 @@ def page(
         page=escape(name),
         notifier=escape(url),
         api=escape(API_PREFIX),
-        user=escape(user),
+        user=escape(user.name),
+        role=escape(user.role.value),
         body=body,
         data=data_script,
     )
@@ -105,13 +137,15 @@ def page(
 
 
 @router.get("/", response_class=HTMLResponse)
-async def home(request: Request, runtime: RuntimeDep, user: UserDep) -> HTMLResponse:
+async def home(request: Request, runtime: RuntimeDep, user: PageUserDep) -> HTMLResponse:
     """The start page: a counting test task to try, and the simulated VMs."""
     return page(request, runtime, user, name="home", title="Overview", body=HOME_BODY)
 
 
 @router.get("/wait/{task_id}", response_class=HTMLResponse)
-async def wait(task_id: str, request: Request, runtime: RuntimeDep, user: UserDep) -> HTMLResponse:
+async def wait(
+    task_id: str, request: Request, runtime: RuntimeDep, user: PageUserDep
+) -> HTMLResponse:
     """The waiting page of a task: spinner and progress, then on to its next URL."""
     try:
         task = Task.from_doc(await _owned(runtime, user, task_id))
@@ -131,7 +165,7 @@ async def wait(task_id: str, request: Request, runtime: RuntimeDep, user: UserDe
 
 @router.get("/tasks/{task_id}", response_class=HTMLResponse)
 async def detail(
-    task_id: str, request: Request, runtime: RuntimeDep, user: UserDep
+    task_id: str, request: Request, runtime: RuntimeDep, user: PageUserDep
 ) -> HTMLResponse:
     """The detail page of a task."""
     try:
@@ -149,9 +183,24 @@ async def detail(
     )
 
 
-def _not_found(request: Request, runtime: RuntimeDep, user: str, task_id: str) -> HTMLResponse:
+def _not_found(
+    request: Request, runtime: RuntimeDep, user: Principal, task_id: str
+) -> HTMLResponse:
     body = NOT_FOUND_BODY.format(task_id=escape(task_id))
     return page(request, runtime, user, name="home", title="Not found", body=body, status_code=404)
+
+
+@router.get("/login", response_class=HTMLResponse)
+async def login(request: Request, runtime: RuntimeDep, next: str | None = None) -> HTMLResponse:
+    """The sign-in page; a signed-in browser goes straight on to `next`."""
+    target = safe_next(next)
+    if await authenticate(request) is not None:
+        return RedirectResponse(target, status_code=303)  # type: ignore[return-value]
+    hint = ""
+    if runtime.settings.dev_mode:
+        hint = DEV_HINT.format(user=DEV_USER, password=DEV_PASSWORD)
+    html = LOGIN_PAGE.format(next=escape(target), hint=hint)
+    return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
 
 def install(app: FastAPI, settings: Settings) -> None:
@@ -167,6 +216,11 @@ def install(app: FastAPI, settings: Settings) -> None:
         if hasattr(module, "register_outcomes"):
             module.register_outcomes(hooks)
     app.state.outcome_hooks = hooks
+
+    @app.exception_handler(SignInRequired)
+    async def on_sign_in_required(request: Request, exc: SignInRequired) -> RedirectResponse:
+        return RedirectResponse(f"/login?{urlencode({'next': exc.next_url})}", status_code=303)
+
     app.include_router(outcome.router)
     app.include_router(demo.router)
     app.include_router(config_router)
@@ -200,7 +254,8 @@ FRAME = """<!doctype html>
       <span>Background tasks</span>
       <span id="tasks-badge" class="badge" data-count="0" aria-label="0 pending">0</span>
     </button>
-    <span class="user" title="Signed in as {user}">{user}</span>
+    <span class="user" title="Signed in as {user} ({role})" data-role="{role}">{user}</span>
+    <button type="button" id="sign-out" class="link-button">Sign out</button>
   </div>
 </header>
 <div id="flash" class="flash-area" aria-live="polite"></div>
@@ -238,6 +293,49 @@ FRAME = """<!doctype html>
 </body>
 </html>
 """
+
+LOGIN_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Sign in · tasklight</title>
+<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">
+<link rel="stylesheet" href="/static/app.css">
+<script type="module" src="/static/ui/login.js"></script>
+</head>
+<body data-page="login">
+<main id="main" class="main login">
+<section class="card login-card" aria-labelledby="login-title">
+  <div class="brand"><span class="brand-mark" aria-hidden="true"></span>
+    <span class="brand-name">tasklight</span></div>
+  <h1 id="login-title">Sign in</h1>
+  {hint}
+  <form id="login-form" class="form" data-next="{next}">
+    <div class="field-row">
+      <label for="login-username">User name</label>
+      <input id="login-username" name="username" autocomplete="username" required autofocus
+        autocapitalize="none" spellcheck="false">
+    </div>
+    <div class="field-row">
+      <label for="login-password">Password</label>
+      <input id="login-password" name="password" type="password"
+        autocomplete="current-password" required>
+    </div>
+    <p id="login-error" class="form-error" role="alert" hidden></p>
+    <div class="actions">
+      <button type="submit" class="button primary">Sign in</button>
+    </div>
+  </form>
+</section>
+</main>
+</body>
+</html>
+"""
+
+DEV_HINT = """<p class="dev-hint" role="note"><strong>Development mode.</strong> Sign in as
+  <code>{user}</code> with password <code>{password}</code>. Never run a deployment like this.
+</p>"""
 
 HOME_BODY = """
 <section class="intro">

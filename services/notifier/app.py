@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from http import HTTPStatus
+from http.cookies import CookieError, SimpleCookie
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -17,15 +19,18 @@ from services.notifier.follower import ChangeFollower
 from services.notifier.hub import Hub
 from services.notifier.protocol import (
     PROBLEM,
+    Auth,
     Ping,
     ProtocolError,
     Subscribe,
     Unsubscribe,
+    authenticated_message,
     error_for,
     error_message,
     parse,
     pong_message,
 )
+from shared.auth import SESSION_COOKIE, AuthStore, Principal
 from shared.settings import Settings
 from shared.store import open_store
 
@@ -36,6 +41,10 @@ WS_PATH = "/ws"
 CLOSE_TIMEOUT_S = 5.0
 #: Seconds the first change stream may take to open before start-up fails.
 START_TIMEOUT_S = 30.0
+#: Close code: no valid credentials (docs/protocol.md).
+CLOSE_UNAUTHORIZED = 4401
+#: Close code: the user holds the most connections allowed on this notifier.
+CLOSE_TOO_MANY_CONNECTIONS = 4429
 
 
 class Notifier:
@@ -45,7 +54,13 @@ class Notifier:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.store = open_store(settings)
-        self.hub = Hub(self.store)
+        self.auth = AuthStore(
+            self.store.db, dev_mode=settings.dev_mode, ticket_ttl_s=settings.ws_ticket_ttl_s
+        )
+        self.hub = Hub(self.store, max_subscriptions=settings.ws_max_subscriptions)
+        self.origins = settings.origins()
+        #: Open connections per user, for `ws_max_connections_per_user`.
+        self.connections: Counter[str] = Counter()
         self.follower = ChangeFollower(
             self.store.tasks, self.hub.publish_change, self.hub.resend_since
         )
@@ -104,11 +119,81 @@ class Notifier:
             return _plain(HTTPStatus.OK, "ok\n")
         if path != WS_PATH:
             return _plain(HTTPStatus.NOT_FOUND, f"not found; the WebSocket is at {WS_PATH}\n")
+        # A browser always names the page's origin. Another site's page must not open a socket
+        # that the browser authenticates with our cookie (cross-site WebSocket hijacking).
+        # Scripts send no Origin; they authenticate with a token and are not at risk.
+        origin = request.headers.get("Origin")
+        if origin is not None and origin.rstrip("/") not in self.origins:
+            log.warning("refused a WebSocket from origin %r", origin)
+            return _plain(HTTPStatus.FORBIDDEN, f"origin {origin} is not allowed\n")
         return None
 
     async def _handle(self, ws: ServerConnection) -> None:
-        # Until users exist, everyone is the development user; auth plugs in here.
-        client = Client(ws, self.settings.dev_user, self.settings.ws_queue_limit)
+        principal = await self._authenticate(ws)
+        if principal is None:
+            return
+        limit = self.settings.ws_max_connections_per_user
+        if self.connections[principal.name] >= limit:
+            await ws.close(
+                CLOSE_TOO_MANY_CONNECTIONS, f"{principal.name} has {limit} connections open"
+            )
+            return
+        self.connections[principal.name] += 1
+        try:
+            await self._serve(ws, principal)
+        finally:
+            self.connections[principal.name] -= 1
+            if self.connections[principal.name] <= 0:
+                del self.connections[principal.name]
+
+    async def _authenticate(self, ws: ServerConnection) -> Principal | None:
+        """Who the connection acts as, from its handshake or else its first message; None
+        (and the connection closed with 4401) when that fails."""
+        assert ws.request is not None
+        headers = ws.request.headers
+        authorization = headers.get("Authorization")
+        if authorization is not None:
+            scheme, _, token = authorization.partition(" ")
+            principal = None
+            if scheme.lower() == "bearer" and token.strip():
+                principal = await self.auth.by_token(token.strip())
+            if principal is None:
+                await ws.close(CLOSE_UNAUTHORIZED, "the API token is not valid")
+            return principal
+        secret = _session_secret(headers.get("Cookie"))
+        if secret is not None:
+            session = await self.auth.by_session(secret)
+            if session is not None:
+                return session.principal
+        # No credentials the browser could send: the first message must be `auth`.
+        try:
+            async with asyncio.timeout(self.settings.ws_auth_timeout_s):
+                frame = await ws.recv()
+        except TimeoutError:
+            await ws.close(CLOSE_UNAUTHORIZED, "authenticate first: send an auth message")
+            return None
+        except ConnectionClosed:
+            return None
+        try:
+            message = parse(frame) if isinstance(frame, str) else None
+        except ProtocolError:
+            message = None
+        if not isinstance(message, Auth):
+            await ws.close(CLOSE_UNAUTHORIZED, "authenticate first: send an auth message")
+            return None
+        if message.ticket is not None:
+            principal = await self.auth.redeem_ticket(message.ticket)
+        else:
+            assert message.token is not None
+            principal = await self.auth.by_token(message.token)
+        if principal is None:
+            await ws.close(CLOSE_UNAUTHORIZED, "the ticket or token is not valid (or used up)")
+            return None
+        await ws.send(authenticated_message(principal.name, principal.role.value))
+        return principal
+
+    async def _serve(self, ws: ServerConnection, principal: Principal) -> None:
+        client = Client(ws, principal.owner_filter, self.settings.ws_queue_limit)
         self.hub.add_client(client)
         client.start()
         try:
@@ -142,6 +227,24 @@ class Notifier:
             self.hub.unsubscribe(client, message.id)
         elif isinstance(message, Ping):
             client.push_control(pong_message(message.id))
+        elif isinstance(message, Auth):
+            client.push_control(
+                error_message(
+                    f"{PROBLEM}already-authenticated", "this connection is authenticated already"
+                )
+            )
+
+
+def _session_secret(cookie_header: str | None) -> str | None:
+    if not cookie_header:
+        return None
+    cookies: SimpleCookie = SimpleCookie()
+    try:
+        cookies.load(cookie_header)
+    except CookieError:
+        return None
+    morsel = cookies.get(SESSION_COOKIE)
+    return morsel.value if morsel is not None and morsel.value else None
 
 
 def _plain(status: HTTPStatus, text: str) -> Response:

@@ -30,8 +30,9 @@ class Client:
 
     __slots__ = ("_closer", "_room", "_sender", "_wakeup", "outbox", "owner", "subs", "ws")
 
-    def __init__(self, ws: ServerConnection, owner: str, queue_limit: int) -> None:
+    def __init__(self, ws: ServerConnection, owner: str | None, queue_limit: int) -> None:
         self.ws = ws
+        #: Whose tasks this connection may see; None for an administrator (everyone's).
         self.owner = owner
         self.outbox = Outbox(queue_limit)
         self.subs: dict[str, Subscription[Client]] = {}

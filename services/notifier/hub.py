@@ -42,8 +42,9 @@ def render(doc: Mapping[str, Any]) -> str:
 class Hub:
     """The subscriptions of one notifier process and the fan-out of changes to them."""
 
-    def __init__(self, store: TaskStore) -> None:
+    def __init__(self, store: TaskStore, *, max_subscriptions: int = 100) -> None:
         self.store = store
+        self.max_subscriptions = max_subscriptions
         self.registry: SubscriptionRegistry[Client] = SubscriptionRegistry()
         self.clients: set[Client] = set()
 
@@ -97,6 +98,16 @@ class Hub:
         Registered first, so a change committed after the snapshot's read reaches it live; the
         outbox's versions drop whichever of the two copies of a task is older.
         """
+        if message.id not in client.subs and len(client.subs) >= self.max_subscriptions:
+            client.push_control(
+                error_message(
+                    f"{PROBLEM}too-many-subscriptions",
+                    f"a connection may hold {self.max_subscriptions} subscriptions; "
+                    "unsubscribe from one first",
+                    message.id,
+                )
+            )
+            return
         if message.id in client.subs:
             client.push_control(
                 error_message(
@@ -144,7 +155,9 @@ class Hub:
         self, client: Client, sub: Subscription[Client], task_ids: Iterable[str]
     ) -> AsyncIterator[Doc]:
         wanted = list(task_ids)
-        query = {"_id": {"$in": [t for t in wanted if is_task_id(t)]}, "owner": client.owner}
+        query: Doc = {"_id": {"$in": [t for t in wanted if is_task_id(t)]}}
+        if client.owner is not None:
+            query["owner"] = client.owner
         found: set[str] = set()
         async for doc in self.store.tasks.find(query):
             found.add(doc["_id"])
@@ -155,17 +168,18 @@ class Hub:
             client.push_control(_not_found(sub.sub_id, missing))
 
     async def _scope_all_snapshot(
-        self, owner: str, since_ts: datetime | None
+        self, owner: str | None, since_ts: datetime | None
     ) -> AsyncIterator[Doc]:
         tasks = self.store.tasks
+        visible = _visible(owner)
         if since_ts is not None:
-            query = {"owner": owner, "updated_at": {"$gte": since_ts - CLOCK_MARGIN}}
+            query = {**visible, "updated_at": {"$gte": since_ts - CLOCK_MARGIN}}
             async for doc in tasks.find(query).sort("updated_at", ASCENDING):
                 yield doc
             return
-        async for doc in tasks.find({"owner": owner, "state": {"$in": _PENDING}}):
+        async for doc in tasks.find({**visible, "state": {"$in": _PENDING}}):
             yield doc
-        recent = {"owner": owner, "state": {"$in": sorted(_FINAL)}}
+        recent = {**visible, "state": {"$in": sorted(_FINAL)}}
         async for doc in tasks.find(recent).sort("_id", DESCENDING).limit(RECENT_FINISHED):
             yield doc
 
@@ -182,11 +196,16 @@ class Hub:
                 self.publish_doc(doc)
                 read += 1
         for owner in self.registry.scope_all_owners():
-            query = {"owner": owner, "updated_at": {"$gte": since - CLOCK_MARGIN}}
+            query = {**_visible(owner), "updated_at": {"$gte": since - CLOCK_MARGIN}}
             async for doc in self.store.tasks.find(query):
                 self.publish_doc(doc)
                 read += 1
         return read
+
+
+def _visible(owner: str | None) -> Doc:
+    """The query part that keeps to the tasks `owner` may see (None: every task)."""
+    return {} if owner is None else {"owner": owner}
 
 
 def _not_found(sub_id: str, missing: list[str]) -> str:

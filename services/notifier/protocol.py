@@ -26,6 +26,8 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     f"{PROBLEM}duplicate-subscription": (409, "A subscription with this id is already live"),
     f"{PROBLEM}unknown-subscription": (404, "No live subscription has this id"),
     f"{PROBLEM}unsupported-frame": (415, "Only JSON text frames are accepted"),
+    f"{PROBLEM}too-many-subscriptions": (429, "This connection holds its most subscriptions"),
+    f"{PROBLEM}already-authenticated": (409, "The connection is authenticated already"),
 }
 
 
@@ -63,7 +65,16 @@ class Ping:
     id: str | None
 
 
-ClientMessage = Subscribe | Unsubscribe | Ping
+@dataclass(frozen=True)
+class Auth:
+    """Authenticate a connection whose handshake carried no credentials: a ticket from
+    `POST /api/v1/ws-tickets`, or an API token."""
+
+    ticket: str | None
+    token: str | None = field(default=None, repr=False)
+
+
+ClientMessage = Subscribe | Unsubscribe | Ping | Auth
 
 
 def parse(text: str) -> ClientMessage:
@@ -85,9 +96,11 @@ def parse(text: str) -> ClientMessage:
         return Unsubscribe(id=_required_id(data))
     if kind == "subscribe":
         return _parse_subscribe(data, _required_id(data))
+    if kind == "auth":
+        return _parse_auth(data)
     raise ProtocolError(
         "malformed-message",
-        f"unknown message type {kind!r}; expected subscribe, unsubscribe or ping",
+        f"unknown message type {kind!r}; expected auth, subscribe, unsubscribe or ping",
         message_id,
     )
 
@@ -141,6 +154,22 @@ def _parse_subscribe(data: dict[str, Any], sub_id: str) -> Subscribe:
     return Subscribe(id=sub_id, task_ids=task_ids, since=since, since_ts=since_ts)
 
 
+#: Longest ticket or token an `auth` message may carry.
+MAX_SECRET_CHARS = 512
+
+
+def _parse_auth(data: dict[str, Any]) -> Auth:
+    ticket, token = data.get("ticket"), data.get("token")
+    if (ticket is None) == (token is None):
+        raise ProtocolError("invalid-message", "auth: give exactly one of ticket and token")
+    secret = ticket if ticket is not None else token
+    if not isinstance(secret, str) or not 1 <= len(secret) <= MAX_SECRET_CHARS:
+        raise ProtocolError(
+            "invalid-message", "auth: the credential must be a string of 1 to 512 characters"
+        )
+    return Auth(ticket=ticket, token=token)
+
+
 def _parse_time(value: object, sub_id: str) -> datetime:
     if isinstance(value, str):
         try:
@@ -174,6 +203,11 @@ def subscribed_message(sub_id: str) -> str:
 def unsubscribed_message(sub_id: str) -> str:
     """The confirmation of an `unsubscribe`."""
     return _dump({"type": "unsubscribed", "id": sub_id})
+
+
+def authenticated_message(user: str, role: str) -> str:
+    """The answer to a successful `auth`."""
+    return _dump({"type": "authenticated", "user": user, "role": role})
 
 
 def pong_message(ping_id: str | None) -> str:

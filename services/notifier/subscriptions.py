@@ -1,8 +1,9 @@
 """Who gets an update: the live subscriptions, indexed by task id and by owner. No I/O.
 
-A subscription names task ids, or is `scope: all` for its owner. A change of a task reaches the
-subscriptions that name its id and the `scope: all` subscriptions of its owner, and only those
-whose owner is the task's owner: the one place the "may this user see it" rule lives.
+A subscription names task ids, or is `scope: all`. Its `owner` is whose tasks it may see: a user
+name, or None for an administrator, who sees everyone's (`Principal.owner_filter`). A change of a
+task reaches the subscriptions that name its id and the `scope: all` subscriptions, and only those
+whose owner is the task's owner or None.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 from typing import Generic, TypeVar
 
 C = TypeVar("C")
+K = TypeVar("K")
 
 
 class Subscription(Generic[C]):
@@ -18,7 +20,9 @@ class Subscription(Generic[C]):
 
     __slots__ = ("client", "owner", "sub_id", "task_ids")
 
-    def __init__(self, client: C, sub_id: str, owner: str, task_ids: frozenset[str] | None) -> None:
+    def __init__(
+        self, client: C, sub_id: str, owner: str | None, task_ids: frozenset[str] | None
+    ) -> None:
         self.client = client
         self.sub_id = sub_id
         self.owner = owner
@@ -27,7 +31,7 @@ class Subscription(Generic[C]):
 
     @property
     def scope_all(self) -> bool:
-        """Whether it follows every task of its owner."""
+        """Whether it follows every task its owner may see."""
         return self.task_ids is None
 
     def __repr__(self) -> str:
@@ -40,7 +44,7 @@ class SubscriptionRegistry(Generic[C]):
 
     def __init__(self) -> None:
         self._by_task: dict[str, set[Subscription[C]]] = {}
-        self._all_by_owner: dict[str, set[Subscription[C]]] = {}
+        self._all_by_owner: dict[str | None, set[Subscription[C]]] = {}
         self._count = 0
 
     def __len__(self) -> int:
@@ -77,9 +81,10 @@ class SubscriptionRegistry(Generic[C]):
     def matching(self, task_id: str, owner: str) -> Iterator[Subscription[C]]:
         """The subscriptions that get a change of task `task_id` owned by `owner`."""
         for sub in self._by_task.get(task_id, ()):
-            if sub.owner == owner:
+            if sub.owner is None or sub.owner == owner:
                 yield sub
         yield from self._all_by_owner.get(owner, ())
+        yield from self._all_by_owner.get(None, ())
 
     def following(self, task_id: str) -> Iterator[Subscription[C]]:
         """Every subscription that may hold task `task_id`, whoever owns it (for deletes,
@@ -92,12 +97,12 @@ class SubscriptionRegistry(Generic[C]):
         """Every task id some id subscription names."""
         return set(self._by_task)
 
-    def scope_all_owners(self) -> set[str]:
-        """The owners with at least one `scope: all` subscription."""
+    def scope_all_owners(self) -> set[str | None]:
+        """The owners with at least one `scope: all` subscription (None: an administrator)."""
         return set(self._all_by_owner)
 
 
-def _discard(index: dict[str, set[Subscription[C]]], key: str, sub: Subscription[C]) -> bool:
+def _discard(index: dict[K, set[Subscription[C]]], key: K, sub: Subscription[C]) -> bool:
     subs = index.get(key)
     if subs is None or sub not in subs:
         return False

@@ -15,10 +15,11 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
 from services.notifier.app import Notifier
 from services.worker.app import Worker
+from shared.auth import DEV_PASSWORD, DEV_USER
 from shared.lifecycle import FINAL_STATES
 from shared.settings import Settings
 from tests.support import eventually
@@ -61,6 +62,17 @@ async def browser() -> AsyncIterator[Browser]:
         )
         yield launched
         await launched.close()
+
+
+async def sign_in(
+    context: BrowserContext, username: str = DEV_USER, password: str = DEV_PASSWORD
+) -> None:
+    """Sign the browser context in (its request API shares the context's cookies); the sign-in
+    page itself is tested in test_sign_in.py."""
+    response = await context.request.post(
+        "/api/v1/session", data={"username": username, "password": password}
+    )
+    assert response.ok, await response.text()
 
 
 @dataclass
@@ -107,6 +119,7 @@ async def page(browser: Browser, stack: Stack) -> AsyncIterator[Page]:
         base_url=stack.base_url, viewport={"width": 1280, "height": 860}
     )
     context.set_default_timeout(EXPECT_TIMEOUT_MS)
+    await sign_in(context)
     tab = await context.new_page()
     errors: list[str] = []
     tab.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -120,6 +133,7 @@ async def module_page(browser: Browser, api: httpx.AsyncClient) -> AsyncIterator
     """A tab on the API's origin (no worker or notifier) for testing `tasklight.js` by itself."""
     context = await browser.new_context(base_url=str(api.base_url))
     context.set_default_timeout(EXPECT_TIMEOUT_MS)
+    await sign_in(context)
     tab = await context.new_page()
     await tab.goto("/static/favicon.svg")
     yield tab

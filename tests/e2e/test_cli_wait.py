@@ -17,6 +17,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from services.stack import ROOT, start_service, stop_processes, wait_for_port
+from shared.auth import DEV_TOKEN
 from shared.settings import Settings
 
 pytestmark = pytest.mark.e2e
@@ -30,20 +31,27 @@ class Stack:
     env: dict[str, str]
     processes: dict[str, subprocess.Popen[bytes]]
 
-    async def cli(self, *args: str, timeout_s: float = 60) -> tuple[int, str, str]:
+    async def cli(
+        self,
+        *args: str,
+        timeout_s: float = 60,
+        stdin: str = "",
+        env: dict[str, str] | None = None,
+    ) -> tuple[int, str, str]:
         """Run `tasklight ARGS`; returns (exit status, stdout, stderr)."""
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "shared.cli",
             *args,
-            env=self.env,
+            env={**self.env, **(env or {})},
             cwd=ROOT,
+            stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
         async with asyncio.timeout(timeout_s):
-            out, err = await process.communicate()
+            out, err = await process.communicate(stdin.encode())
         assert process.returncode is not None
         return process.returncode, out.decode(), err.decode()
 
@@ -60,6 +68,8 @@ def service_env(settings: Settings) -> dict[str, str]:
         "TASKLIGHT_NOTIFIER_PORT": str(settings.notifier_port),
         "TASKLIGHT_WORKER_NAME": settings.worker_name,
         "TASKLIGHT_HEARTBEAT_S": "0.5",
+        "TASKLIGHT_DEV_MODE": "true",
+        "TASKLIGHT_TOKEN": DEV_TOKEN,
         "TASKLIGHT_API_URL": f"http://127.0.0.1:{settings.api_port}",
         "TASKLIGHT_WS_URL": f"ws://127.0.0.1:{settings.notifier_port}/ws",
     }
@@ -148,7 +158,8 @@ async def test_expected_failures_are_one_line_messages(stack: Stack) -> None:
 
 async def test_sigterm_closes_notifier_connections_with_1001(stack: Stack) -> None:
     url = f"ws://127.0.0.1:{stack.settings.notifier_port}/ws"
-    async with connect(url) as ws:
+    headers = {"Authorization": f"Bearer {DEV_TOKEN}"}
+    async with connect(url, additional_headers=headers) as ws:
         await ws.send('{"type": "ping"}')
         assert json.loads(await ws.recv()) == {"type": "pong"}
         stack.processes["notifier"].send_signal(signal.SIGTERM)
@@ -158,3 +169,41 @@ async def test_sigterm_closes_notifier_connections_with_1001(stack: Stack) -> No
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == 1001
     assert await asyncio.to_thread(stack.processes["notifier"].wait, 10) == 0
+
+
+async def test_users_are_managed_with_the_cli_and_their_tokens_act_as_them(stack: Stack) -> None:
+    status, out, err = await stack.cli(
+        "users", "create", "carol", "--password-stdin", stdin="carol-password\n"
+    )
+    assert (status, out.strip(), err) == (0, "created user carol", "")
+    status, _, err = await stack.cli("users", "create", "carol")
+    assert status == 2
+    assert "exists already" in err
+    status, _, _ = await stack.cli("users", "create", "root", "--admin")
+    assert status == 0
+    status, token, _ = await stack.cli("users", "token", "carol", "--label", "test")
+    assert status == 0
+    token = token.strip()
+    assert token.startswith("tl_")
+    status, out, _ = await stack.cli("users", "list")
+    rows = [line.split() for line in out.strip().splitlines()]
+    assert rows == [["carol", "user", "1", "tokens"], ["root", "admin", "0", "tokens"]]
+
+    as_carol = {"TASKLIGHT_TOKEN": token}
+    status, out, _ = await stack.cli(
+        "--json", "submit", "test.count", "--args-json", '{"rounds": 1}', env=as_carol
+    )
+    assert status == 0
+    assert json.loads(out)["owner"] == "carol"
+    # The development user (the stack runs in development mode) does not see carol's task.
+    status, _, _ = await stack.cli("show", json.loads(out)["id"])
+    assert status == 4
+
+    status, _, _ = await stack.cli("users", "revoke", "carol")
+    assert status == 0
+    status, _, err = await stack.cli("list", env=as_carol)
+    assert status == 6
+    assert "not valid" in err
+    status, _, err = await stack.cli("list", env={"TASKLIGHT_TOKEN": ""})
+    assert status == 6
+    assert "TASKLIGHT_TOKEN" in err

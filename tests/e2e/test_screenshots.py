@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, expect
 
-from tests.e2e.conftest import EXPECT_TIMEOUT_MS, Stack
+from tests.e2e.conftest import EXPECT_TIMEOUT_MS, Stack, sign_in
 
 pytestmark = pytest.mark.e2e
 
@@ -57,6 +57,7 @@ async def test_pages_fit_a_phone_screen(
         is_mobile=True,
         has_touch=True,
     )
+    await sign_in(context)
     context.set_default_timeout(EXPECT_TIMEOUT_MS)
     phone = await context.new_page()
     try:

@@ -24,6 +24,7 @@ from services.stack import EmbeddedMongo, start_service, stop_processes, wait_fo
 from shared.lifecycle import FINAL_STATES, TaskState
 from shared.settings import Settings
 from shared.store import Doc, TaskStore, open_store
+from tests.conftest import DEV_AUTH
 from tests.e2e.test_cli_wait import service_env
 
 FINAL = {state.value for state in FINAL_STATES}
@@ -38,6 +39,8 @@ QUICK_ENV = {
     "TASKLIGHT_OUTBOX_GRACE_S": "1",
     "TASKLIGHT_SHUTDOWN_GRACE_S": "1",
     "TASKLIGHT_PUBLISH_TIMEOUT_S": "5",
+    # The fault tests submit a thousand tasks as one user.
+    "TASKLIGHT_SUBMIT_RATE_PER_MINUTE": "0",
 }
 
 
@@ -145,7 +148,9 @@ async def services(fault_settings: Settings, tmp_path: Path) -> AsyncIterator[Se
 @pytest.fixture
 async def http(services: Services) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client for the test's api process."""
-    async with httpx.AsyncClient(base_url=services.base_url, timeout=30) as client:
+    async with httpx.AsyncClient(
+        base_url=services.base_url, timeout=30, headers=DEV_AUTH
+    ) as client:
         yield client
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from services.stack import EmbeddedMongo
 from shared.store import TaskStore
+from tests.conftest import DEV_AUTH
 from tests.faults.conftest import (
     Services,
     assert_nothing_lost_or_doubled,
@@ -31,7 +32,7 @@ async def test_services_recover_from_a_database_restart_and_every_task_ends_once
     await services.start_api()
     names = [services.start_worker(), services.start_worker()]
     await services.until_workers_beat(own_store, names)
-    async with httpx.AsyncClient(base_url=services.base_url, timeout=30) as http:
+    async with httpx.AsyncClient(base_url=services.base_url, timeout=30, headers=DEV_AUTH) as http:
         ids = await submit_many(http, 30, {"rounds": 4, "round_s": 0.25})
         deadline = time.monotonic() + 30
         while await own_store.tasks.count_documents({"state": "running"}) < 2:

@@ -13,6 +13,7 @@ from websockets.exceptions import ConnectionClosed
 
 from services.notifier.app import Notifier
 from services.worker.app import Worker
+from shared.auth import DEV_TOKEN
 from shared.ids import new_task_id
 from shared.lifecycle import TaskState
 from shared.settings import Settings
@@ -131,7 +132,7 @@ async def test_a_notifier_restart_mid_stream_loses_no_final_state(
 
     first = Notifier(settings)
     await first.start()
-    client = TasklightClient(f"http://127.0.0.1:{settings.api_port}", first.url)
+    client = TasklightClient(f"http://127.0.0.1:{settings.api_port}", first.url, token=DEV_TOKEN)
     seen: dict[str, list[dict[str, Any]]] = {}
     ids = [(await submit(api, "test.count", rounds=4, round_s=0.25))["id"] for _ in range(4)]
 
@@ -182,7 +183,13 @@ async def test_a_client_that_never_reads_is_bounded_closed_and_delays_no_one(
         stalled_sock.setblocking(False)
         url = f"ws://127.0.0.1:{settings.notifier_port}/ws"
         async with (
-            connect(url, sock=stalled_sock, max_queue=1, compression=None) as stalled,
+            connect(
+                url,
+                sock=stalled_sock,
+                max_queue=1,
+                compression=None,
+                additional_headers={"Authorization": f"Bearer {DEV_TOKEN}"},
+            ) as stalled,
             ws_connect(settings) as healthy,
         ):
             await stalled.send('{"type": "subscribe", "id": "s", "scope": "all"}')

@@ -11,6 +11,7 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 
+from shared.auth import DEV_TOKEN
 from shared.settings import Settings
 from shared.store import TaskStore
 from shared.task import new_task_doc
@@ -61,10 +62,13 @@ class Socket:
 
 
 @asynccontextmanager
-async def ws_connect(settings: Settings, **kwargs: Any) -> AsyncIterator[Socket]:
-    """A connection to the test's notifier."""
+async def ws_connect(
+    settings: Settings, *, token: str | None = DEV_TOKEN, **kwargs: Any
+) -> AsyncIterator[Socket]:
+    """A connection to the test's notifier, authenticated by `token` in its handshake."""
     url = f"ws://127.0.0.1:{settings.notifier_port}/ws"
-    async with connect(url, compression=None, **kwargs) as ws:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with connect(url, compression=None, additional_headers=headers, **kwargs) as ws:
         yield Socket(ws)
 
 

@@ -251,3 +251,13 @@ def test_error_messages_carry_problem_details() -> None:
             "tasks": ["x"],
         },
     }
+
+
+def test_an_admin_subscription_gets_every_owners_changes() -> None:
+    registry: SubscriptionRegistry[str] = SubscriptionRegistry()
+    registry.add(Subscription("admin", "all", None, None))
+    registry.add(Subscription("admin", "ids", None, frozenset({T1})))
+    registry.add(sub("eve", "all", owner="eve"))
+    assert ids(registry.matching(T1, "dev")) == {("admin", "all"), ("admin", "ids")}
+    assert ids(registry.matching(T2, "eve")) == {("admin", "all"), ("eve", "all")}
+    assert registry.scope_all_owners() == {None, "eve"}

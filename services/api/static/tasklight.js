@@ -14,6 +14,21 @@ const GROUPS = {
 const SINCE_WINDOW_MS = 60_000;
 // Keep a resubscribe frame well under the notifier's 64 KiB limit.
 const MAX_SINCE_ENTRIES = 800;
+// The notifier's close code for missing or refused credentials (docs/protocol.md).
+const CLOSE_UNAUTHORIZED = 4401;
+// The cookie the API sets at sign-in whose value cookie-authenticated writes send back.
+const CSRF_COOKIE = "tasklight_csrf";
+const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
+
+/** The value of a cookie of the page, or null. */
+function readCookie(name, doc = globalThis.document) {
+  const cookies = (doc && doc.cookie) || "";
+  for (const part of cookies.split(";")) {
+    const [key, ...rest] = part.trim().split("=");
+    if (key === name) return decodeURIComponent(rest.join("="));
+  }
+  return null;
+}
 
 /** Whether a task state is final (the task will never change state again). */
 export function isFinal(state) {
@@ -79,6 +94,12 @@ export class TaskLight {
     this.pingIntervalMs = options.pingIntervalMs ?? 25_000;
     this.pongTimeoutMs = options.pongTimeoutMs ?? 10_000;
     this.WebSocket = options.WebSocket || globalThis.WebSocket;
+    // Credentials. By default the browser's session cookie (the notifier reads it in the
+    // handshake, the API on every request; writes add the CSRF token). `token`: an API token,
+    // sent as a bearer header and in an `auth` message. `tickets: true`: a notifier on another
+    // site, which the cookie does not reach: a single-use ticket from the API per connection.
+    this.token = options.token || null;
+    this.tickets = Boolean(options.tickets);
 
     this.status = "idle";
     this._tasks = new Map(); // id -> newest task document
@@ -101,8 +122,9 @@ export class TaskLight {
   // ---- events ---------------------------------------------------------------------------------
 
   /**
-   * Listen to "status" ({status, attempt, delayMs}), "task" (task), "deleted" ({id}) or
-   * "error" (problem). Returns a function that removes the listener.
+   * Listen to "status" ({status, attempt, delayMs}), "task" (task), "deleted" ({id}),
+   * "error" (problem) or "unauthorized" (not signed in, or signed out: the notifier closed with
+   * 4401 or the API answered 401). Returns a function that removes the listener.
    */
   on(event, callback) {
     if (!this._listeners.has(event)) this._listeners.set(event, new Set());
@@ -154,6 +176,25 @@ export class TaskLight {
     this._setStatus(this._attempt === 0 ? "connecting" : "reconnecting", {
       attempt: this._attempt,
     });
+    if (this.tickets && !this.token) {
+      this._opening = (this._opening || 0) + 1;
+      const opening = this._opening;
+      this._request("POST", "/ws-tickets").then(
+        ({ ticket }) => {
+          if (opening === this._opening && this._wanted && !this._socket) this._openSocket({ ticket });
+        },
+        (error) => {
+          if (error instanceof ProblemError && error.status === 401) return; // "unauthorized" emitted
+          console.warn("tasklight: no WebSocket ticket", error);
+          if (this._wanted) this._scheduleReconnect();
+        },
+      );
+      return;
+    }
+    this._openSocket(this.token ? { token: this.token } : null);
+  }
+
+  _openSocket(auth) {
     let socket;
     try {
       socket = new this.WebSocket(this.notifierUrl);
@@ -165,6 +206,8 @@ export class TaskLight {
     this._socket = socket;
     socket.onopen = () => {
       if (socket !== this._socket) return;
+      // Sent first: the notifier reads it before any subscription.
+      if (auth) socket.send(JSON.stringify({ type: "auth", ...auth }));
       this._attempt = 0;
       for (const sub of this._subs.values()) this._sendSubscribe(sub);
       this._startHeartbeat();
@@ -186,6 +229,12 @@ export class TaskLight {
       this._socket = null;
       this._stopHeartbeat();
       for (const sub of this._subs.values()) sub.ready = false;
+      if (event.code === CLOSE_UNAUTHORIZED) {
+        // Not signed in (any more): reconnecting cannot help until someone signs in again.
+        this._setStatus("unauthorized", { code: event.code, reason: event.reason });
+        this._emit("unauthorized", { code: event.code, reason: event.reason });
+        return;
+      }
       if (this._wanted) this._scheduleReconnect(event.code);
     };
     socket.onerror = () => {
@@ -446,12 +495,34 @@ export class TaskLight {
       init.body = JSON.stringify(body);
       init.headers["Content-Type"] = "application/json";
     }
+    if (this.token) {
+      init.headers.Authorization = `Bearer ${this.token}`;
+    } else if (!SAFE_METHODS.has(method)) {
+      // The session cookie goes with every request; only our own pages can read this one.
+      const csrf = readCookie(CSRF_COOKIE);
+      if (csrf) init.headers["X-CSRF-Token"] = csrf;
+    }
     const response = await this.fetch(`${this.apiBase}${path}`, init);
     if (response.status === 204) return null;
     const text = await response.text();
-    const data = text ? JSON.parse(text) : null;
+    let data = null;
+    try {
+      data = text ? JSON.parse(text) : null;
+    } catch {
+      data = { detail: text };
+    }
+    if (response.status === 401) this._emit("unauthorized", { status: 401, problem: data });
     if (!response.ok) throw new ProblemError(response.status, data);
     return data;
+  }
+
+  /** Sign out of a cookie session (the web UI's) and close the connection. */
+  async signOut() {
+    try {
+      await this._request("DELETE", "/session");
+    } finally {
+      this.close();
+    }
   }
 
   /** Submit a task; resolves with the stored task (`waiting`). Options: ui, metadata, idempotencyKey. */

@@ -11,7 +11,28 @@ const STATUS_LABELS = {
   live: "live",
   reconnecting: "reconnecting",
   closed: "offline",
+  unauthorized: "signed out",
 };
+
+/** Where to sign in and come back to this page. */
+function signInUrl() {
+  return `/login?next=${encodeURIComponent(location.pathname + location.search + location.hash)}`;
+}
+
+/** Wire the "Sign out" button: end the session, then to the sign-in page. */
+function startSignOut(tl) {
+  const button = document.getElementById("sign-out");
+  if (!button) return;
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      await tl.signOut();
+    } catch (error) {
+      console.warn("tasklight: sign-out failed", error);
+    }
+    location.assign("/login");
+  });
+}
 
 /** Show a flash message ({level, message}) at the top of the page; `link` is {href, text}. */
 export function showFlash({ level = "info", message, link = null }) {
@@ -74,7 +95,9 @@ function showConnection(element, status) {
   element.title =
     status === "live"
       ? "Live: changes are pushed to this page as they happen"
-      : "Not connected to live updates; reconnecting";
+      : status === "unauthorized"
+        ? "Signed out: sign in again for live updates"
+        : "Not connected to live updates; reconnecting";
 }
 
 function showBadge(button, badge, count) {
@@ -94,6 +117,17 @@ export function startShell() {
   const connection = document.getElementById("connection");
   tl.on("status", ({ status }) => showConnection(connection, status));
   tl.on("error", (problem) => console.warn("tasklight notifier error", problem));
+  let toldSignedOut = false;
+  tl.on("unauthorized", () => {
+    if (toldSignedOut) return;
+    toldSignedOut = true;
+    showFlash({
+      level: "warning",
+      message: "You are signed out; live updates have stopped.",
+      link: { href: signInUrl(), text: "Sign in again" },
+    });
+  });
+  startSignOut(tl);
 
   const button = document.getElementById("tasks-button");
   const badge = document.getElementById("tasks-badge");

@@ -1,0 +1,726 @@
+"""Users and permissions: who may see and do what, over REST and WebSocket.
+
+The authorisation matrix runs every REST endpoint and every WebSocket action as four actors: the
+task's owner, another user, an administrator and someone anonymous. These tests run with
+development mode off, as a deployment does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.routing import APIRoute
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from services.api import ui
+from services.api.app import create_app
+from services.notifier.app import Notifier
+from shared.auth import (
+    CSRF_COOKIE,
+    DEV_PASSWORD,
+    DEV_TOKEN,
+    DEV_USER,
+    SESSION_COOKIE,
+    AuthStore,
+    Role,
+)
+from shared.ids import new_task_id
+from shared.lifecycle import TaskState, utcnow
+from shared.settings import Settings
+from shared.store import TaskStore
+from shared.task import new_task_doc
+from tests.conftest import ServerThread
+from tests.integration.wsclient import Message, Socket, tasks_of, ws_connect
+
+pytestmark = pytest.mark.integration
+
+OWNER, OTHER, ADMIN, ANONYMOUS = "owner", "other", "admin", "anonymous"
+ACTORS = (OWNER, OTHER, ADMIN, ANONYMOUS)
+NAMES = {OWNER: "alice", OTHER: "bob", ADMIN: "root"}
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The test's settings with development mode off."""
+    return settings.model_copy(update={"dev_mode": False})
+
+
+@dataclass
+class People:
+    """Users of the test and their API tokens; `client(actor)` talks to the API as one."""
+
+    base_url: str
+    tokens: dict[str, str]
+    store: TaskStore
+    auth: AuthStore
+
+    def headers(self, actor: str) -> dict[str, str]:
+        """The Authorization header of an actor (none for anonymous)."""
+        token = self.tokens.get(actor)
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    def client(self, actor: str) -> httpx.AsyncClient:
+        """An HTTP client acting as `actor`."""
+        return httpx.AsyncClient(
+            base_url=self.base_url, headers=self.headers(actor), follow_redirects=False
+        )
+
+    async def task(self, state: TaskState = TaskState.WAITING, owner: str = "alice") -> str:
+        """A task stored directly in `state` (no broker: the API reads the database)."""
+        doc = new_task_doc(
+            task_id=new_task_id(), name="test.count", args={}, owner=owner, at=utcnow()
+        )
+        doc["state"] = state.value
+        if state in (TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELED):
+            doc["finished_at"] = utcnow() - timedelta(hours=1)
+        await self.store.insert(doc)
+        task_id: str = doc["_id"]
+        return task_id
+
+
+@pytest.fixture
+async def people(settings: Settings, store: TaskStore) -> AsyncIterator[People]:
+    """alice and bob (users) and root (an administrator), each with a token; the API running."""
+    auth = AuthStore(store.db)
+    await auth.ensure_indexes()
+    tokens = {}
+    for actor, name in NAMES.items():
+        role = Role.ADMIN if actor == ADMIN else Role.USER
+        await auth.create_user(name, role, password=f"{name}-password")
+        tokens[actor] = await auth.issue_token(name)
+    async with ServerThread(create_app(settings), settings.api_port):
+        yield People(f"http://127.0.0.1:{settings.api_port}", tokens, store, auth)
+
+
+# ---- the REST matrix ----------------------------------------------------------------------------
+
+Call = Callable[[httpx.AsyncClient, People], Awaitable[httpx.Response]]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One route, how to call it, and the status each actor gets."""
+
+    method: str
+    path: str
+    call: Call
+    expect: dict[str, int]
+
+
+def _same(owner: int, other: int, admin: int, anonymous: int) -> dict[str, int]:
+    return {OWNER: owner, OTHER: other, ADMIN: admin, ANONYMOUS: anonymous}
+
+
+async def _on_task(
+    client: httpx.AsyncClient, people: People, method: str, path: str, state: TaskState
+) -> httpx.Response:
+    task_id = await people.task(state)
+    return await client.request(method, path.format(id=task_id))
+
+
+def _task_call(method: str, path: str, state: TaskState = TaskState.WAITING) -> Call:
+    async def call(client: httpx.AsyncClient, people: People) -> httpx.Response:
+        return await _on_task(client, people, method, path, state)
+
+    return call
+
+
+def _plain(method: str, path: str, **kwargs: Any) -> Call:
+    async def call(client: httpx.AsyncClient, people: People) -> httpx.Response:
+        return await client.request(method, path, **kwargs)
+
+    return call
+
+
+SUBMIT = {"json": {"name": "test.count", "args": {"rounds": 0}}}
+PURGE = {"params": {"finished_before": "2999-01-01T00:00:00Z"}}
+
+#: Every route of the app that needs a user, as each actor meets it. A task a call names is
+#: alice's: the owner's. `test_the_matrix_covers_every_route` keeps this list complete.
+MATRIX = [
+    Endpoint(
+        "POST",
+        "/api/v1/tasks",
+        _plain("POST", "/api/v1/tasks", **SUBMIT),
+        _same(202, 202, 202, 401),
+    ),
+    Endpoint("GET", "/api/v1/tasks", _plain("GET", "/api/v1/tasks"), _same(200, 200, 200, 401)),
+    Endpoint(
+        "DELETE",
+        "/api/v1/tasks",
+        _plain("DELETE", "/api/v1/tasks", **PURGE),
+        _same(200, 200, 200, 401),
+    ),
+    Endpoint(
+        "GET",
+        "/api/v1/tasks/{task_id}",
+        _task_call("GET", "/api/v1/tasks/{id}"),
+        _same(200, 404, 200, 401),
+    ),
+    Endpoint(
+        "GET",
+        "/api/v1/tasks/{task_id}/events",
+        _task_call("GET", "/api/v1/tasks/{id}/events"),
+        _same(200, 404, 200, 401),
+    ),
+    Endpoint(
+        "GET",
+        "/api/v1/tasks/{task_id}/outcome",
+        _task_call("GET", "/api/v1/tasks/{id}/outcome"),
+        _same(200, 404, 200, 401),
+    ),
+    Endpoint(
+        "POST",
+        "/api/v1/tasks/{task_id}/cancel",
+        _task_call("POST", "/api/v1/tasks/{id}/cancel"),
+        _same(202, 404, 202, 401),
+    ),
+    Endpoint(
+        "DELETE",
+        "/api/v1/tasks/{task_id}",
+        _task_call("DELETE", "/api/v1/tasks/{id}", TaskState.COMPLETED),
+        _same(204, 404, 204, 401),
+    ),
+    Endpoint(
+        "GET", "/api/v1/task-types", _plain("GET", "/api/v1/task-types"), _same(200, 200, 200, 401)
+    ),
+    Endpoint("GET", "/api/v1/workers", _plain("GET", "/api/v1/workers"), _same(200, 200, 200, 401)),
+    Endpoint("GET", "/api/v1/config", _plain("GET", "/api/v1/config"), _same(200, 200, 200, 401)),
+    Endpoint(
+        "GET", "/api/v1/demo/vms", _plain("GET", "/api/v1/demo/vms"), _same(200, 200, 200, 401)
+    ),
+    Endpoint("GET", "/api/v1/session", _plain("GET", "/api/v1/session"), _same(200, 200, 200, 401)),
+    Endpoint(
+        "DELETE", "/api/v1/session", _plain("DELETE", "/api/v1/session"), _same(204, 204, 204, 401)
+    ),
+    Endpoint(
+        "POST",
+        "/api/v1/ws-tickets",
+        _plain("POST", "/api/v1/ws-tickets"),
+        _same(201, 201, 201, 401),
+    ),
+    # Pages: a browser without a session is sent to sign in (303), not shown a 401.
+    Endpoint("GET", "/", _plain("GET", "/"), _same(200, 200, 200, 303)),
+    Endpoint("GET", "/wait/{task_id}", _task_call("GET", "/wait/{id}"), _same(200, 404, 200, 303)),
+    Endpoint(
+        "GET", "/tasks/{task_id}", _task_call("GET", "/tasks/{id}"), _same(200, 404, 200, 303)
+    ),
+]
+
+#: Routes anyone may call: health for probes, the sign-in page and call, the API's schema.
+PUBLIC = {
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/login"),
+    ("POST", "/api/v1/session"),
+    ("GET", "/openapi.json"),
+    ("GET", "/docs"),
+    ("GET", "/docs/oauth2-redirect"),
+    ("GET", "/redoc"),
+}
+
+
+def test_the_matrix_covers_every_route(settings: Settings) -> None:
+    # Every route of the API is in its OpenAPI document; the pages are the UI router's.
+    paths = create_app(settings).openapi()["paths"]
+    routes = {(method.upper(), path) for path, ops in paths.items() for method in ops}
+    pages = [r for r in ui.router.routes if isinstance(r, APIRoute)]
+    assert pages, "the UI router's pages were not found"
+    routes |= {(m, r.path) for r in pages for m in r.methods or ()}
+    routes -= {(m, p) for m, p in routes if m == "HEAD"}
+    covered = {(e.method, e.path) for e in MATRIX} | PUBLIC
+    assert routes - covered == set(), "add these routes to the authorisation matrix"
+    # And no entry names a route that is gone.
+    assert {(e.method, e.path) for e in MATRIX} <= routes
+
+
+@pytest.mark.parametrize("endpoint", MATRIX, ids=lambda e: f"{e.method} {e.path}")
+async def test_authorisation_matrix(people: People, endpoint: Endpoint) -> None:
+    answers = {}
+    for actor in ACTORS:
+        async with people.client(actor) as client:
+            response = await endpoint.call(client, people)
+        answers[actor] = response.status_code
+        if response.status_code == 401:
+            assert response.headers["content-type"] == "application/problem+json"
+            assert response.headers["WWW-Authenticate"].startswith("Bearer")
+        if response.status_code == 303:
+            assert response.headers["location"].startswith("/login?next=")
+    assert answers == endpoint.expect
+
+
+async def test_each_user_lists_only_their_tasks_and_an_admin_lists_all(people: People) -> None:
+    mine, theirs = await people.task(), await people.task(owner="bob")
+
+    async def listed(actor: str, **params: str) -> set[str]:
+        async with people.client(actor) as client:
+            response = await client.get("/api/v1/tasks", params=params)
+        assert response.status_code == 200, response.text
+        return {t["id"] for t in response.json()["results"]}
+
+    assert await listed(OWNER) == {mine}
+    assert await listed(OTHER) == {theirs}
+    assert await listed(ADMIN) == {mine, theirs}
+    assert await listed(ADMIN, owner="alice") == {mine}
+    assert await listed(OTHER, owner="alice") == set()
+
+
+async def test_a_purge_by_another_user_leaves_the_owners_tasks(people: People) -> None:
+    mine = await people.task(TaskState.COMPLETED)
+    async with people.client(OTHER) as client:
+        purged = await client.delete("/api/v1/tasks", params=PURGE["params"])
+    assert purged.json() == {"deleted": 0}
+    assert await people.store.get(mine) is not None
+
+
+async def test_a_task_submitted_by_a_user_is_theirs(people: People) -> None:
+    async with people.client(OWNER) as client:
+        response = await client.post("/api/v1/tasks", json=SUBMIT["json"])
+    assert response.json()["owner"] == "alice"
+
+
+async def test_child_tasks_belong_to_the_owner_of_their_parent(people: People, worker: Any) -> None:
+    async with people.client(OWNER) as client:
+        parent = (
+            await client.post("/api/v1/tasks", json={"name": "test.spawn", "args": {"children": 2}})
+        ).json()
+        for _ in range(300):
+            doc = await people.store.get(parent["id"])
+            if doc and doc["state"] == "completed":
+                break
+            await asyncio.sleep(0.1)
+        children = await people.store.children(parent["id"])
+        assert len(children) == 2
+        assert {child["owner"] for child in children} == {"alice"}
+        for child in children:
+            assert (await client.get(f"/api/v1/tasks/{child['_id']}")).status_code == 200
+    async with people.client(OTHER) as client:
+        for child in children:
+            assert (await client.get(f"/api/v1/tasks/{child['_id']}")).status_code == 404
+
+
+async def test_wrong_tokens_and_malformed_headers_are_401(people: People) -> None:
+    async with httpx.AsyncClient(base_url=people.base_url) as client:
+        for header in ("Bearer tl_not-a-token", "Basic YWxpY2U6eA==", "Bearer", "tl_x"):
+            response = await client.get("/api/v1/tasks", headers={"Authorization": header})
+            assert response.status_code == 401, header
+            assert response.json()["type"] == "urn:tasklight:problem:unauthorized"
+
+
+async def test_a_revoked_token_stops_working(people: People) -> None:
+    async with people.client(OTHER) as client:
+        assert (await client.get("/api/v1/tasks")).status_code == 200
+        assert await people.auth.revoke_tokens("bob") == 1
+        assert (await client.get("/api/v1/tasks")).status_code == 401
+
+
+async def test_health_needs_no_credentials(people: People) -> None:
+    async with people.client(ANONYMOUS) as client:
+        assert (await client.get("/healthz")).status_code == 200
+        assert (await client.get("/readyz")).status_code == 200
+
+
+# ---- sessions, CSRF and development mode --------------------------------------------------------
+
+
+@asynccontextmanager
+async def sign_in(base_url: str, username: str, password: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A client holding the cookies of a successful sign-in."""
+    async with httpx.AsyncClient(base_url=base_url) as client:
+        response = await client.post(
+            "/api/v1/session", json={"username": username, "password": password}
+        )
+        assert response.status_code == 200, response.text
+        yield client
+
+
+async def test_signing_in_sets_an_httponly_session_cookie_and_a_csrf_cookie(
+    people: People,
+) -> None:
+    async with httpx.AsyncClient(base_url=people.base_url) as client:
+        response = await client.post(
+            "/api/v1/session", json={"username": "alice", "password": "alice-password"}
+        )
+    assert response.status_code == 200
+    cookies = {c.split("=", 1)[0]: c.lower() for c in response.headers.get_list("set-cookie")}
+    assert "httponly" in cookies[SESSION_COOKIE]
+    assert "samesite=lax" in cookies[SESSION_COOKIE]
+    assert "httponly" not in cookies[CSRF_COOKIE]
+    assert "samesite=strict" in cookies[CSRF_COOKIE]
+    body = response.json()
+    assert body["user"] == {"name": "alice", "role": "user"}
+    assert body["csrf_token"]
+
+
+async def test_wrong_passwords_and_unknown_users_are_refused_alike(people: People) -> None:
+    async with httpx.AsyncClient(base_url=people.base_url) as client:
+        for username, password in (("alice", "wrong"), ("nobody", "alice-password")):
+            response = await client.post(
+                "/api/v1/session", json={"username": username, "password": password}
+            )
+            assert response.status_code == 401
+            assert response.json()["type"] == "urn:tasklight:problem:bad-credentials"
+            assert SESSION_COOKIE not in response.cookies
+
+
+async def test_a_cookie_write_needs_the_csrf_token(people: People) -> None:
+    async with sign_in(people.base_url, "alice", "alice-password") as client:
+        # Reading needs no token: it changes nothing.
+        assert (await client.get("/api/v1/tasks")).status_code == 200
+        refused = await client.post("/api/v1/tasks", json=SUBMIT["json"])
+        assert refused.status_code == 403
+        assert refused.json()["type"] == "urn:tasklight:problem:csrf"
+        wrong = await client.post(
+            "/api/v1/tasks", json=SUBMIT["json"], headers={"X-CSRF-Token": "guess"}
+        )
+        assert wrong.status_code == 403
+        csrf = client.cookies[CSRF_COOKIE]
+        accepted = await client.post(
+            "/api/v1/tasks", json=SUBMIT["json"], headers={"X-CSRF-Token": csrf}
+        )
+        assert accepted.status_code == 202
+        assert accepted.json()["owner"] == "alice"
+        # Nothing was stored for the refused writes.
+        listed = (await client.get("/api/v1/tasks")).json()["results"]
+        assert [t["id"] for t in listed] == [accepted.json()["id"]]
+
+
+async def test_signing_out_ends_the_session(people: People) -> None:
+    async with sign_in(people.base_url, "alice", "alice-password") as client:
+        secret = client.cookies[SESSION_COOKIE]
+        csrf = client.cookies[CSRF_COOKIE]
+        assert (await client.delete("/api/v1/session", headers={"X-CSRF-Token": csrf})).is_success
+        # Even a client that kept the cookie gets nothing for it now.
+        client.cookies.set(SESSION_COOKIE, secret)
+        assert (await client.get("/api/v1/tasks")).status_code == 401
+
+
+async def test_the_sign_in_page_sends_a_signed_in_browser_on_to_a_local_next(
+    people: People,
+) -> None:
+    async with sign_in(people.base_url, "alice", "alice-password") as client:
+        local = await client.get("/login", params={"next": "/tasks/x?y=1"})
+        assert (local.status_code, local.headers["location"]) == (303, "/tasks/x?y=1")
+        away = await client.get("/login", params={"next": "https://evil.example/"})
+        assert away.headers["location"] == "/"
+    async with people.client(ANONYMOUS) as anonymous:
+        page = await anonymous.get("/login", params={"next": "/wait/1"})
+        assert page.status_code == 200
+        assert 'data-next="/wait/1"' in page.text
+        assert "Development mode" not in page.text
+
+
+async def test_development_credentials_work_only_in_development_mode(
+    settings: Settings, people: People
+) -> None:
+    # The people fixture's API runs with development mode off.
+    async with httpx.AsyncClient(base_url=people.base_url) as client:
+        token = await client.get("/api/v1/tasks", headers={"Authorization": f"Bearer {DEV_TOKEN}"})
+        assert token.status_code == 401
+        password = await client.post(
+            "/api/v1/session", json={"username": DEV_USER, "password": DEV_PASSWORD}
+        )
+        assert password.status_code == 401
+    # A session opened in development mode does not outlive it.
+    dev_settings = settings.model_copy(update={"dev_mode": True, "api_port": _free_port()})
+    dev_url = f"http://127.0.0.1:{dev_settings.api_port}"
+    async with (
+        ServerThread(create_app(dev_settings), dev_settings.api_port),
+        sign_in(dev_url, DEV_USER, DEV_PASSWORD) as dev_client,
+    ):
+        assert (await dev_client.get("/api/v1/tasks")).status_code == 200
+        secret = dev_client.cookies[SESSION_COOKIE]
+    async with httpx.AsyncClient(base_url=people.base_url) as client:
+        client.cookies.set(SESSION_COOKIE, secret)
+        assert (await client.get("/api/v1/tasks")).status_code == 401
+
+
+def _free_port() -> int:
+    from services.stack import free_port
+
+    return free_port()
+
+
+async def test_the_first_administrator_comes_from_the_environment(
+    settings: Settings, store: TaskStore
+) -> None:
+    configured = settings.model_copy(
+        update={
+            "admin_user": "boss",
+            "admin_password": "boss-password",
+            "admin_token": "tl_configured-admin-token",
+        }
+    )
+    async with ServerThread(create_app(configured), configured.api_port):
+        base_url = f"http://127.0.0.1:{configured.api_port}"
+        headers = {"Authorization": "Bearer tl_configured-admin-token"}
+        async with httpx.AsyncClient(base_url=base_url, headers=headers) as client:
+            me = (await client.get("/api/v1/session")).json()
+            assert me["user"] == {"name": "boss", "role": "admin"}
+            assert (await client.get("/api/v1/tasks")).status_code == 200
+        async with sign_in(base_url, "boss", "boss-password"):
+            pass  # the password works too
+    stored = await store.db["api_tokens"].find_one({"user": "boss"})
+    assert stored is not None
+    assert "configured-admin-token" not in json.dumps(stored, default=str)
+
+
+# ---- limits -------------------------------------------------------------------------------------
+
+
+async def test_task_args_over_the_limit_are_413(settings: Settings, store: TaskStore) -> None:
+    small = settings.model_copy(update={"max_args_bytes": 100})
+    auth = AuthStore(store.db)
+    await auth.create_user("carol", Role.USER)
+    token = await auth.issue_token("carol")
+    async with (
+        ServerThread(create_app(small), small.api_port),
+        httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{small.api_port}",
+            headers={"Authorization": f"Bearer {token}"},
+        ) as client,
+    ):
+        response = await client.post(
+            "/api/v1/tasks", json={"name": "test.count", "args": {"rounds": 1, "pad": "x" * 200}}
+        )
+        assert response.status_code == 413
+        assert response.json()["type"] == "urn:tasklight:problem:args-too-large"
+        assert (await client.get("/api/v1/tasks")).json()["results"] == []
+
+
+async def test_submissions_over_the_per_minute_limit_are_429_with_retry_after(
+    settings: Settings, store: TaskStore
+) -> None:
+    limited = settings.model_copy(update={"submit_rate_per_minute": 3})
+    auth = AuthStore(store.db)
+    await auth.create_user("dave", Role.USER)
+    await auth.create_user("erin", Role.USER)
+    dave, erin = await auth.issue_token("dave"), await auth.issue_token("erin")
+    base_url = f"http://127.0.0.1:{limited.api_port}"
+    async with ServerThread(create_app(limited), limited.api_port):
+        async with httpx.AsyncClient(
+            base_url=base_url, headers={"Authorization": f"Bearer {dave}"}
+        ) as client:
+            statuses = [
+                (await client.post("/api/v1/tasks", json=SUBMIT["json"])).status_code
+                for _ in range(3)
+            ]
+            assert statuses == [202, 202, 202]
+            refused = await client.post("/api/v1/tasks", json=SUBMIT["json"])
+            assert refused.status_code == 429
+            assert refused.json()["type"] == "urn:tasklight:problem:rate-limited"
+            assert 1 <= int(refused.headers["Retry-After"]) <= 60
+            assert len((await client.get("/api/v1/tasks")).json()["results"]) == 3
+        # Another user has an allowance of their own.
+        async with httpx.AsyncClient(
+            base_url=base_url, headers={"Authorization": f"Bearer {erin}"}
+        ) as client:
+            assert (await client.post("/api/v1/tasks", json=SUBMIT["json"])).status_code == 202
+
+
+# ---- WebSocket ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def ws_people(people: People, notifier: Notifier) -> People:
+    """The people, with a notifier running."""
+    return people
+
+
+async def _close_code(socket: Socket) -> int | None:
+    with pytest.raises(ConnectionClosed) as closed:
+        await socket.recv(10)
+    return closed.value.rcvd.code if closed.value.rcvd else None
+
+
+async def test_an_anonymous_connection_is_closed_with_4401(
+    settings: Settings, ws_people: People
+) -> None:
+    async with ws_connect(settings, token=None) as socket:
+        await socket.send({"type": "subscribe", "id": "s", "scope": "all"})
+        assert await _close_code(socket) == 4401
+    async with ws_connect(settings, token="tl_wrong") as socket:
+        assert await _close_code(socket) == 4401
+
+
+async def test_websocket_matrix_subscriptions_carry_only_what_the_user_may_see(
+    settings: Settings, ws_people: People
+) -> None:
+    people = ws_people
+    mine, theirs = await people.task(), await people.task(owner="bob")
+    seen: dict[str, list[Message]] = {}
+    for actor in (OWNER, OTHER, ADMIN):
+        async with ws_connect(settings, token=people.tokens[actor]) as socket:
+            by_id = await socket.subscribe("ids", tasks=[mine])
+            everything = await socket.subscribe("all", scope="all")
+            seen[actor] = by_id + everything
+    errors = [m for m in seen[OTHER] if m["type"] == "error"]
+    assert [e["problem"]["type"] for e in errors] == ["urn:tasklight:problem:not-found"]
+    assert {t["id"] for t in tasks_of(seen[OWNER])} == {mine}
+    assert {t["id"] for t in tasks_of(seen[OTHER])} == {theirs}
+    assert {t["id"] for t in tasks_of(seen[ADMIN])} == {mine, theirs}
+
+
+async def test_live_changes_reach_only_the_owner_and_admins(
+    settings: Settings, ws_people: People
+) -> None:
+    people = ws_people
+    mine = await people.task()
+    sockets: dict[str, Socket] = {}
+    async with (
+        ws_connect(settings, token=people.tokens[OWNER]) as sockets[OWNER],
+        ws_connect(settings, token=people.tokens[OTHER]) as sockets[OTHER],
+        ws_connect(settings, token=people.tokens[ADMIN]) as sockets[ADMIN],
+    ):
+        for socket in sockets.values():
+            await socket.subscribe("all", scope="all")
+        await sockets[OTHER].subscribe("ids", tasks=[mine])  # refused: not found
+        async with people.client(OWNER) as client:
+            await client.post(f"/api/v1/tasks/{mine}/cancel")
+        for actor in (OWNER, ADMIN):
+            await sockets[actor].until(
+                lambda m: m["type"] == "task" and m["task"]["state"] == "canceled"
+            )
+        # Both of the other user's subscriptions stay silent: a ping comes back with nothing
+        # before it.
+        await sockets[OTHER].send({"type": "ping", "id": "p"})
+        quiet = await sockets[OTHER].until(lambda m: m["type"] == "pong")
+        assert tasks_of(quiet) == []
+
+
+async def test_a_ticket_authenticates_one_connection_once(
+    settings: Settings, ws_people: People
+) -> None:
+    people = ws_people
+    async with people.client(OWNER) as client:
+        ticket = (await client.post("/api/v1/ws-tickets")).json()["ticket"]
+    async with ws_connect(settings, token=None) as socket:
+        await socket.send({"type": "auth", "ticket": ticket})
+        assert await socket.recv() == {"type": "authenticated", "user": "alice", "role": "user"}
+        await socket.subscribe("all", scope="all")
+        await socket.send({"type": "auth", "ticket": ticket})
+        again = await socket.recv()
+        assert again["problem"]["type"] == "urn:tasklight:problem:already-authenticated"
+    async with ws_connect(settings, token=None) as socket:
+        await socket.send({"type": "auth", "ticket": ticket})  # used up
+        assert await _close_code(socket) == 4401
+
+
+async def test_a_token_in_an_auth_message_authenticates(
+    settings: Settings, ws_people: People
+) -> None:
+    async with ws_connect(settings, token=None) as socket:
+        await socket.send({"type": "auth", "token": ws_people.tokens[ADMIN]})
+        assert (await socket.recv())["role"] == "admin"
+
+
+async def test_a_connection_that_never_authenticates_is_closed(
+    settings: Settings, store: TaskStore
+) -> None:
+    quick = settings.model_copy(update={"ws_auth_timeout_s": 0.5})
+    running = Notifier(quick)
+    await running.start()
+    try:
+        async with ws_connect(quick, token=None) as socket:
+            assert await _close_code(socket) == 4401
+    finally:
+        await running.stop()
+
+
+async def test_the_session_cookie_authenticates_a_same_origin_socket_and_a_cross_site_handshake_is_refused(  # noqa: E501
+    settings: Settings, ws_people: People
+) -> None:
+    async with sign_in(ws_people.base_url, "alice", "alice-password") as client:
+        cookie = f"{SESSION_COOKIE}={client.cookies[SESSION_COOKIE]}"
+    url = f"ws://127.0.0.1:{settings.notifier_port}/ws"
+    origin = f"http://127.0.0.1:{settings.api_port}"
+    async with connect(url, additional_headers={"Cookie": cookie, "Origin": origin}) as ws:
+        socket = Socket(ws)
+        assert (await socket.subscribe("all", scope="all"))[-1]["type"] == "subscribed"
+    # The same valid cookie, sent by a page of another site: no WebSocket at all.
+    evil = {"Cookie": cookie, "Origin": "https://evil.example"}
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(url, additional_headers=evil):
+            pass
+    assert refused.value.response.status_code == 403
+
+
+async def test_subscriptions_per_connection_are_limited(
+    settings: Settings, store: TaskStore
+) -> None:
+    few = settings.model_copy(update={"ws_max_subscriptions": 2, "dev_mode": True})
+    running = Notifier(few)
+    await running.start()
+    try:
+        async with ws_connect(few) as socket:
+            await socket.subscribe("a", scope="all")
+            await socket.subscribe("b", scope="all")
+            await socket.send({"type": "subscribe", "id": "c", "scope": "all"})
+            refused = await socket.recv()
+            assert refused["type"] == "error"
+            assert refused["id"] == "c"
+            assert refused["problem"]["status"] == 429
+            await socket.send({"type": "unsubscribe", "id": "a"})
+            assert (await socket.recv())["type"] == "unsubscribed"
+            assert (await socket.subscribe("c", scope="all"))[-1]["type"] == "subscribed"
+    finally:
+        await running.stop()
+
+
+async def test_connections_per_user_are_limited(settings: Settings, store: TaskStore) -> None:
+    few = settings.model_copy(update={"ws_max_connections_per_user": 2, "dev_mode": True})
+    running = Notifier(few)
+    await running.start()
+    try:
+        async with ws_connect(few) as first, ws_connect(few) as second:
+            for socket in (first, second):
+                await socket.send({"type": "ping"})
+                assert (await socket.recv())["type"] == "pong"
+            async with ws_connect(few) as third:
+                assert await _close_code(third) == 4429
+        # Closing frees the places (once the server has seen the closes).
+        for _ in range(50):
+            async with ws_connect(few) as again:
+                await again.send({"type": "ping"})
+                try:
+                    if (await again.recv())["type"] == "pong":
+                        break
+                except ConnectionClosed:
+                    await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("no place freed after closing every connection")
+    finally:
+        await running.stop()
+
+
+async def test_workers_show_each_user_only_the_running_tasks_they_may_see(
+    people: People, worker: Any
+) -> None:
+    async with people.client(OWNER) as client:
+        submitted = await client.post(
+            "/api/v1/tasks", json={"name": "test.count", "args": {"rounds": 50, "round_s": 0.1}}
+        )
+        task_id = submitted.json()["id"]
+
+    async def running_for(actor: str) -> set[str]:
+        async with people.client(actor) as client:
+            listed = (await client.get("/api/v1/workers")).json()
+        return {t for w in listed for t in w["tasks"]}
+
+    for _ in range(100):
+        if task_id in await running_for(ADMIN):
+            break
+        await asyncio.sleep(0.1)
+    assert task_id in await running_for(OWNER)
+    assert task_id not in await running_for(OTHER)
+    async with people.client(OWNER) as client:
+        await client.post(f"/api/v1/tasks/{task_id}/cancel")
