@@ -122,6 +122,13 @@ def check_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(derived.hex(), key)
 
 
+def bearer_token(authorization: str) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header; None for any other form."""
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
 def valid_user_name(name: str) -> bool:
     """Whether `name` can be a user name: 1-64 of a-z, 0-9, `.`, `_`, `-`, starting alnum."""
     return bool(USER_NAME.match(name))

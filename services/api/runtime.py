@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from services.api.problems import ProblemError
-from shared.auth import CSRF_COOKIE, SESSION_COOKIE, AuthStore, Principal, Session
+from shared.auth import CSRF_COOKIE, SESSION_COOKIE, AuthStore, Principal, Session, bearer_token
 from shared.registry import Registry
 from shared.service import TaskService
 from shared.settings import Settings
@@ -54,10 +54,10 @@ async def authenticate(request: Request) -> Credentials | None:
     runtime = get_runtime(request)
     header = request.headers.get("Authorization")
     if header is not None:
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = bearer_token(header)
+        if token is None:
             raise _unauthorized("the Authorization header must be `Bearer <token>`")
-        principal = await runtime.auth.by_token(token.strip())
+        principal = await runtime.auth.by_token(token)
         if principal is None:
             raise _unauthorized("the API token is not valid (revoked, or never issued)")
         return Credentials(principal)

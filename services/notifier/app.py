@@ -30,7 +30,7 @@ from services.notifier.protocol import (
     parse,
     pong_message,
 )
-from shared.auth import SESSION_COOKIE, AuthStore, Principal
+from shared.auth import SESSION_COOKIE, AuthStore, Principal, bearer_token
 from shared.settings import Settings
 from shared.store import open_store
 
@@ -153,10 +153,8 @@ class Notifier:
         headers = ws.request.headers
         authorization = headers.get("Authorization")
         if authorization is not None:
-            scheme, _, token = authorization.partition(" ")
-            principal = None
-            if scheme.lower() == "bearer" and token.strip():
-                principal = await self.auth.by_token(token.strip())
+            token = bearer_token(authorization)
+            principal = None if token is None else await self.auth.by_token(token)
             if principal is None:
                 await ws.close(CLOSE_UNAUTHORIZED, "the API token is not valid")
             return principal
