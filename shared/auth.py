@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import re
 import secrets
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from shared.lifecycle import utcnow
-from shared.topology import API_TOKENS, SESSIONS, USERS, WS_TICKETS
+from shared.topology import API_TOKENS, FAILED_LOGINS, SESSIONS, USERS, WS_TICKETS
 
 Doc = dict[str, Any]
 
@@ -42,6 +43,9 @@ DEV_TOKEN = "tl_dev_insecure_development_token"
 SESSION_COOKIE = "tasklight_session"
 #: The cookie the UI's scripts read the CSRF token from, to send it back in `X-CSRF-Token`.
 CSRF_COOKIE = "tasklight_csrf"
+
+#: The window in which `max_failed_logins` wrong passwords for one name block its sign-in.
+FAILED_LOGIN_WINDOW = timedelta(minutes=15)
 
 TOKEN_PREFIX = "tl_"
 USER_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -87,6 +91,14 @@ class Session:
     principal: Principal
     csrf_token: str
     expires_at: datetime
+
+
+class TooManyFailedLogins(RuntimeError):
+    """Too many wrong passwords for this name lately; `retry_after_s` says when to try again."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(f"too many failed sign-ins; retry in {retry_after_s} s")
+        self.retry_after_s = retry_after_s
 
 
 class UserExists(ValueError):
@@ -144,20 +156,24 @@ class AuthStore:
         dev_mode: bool = False,
         session_ttl_s: int = 8 * 3600,
         ticket_ttl_s: int = 60,
+        max_failed_logins: int = 10,
     ) -> None:
         self.dev_mode = dev_mode
+        self.max_failed_logins = max_failed_logins
         self.session_ttl_s = session_ttl_s
         self.ticket_ttl_s = ticket_ttl_s
         self.users = db[USERS]
         self.tokens = db[API_TOKENS]
         self.sessions = db[SESSIONS]
         self.tickets = db[WS_TICKETS]
+        self.failed_logins = db[FAILED_LOGINS]
 
     async def ensure_indexes(self) -> None:
         """Indexes for lookups by user, and TTL removal of expired sessions and tickets."""
         await self.tokens.create_index([("user", ASCENDING)])
         await self.sessions.create_index([("expires_at", ASCENDING)], expireAfterSeconds=0)
         await self.tickets.create_index([("expires_at", ASCENDING)], expireAfterSeconds=0)
+        await self.failed_logins.create_index([("expires_at", ASCENDING)], expireAfterSeconds=0)
 
     # Users and their credentials: the CLI and the API's start-up manage these.
 
@@ -244,7 +260,32 @@ class AuthStore:
         return None if doc is None else await self._principal(doc["user"])
 
     async def by_password(self, name: str, password: str) -> Principal | None:
-        """The user, if the password is theirs."""
+        """The user, if the password is theirs.
+
+        After `max_failed_logins` wrong passwords for one name within `FAILED_LOGIN_WINDOW`,
+        raises `TooManyFailedLogins` until the window ends, right or wrong password: guessing
+        is slowed to that many tries per window, per name, on every api replica.
+        """
+        failures = await self.failed_logins.find_one({"_id": name})
+        if failures is not None and failures["count"] >= self.max_failed_logins:
+            wait = failures["expires_at"] - utcnow()
+            if wait.total_seconds() > 0:
+                raise TooManyFailedLogins(max(1, math.ceil(wait.total_seconds())))
+        principal = await self._check_password(name, password)
+        if principal is None:
+            await self.failed_logins.update_one(
+                {"_id": name},
+                {
+                    "$inc": {"count": 1},
+                    "$setOnInsert": {"expires_at": utcnow() + FAILED_LOGIN_WINDOW},
+                },
+                upsert=True,
+            )
+        elif failures is not None:
+            await self.failed_logins.delete_one({"_id": name})
+        return principal
+
+    async def _check_password(self, name: str, password: str) -> Principal | None:
         if name == DEV_USER:
             ok = self.dev_mode and hmac.compare_digest(password, DEV_PASSWORD)
             return self._dev() if ok else None

@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     admin_password: str = Field(default="", repr=False)
     #: An API token for the first administrator, stored hashed; empty: none (use the CLI).
     admin_token: str = Field(default="", repr=False)
+    #: Wrong passwords for one user name within 15 minutes after which its sign-in answers 429
+    #: until the 15 minutes are over (API tokens are not affected).
+    max_failed_logins: int = Field(default=10, ge=1)
     #: Seconds a web UI sign-in lasts (8 hours).
     session_ttl_s: int = Field(default=8 * 3600, ge=60)
     #: Seconds a WebSocket ticket from `POST /api/v1/ws-tickets` stays valid (single use).

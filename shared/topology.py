@@ -20,6 +20,8 @@ API_TOKENS = "api_tokens"
 SESSIONS = "sessions"
 #: Single-use WebSocket tickets, by their SHA-256; removed by TTL.
 WS_TICKETS = "ws_tickets"
+#: Wrong passwords per user name in the current window; removed by TTL.
+FAILED_LOGINS = "failed_logins"
 
 #: Routing key of `RunTask` commands on the tasks exchange.
 RUN_KEY = "run"

@@ -32,6 +32,7 @@ def open_auth(store: TaskStore, settings: Settings) -> AuthStore:
         dev_mode=settings.dev_mode,
         session_ttl_s=settings.session_ttl_s,
         ticket_ttl_s=settings.ws_ticket_ttl_s,
+        max_failed_logins=settings.max_failed_logins,
     )
 
 

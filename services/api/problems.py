@@ -29,6 +29,7 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "urn:tasklight:problem:body-too-large": (413, "The request body is too large"),
     "urn:tasklight:problem:args-too-large": (413, "The task's arguments are too large"),
     "urn:tasklight:problem:rate-limited": (429, "Too many submissions; slow down"),
+    "urn:tasklight:problem:too-many-failed-sign-ins": (429, "Too many wrong passwords lately"),
     "urn:tasklight:problem:already-finished": (409, "The task has already finished"),
     "urn:tasklight:problem:idempotency-key-reused": (
         422,

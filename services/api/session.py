@@ -19,7 +19,7 @@ from services.api.runtime import (
     RuntimeDep,
     UserDep,
 )
-from shared.auth import CSRF_COOKIE, SESSION_COOKIE, Principal, Role
+from shared.auth import CSRF_COOKIE, SESSION_COOKIE, Principal, Role, TooManyFailedLogins
 from shared.task import API_PREFIX
 
 router = APIRouter(prefix=API_PREFIX, tags=["session"])
@@ -61,14 +61,21 @@ def _user(principal: Principal) -> UserInfo:
 @router.post(
     "/session",
     response_model=SessionInfo,
-    responses=problem_responses(400, 401, 422),
+    responses=problem_responses(400, 401, 422, 429),
     summary="Sign in",
 )
 async def sign_in(
     body: SignIn, request: Request, response: Response, runtime: RuntimeDep
 ) -> SessionInfo:
     """Check a user name and password and start a session (the cookies)."""
-    principal = await runtime.auth.by_password(body.username, body.password)
+    try:
+        principal = await runtime.auth.by_password(body.username, body.password)
+    except TooManyFailedLogins as exc:
+        raise ProblemError(
+            "urn:tasklight:problem:too-many-failed-sign-ins",
+            str(exc),
+            headers={"Retry-After": str(exc.retry_after_s)},
+        ) from None
     if principal is None:
         raise ProblemError("urn:tasklight:problem:bad-credentials", "wrong user name or password")
     secret, session = await runtime.auth.open_session(principal)

@@ -724,3 +724,34 @@ async def test_workers_show_each_user_only_the_running_tasks_they_may_see(
     assert task_id not in await running_for(OTHER)
     async with people.client(OWNER) as client:
         await client.post(f"/api/v1/tasks/{task_id}/cancel")
+
+
+async def test_repeated_wrong_passwords_block_sign_in_for_that_name_only(
+    settings: Settings, store: TaskStore
+) -> None:
+    strict = settings.model_copy(update={"max_failed_logins": 3})
+    auth = AuthStore(store.db)
+    await auth.create_user("frank", Role.USER, password="frank-password")
+    await auth.create_user("gina", Role.USER, password="gina-password")
+    token = await auth.issue_token("frank")
+    base_url = f"http://127.0.0.1:{strict.api_port}"
+
+    async def attempt(username: str, password: str) -> httpx.Response:
+        async with httpx.AsyncClient(base_url=base_url) as client:
+            body = {"username": username, "password": password}
+            return await client.post("/api/v1/session", json=body)
+
+    async with ServerThread(create_app(strict), strict.api_port):
+        assert (await attempt("frank", "frank-password")).status_code == 200
+        for _ in range(3):
+            assert (await attempt("frank", "guess")).status_code == 401
+        blocked = await attempt("frank", "frank-password")  # even the right one, for now
+        assert blocked.status_code == 429
+        assert blocked.json()["type"] == "urn:tasklight:problem:too-many-failed-sign-ins"
+        assert 1 <= int(blocked.headers["Retry-After"]) <= 900
+        # Another name, and frank's API token, are not affected.
+        assert (await attempt("gina", "gina-password")).status_code == 200
+        async with httpx.AsyncClient(
+            base_url=base_url, headers={"Authorization": f"Bearer {token}"}
+        ) as client:
+            assert (await client.get("/api/v1/tasks")).status_code == 200
