@@ -755,3 +755,35 @@ async def test_repeated_wrong_passwords_block_sign_in_for_that_name_only(
             base_url=base_url, headers={"Authorization": f"Bearer {token}"}
         ) as client:
             assert (await client.get("/api/v1/tasks")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"type": "subscribe", "id": "s", "scope": "all"},
+        {"type": "subscribe", "id": "s", "tasks": ["01900000-0000-7000-8000-000000000000"]},
+        {"type": "unsubscribe", "id": "s"},
+        {"type": "ping", "id": "p"},
+        {"type": "auth", "token": "tl_not-a-token"},
+        {"type": "auth", "ticket": "not-a-ticket"},
+    ],
+    ids=lambda m: f"{m['type']}-{'/'.join(k for k in m if k not in ('type', 'id'))}",
+)
+async def test_websocket_matrix_anonymous_gets_4401_for_every_action(
+    settings: Settings, ws_people: People, message: Message
+) -> None:
+    async with ws_connect(settings, token=None) as socket:
+        await socket.send(message)
+        assert await _close_code(socket) == 4401
+
+
+@pytest.mark.parametrize("actor", [OWNER, OTHER, ADMIN])
+async def test_websocket_matrix_every_user_may_ping_and_unsubscribe(
+    settings: Settings, ws_people: People, actor: str
+) -> None:
+    async with ws_connect(settings, token=ws_people.tokens[actor]) as socket:
+        await socket.send({"type": "ping", "id": "p"})
+        assert await socket.recv() == {"type": "pong", "id": "p"}
+        await socket.subscribe("s", scope="all")
+        await socket.send({"type": "unsubscribe", "id": "s"})
+        assert await socket.recv() == {"type": "unsubscribed", "id": "s"}
