@@ -1,4 +1,4 @@
-"""Commands (orders, sent to workers) and events (facts, recorded in `task_events`)."""
+"""Commands (orders, sent to workers) and events (facts, recorded in each task's `history`)."""
 
 from __future__ import annotations
 

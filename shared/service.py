@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -86,6 +87,16 @@ def submission_digest(
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class NewTask:
+    """One task of a batch submission."""
+
+    name: str
+    args: dict[str, Any]
+    ui: UiHints | None = None
+    metadata: dict[str, Any] | None = None
+
+
 @dataclass
 class Submitted:
     """A submission's task, and whether it is the answer to an earlier identical request."""
@@ -129,8 +140,9 @@ class TaskService:
             ) from None
         return model.model_dump(mode="json")
 
-    async def check_rate(self, owner: str) -> None:
-        """Raise `RateLimited` if `owner` submitted their per-minute allowance already.
+    async def check_rate(self, owner: str, count: int = 1) -> None:
+        """Raise `RateLimited` if `count` more submissions would exceed `owner`'s per-minute
+        allowance.
 
         A sliding minute counted from the tasks themselves (their ids are creation times), so
         every api replica sees the same count and a submission costs no extra write. Child tasks
@@ -141,8 +153,10 @@ class TaskService:
         if limit == 0:
             return
         window_start = utcnow() - timedelta(minutes=1)
-        count, oldest = await self.store.submitted_since(owner, window_start, limit)
-        if count >= limit and oldest is not None:
+        submitted, oldest = await self.store.submitted_since(owner, window_start, limit)
+        if count > limit:
+            raise RateLimited(limit, 60)
+        if submitted + count > limit and oldest is not None:
             # The oldest counted submission leaves the window first.
             wait = oldest + timedelta(minutes=1) - utcnow()
             raise RateLimited(limit, max(1, math.ceil(wait.total_seconds())))
@@ -189,6 +203,53 @@ class TaskService:
             await self.store.discard_unqueued(task_id, parent_id=parent_id)
             raise BrokerUnavailable(str(exc) or type(exc).__name__) from exc
         return doc
+
+    async def submit_many(self, items: list[NewTask], *, owner: str) -> list[Doc]:
+        """Store several top-level tasks in one write and queue their commands together.
+
+        All are validated first: one invalid item refuses the whole batch (`InvalidSubmission`,
+        each error's `loc` starting with the item's index). If the broker confirms none of the
+        commands, nothing is kept and `BrokerUnavailable` is raised; commands it did confirm
+        are never taken back, so when only some fail, every task is kept and the relay
+        publishes the rest after `outbox_grace_s`: a batch is accepted whole or not at all.
+        """
+        docs: list[Doc] = []
+        errors: list[dict[str, Any]] = []
+        now = utcnow()
+        due = now + timedelta(seconds=self.settings.outbox_grace_s)
+        for index, item in enumerate(items):
+            try:
+                valid_args = self.validate(item.name, item.args)
+                found = unstorable(valid_args, ["args"]) + unstorable(item.metadata, ["metadata"])
+                if found:
+                    raise InvalidSubmission(found)
+            except InvalidSubmission as exc:
+                errors += [{**err, "loc": [index, *err["loc"]]} for err in exc.errors]
+                continue
+            doc = new_task_doc(
+                task_id=new_task_id(),
+                name=item.name,
+                args=valid_args,
+                owner=owner,
+                at=now,
+                ui=item.ui,
+                metadata=item.metadata,
+            )
+            docs.append(doc)
+        if errors:
+            raise InvalidSubmission(errors)
+        await self.store.insert_many(docs, dispatch_due_at=due)
+        outcomes = await asyncio.gather(
+            *(self.dispatch(doc["_id"], doc["name"]) for doc in docs), return_exceptions=True
+        )
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        if failures and len(failures) == len(docs):
+            log.warning("publish of a batch of %d failed: %r; removing it", len(docs), failures[0])
+            await self.store.discard_unqueued_many([doc["_id"] for doc in docs])
+            raise BrokerUnavailable(str(failures[0]) or type(failures[0]).__name__)
+        if failures:
+            log.warning("%d of %d commands not confirmed; the relay will", len(failures), len(docs))
+        return docs
 
     async def submit_once(
         self,
@@ -261,7 +322,7 @@ class TaskService:
                 timeout_s=self.settings.publish_timeout_s,
                 message_id=task_id,
             )
-        await self.store.dispatched(task_id)
+        self.store.dispatched(task_id)
 
     async def requeue(
         self, doc: Doc, run_id: str, attempt: Doc, *, delay_s: float = 0

@@ -6,8 +6,6 @@ from dataclasses import dataclass
 
 #: Task documents, one per task.
 TASKS = "tasks"
-#: One document per state change, for the history in the task detail.
-TASK_EVENTS = "task_events"
 #: One document per worker process: its heartbeat and what it runs.
 WORKERS = "workers"
 #: Idempotency-Key records of `POST /tasks`, removed by TTL.

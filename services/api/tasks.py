@@ -21,6 +21,7 @@ from shared.service import (
     IdempotencyKeyInFlight,
     IdempotencyKeyReused,
     InvalidSubmission,
+    NewTask,
     RateLimited,
     Submitted,
 )
@@ -118,27 +119,8 @@ async def submit_task(
                 ui=submission.ui,
                 metadata=submission.metadata,
             )
-    except InvalidSubmission as exc:
-        errors = [{**err, "loc": ["body", *err["loc"]]} for err in exc.errors]
-        raise ProblemError(
-            "urn:tasklight:problem:invalid-task",
-            "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors),
-            errors=errors,
-        ) from None
-    except ArgsTooLarge as exc:
-        raise ProblemError("urn:tasklight:problem:args-too-large", str(exc)) from None
-    except RateLimited as exc:
-        raise ProblemError(
-            "urn:tasklight:problem:rate-limited",
-            str(exc),
-            headers={"Retry-After": str(exc.retry_after_s)},
-        ) from None
-    except BrokerUnavailable as exc:
-        raise ProblemError(
-            "urn:tasklight:problem:broker-unavailable",
-            f"the task was not queued ({exc}); nothing was stored, retry later",
-            headers={"Retry-After": str(RETRY_AFTER_S)},
-        ) from None
+    except SUBMISSION_ERRORS as exc:
+        raise _submission_problem(exc, ["body"]) from None
     except IdempotencyKeyReused:
         raise ProblemError(
             "urn:tasklight:problem:idempotency-key-reused",
@@ -154,6 +136,72 @@ async def submit_task(
     if submitted.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return Task.from_doc(submitted.doc)
+
+
+SUBMISSION_ERRORS = (InvalidSubmission, ArgsTooLarge, RateLimited, BrokerUnavailable)
+
+
+def _submission_problem(exc: Exception, loc: list[str | int]) -> ProblemError:
+    """The problem for a refused submission; `loc` is where the submission is in the body."""
+    if isinstance(exc, InvalidSubmission):
+        errors = [{**err, "loc": [*loc, *err["loc"]]} for err in exc.errors]
+        return ProblemError(
+            "urn:tasklight:problem:invalid-task",
+            "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors),
+            errors=errors,
+        )
+    if isinstance(exc, ArgsTooLarge):
+        return ProblemError("urn:tasklight:problem:args-too-large", str(exc))
+    if isinstance(exc, RateLimited):
+        return ProblemError(
+            "urn:tasklight:problem:rate-limited",
+            str(exc),
+            headers={"Retry-After": str(exc.retry_after_s)},
+        )
+    return ProblemError(
+        "urn:tasklight:problem:broker-unavailable",
+        f"not queued ({exc}); nothing was stored, retry later",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
+#: Most tasks one batch submission may hold.
+MAX_BATCH = 100
+
+
+class Batch(BaseModel):
+    """Several tasks submitted at once (at most 100)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tasks: list[Submission] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class BatchResult(BaseModel):
+    """The stored tasks of a batch, in the order submitted."""
+
+    results: list[Task]
+
+
+@router.post(
+    ":batch",
+    status_code=202,
+    response_model=BatchResult,
+    responses=problem_responses(400, 403, 413, 422, 429, 503),
+    summary="Submit up to 100 tasks at once",
+)
+async def submit_batch(batch: Batch, runtime: RuntimeDep, user: UserDep) -> BatchResult:
+    """Store every task as `waiting` in one write and queue them all: one round trip, and one
+    database commit, for up to 100 tasks. All or nothing: one invalid task refuses the batch
+    (`errors[].loc` names it by index), and so does a broker that takes none of the commands."""
+    try:
+        await runtime.service.check_rate(user.name, len(batch.tasks))
+        docs = await runtime.service.submit_many(
+            [NewTask(t.name, t.args, t.ui, t.metadata) for t in batch.tasks], owner=user.name
+        )
+    except SUBMISSION_ERRORS as exc:
+        raise _submission_problem(exc, ["body", "tasks"]) from None
+    return BatchResult(results=[Task.from_doc(doc) for doc in docs])
 
 
 @router.get("", response_model=TaskPage, responses=problem_responses(422), summary="List tasks")

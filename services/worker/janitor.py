@@ -55,7 +55,7 @@ class Janitor:
                 log.info("relaying the command of task %s", task["_id"])
                 await self.service.dispatch(task["_id"], task["name"])
             else:
-                await self.store.dispatched(task["_id"])
+                self.store.dispatched(task["_id"])
 
     async def reap_missing_workers(self) -> None:
         """Mark silent workers missing; requeue or fail what they were running."""

@@ -48,6 +48,16 @@ class SpawnArgs(BaseModel):
     round_s: float = Field(default=1.0, ge=0, le=3600, description="Seconds a child's round takes.")
 
 
+class NoopArgs(BaseModel):
+    """Arguments of `test.noop`: none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+async def noop(args: NoopArgs, ctx: TaskContext) -> None:
+    """Do nothing: what a task costs the system itself (the benchmarks' task)."""
+
+
 async def count(args: CountArgs, ctx: TaskContext) -> dict[str, Any]:
     """Count `rounds` rounds of `round_s` seconds, one progress step per round."""
     progress = await ctx.report("Counting", "test.count", total=args.rounds, suffix="rounds")
@@ -96,6 +106,11 @@ def register(registry: Registry) -> None:
             CountArgs,
             count,
             on_worker_lost="requeue",
+        )
+    )
+    registry.add(
+        TaskType(
+            "test.noop", "Do nothing", noop.__doc__ or "", NoopArgs, noop, on_worker_lost="requeue"
         )
     )
     registry.add(TaskType("test.fail", "Fail", fail.__doc__ or "", FailArgs, fail))

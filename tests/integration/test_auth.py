@@ -153,6 +153,12 @@ MATRIX = [
         _plain("POST", "/api/v1/tasks", **SUBMIT),
         _same(202, 202, 202, 401),
     ),
+    Endpoint(
+        "POST",
+        "/api/v1/tasks:batch",
+        _plain("POST", "/api/v1/tasks:batch", json={"tasks": [SUBMIT["json"]]}),
+        _same(202, 202, 202, 401),
+    ),
     Endpoint("GET", "/api/v1/tasks", _plain("GET", "/api/v1/tasks"), _same(200, 200, 200, 401)),
     Endpoint(
         "DELETE",
@@ -524,6 +530,11 @@ async def test_submissions_over_the_per_minute_limit_are_429_with_retry_after(
         async with httpx.AsyncClient(
             base_url=base_url, headers={"Authorization": f"Bearer {erin}"}
         ) as client:
+            two = {"tasks": [SUBMIT["json"]] * 2}
+            assert (await client.post("/api/v1/tasks:batch", json=two)).status_code == 202
+            # A batch counts as many submissions as it holds tasks.
+            over = await client.post("/api/v1/tasks:batch", json=two)
+            assert over.status_code == 429
             assert (await client.post("/api/v1/tasks", json=SUBMIT["json"])).status_code == 202
 
 

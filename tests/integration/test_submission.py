@@ -17,7 +17,6 @@ PROBLEM = "application/problem+json"
 
 async def assert_no_task_stored(store: TaskStore) -> None:
     assert await store.tasks.count_documents({}) == 0
-    assert await store.events.count_documents({}) == 0
 
 
 async def test_an_unknown_task_type_is_422_naming_the_name_field(
