@@ -28,7 +28,17 @@ log = logging.getLogger(__name__)
 HISTORY_LOST_CODES = frozenset({286, 280, 260, 9})
 #: Only the operations that change what a client sees.
 PIPELINE: list[dict[str, Any]] = [
-    {"$match": {"operationType": {"$in": ["insert", "update", "replace", "delete", "invalidate"]}}}
+    {"$match": {"operationType": {"$in": ["insert", "update", "replace", "delete", "invalidate"]}}},
+    # An update that leaves `version` alone changes nothing a client sees (the clearing of an
+    # outbox mark): not worth a lookup, a render and a dedup per subscriber.
+    {
+        "$match": {
+            "$or": [
+                {"operationType": {"$ne": "update"}},
+                {"updateDescription.updatedFields.version": {"$exists": True}},
+            ]
+        }
+    },
 ]
 MAX_BACKOFF_S = 5.0
 
