@@ -209,18 +209,33 @@ class TaskStore:
         Returns the task after the change (or a later state of it), or None when it was no
         longer in a source state (or the guard did not match): someone else changed it first.
         """
-        at = utcnow()
         query, pipeline = transition_write(
             task_id,
             sources,
             target,
-            at=at,
+            at=utcnow(),
             fields=fields,
             guard=guard,
             worker=worker,
             reason=reason,
         )
         return await self._update_then_read(query, pipeline)
+
+    async def changed(
+        self,
+        task_id: str,
+        sources: Iterable[TaskState],
+        target: TaskState,
+        *,
+        fields: Mapping[str, Any] | None = None,
+        guard: Mapping[str, Any] | None = None,
+        worker: str | None = None,
+    ) -> bool:
+        """`transition` for a caller that needs only whether it happened: one write, no read."""
+        query, pipeline = transition_write(
+            task_id, sources, target, at=utcnow(), fields=fields, guard=guard, worker=worker
+        )
+        return (await self.tasks.update_one(query, pipeline)).matched_count > 0
 
     async def update_running(
         self, task_id: str, run_id: str, update: Doc, *, projection: Doc | None = None

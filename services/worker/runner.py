@@ -285,13 +285,15 @@ class Runner:
                 return
             # Not released: it is being canceled (or was taken); end it as canceled if we can.
             outcome = _end(TaskState.CANCELED, error={"type": "canceled", "message": "canceled"})
-        await self._end(task_id, run_id, outcome)
+        await self._end(doc, run_id, outcome)
 
-    async def _end(self, task_id: str, run_id: str, outcome: Outcome) -> None:
+    async def _end(self, doc: Doc, run_id: str, outcome: Outcome) -> None:
+        """Store the final state (no read back: the claim's copy has what `ended` needs)."""
+        task_id = doc["_id"]
         guard = {"run.id": run_id}
-        written = None
+        written = False
         if outcome.state is TaskState.CANCELED:
-            written = await self.store.transition(
+            written = await self.store.changed(
                 task_id,
                 [TaskState.CANCELING],
                 TaskState.CANCELED,
@@ -299,13 +301,13 @@ class Runner:
                 guard=guard,
                 worker=self.worker_name,
             )
-            if written is None:
+            if not written:
                 # A handler that gave up without being asked: that is a failure.
                 reports = outcome.reports
                 outcome = _failed("canceled", "the handler stopped without a cancel request")
                 outcome.reports = reports
-        if written is None:
-            written = await self.store.transition(
+        if not written:
+            written = await self.store.changed(
                 task_id,
                 _ACTIVE,
                 outcome.state,
@@ -313,10 +315,10 @@ class Runner:
                 guard=guard,
                 worker=self.worker_name,
             )
-        if written is None:
+        if not written:
             log.warning("task %s was taken from run %s before it ended", task_id, run_id)
             return
-        await self.service.ended(written)
+        await self.service.ended(doc)
 
 
 def _current_task_cancelling() -> bool:
