@@ -21,6 +21,7 @@ import hmac
 import math
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -46,6 +47,9 @@ CSRF_COOKIE = "tasklight_csrf"
 
 #: The window in which `max_failed_logins` wrong passwords for one name block its sign-in.
 FAILED_LOGIN_WINDOW = timedelta(minutes=15)
+
+#: Most tokens remembered at once by one process.
+TOKEN_CACHE_SIZE = 10_000
 
 TOKEN_PREFIX = "tl_"
 USER_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -157,8 +161,13 @@ class AuthStore:
         session_ttl_s: int = 8 * 3600,
         ticket_ttl_s: int = 60,
         max_failed_logins: int = 10,
+        token_cache_s: float = 0,
     ) -> None:
         self.dev_mode = dev_mode
+        #: Seconds a token's owner is remembered in this process (0: every request asks the
+        #: database); a revoked token keeps working here for at most that long.
+        self.token_cache_s = token_cache_s
+        self._token_cache: dict[str, tuple[Principal, float]] = {}
         self.max_failed_logins = max_failed_logins
         self.session_ttl_s = session_ttl_s
         self.ticket_ttl_s = ticket_ttl_s
@@ -256,8 +265,17 @@ class AuthStore:
         """The owner of an API token."""
         if self.dev_mode and hmac.compare_digest(token, DEV_TOKEN):
             return self._dev()
-        doc = await self.tokens.find_one({"_id": _digest(token)}, {"user": 1})
-        return None if doc is None else await self._principal(doc["user"])
+        digest = _digest(token)
+        cached = self._token_cache.get(digest)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        doc = await self.tokens.find_one({"_id": digest}, {"user": 1})
+        principal = None if doc is None else await self._principal(doc["user"])
+        if principal is not None and self.token_cache_s > 0:
+            if len(self._token_cache) >= TOKEN_CACHE_SIZE:
+                self._token_cache.clear()  # crude, and rare: a cache, not a store
+            self._token_cache[digest] = (principal, time.monotonic() + self.token_cache_s)
+        return principal
 
     async def by_password(self, name: str, password: str) -> Principal | None:
         """The user, if the password is theirs.

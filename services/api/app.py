@@ -33,6 +33,7 @@ def open_auth(store: TaskStore, settings: Settings) -> AuthStore:
         session_ttl_s=settings.session_ttl_s,
         ticket_ttl_s=settings.ws_ticket_ttl_s,
         max_failed_logins=settings.max_failed_logins,
+        token_cache_s=settings.token_cache_s,
     )
 
 

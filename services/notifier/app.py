@@ -55,7 +55,10 @@ class Notifier:
         self.settings = settings
         self.store = open_store(settings)
         self.auth = AuthStore(
-            self.store.db, dev_mode=settings.dev_mode, ticket_ttl_s=settings.ws_ticket_ttl_s
+            self.store.db,
+            dev_mode=settings.dev_mode,
+            ticket_ttl_s=settings.ws_ticket_ttl_s,
+            token_cache_s=settings.token_cache_s,
         )
         self.hub = Hub(self.store, max_subscriptions=settings.ws_max_subscriptions)
         self.origins = settings.origins()

@@ -70,6 +70,8 @@ def service_env(settings: Settings) -> dict[str, str]:
         "TASKLIGHT_HEARTBEAT_S": "0.5",
         "TASKLIGHT_DEV_MODE": "true",
         "TASKLIGHT_TOKEN": DEV_TOKEN,
+        # A revoked token is refused at once (test_auth.py covers the cache).
+        "TASKLIGHT_TOKEN_CACHE_S": "0",
         "TASKLIGHT_API_URL": f"http://127.0.0.1:{settings.api_port}",
         "TASKLIGHT_WS_URL": f"ws://127.0.0.1:{settings.notifier_port}/ws",
     }

@@ -46,12 +46,13 @@ pytestmark = pytest.mark.integration
 OWNER, OTHER, ADMIN, ANONYMOUS = "owner", "other", "admin", "anonymous"
 ACTORS = (OWNER, OTHER, ADMIN, ANONYMOUS)
 NAMES = {OWNER: "alice", OTHER: "bob", ADMIN: "root"}
+TOKEN_CACHE_S = 0.5
 
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    """The test's settings with development mode off."""
-    return settings.model_copy(update={"dev_mode": False})
+    """The test's settings with development mode off, and a short token cache."""
+    return settings.model_copy(update={"dev_mode": False, "token_cache_s": TOKEN_CACHE_S})
 
 
 @dataclass
@@ -326,6 +327,8 @@ async def test_a_revoked_token_stops_working(people: People) -> None:
     async with people.client(OTHER) as client:
         assert (await client.get("/api/v1/tasks")).status_code == 200
         assert await people.auth.revoke_tokens("bob") == 1
+        # The api remembers a token's owner for `token_cache_s`, then asks again.
+        await asyncio.sleep(TOKEN_CACHE_S + 0.1)
         assert (await client.get("/api/v1/tasks")).status_code == 401
 
 
