@@ -6,7 +6,10 @@ import httpx
 import pytest
 
 from services.worker.app import Worker
+from shared.auth import DEV_TOKEN
+from shared.client import TasklightClient
 from shared.lifecycle import FINAL_STATES
+from shared.settings import Settings
 from shared.store import TaskStore
 from tests.support import eventually
 
@@ -64,3 +67,15 @@ async def test_a_batch_holds_1_to_100_tasks(
     assert response.status_code == 422
     assert response.json()["errors"][0]["loc"] == ["body", "tasks"]
     assert await store.tasks.count_documents({}) == 0
+
+
+async def test_the_python_client_submits_many_in_batches_of_100(
+    settings: Settings, api: httpx.AsyncClient, store: TaskStore
+) -> None:
+    async with TasklightClient(
+        str(api.base_url), f"ws://127.0.0.1:{settings.notifier_port}/ws", token=DEV_TOKEN
+    ) as client:
+        stored = await client.submit_many([{"name": "test.noop"}] * 150)
+    assert len(stored) == 150
+    assert len({task["id"] for task in stored}) == 150
+    assert await store.tasks.count_documents({}) == 150
