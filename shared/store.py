@@ -15,8 +15,6 @@ change was written once and never read; the task's own history is that log.)
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Iterable, Mapping
 from datetime import datetime
@@ -26,6 +24,7 @@ from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import OperationFailure
 
+from shared.batching import DispatchMarks, SharedReads, SharedWrites
 from shared.ids import task_id_floor
 from shared.lifecycle import FINAL_STATES, TaskState, transition_write, utcnow
 from shared.messages import TaskStateChanged
@@ -68,7 +67,11 @@ class TaskStore:
         self.tasks = self.db[TASKS]
         self.workers = self.db[WORKERS]
         self.idempotency = self.db[IDEMPOTENCY_KEYS]
-        self.marks = DispatchMarks(self)
+        self.marks = DispatchMarks(self.tasks)
+        #: Writes and reads shared by tasks (see shared/batching.py); `changed` and
+        #: `get_shared` use them, for callers that run many tasks at once (a worker).
+        self.shared_writes = SharedWrites(self.tasks)
+        self.shared_reads = SharedReads(self.tasks)
 
     async def ensure_indexes(self) -> None:
         """Create the indexes the queries below rely on (idempotent)."""
@@ -96,6 +99,8 @@ class TaskStore:
     async def close(self) -> None:
         """Clear the outbox marks still pending, then close the client's connections."""
         await self.marks.close()
+        await self.shared_writes.close()
+        await self.shared_reads.close()
         await self.client.close()
 
     async def _update_then_read(
@@ -231,11 +236,16 @@ class TaskStore:
         guard: Mapping[str, Any] | None = None,
         worker: str | None = None,
     ) -> bool:
-        """`transition` for a caller that needs only whether it happened: one write, no read."""
+        """`transition` for a caller that needs only whether it happened: no read, and the
+        write shares its round trip and commit with other tasks' (`SharedWrites`)."""
         query, pipeline = transition_write(
             task_id, sources, target, at=utcnow(), fields=fields, guard=guard, worker=worker
         )
-        return (await self.tasks.update_one(query, pipeline)).matched_count > 0
+        return await self.shared_writes.apply(query, pipeline)
+
+    async def get_shared(self, task_id: str) -> Doc | None:
+        """`get`, sharing its round trip with other tasks' reads (`SharedReads`)."""
+        return await self.shared_reads.get(task_id)
 
     async def update_running(
         self, task_id: str, run_id: str, update: Doc, *, projection: Doc | None = None
@@ -369,48 +379,3 @@ def _with_version_bump(update: Doc) -> Doc:
     full["$inc"] = {**full.get("$inc", {}), "version": 1}
     full["$set"] = {**full.get("$set", {}), "updated_at": utcnow()}
     return full
-
-
-class DispatchMarks:
-    """Clears outbox marks in batches: one write for all the commands confirmed meanwhile.
-
-    A mark left behind by a crash costs a second publish of its command after
-    `outbox_grace_s`, which the claim drops; so a batch that fails is logged and dropped too.
-    """
-
-    #: Seconds a confirmed mark waits for others to be cleared with it.
-    LINGER_S = 0.01
-
-    def __init__(self, store: TaskStore) -> None:
-        self._store = store
-        self._pending: list[str] = []
-        self._flusher: asyncio.Task[None] | None = None
-
-    def clear(self, task_id: str) -> None:
-        """Clear one task's mark soon."""
-        self._pending.append(task_id)
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush_soon())
-
-    async def _flush_soon(self) -> None:
-        await asyncio.sleep(self.LINGER_S)
-        await self.flush()
-
-    async def flush(self) -> None:
-        """Clear every pending mark now."""
-        while self._pending:
-            batch, self._pending = self._pending[:1000], self._pending[1000:]
-            try:
-                await self._store.tasks.update_many(
-                    {"_id": {"$in": batch}}, {"$unset": {"dispatch_due_at": ""}}
-                )
-            except Exception as exc:
-                log.warning("clearing %d outbox marks failed: %r; the relay will", len(batch), exc)
-
-    async def close(self) -> None:
-        """Clear what is pending; no more batches after."""
-        if self._flusher is not None and not self._flusher.done():
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
-        await self.flush()

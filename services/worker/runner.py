@@ -166,17 +166,21 @@ class Runner:
         now = utcnow()
         worker = {"name": self.worker_name, "last_heartbeat": now, "missing": False}
         run = {"id": run_id, "worker": self.worker_name}
-        doc = await self.store.transition(
+        claimed = await self.store.changed(
             task_id,
             [TaskState.WAITING],
             TaskState.RUNNING,
             fields={"worker": worker, "run": run, "runs": 1},
             worker=self.worker_name,
         )
-        if doc is None:
-            # Not waiting: it may have been handed back (retry, lost worker, shutdown).
-            doc = await self.store.claim_released(task_id, run, worker)
-        return doc
+        if claimed:
+            doc = await self.store.get_shared(task_id)
+            # Ours unless, in the instant between, it was canceled and ended: then skip it.
+            if doc is not None and (doc.get("run") or {}).get("id") == run_id:
+                return doc
+            return None
+        # Not waiting: it may have been handed back (retry, lost worker, shutdown).
+        return await self.store.claim_released(task_id, run, worker)
 
     async def _skip(self, command: RunTask) -> None:
         current = await self.store.get(command.task_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 
 import pytest
@@ -68,3 +69,30 @@ async def test_a_guard_that_no_longer_holds_makes_the_change_lose(store: TaskSto
     )
     assert won is not None
     assert won["state"] == "completed"
+
+
+async def test_shared_writes_tell_each_caller_whether_its_own_write_applied(
+    store: TaskStore,
+) -> None:
+    ids = []
+    for _ in range(3):
+        doc = new_task_doc(
+            task_id=new_task_id(), name="test.count", args={}, owner="u", at=utcnow()
+        )
+        await store.insert(doc)
+        ids.append(doc["_id"])
+    run = {"run": {"id": "r"}}
+    # Sent together: two claims of the same task (one may win), one of another task, and a
+    # change that cannot apply (a waiting task cannot complete).
+    results = await asyncio.gather(
+        store.changed(ids[0], [TaskState.WAITING], TaskState.RUNNING, fields=run),
+        store.changed(ids[0], [TaskState.WAITING], TaskState.RUNNING, fields=run),
+        store.changed(ids[1], [TaskState.WAITING], TaskState.RUNNING, fields=run),
+        store.changed(ids[2], [TaskState.RUNNING], TaskState.COMPLETED),
+    )
+    assert sorted(results[:2]) == [False, True]
+    assert list(results[2:]) == [True, False]
+    states = [(await store.get(task_id) or {}).get("state") for task_id in ids]
+    assert states == ["running", "running", "waiting"]
+    history = await store.history(ids[0])
+    assert [e["target"] for e in history] == ["waiting", "running"]
