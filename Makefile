@@ -37,7 +37,9 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+## Benchmarks (needs RabbitMQ at AMQP_URL); installs the 'bench' extra first (a no-op once there).
 bench: install
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(PY) -m bench
 
 clean:
