@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 #: Every benchmark, in the order `python -m bench` runs them.
-BENCHMARKS = ("notifier_latency", "notifier_fanout")
+BENCHMARKS = ("limits", "peer_celery", "throughput", "notifier_latency", "notifier_fanout")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
@@ -41,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
         path = save(module.RESULTS, name, figures)
         print(json.dumps(figures, indent=2))
         print(f"-> {path}", flush=True)
+    from bench import report
+
+    for written in report.write():
+        print(f"-> {written}")
     return 1 if failed else 0
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from services.stack import EmbeddedMongo, free_port, start_service, wait_for_port
+from shared.auth import AuthStore, Role
 from shared.settings import Settings
 from shared.store import TaskStore, open_store
 
@@ -26,6 +27,8 @@ class NotifierEnv:
     settings: Settings
     store: TaskStore
     notifier: subprocess.Popen[bytes]
+    #: The handshake header of the benchmark's user (`BENCH_USER`).
+    headers: dict[str, str]
 
     @property
     def ws_url(self) -> str:
@@ -35,6 +38,18 @@ class NotifierEnv:
     def notifier_rss_bytes(self) -> int:
         """Resident memory of the notifier process."""
         return rss_bytes(self.notifier.pid)
+
+
+#: The user the benchmarks act as: a real one, with an API token, as in production.
+BENCH_USER = "bench"
+
+
+async def bench_token(store: TaskStore) -> str:
+    """Create `BENCH_USER` in the store's database; a new API token of theirs."""
+    auth = AuthStore(store.db)
+    await auth.ensure_indexes()
+    await auth.create_user(BENCH_USER, Role.USER)
+    return await auth.issue_token(BENCH_USER)
 
 
 def rss_bytes(pid: int) -> int:
@@ -76,15 +91,18 @@ async def notifier_env(**settings: Any) -> AsyncIterator[NotifierEnv]:
             "TASKLIGHT_DATABASE": config.database,
             "TASKLIGHT_NOTIFIER_PORT": str(config.notifier_port),
             "TASKLIGHT_LOG_LEVEL": "WARNING",
+            # Thousands of subscribers, all of one benchmark user.
+            "TASKLIGHT_WS_MAX_CONNECTIONS_PER_USER": "100000",
         }
         for key, value in settings.items():
             env[f"TASKLIGHT_{key.upper()}"] = str(value)
-        notifier = start_service("notifier", env, Path(tmp))
         store = open_store(config)
+        token = await bench_token(store)
+        notifier = start_service("notifier", env, Path(tmp))
         try:
             await store.ensure_indexes()
             await asyncio.to_thread(wait_for_port, "127.0.0.1", config.notifier_port, 30, notifier)
-            yield NotifierEnv(config, store, notifier)
+            yield NotifierEnv(config, store, notifier, {"Authorization": f"Bearer {token}"})
         finally:
             await store.close()
             notifier.terminate()

@@ -15,12 +15,12 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 
-from bench.env import NotifierEnv, machine, notifier_env, percentile, raise_fd_limit
+from bench.env import BENCH_USER, NotifierEnv, machine, notifier_env, percentile, raise_fd_limit
 from shared.ids import new_task_id
 from shared.lifecycle import utcnow
 from shared.task import new_task_doc
 
-RESULTS = "notifier"
+RESULTS = "latest"
 #: Idle subscribers to hold (the goal: 10,000).
 CONNECTIONS = 10_000
 #: Connections opened at once.
@@ -30,13 +30,21 @@ SETTLE_S = 3.0
 
 
 async def run() -> dict[str, Any]:
-    """Connect, measure, change once, time the fan-out."""
+    """10,000 subscribers: memory and one change's fan-out; then the fan-out to 1,000."""
+    figures = await measure(CONNECTIONS)
+    small = await measure(1_000)
+    figures["fanout_one_change_1000_subscribers"] = small["fanout_one_change"]
+    return figures
+
+
+async def measure(count: int) -> dict[str, Any]:
+    """Connect `count` subscribers, measure, change once, time the fan-out."""
     fd_limit = raise_fd_limit()
-    if fd_limit < CONNECTIONS + 500:
-        raise RuntimeError(f"the open-file limit ({fd_limit}) is below {CONNECTIONS + 500}")
+    if fd_limit < count + 500:
+        raise RuntimeError(f"the open-file limit ({fd_limit}) is below {count + 500}")
     async with notifier_env() as env:
         task_id = new_task_id()
-        doc = new_task_doc(task_id=task_id, name="bench", args={}, owner="dev", at=utcnow())
+        doc = new_task_doc(task_id=task_id, name="bench", args={}, owner=BENCH_USER, at=utcnow())
         await env.store.tasks.insert_one(doc)
         # Warm up: the first connections load code and fill caches that are not per connection.
         warm = [await subscribe(env, task_id) for _ in range(20)]
@@ -44,8 +52,9 @@ async def run() -> dict[str, Any]:
         before = env.notifier_rss_bytes()
         started = time.perf_counter()
         connections: list[ClientConnection] = []
-        for _ in range(0, CONNECTIONS, BATCH):
-            connections += await asyncio.gather(*(subscribe(env, task_id) for _ in range(BATCH)))
+        for start in range(0, count, BATCH):
+            size = min(BATCH, count - start)
+            connections += await asyncio.gather(*(subscribe(env, task_id) for _ in range(size)))
         connect_s = time.perf_counter() - started
         await asyncio.sleep(SETTLE_S)
         after = env.notifier_rss_bytes()
@@ -65,7 +74,9 @@ async def run() -> dict[str, Any]:
 
 async def subscribe(env: NotifierEnv, task_id: str) -> ClientConnection:
     """A connection subscribed to `task_id`, its initial state read."""
-    ws = await connect(env.ws_url, compression=None, open_timeout=60, max_queue=4)
+    ws = await connect(
+        env.ws_url, compression=None, open_timeout=60, max_queue=4, additional_headers=env.headers
+    )
     await ws.send(json.dumps({"type": "subscribe", "id": "s", "tasks": [task_id]}))
     while json.loads(await ws.recv())["type"] != "subscribed":
         pass

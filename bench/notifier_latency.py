@@ -19,12 +19,12 @@ from typing import Any
 from pymongo import ReturnDocument
 from websockets.asyncio.client import connect
 
-from bench.env import NotifierEnv, machine, notifier_env, percentile
+from bench.env import BENCH_USER, NotifierEnv, machine, notifier_env, percentile
 from shared.ids import new_task_id
 from shared.lifecycle import utcnow
 from shared.task import new_task_doc
 
-RESULTS = "notifier"
+RESULTS = "latest"
 #: Changes per second to measure at.
 RATES = (50, 200)
 #: Seconds of changes at each rate.
@@ -39,7 +39,9 @@ async def run() -> dict[str, Any]:
     async with notifier_env() as env:
         ids = [new_task_id() for _ in range(TASKS)]
         for task_id in ids:
-            doc = new_task_doc(task_id=task_id, name="bench", args={}, owner="dev", at=utcnow())
+            doc = new_task_doc(
+                task_id=task_id, name="bench", args={}, owner=BENCH_USER, at=utcnow()
+            )
             await env.store.tasks.insert_one(doc)
         for rate in RATES:
             figures[f"{rate}_per_s"] = await measure(env, ids, rate)
@@ -51,7 +53,9 @@ async def measure(env: NotifierEnv, ids: list[str], rate: int) -> dict[str, Any]
     received: dict[tuple[str, int], float] = {}
     committed: dict[tuple[str, int], float] = {}
     write_ms: list[float] = []
-    async with connect(env.ws_url, compression=None, max_size=None) as ws:
+    async with connect(
+        env.ws_url, compression=None, max_size=None, additional_headers=env.headers
+    ) as ws:
         await ws.send(json.dumps({"type": "subscribe", "id": "s", "scope": "all"}))
         while json.loads(await ws.recv())["type"] != "subscribed":
             pass
