@@ -34,8 +34,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from bench.env import machine, percentile
 from services.stack import EmbeddedMongo, free_port, start_service, stop_processes, wait_for_port
 from shared.auth import AuthStore, Role
+from shared.broker import delete_topology
 from shared.settings import Settings
 from shared.store import open_store
+from shared.topology import Topology
 
 RESULTS = "latest"
 #: Tasks per throughput run, and runs (the figure is their median).
@@ -109,20 +111,8 @@ async def _bench_user(mongodb_url: str) -> str:
 
 
 async def _delete_queues(namespace: str) -> None:
-    import aio_pika
-
-    from shared.retries import DELAY_BUCKETS_S
-    from shared.topology import Topology
-
-    topology = Topology(namespace)
     url = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-    connection = await aio_pika.connect(url)
-    async with connection:
-        names = [topology.delay_queue(b) for b in DELAY_BUCKETS_S]
-        for queue in (topology.tasks_queue, topology.dead_queue, *names):
-            channel = await connection.channel()
-            with contextlib.suppress(Exception):
-                await channel.queue_delete(queue)
+    await delete_topology(url, Topology(namespace))
 
 
 @dataclass

@@ -8,8 +8,10 @@ the tasks queue is a durable quorum queue that dead-letters (at least once) a co
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
+import aio_pika
 from faststream.rabbit import (
     Channel,
     ExchangeType,
@@ -115,3 +117,23 @@ async def publish_command(
         message_id=message_id,
         message_type=type(command).__name__,
     )
+
+
+async def delete_topology(amqp_url: str, topology: Topology) -> None:
+    """Delete every queue and exchange of a deployment's namespace, with what they hold: for
+    tests and benchmarks that made one of their own, or a deployment that is retired."""
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        delay_queues = [topology.delay_queue(band_s) for band_s in DELAY_BUCKETS_S]
+        for queue in (topology.tasks_queue, topology.dead_queue, *delay_queues):
+            channel = await connection.channel()  # a failed delete closes its channel
+            with contextlib.suppress(Exception):
+                await channel.queue_delete(queue)
+        for exchange in (
+            topology.tasks_exchange,
+            topology.dead_exchange,
+            topology.control_exchange,
+        ):
+            channel = await connection.channel()
+            with contextlib.suppress(Exception):
+                await channel.exchange_delete(exchange)

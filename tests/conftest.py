@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import aio_pika
 import httpx
 import pytest
 import uvicorn
@@ -17,7 +15,7 @@ from services.api.app import create_app
 from services.stack import EmbeddedMongo, free_port
 from services.worker.app import Worker
 from shared.auth import DEV_TOKEN
-from shared.retries import DELAY_BUCKETS_S
+from shared.broker import delete_topology
 from shared.settings import Settings
 from shared.store import TaskStore, open_store
 from shared.topology import Topology
@@ -77,22 +75,7 @@ async def drop_namespace(settings: Settings) -> None:
         await store.client.drop_database(settings.database)
     finally:
         await store.close()
-    topology = Topology(settings.namespace)
-    connection = await aio_pika.connect(settings.amqp_url)
-    async with connection:
-        delay_queues = [topology.delay_queue(band_s) for band_s in DELAY_BUCKETS_S]
-        for queue in (topology.tasks_queue, topology.dead_queue, *delay_queues):
-            channel = await connection.channel()
-            with contextlib.suppress(Exception):
-                await channel.queue_delete(queue)
-        for exchange in (
-            topology.tasks_exchange,
-            topology.dead_exchange,
-            topology.control_exchange,
-        ):
-            channel = await connection.channel()
-            with contextlib.suppress(Exception):
-                await channel.exchange_delete(exchange)
+    await delete_topology(settings.amqp_url, Topology(settings.namespace))
 
 
 @pytest.fixture
