@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -191,11 +191,11 @@ def _not_found(
 
 
 @router.get("/login", response_class=HTMLResponse)
-async def login(request: Request, runtime: RuntimeDep, next: str | None = None) -> HTMLResponse:
+async def login(request: Request, runtime: RuntimeDep, next: str | None = None) -> Response:
     """The sign-in page; a signed-in browser goes straight on to `next`."""
     target = safe_next(next)
     if await authenticate(request) is not None:
-        return RedirectResponse(target, status_code=303)  # type: ignore[return-value]
+        return RedirectResponse(target, status_code=303)
     hint = ""
     if runtime.settings.dev_mode:
         hint = DEV_HINT.format(user=DEV_USER, password=DEV_PASSWORD)
