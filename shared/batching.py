@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar
 
 from pymongo import UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
 Doc = dict[str, Any]
 T = TypeVar("T")
@@ -114,6 +114,38 @@ class SharedWrites:
         stamps = {doc["_id"]: doc.get("write_id") async for doc in cursor}
         for (query, _, stamp), future in batch:
             future.set_result(stamps.get(query["_id"]) == stamp)
+
+    async def close(self) -> None:
+        """Send what is pending."""
+        await self._batcher.close()
+
+
+class SharedInserts:
+    """Inserts of new tasks sent as one unordered `insert_many` per few milliseconds: the API
+    answering many submissions at once pays one command and one commit for all of them."""
+
+    def __init__(self, collection: AsyncCollection[Doc]) -> None:
+        self._collection = collection
+        self._batcher: _Batcher[Doc, None] = _Batcher(self._send)
+
+    async def insert(self, doc: Doc) -> None:
+        """Store `doc`; raises what inserting it alone would (`DuplicateKeyError`, say)."""
+        await self._batcher.submit(doc)
+
+    async def _send(self, batch: list[tuple[Doc, asyncio.Future[None]]]) -> None:
+        failed: dict[int, Exception] = {}
+        try:
+            await self._collection.insert_many([doc for doc, _ in batch], ordered=False)
+        except BulkWriteError as exc:
+            for error in exc.details.get("writeErrors", []):
+                code = error.get("code")
+                kind = DuplicateKeyError if code == 11000 else OperationFailure
+                failed[error["index"]] = kind(error.get("errmsg", "insert failed"), code, error)
+        for index, (_, future) in enumerate(batch):
+            if index in failed:
+                future.set_exception(failed[index])
+            else:
+                future.set_result(None)
 
     async def close(self) -> None:
         """Send what is pending."""

@@ -24,7 +24,7 @@ from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import OperationFailure
 
-from shared.batching import DispatchMarks, SharedReads, SharedWrites
+from shared.batching import DispatchMarks, SharedInserts, SharedReads, SharedWrites
 from shared.ids import task_id_floor
 from shared.lifecycle import FINAL_STATES, TaskState, transition_write, utcnow
 from shared.messages import TaskStateChanged
@@ -68,10 +68,11 @@ class TaskStore:
         self.workers = self.db[WORKERS]
         self.idempotency = self.db[IDEMPOTENCY_KEYS]
         self.marks = DispatchMarks(self.tasks)
-        #: Writes and reads shared by tasks (see shared/batching.py); `changed` and
-        #: `get_shared` use them, for callers that run many tasks at once (a worker).
+        #: Writes and reads shared by tasks (see shared/batching.py): `insert`, `changed` and
+        #: `get_shared` use them, for callers that handle many tasks at once.
         self.shared_writes = SharedWrites(self.tasks)
         self.shared_reads = SharedReads(self.tasks)
+        self.shared_inserts = SharedInserts(self.tasks)
 
     async def ensure_indexes(self) -> None:
         """Create the indexes the queries below rely on (idempotent)."""
@@ -101,6 +102,7 @@ class TaskStore:
         await self.marks.close()
         await self.shared_writes.close()
         await self.shared_reads.close()
+        await self.shared_inserts.close()
         await self.client.close()
 
     async def _update_then_read(
@@ -129,7 +131,7 @@ class TaskStore:
         With `dispatch_due_at`, the task carries its outbox mark: if its command is not
         confirmed (and the mark removed) by then, the relay publishes it.
         """
-        await self.tasks.insert_one(_as_stored(doc, dispatch_due_at))
+        await self.shared_inserts.insert(_as_stored(doc, dispatch_due_at))
         if parent_id is not None:
             await self._touch(parent_id, {"$push": {"child_ids": doc["_id"]}})
 

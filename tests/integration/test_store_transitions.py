@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from typing import Any
 
 import pytest
+from pymongo.errors import DuplicateKeyError
 
 from shared.ids import new_task_id
 from shared.lifecycle import IllegalTransition, TaskState, can_change, utcnow
@@ -96,3 +98,25 @@ async def test_shared_writes_tell_each_caller_whether_its_own_write_applied(
     assert states == ["running", "running", "waiting"]
     history = await store.history(ids[0])
     assert [e["target"] for e in history] == ["waiting", "running"]
+
+
+async def test_shared_inserts_fail_only_the_insert_that_fails(store: TaskStore) -> None:
+    def fresh() -> dict[str, Any]:
+        return new_task_doc(
+            task_id=new_task_id(), name="test.count", args={}, owner="u", at=utcnow()
+        )
+
+    taken = fresh()
+    await store.insert(taken)
+    first, second = fresh(), fresh()
+    # Sent together: one of them reuses an id that is taken.
+    results = await asyncio.gather(
+        store.insert(first),
+        store.insert(dict(taken)),
+        store.insert(second),
+        return_exceptions=True,
+    )
+    assert results[0] is None
+    assert isinstance(results[1], DuplicateKeyError)
+    assert results[2] is None
+    assert await store.tasks.count_documents({}) == 3
