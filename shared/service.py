@@ -152,14 +152,15 @@ class TaskService:
         limit = self.settings.submit_rate_per_minute
         if limit == 0:
             return
-        window_start = utcnow() - timedelta(minutes=1)
-        submitted, oldest = await self.store.submitted_since(owner, window_start, limit)
         if count > limit:
             raise RateLimited(limit, 60)
-        if submitted + count > limit and oldest is not None:
-            # The oldest counted submission leaves the window first.
-            wait = oldest + timedelta(minutes=1) - utcnow()
-            raise RateLimited(limit, max(1, math.ceil(wait.total_seconds())))
+        window_start = utcnow() - timedelta(minutes=1)
+        if await self.store.submitted_since(owner, window_start, limit) + count <= limit:
+            return
+        # Over: the first submission counted leaves the window first (read only now).
+        first = await self.store.first_submitted_since(owner, window_start)
+        leaves_at = (first or utcnow()) + timedelta(minutes=1)
+        raise RateLimited(limit, max(1, math.ceil((leaves_at - utcnow()).total_seconds())))
 
     async def submit(
         self,

@@ -171,19 +171,16 @@ class TaskStore:
         cursor = self.tasks.find(query).sort("_id", DESCENDING).limit(limit)
         return [doc async for doc in cursor]
 
-    async def submitted_since(
-        self, owner: str, since: datetime, limit: int
-    ) -> tuple[int, datetime | None]:
-        """How many top-level tasks `owner` created since `since` (counting to `limit`), and
-        when the oldest of those was created."""
-        query = {
-            "owner": owner,
-            "_id": {"$gte": task_id_floor(int(since.timestamp() * 1000))},
-            "parent_id": None,
-        }
-        count = await self.tasks.count_documents(query, limit=limit)
-        oldest = await self.tasks.find_one(query, {"created_at": 1}, sort=[("_id", ASCENDING)])
-        return count, None if oldest is None else oldest["created_at"]
+    async def submitted_since(self, owner: str, since: datetime, limit: int) -> int:
+        """How many top-level tasks `owner` created since `since` (counting up to `limit`)."""
+        return await self.tasks.count_documents(_submitted_since(owner, since), limit=limit)
+
+    async def first_submitted_since(self, owner: str, since: datetime) -> datetime | None:
+        """When the first top-level task `owner` created since `since` was created."""
+        first = await self.tasks.find_one(
+            _submitted_since(owner, since), {"created_at": 1}, sort=[("_id", ASCENDING)]
+        )
+        return None if first is None else first["created_at"]
 
     async def visible_ids(self, task_ids: list[str], owner: str) -> set[str]:
         """Those of `task_ids` whose task belongs to `owner`."""
@@ -363,6 +360,12 @@ class TaskStore:
 
     async def _touch(self, task_id: str, update: Doc) -> None:
         await self.tasks.update_one({"_id": task_id}, _with_version_bump(update))
+
+
+def _submitted_since(owner: str, since: datetime) -> Doc:
+    """The top-level tasks `owner` created since `since` (task ids sort by creation time)."""
+    floor = task_id_floor(int(since.timestamp() * 1000))
+    return {"owner": owner, "_id": {"$gte": floor}, "parent_id": None}
 
 
 def _as_stored(doc: Doc, dispatch_due_at: datetime | None) -> Doc:
