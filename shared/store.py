@@ -142,7 +142,7 @@ class TaskStore:
             await self.tasks.insert_many(stored, ordered=False)
 
     async def discard_unqueued_many(self, task_ids: list[str]) -> None:
-        """Remove top-level tasks none of whose commands the broker took."""
+        """Remove waiting tasks whose commands the broker did not take (no parent links)."""
         await self.tasks.delete_many({"_id": {"$in": task_ids}, "state": TaskState.WAITING.value})
 
     async def get(self, task_id: str) -> Doc | None:
@@ -332,7 +332,7 @@ class TaskStore:
 
     async def discard_unqueued(self, task_id: str, *, parent_id: str | None) -> None:
         """Remove a task whose command the broker did not take, and its link from its parent."""
-        await self.tasks.delete_one({"_id": task_id, "state": TaskState.WAITING.value})
+        await self.discard_unqueued_many([task_id])
         if parent_id is not None:
             await self._touch(parent_id, {"$pull": {"child_ids": task_id}})
 

@@ -24,6 +24,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from services.api import ui
 from services.api.app import create_app
 from services.notifier.app import Notifier
+from services.stack import free_port
 from shared.auth import (
     CSRF_COOKIE,
     DEV_PASSWORD,
@@ -440,7 +441,7 @@ async def test_development_credentials_work_only_in_development_mode(
         )
         assert password.status_code == 401
     # A session opened in development mode does not outlive it.
-    dev_settings = settings.model_copy(update={"dev_mode": True, "api_port": _free_port()})
+    dev_settings = settings.model_copy(update={"dev_mode": True, "api_port": free_port()})
     dev_url = f"http://127.0.0.1:{dev_settings.api_port}"
     async with (
         ServerThread(create_app(dev_settings), dev_settings.api_port),
@@ -451,12 +452,6 @@ async def test_development_credentials_work_only_in_development_mode(
     async with httpx.AsyncClient(base_url=people.base_url) as client:
         client.cookies.set(SESSION_COOKIE, secret)
         assert (await client.get("/api/v1/tasks")).status_code == 401
-
-
-def _free_port() -> int:
-    from services.stack import free_port
-
-    return free_port()
 
 
 async def test_the_first_administrator_comes_from_the_environment(
