@@ -20,4 +20,6 @@ ENV PATH=/opt/tasklight/bin:$PATH \
 RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin tasklight
 COPY --from=build /opt/tasklight /opt/tasklight
 USER tasklight
+# Probes and metrics only (TASKLIGHT_WORKER_PORT); tasks come from the broker.
+EXPOSE 8002
 CMD ["python", "-m", "services.worker"]

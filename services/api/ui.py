@@ -39,7 +39,8 @@ class UiSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TASKLIGHT_", extra="ignore")
 
     #: The notifier's WebSocket URL as browsers reach it (behind a proxy, say); by default the
-    #: page's own host, the notifier's port and `/ws`.
+    #: page's own host, the notifier's port and `/ws`. A path alone (`/ws`) means the page's own
+    #: origin: a gateway that routes that path to the notifier (deploy/gateway/, deploy/k8s/).
     notifier_public_url: str = ""
 
 
@@ -55,9 +56,12 @@ class ClientConfig(BaseModel):
 def notifier_url(request: Request, settings: Settings) -> str:
     """The notifier's WebSocket URL for a browser that loaded `request`."""
     configured = UiSettings().notifier_public_url
+    scheme = "wss" if request.url.scheme == "https" else "ws"
+    if configured.startswith("/"):
+        # Same origin as the page, with the Host it was asked for (the gateway passes it on).
+        return f"{scheme}://{request.url.netloc}{configured}"
     if configured:
         return configured
-    scheme = "wss" if request.url.scheme == "https" else "ws"
     host = request.url.hostname or "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
