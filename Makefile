@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-unit test-integration lint format bench clean
+.PHONY: install run scale-demo test test-unit test-integration lint format contracts bench clean
 
 install: $(STAMP)
 
@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml
 ## Start the whole system on its embedded defaults and print where to open it (Ctrl-C stops it).
 run: install
 	$(PY) -m services.stack
+
+## The same with two of each service on one database and broker; prints each replica's addresses.
+scale-demo: install
+	$(PY) -m services.stack --replicas 2
 
 ## Unit, integration and end-to-end tests against real RabbitMQ and a real MongoDB-wire server.
 test: install
@@ -36,6 +40,10 @@ lint: install
 format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+## Render docs/contracts/ (OpenAPI, broker and WebSocket AsyncAPI) from the code; commit the diff.
+contracts: install
+	$(PY) -m services.contracts
 
 ## Benchmarks (needs RabbitMQ at AMQP_URL); installs the 'bench' extra first (a no-op once there).
 bench: install

@@ -2,10 +2,13 @@
 
 Starts SecantusDB (unless `MONGODB_URL` is set), checks RabbitMQ at `AMQP_URL`, starts the api,
 worker and notifier processes, prints where to open them, and stops everything on Ctrl-C.
+`--replicas N` (what `make scale-demo` calls) starts N of each, side by side on the same database
+and queues: they need no coordination of their own beyond what RabbitMQ and MongoDB do.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import signal
@@ -13,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -130,10 +133,10 @@ SERVICES = ("api", "worker", "notifier")
 
 
 def start_service(
-    name: str, env: dict[str, str], log_dir: Path | None = None
+    name: str, env: dict[str, str], log_dir: Path | None = None, log_name: str | None = None
 ) -> subprocess.Popen[bytes]:
-    """Start `python -m services.<name>` with `env`."""
-    out = None if log_dir is None else (log_dir / f"{name}.log").open("ab")
+    """Start `python -m services.<name>` with `env`; output to `log_dir/<log_name or name>.log`."""
+    out = None if log_dir is None else (log_dir / f"{log_name or name}.log").open("ab")
     return subprocess.Popen(
         [sys.executable, "-m", f"services.{name}"],
         env=env,
@@ -141,6 +144,63 @@ def start_service(
         stdout=out,
         stderr=subprocess.STDOUT if out else None,
     )
+
+
+#: Replica i (from 0) of the api and of the notifier listens on the configured port + i * this.
+REPLICA_PORT_STRIDE = 10
+
+
+def replica_ports(settings: Settings, replicas: int) -> list[tuple[int, int]]:
+    """(api port, notifier port) of each of `replicas` replicas, from the configured ports up."""
+    return [
+        (
+            settings.api_port + i * REPLICA_PORT_STRIDE,
+            settings.notifier_port + i * REPLICA_PORT_STRIDE,
+        )
+        for i in range(replicas)
+    ]
+
+
+def replica_name(service: str, number: int, replicas: int) -> str:
+    """A process's name: the service's, with the replica's number (from 1) when there are more."""
+    return f"{service}-{number}" if replicas > 1 else service
+
+
+def start_replicas(
+    env: dict[str, str], ports: Sequence[tuple[int, int]], log_dir: Path | None = None
+) -> dict[str, subprocess.Popen[bytes]]:
+    """Start an api, a worker and a notifier per (api port, notifier port) in `ports`, all on
+    the database and broker of `env`; the processes by name (`api`, or `api-1`, `api-2`, ...).
+
+    Each api sends its pages to the notifier of its own replica, and every notifier accepts pages
+    of every api (unless `TASKLIGHT_ALLOWED_ORIGINS` says otherwise). With more than one
+    replica, a worker named in `env` gets its replica's number appended, so that names stay
+    unique, and each worker's probes get a port of their own.
+    """
+    origins = env.get("TASKLIGHT_ALLOWED_ORIGINS") or ",".join(
+        f"http://{host}:{api_port}" for api_port, _ in ports for host in ("127.0.0.1", "localhost")
+    )
+    worker_name = env.get("TASKLIGHT_WORKER_NAME")
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    for number, (api_port, notifier_port) in enumerate(ports, 1):
+        replica_env = {
+            **env,
+            "TASKLIGHT_API_PORT": str(api_port),
+            "TASKLIGHT_NOTIFIER_PORT": str(notifier_port),
+            "TASKLIGHT_ALLOWED_ORIGINS": origins,
+        }
+        if len(ports) > 1:
+            if worker_name:
+                replica_env["TASKLIGHT_WORKER_NAME"] = f"{worker_name}-{number}"
+            # Each worker's probes need a port of their own: the configured one plus the
+            # stride, or else any free one (0).
+            probes = int(env.get("TASKLIGHT_WORKER_PORT") or 0)
+            probe_port = probes + (number - 1) * REPLICA_PORT_STRIDE if probes else 0
+            replica_env["TASKLIGHT_WORKER_PORT"] = str(probe_port)
+        for name in SERVICES:
+            process_name = replica_name(name, number, len(ports))
+            processes[process_name] = start_service(name, replica_env, log_dir, process_name)
+    return processes
 
 
 def stop_processes(processes: Iterable[subprocess.Popen[bytes]], timeout_s: float = 15.0) -> None:
@@ -158,8 +218,42 @@ def stop_processes(processes: Iterable[subprocess.Popen[bytes]], timeout_s: floa
             process.wait()
 
 
-def main() -> int:
+def addresses(settings: Settings, ports: Sequence[tuple[int, int]]) -> str:
+    """What `main` prints once everything listens: where to open each replica."""
+    if len(ports) == 1:
+        api_port, notifier_port = ports[0]
+        return (
+            "\ntasklight is running.\n"
+            f"  web UI and REST API  http://{settings.api_host}:{api_port}/\n"
+            f"  OpenAPI              http://{settings.api_host}:{api_port}/docs\n"
+            f"  WebSocket push       ws://{settings.notifier_host}:{notifier_port}/ws\n"
+            "Ctrl-C stops everything.\n"
+        )
+    lines = [f"\ntasklight is running: {len(ports)} of each service, one database, one broker."]
+    for number, (api_port, notifier_port) in enumerate(ports, 1):
+        lines += [
+            f"  replica {number}",
+            f"    web UI and REST API  http://{settings.api_host}:{api_port}/",
+            f"    WebSocket push       ws://{settings.notifier_host}:{notifier_port}/ws",
+        ]
+    lines += [
+        "  Any api takes any request (sessions and tokens live in MongoDB), any worker runs any",
+        "  task (one queue), and every notifier pushes every change (each follows the change",
+        "  stream). A task's page shows which worker ran it.",
+        "Ctrl-C stops everything.\n",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     """Run the stack until Ctrl-C; the exit status says whether it ran."""
+    parser = argparse.ArgumentParser(prog="python -m services.stack", description=__doc__)
+    parser.add_argument(
+        "--replicas", type=int, default=1, help="how many of each service to run (default 1)"
+    )
+    replicas: int = parser.parse_args(argv).replicas
+    if replicas < 1:
+        parser.error("--replicas must be at least 1")
     # `make run` is for trying tasklight out: development mode, with its built-in user, unless
     # the environment says otherwise.
     os.environ.setdefault("TASKLIGHT_DEV_MODE", "true")
@@ -187,7 +281,8 @@ def main() -> int:
         if mongo:
             mongo.stop()
         return 1
-    processes = {name: start_service(name, env) for name in SERVICES}
+    ports = replica_ports(settings, replicas)
+    processes = start_replicas(env, ports)
     stopping = False
 
     def stop(*_: object) -> None:
@@ -197,7 +292,11 @@ def main() -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     try:
-        wait_for_port(settings.api_host, settings.api_port, 30, processes["api"])
+        for number, (api_port, notifier_port) in enumerate(ports, 1):
+            api = processes[replica_name("api", number, replicas)]
+            wait_for_port(settings.api_host, api_port, 30, api)
+            notifier = processes[replica_name("notifier", number, replicas)]
+            wait_for_port(settings.notifier_host, notifier_port, 30, notifier)
         if settings.dev_mode:
             print(
                 "\nDEVELOPMENT MODE (TASKLIGHT_DEV_MODE=true): the built-in user is accepted.\n"
@@ -206,14 +305,7 @@ def main() -> int:
                 "  e.g. curl -H 'Authorization: Bearer <token>' .../api/v1/tasks\n"
                 "Never run a deployment like this: create users with `tasklight users`.",
             )
-        print(
-            "\ntasklight is running.\n"
-            f"  web UI and REST API  http://{settings.api_host}:{settings.api_port}/\n"
-            f"  OpenAPI              http://{settings.api_host}:{settings.api_port}/docs\n"
-            f"  WebSocket push       ws://{settings.notifier_host}:{settings.notifier_port}/ws\n"
-            "Ctrl-C stops everything.\n",
-            flush=True,
-        )
+        print(addresses(settings, ports), flush=True)
         while not stopping:
             dead = [n for n, p in processes.items() if p.poll() is not None]
             if dead:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -16,9 +15,10 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from services.stack import ROOT, start_service, stop_processes, wait_for_port
+from services.stack import ROOT, start_service, stop_processes
 from shared.auth import DEV_TOKEN
 from shared.settings import Settings
+from tests.processes import service_env, until_listening
 
 pytestmark = pytest.mark.e2e
 
@@ -56,27 +56,6 @@ class Stack:
         return process.returncode, out.decode(), err.decode()
 
 
-def service_env(settings: Settings) -> dict[str, str]:
-    """The test's settings as the environment variables the services read."""
-    return {
-        **os.environ,
-        "MONGODB_URL": settings.mongodb_url,
-        "AMQP_URL": settings.amqp_url,
-        "TASKLIGHT_DATABASE": settings.database,
-        "TASKLIGHT_NAMESPACE": settings.namespace,
-        "TASKLIGHT_API_PORT": str(settings.api_port),
-        "TASKLIGHT_NOTIFIER_PORT": str(settings.notifier_port),
-        "TASKLIGHT_WORKER_NAME": settings.worker_name,
-        "TASKLIGHT_HEARTBEAT_S": "0.5",
-        "TASKLIGHT_DEV_MODE": "true",
-        "TASKLIGHT_TOKEN": DEV_TOKEN,
-        # A revoked token is refused at once (test_auth.py covers the cache).
-        "TASKLIGHT_TOKEN_CACHE_S": "0",
-        "TASKLIGHT_API_URL": f"http://127.0.0.1:{settings.api_port}",
-        "TASKLIGHT_WS_URL": f"ws://127.0.0.1:{settings.notifier_port}/ws",
-    }
-
-
 @pytest.fixture
 async def stack(settings: Settings, tmp_path: Path) -> AsyncIterator[Stack]:
     """api, worker and notifier as `python -m services.<name>` processes."""
@@ -84,7 +63,7 @@ async def stack(settings: Settings, tmp_path: Path) -> AsyncIterator[Stack]:
     processes = {name: start_service(name, env, tmp_path) for name in ("api", "worker", "notifier")}
     try:
         for name, port in (("api", settings.api_port), ("notifier", settings.notifier_port)):
-            await asyncio.to_thread(wait_for_port, "127.0.0.1", port, 30, processes[name])
+            await until_listening(processes[name], port)
         yield Stack(settings, env, processes)
     finally:
         await asyncio.to_thread(stop_processes, processes.values())

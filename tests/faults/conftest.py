@@ -25,7 +25,7 @@ from shared.lifecycle import FINAL_STATES, TaskState
 from shared.settings import Settings
 from shared.store import Doc, TaskStore, open_store
 from tests.conftest import DEV_AUTH
-from tests.e2e.test_cli_wait import service_env
+from tests.processes import service_env, until_workers_beat
 
 FINAL = {state.value for state in FINAL_STATES}
 #: Seconds a terminated service gets to stop before it is killed.
@@ -84,17 +84,7 @@ class Services:
 
     async def until_workers_beat(self, store: TaskStore, names: Iterable[str]) -> None:
         """Wait until each named worker has recorded a heartbeat (it consumes by then)."""
-        wanted = set(names)
-        deadline = time.monotonic() + 30
-        while True:
-            beating = {w["_id"] async for w in store.workers.find({"_id": {"$in": list(wanted)}})}
-            if beating == wanted:
-                return
-            for name in wanted - beating:
-                exited = self.workers[name].poll()
-                assert exited is None, f"worker {name} exited with {exited}; see {self.log_dir}"
-            assert time.monotonic() < deadline, f"workers {wanted - beating} never beat"
-            await asyncio.sleep(0.1)
+        await until_workers_beat(store, {name: self.workers[name] for name in names}, self.log_dir)
 
     def kill_worker(self, name: str) -> None:
         """SIGKILL a worker, as a crash or the OOM killer would."""

@@ -1,0 +1,63 @@
+"""The services as `python -m services.<name>` processes, for the tests that need real ones."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from services.stack import wait_for_port
+from shared.auth import DEV_TOKEN
+from shared.settings import Settings
+from shared.store import TaskStore
+
+
+def service_env(settings: Settings) -> dict[str, str]:
+    """The test's settings as the environment variables the services read."""
+    return {
+        **os.environ,
+        "MONGODB_URL": settings.mongodb_url,
+        "AMQP_URL": settings.amqp_url,
+        "TASKLIGHT_DATABASE": settings.database,
+        "TASKLIGHT_NAMESPACE": settings.namespace,
+        "TASKLIGHT_API_PORT": str(settings.api_port),
+        "TASKLIGHT_NOTIFIER_PORT": str(settings.notifier_port),
+        "TASKLIGHT_WORKER_NAME": settings.worker_name,
+        "TASKLIGHT_HEARTBEAT_S": "0.5",
+        "TASKLIGHT_DEV_MODE": "true",
+        "TASKLIGHT_TOKEN": DEV_TOKEN,
+        # A revoked token is refused at once (test_auth.py covers the cache).
+        "TASKLIGHT_TOKEN_CACHE_S": "0",
+        "TASKLIGHT_API_URL": f"http://127.0.0.1:{settings.api_port}",
+        "TASKLIGHT_WS_URL": f"ws://127.0.0.1:{settings.notifier_port}/ws",
+    }
+
+
+async def until_listening(
+    process: subprocess.Popen[bytes], port: int, timeout_s: float = 30
+) -> None:
+    """Wait until `process` listens on `port` of 127.0.0.1; fail if it exits first."""
+    await asyncio.to_thread(wait_for_port, "127.0.0.1", port, timeout_s, process)
+
+
+async def until_workers_beat(
+    store: TaskStore,
+    workers: Mapping[str, subprocess.Popen[bytes]],
+    log_dir: Path,
+    timeout_s: float = 30,
+) -> None:
+    """Wait until each worker (by name) has recorded a heartbeat: it consumes by then."""
+    wanted = set(workers)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        beating = {w["_id"] async for w in store.workers.find({"_id": {"$in": list(wanted)}})}
+        if beating == wanted:
+            return
+        for name in wanted - beating:
+            exited = workers[name].poll()
+            assert exited is None, f"worker {name} exited with {exited}; see {log_dir}"
+        assert time.monotonic() < deadline, f"workers {wanted - beating} never beat"
+        await asyncio.sleep(0.1)
