@@ -22,6 +22,7 @@ from faststream.rabbit import (
 )
 from pydantic import BaseModel
 
+from shared import tracing
 from shared.retries import DELAY_BUCKETS_S
 from shared.settings import Settings
 from shared.topology import RUN_KEY, Topology
@@ -106,17 +107,21 @@ async def publish_command(
     timeout_s: float,
     message_id: str,
 ) -> None:
-    """Publish a command persistent and mandatory, waiting for the broker's confirm."""
-    await broker.publish(
-        command,
-        exchange=exchange,
-        routing_key=routing_key,
-        persist=True,
-        mandatory=True,
-        timeout=timeout_s,
-        message_id=message_id,
-        message_type=type(command).__name__,
-    )
+    """Publish a command persistent and mandatory, waiting for the broker's confirm; its
+    headers carry the correlation id and, while tracing, the trace context."""
+    kind = type(command).__name__
+    with tracing.publishing(exchange.name, kind, message_id) as headers:
+        await broker.publish(
+            command,
+            exchange=exchange,
+            routing_key=routing_key,
+            persist=True,
+            mandatory=True,
+            timeout=timeout_s,
+            message_id=message_id,
+            message_type=kind,
+            headers=headers,
+        )
 
 
 async def delete_topology(amqp_url: str, topology: Topology) -> None:

@@ -16,6 +16,7 @@ from faststream.rabbit import RabbitBroker, RabbitQueue
 from pydantic import ValidationError
 from pymongo.errors import DuplicateKeyError
 
+from shared import metrics, tracing
 from shared.broker import control_exchange, publish_command, tasks_exchange
 from shared.ids import new_task_id
 from shared.lifecycle import FINAL_STATES, TaskState, utcnow
@@ -203,6 +204,7 @@ class TaskService:
             log.warning("publish of task %s failed: %r; removing it", task_id, exc)
             await self.store.discard_unqueued(task_id, parent_id=parent_id)
             raise BrokerUnavailable(str(exc) or type(exc).__name__) from exc
+        metrics.submitted([name])
         return doc
 
     async def submit_many(self, items: list[NewTask], *, owner: str) -> list[Doc]:
@@ -250,6 +252,7 @@ class TaskService:
             raise BrokerUnavailable(str(failures[0]) or type(failures[0]).__name__)
         if failures:
             log.warning("%d of %d commands not confirmed; the relay will", len(failures), len(docs))
+        metrics.submitted(doc["name"] for doc in docs)
         return docs
 
     async def submit_once(
@@ -305,15 +308,18 @@ class TaskService:
         command = RunTask(task_id=task_id, name=name)
         if delay_s > 0:
             band = bucket_for(delay_s)
-            await self.broker.publish(
-                command,
-                queue=RabbitQueue(self.topology.delay_queue(band)),
-                persist=True,
-                mandatory=True,
-                expiration=timedelta(seconds=delay_s),
-                timeout=self.settings.publish_timeout_s,
-                message_id=task_id,
-            )
+            queue = self.topology.delay_queue(band)
+            with tracing.publishing(queue, "RunTask", task_id) as headers:
+                await self.broker.publish(
+                    command,
+                    queue=RabbitQueue(queue),
+                    persist=True,
+                    mandatory=True,
+                    expiration=timedelta(seconds=delay_s),
+                    timeout=self.settings.publish_timeout_s,
+                    message_id=task_id,
+                    headers=headers,
+                )
         else:
             await publish_command(
                 self.broker,
@@ -333,6 +339,7 @@ class TaskService:
         released = await self.store.release(doc["_id"], run_id, attempt, dispatch_due_at=due)
         if released is None:
             return None
+        metrics.requeued(doc["name"], attempt["outcome"])
         try:
             await self.dispatch(doc["_id"], doc["name"], delay_s=delay_s)
         except Exception as exc:
@@ -454,4 +461,5 @@ class TaskService:
             parent_id, sources, target, fields=fields, guard={"awaiting_children": True}
         )
         if ended is not None:
+            metrics.finished(parent["name"], target)
             await self.ended(ended)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -39,6 +40,9 @@ class Settings(BaseSettings):
     api_port: int = 8000
     notifier_host: str = "127.0.0.1"
     notifier_port: int = 8001
+    #: Where a worker answers /healthz, /readyz and /metrics; port 0: a free one (logged).
+    worker_host: str = "127.0.0.1"
+    worker_port: int = Field(default=8002, ge=0, le=65535)
     #: Largest request body the API accepts, in bytes.
     max_body_bytes: int = 256 * 1024
     #: Largest `args` of one task, as JSON, in bytes; a larger one is refused with 413.
@@ -118,6 +122,14 @@ class Settings(BaseSettings):
     ws_auth_timeout_s: float = Field(default=10.0, gt=0)
     #: Compress WebSocket messages (permessage-deflate); costs ~50 KiB of memory per connection.
     ws_compression: bool = False
+
+    #: Log level of the services.
+    log_level: str = "INFO"
+    #: `json`: one JSON object per line (for log collectors); `text`: plain lines for people.
+    log_format: Literal["json", "text"] = "json"
+    #: Trace with OpenTelemetry (needs the `otel` extra), exporting OTLP over HTTP as the
+    #: standard `OTEL_*` variables say; also on when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+    otel_enabled: bool = False
 
     def origins(self) -> frozenset[str]:
         """The allowed browser origins (see `allowed_origins`)."""

@@ -30,6 +30,7 @@ from shared.lifecycle import FINAL_STATES, TaskState, transition_write, utcnow
 from shared.messages import TaskStateChanged
 from shared.settings import Settings
 from shared.topology import IDEMPOTENCY_KEYS, TASKS, WORKERS
+from shared.tracing import db_write
 
 Doc = dict[str, Any]
 
@@ -123,6 +124,7 @@ class TaskStore:
         """Raise if the database does not answer."""
         await self.db.command("ping")
 
+    @db_write("insert")
     async def insert(
         self, doc: Doc, *, parent_id: str | None = None, dispatch_due_at: datetime | None = None
     ) -> None:
@@ -135,12 +137,14 @@ class TaskStore:
         if parent_id is not None:
             await self._touch(parent_id, {"$push": {"child_ids": doc["_id"]}})
 
+    @db_write("insert")
     async def insert_many(self, docs: list[Doc], *, dispatch_due_at: datetime) -> None:
         """Store new top-level tasks in one write, each with its first event and outbox mark."""
         if docs:
             stored = [_as_stored(doc, dispatch_due_at) for doc in docs]
             await self.tasks.insert_many(stored, ordered=False)
 
+    @db_write("delete")
     async def discard_unqueued_many(self, task_ids: list[str]) -> None:
         """Remove waiting tasks whose commands the broker did not take (no parent links)."""
         await self.tasks.delete_many({"_id": {"$in": task_ids}, "state": TaskState.WAITING.value})
@@ -197,6 +201,7 @@ class TaskStore:
         doc = await self.tasks.find_one({"_id": task_id}, {"history": 1})
         return list((doc or {}).get("history") or [])
 
+    @db_write("update")
     async def transition(
         self,
         task_id: str,
@@ -225,6 +230,7 @@ class TaskStore:
         )
         return await self._update_then_read(query, pipeline)
 
+    @db_write("update")
     async def changed(
         self,
         task_id: str,
@@ -246,6 +252,7 @@ class TaskStore:
         """`get`, sharing its round trip with other tasks' reads (`SharedReads`)."""
         return await self.shared_reads.get(task_id)
 
+    @db_write("update")
     async def update_running(
         self, task_id: str, run_id: str, update: Doc, *, projection: Doc | None = None
     ) -> Doc | None:
@@ -276,6 +283,7 @@ class TaskStore:
         )
         return [doc async for doc in cursor]
 
+    @db_write("findAndModify")
     async def release(
         self, task_id: str, run_id: str, attempt: Doc, *, dispatch_due_at: datetime
     ) -> Doc | None:
@@ -299,6 +307,7 @@ class TaskStore:
             return_document=ReturnDocument.AFTER,
         )
 
+    @db_write("findAndModify")
     async def claim_released(self, task_id: str, run: Doc, worker: Doc) -> Doc | None:
         """Give a released running task to a new run; None if it is not released."""
         return await self.tasks.find_one_and_update(
@@ -336,12 +345,14 @@ class TaskStore:
         if parent_id is not None:
             await self._touch(parent_id, {"$pull": {"child_ids": task_id}})
 
+    @db_write("delete")
     async def delete_finished(self, task_id: str) -> bool:
         """Delete a finished task; False if it is not there or not finished."""
         final = [s.value for s in FINAL_STATES]
         result = await self.tasks.delete_one({"_id": task_id, "state": {"$in": final}})
         return result.deleted_count != 0
 
+    @db_write("delete")
     async def purge(
         self, *, owner: str | None, states: Iterable[TaskState], finished_before: datetime
     ) -> int:
@@ -358,6 +369,7 @@ class TaskStore:
             result = await self.tasks.delete_many({**query, "_id": {"$in": ids}})
             deleted += result.deleted_count
 
+    @db_write("update")
     async def _touch(self, task_id: str, update: Doc) -> None:
         await self.tasks.update_one({"_id": task_id}, _with_version_bump(update))
 

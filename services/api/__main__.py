@@ -7,12 +7,14 @@ import uvicorn
 from services.api.app import create_app
 from shared.logs import setup_logging
 from shared.settings import Settings
+from shared.tracing import setup_tracing
 
 
 def main() -> None:
     """Run the API until interrupted."""
     settings = Settings()
-    setup_logging("api")
+    setup_logging("api", settings.log_format, settings.log_level)
+    setup_tracing("api", settings)
     uvicorn.run(
         create_app(settings),
         host=settings.api_host,

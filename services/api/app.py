@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pymongo.errors import ConnectionFailure
 
-from services.api import meta, session, tasks, ui
+from services.api import meta, observability, session, tasks, ui
 from services.api.body_limit import BodyLimitMiddleware
 from services.api.problems import install_problem_handlers, problem_response
 from services.api.runtime import Runtime
@@ -101,4 +101,5 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.include_router(tasks.router)
     app.include_router(meta.router)
     ui.install(app, settings)
+    observability.install(app)
     return app

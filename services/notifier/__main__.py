@@ -9,6 +9,7 @@ import signal
 from services.notifier.app import Notifier
 from shared.logs import setup_logging
 from shared.settings import Settings
+from shared.tracing import setup_tracing
 
 
 async def serve(settings: Settings) -> None:
@@ -27,10 +28,12 @@ async def serve(settings: Settings) -> None:
 
 def main() -> None:
     """Entry point."""
-    setup_logging("notifier")
+    settings = Settings()
+    setup_logging("notifier", settings.log_format, settings.log_level)
+    setup_tracing("notifier", settings)
     # One line per connection opened and closed is noise at thousands of connections.
     logging.getLogger("websockets.server").setLevel(logging.WARNING)
-    asyncio.run(serve(Settings()))
+    asyncio.run(serve(settings))
 
 
 if __name__ == "__main__":

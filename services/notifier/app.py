@@ -30,6 +30,7 @@ from services.notifier.protocol import (
     parse,
     pong_message,
 )
+from shared import metrics
 from shared.auth import SESSION_COOKIE, AuthStore, Principal, bearer_token
 from shared.settings import Settings
 from shared.store import open_store
@@ -120,6 +121,9 @@ class Notifier:
         path = request.path.split("?", 1)[0]
         if path == "/healthz":
             return _plain(HTTPStatus.OK, "ok\n")
+        if path == "/metrics":
+            body = metrics.exposition(metrics.NOTIFIER_REGISTRY).decode()
+            return _plain(HTTPStatus.OK, body, metrics.CONTENT_TYPE)
         if path != WS_PATH:
             return _plain(HTTPStatus.NOT_FOUND, f"not found; the WebSocket is at {WS_PATH}\n")
         # A browser always names the page's origin. Another site's page must not open a socket
@@ -248,9 +252,9 @@ def _session_secret(cookie_header: str | None) -> str | None:
     return morsel.value if morsel is not None and morsel.value else None
 
 
-def _plain(status: HTTPStatus, text: str) -> Response:
+def _plain(
+    status: HTTPStatus, text: str, content_type: str = "text/plain; charset=utf-8"
+) -> Response:
     body = text.encode()
-    headers = Headers(
-        [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
-    )
+    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body)))])
     return Response(status.value, status.phrase, headers, body)

@@ -11,6 +11,7 @@ from websockets.exceptions import ConnectionClosed
 
 from services.notifier.outbox import Offer, Outbox
 from services.notifier.subscriptions import Subscription
+from shared import metrics
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ class Client:
             await self._room.wait()
 
     def _after(self, offer: Offer) -> None:
+        metrics.WS_PUSHES.add(offer.value)
         if offer is Offer.QUEUED or offer is Offer.COALESCED:
             self._wakeup.set()
         elif offer is Offer.OVERFLOW and self._closer is None:

@@ -18,6 +18,7 @@ from services.notifier.protocol import (
     unsubscribed_message,
 )
 from services.notifier.subscriptions import Subscription, SubscriptionRegistry
+from shared import metrics
 from shared.ids import is_task_id
 from shared.lifecycle import FINAL_STATES, GROUP_STATES, TaskGroup
 from shared.store import Doc, TaskStore
@@ -84,13 +85,16 @@ class Hub:
     def add_client(self, client: Client) -> None:
         """A new connection."""
         self.clients.add(client)
+        metrics.WS_CONNECTIONS.inc()
 
     def drop_client(self, client: Client) -> None:
         """A connection went away: forget its subscriptions."""
         for sub in client.subs.values():
             self.registry.remove(sub)
         client.subs.clear()
-        self.clients.discard(client)
+        if client in self.clients:
+            self.clients.discard(client)
+            metrics.WS_CONNECTIONS.dec()
 
     async def subscribe(self, client: Client, message: Subscribe) -> None:
         """Register a subscription, then send its initial state from the database.

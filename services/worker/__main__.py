@@ -8,6 +8,7 @@ import signal
 from services.worker.app import Worker
 from shared.logs import setup_logging
 from shared.settings import Settings
+from shared.tracing import setup_tracing
 
 
 async def serve(settings: Settings) -> None:
@@ -26,8 +27,10 @@ async def serve(settings: Settings) -> None:
 
 def main() -> None:
     """Entry point."""
-    setup_logging("worker")
-    asyncio.run(serve(Settings()))
+    settings = Settings()
+    setup_logging("worker", settings.log_format, settings.log_level)
+    setup_tracing("worker", settings)
+    asyncio.run(serve(settings))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import asyncio
 import logging
 from datetime import timedelta
 
+from shared import metrics
 from shared.lifecycle import TaskState, utcnow
 from shared.registry import UnknownTaskType
 from shared.service import TaskService
@@ -60,9 +61,10 @@ class Janitor:
     async def reap_missing_workers(self) -> None:
         """Mark silent workers missing; requeue or fail what they were running."""
         cutoff = utcnow() - timedelta(seconds=self.settings.worker_ttl_s)
-        await self.store.workers.update_many(
+        marked = await self.store.workers.update_many(
             {"last_heartbeat": {"$lt": cutoff}, "missing": False}, {"$set": {"missing": True}}
         )
+        metrics.WORKERS_MISSING.inc(marked.modified_count)
         for task in await self.store.stale_running(cutoff):
             await self._end_lost(task)
 
@@ -90,6 +92,7 @@ class Janitor:
                     "retry_in_s": 0,
                 }
                 if await self.service.requeue(task, run["id"], attempt) is not None:
+                    metrics.worker_lost(task["name"], "requeued")
                     log.warning("task %s requeued: %s", task["_id"], reason)
                 return
             ended = await self.store.transition(
@@ -101,6 +104,7 @@ class Janitor:
                 reason=reason,
             )
         if ended is not None:
+            metrics.worker_lost(task["name"], ended["state"])
             log.warning("task %s ended %s: %s", task["_id"], ended["state"], reason)
             await self.service.ended(ended)
 

@@ -14,6 +14,7 @@ from pydantic_core import to_jsonable_python
 from pymongo.errors import PyMongoError
 
 from services.worker.context import RunContext
+from shared import metrics
 from shared.errors import Retry, TaskCanceled, TaskFailed
 from shared.ids import new_task_id
 from shared.lifecycle import FINAL_STATES, TaskState, utcnow
@@ -201,7 +202,7 @@ class Runner:
         context = RunContext(self.service, doc, run_id)
         self.running[doc["_id"]] = context
         try:
-            outcome = await self._call_handler(doc, context)
+            outcome = await metrics.timed_run(doc, self._call_handler(doc, context))
         finally:
             del self.running[doc["_id"]]
         outcome.reports = context.reports
@@ -322,6 +323,7 @@ class Runner:
         if not written:
             log.warning("task %s was taken from run %s before it ended", task_id, run_id)
             return
+        metrics.finished(doc["name"], outcome.state)
         await self.service.ended(doc)
 
 
