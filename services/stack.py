@@ -254,9 +254,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     replicas: int = parser.parse_args(argv).replicas
     if replicas < 1:
         parser.error("--replicas must be at least 1")
-    # `make run` is for trying tasklight out: development mode, with its built-in user, unless
-    # the environment says otherwise.
+    # `make run` is for trying tasklight out: development mode, with its built-in user, and log
+    # lines for people rather than collectors, unless the environment says otherwise.
     os.environ.setdefault("TASKLIGHT_DEV_MODE", "true")
+    os.environ.setdefault("TASKLIGHT_LOG_FORMAT", "text")
     settings = Settings()
     env = dict(os.environ)
     mongo: EmbeddedMongo | None = None
