@@ -31,7 +31,13 @@ _CONTEXT: tuple[tuple[str, ContextVar[str | None]], ...] = (
     ("correlation_id", correlation_id_var),
 )
 #: Attributes every `LogRecord` has; any other was passed in `extra=` and is logged as a field.
-_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+#: (uvicorn's `color_message` repeats the message with terminal colours: not for a collector.)
+_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",
+}
 
 LogFormat = Literal["json", "text"]
 

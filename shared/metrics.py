@@ -12,6 +12,7 @@ turned into a counter only when scraped. No label is per task: task type and out
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import Counter as Tally
 from collections.abc import Awaitable, Iterable, Iterator, Mapping
@@ -218,26 +219,49 @@ def queue_wait_s(doc: Mapping[str, Any], now: datetime) -> float | None:
     return max(0.0, (now - since - delay).total_seconds())
 
 
+@functools.cache
+def _run_metrics(name: str) -> tuple[Counter, Histogram, Histogram]:
+    # One labels() look-up per task type and process, not three per run (task types are few).
+    return TASKS_STARTED.labels(name), QUEUE_WAIT_SECONDS.labels(name), RUN_SECONDS.labels(name)
+
+
+@functools.cache
+def _finished(name: str, outcome: str) -> Counter:
+    return TASKS_FINISHED.labels(name, outcome)
+
+
 async def timed_run(doc: Mapping[str, Any], run: Awaitable[T]) -> T:
     """Await a claimed task's handler run, counting it as started, its queue wait, its run
     time, and it among the running meanwhile."""
-    name = str(doc.get("name"))
-    TASKS_STARTED.labels(name).inc()
+    started_total, wait_seconds, run_seconds = _run_metrics(str(doc.get("name")))
+    started_total.inc()
     wait_s = queue_wait_s(doc, utcnow())
     if wait_s is not None:
-        QUEUE_WAIT_SECONDS.labels(name).observe(wait_s)
+        wait_seconds.observe(wait_s)
     started = time.perf_counter()
     TASKS_RUNNING.inc()
     try:
         return await run
     finally:
         TASKS_RUNNING.dec()
-        RUN_SECONDS.labels(name).observe(time.perf_counter() - started)
+        run_seconds.observe(time.perf_counter() - started)
+
+
+@functools.cache
+def _http_metrics(method: str, route: str, status: int) -> tuple[Counter, Histogram]:
+    return HTTP_REQUESTS.labels(method, route, str(status)), HTTP_DURATION.labels(method, route)
+
+
+def answered(method: str, route: str, status: int, seconds: float) -> None:
+    """The api answered a request for `route` (a template) with `status` in `seconds`."""
+    requests, duration = _http_metrics(method, route, status)
+    requests.inc()
+    duration.observe(seconds)
 
 
 def finished(name: str, outcome: str) -> None:
     """A task of type `name` ended in state `outcome`."""
-    TASKS_FINISHED.labels(name, outcome).inc()
+    _finished(name, str(outcome)).inc()
 
 
 def requeued(name: str, reason: str) -> None:

@@ -138,7 +138,8 @@ def server_span(method: str, path: str, headers: Mapping[str, str]) -> Iterator[
         return
     parent = _propagator.extract(headers)
     attributes = {"http.request.method": method, "url.path": path}
-    with _span(f"{method} {path}", SpanKind.SERVER, attributes, parent) as span:
+    # Named by the method alone until the route template is known (paths hold ids).
+    with _span(method, SpanKind.SERVER, attributes, parent) as span:
         yield span
 
 

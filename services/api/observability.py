@@ -23,6 +23,9 @@ CORRELATION_HEADER = "X-Correlation-ID"
 _INCOMING = (b"x-correlation-id", b"x-request-id")
 #: What an incoming id may look like; anything else (too long, odd bytes) is replaced.
 _VALID_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
+#: Methods counted by name; any other (a client may send any token) as `OTHER`, so that labels
+#: stay few whatever clients send. Unmatched paths count as the route `unmatched` likewise.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def correlation_id(headers: dict[bytes, bytes]) -> str:
@@ -77,9 +80,9 @@ class ObservabilityMiddleware:
             finally:
                 route = _route(scope)
                 tracing.end_server_span(span, method, route, status)
-                label = route or "unmatched"
-                metrics.HTTP_REQUESTS.labels(method, label, str(status)).inc()
-                metrics.HTTP_DURATION.labels(method, label).observe(time.perf_counter() - started)
+                elapsed_s = time.perf_counter() - started
+                counted = method if method in _METHODS else "OTHER"
+                metrics.answered(counted, route or "unmatched", status, elapsed_s)
 
 
 def _route(scope: Scope) -> str | None:
