@@ -13,7 +13,9 @@ from pydantic import ValidationError
 
 from services.worker.heartbeat import heartbeat_forever
 from services.worker.janitor import Janitor
+from services.worker.probes import ProbeServer
 from services.worker.runner import Runner
+from shared import metrics, tracing
 from shared.broker import (
     control_exchange,
     dead_queue,
@@ -24,6 +26,7 @@ from shared.broker import (
 )
 from shared.ids import is_task_id
 from shared.lifecycle import TaskState
+from shared.logs import bound
 from shared.messages import CancelTask, RunTask
 from shared.registry import Registry, load_registry
 from shared.service import TaskService
@@ -74,6 +77,11 @@ class Worker:
             ack_deadline_s=settings.ack_deadline_s,
         )
         self.janitor = Janitor(self.service)
+        self.probes = ProbeServer(
+            settings.worker_host,
+            settings.worker_port,
+            {"database": self.store.ping, "broker": self._broker_answers},
+        )
         self._background: list[asyncio.Task[None]] = []
         self._subscribe()
 
@@ -94,21 +102,29 @@ class Worker:
                 log.error("undecodable command %r: %s; dead-lettering it", message.message_id, exc)
                 await message.reject(requeue=False)
                 return
-            try:
-                await self.runner.handle(command, delivery.ack)
-            except Exception:
-                # The outcome could not be stored: give the command back for another try, once
-                # the database answers again (each requeue counts towards the delivery limit).
-                log.exception("task %s could not be recorded; requeueing", command.task_id)
-                await self._until_database_answers()
-                await delivery.nack()
-                return
+            with tracing.handling(
+                message.headers,
+                task_id=command.task_id,
+                task_type=command.name,
+                worker=self.settings.worker_name,
+                source=self.topology.tasks_queue,
+            ):
+                try:
+                    await self.runner.handle(command, delivery.ack)
+                except Exception:
+                    # The outcome could not be stored: give the command back for another try,
+                    # once the database answers (each requeue counts towards the delivery limit).
+                    log.exception("task %s could not be recorded; requeueing", command.task_id)
+                    await self._until_database_answers()
+                    await delivery.nack()
+                    return
             await delivery.ack()
 
         @self.broker.subscriber(dead_queue(self.topology), ack_policy=AckPolicy.MANUAL)
         async def on_dead(message: RabbitMessage) -> None:
             try:
-                await self._fail_dead_lettered(message)
+                with bound(worker=self.settings.worker_name):
+                    await self._fail_dead_lettered(message)
             except Exception:
                 log.exception("dead-lettered command %r not recorded; retrying", message.message_id)
                 await self._until_database_answers()
@@ -142,6 +158,7 @@ class Worker:
     async def _fail_dead_lettered(self, message: RabbitMessage) -> None:
         headers: dict[str, Any] = message.headers or {}
         reason = str(headers.get("x-first-death-reason", "rejected"))
+        metrics.DEAD_LETTERS.labels(reason).inc()
         try:
             task_id: str | None = RunTask.model_validate_json(message.body).task_id
         except ValidationError:
@@ -167,28 +184,50 @@ class Worker:
 
     async def start(self) -> None:
         """Connect, declare the topology, start consuming, heartbeating and sweeping."""
+        await self._start_probes()
         await self.store.ensure_indexes()
         await self.broker.connect()
-        await declare_topology(self.broker, self.topology, self.settings)
+        # Subscribers first: FastStream keeps the first declaration of a queue and consumes on
+        # its channel. Declared by `declare_topology` first, the tasks queue would be consumed on
+        # the default channel, which has no prefetch limit: `worker_concurrency` would not hold,
+        # and one worker could take every queued command while the others idle.
         await self.broker.start()
-        self._background = [
-            asyncio.create_task(
-                heartbeat_forever(
-                    self.store,
-                    self.settings.worker_name,
-                    interval_s=self.settings.heartbeat_s,
-                    concurrency=self.settings.worker_concurrency,
-                    current_tasks=lambda: sorted(self.runner.running),
-                )
-            ),
-            asyncio.create_task(self.janitor.run_forever()),
-        ]
+        await declare_topology(self.broker, self.topology, self.settings)
+        with bound(worker=self.settings.worker_name):  # the lines they log name this worker
+            self._background = [
+                asyncio.create_task(
+                    heartbeat_forever(
+                        self.store,
+                        self.settings.worker_name,
+                        interval_s=self.settings.heartbeat_s,
+                        concurrency=self.settings.worker_concurrency,
+                        current_tasks=lambda: sorted(self.runner.running),
+                    )
+                ),
+                asyncio.create_task(self.janitor.run_forever()),
+            ]
         log.info(
             "worker %s consuming %s with concurrency %d",
             self.settings.worker_name,
             self.topology.tasks_queue,
             self.settings.worker_concurrency,
         )
+
+    async def _start_probes(self) -> None:
+        # Not fatal: a worker without probes still runs tasks (and an orchestrator that probes
+        # it restarts it, which shows); several workers on one host need port 0 or a port each.
+        try:
+            await self.probes.start()
+        except OSError as exc:
+            log.error(
+                "worker probes not served: cannot listen on %s:%d (%s); set TASKLIGHT_WORKER_PORT",
+                self.settings.worker_host,
+                self.settings.worker_port,
+                exc,
+            )
+
+    async def _broker_answers(self) -> bool:
+        return await self.broker.ping(timeout=2.0)
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Stop taking commands, let running tasks finish within the grace time, hand the rest
@@ -209,3 +248,4 @@ class Worker:
             await self.store.workers.delete_one({"_id": self.settings.worker_name})
         await self.broker.stop()
         await self.store.close()
+        await self.probes.stop()
