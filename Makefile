@@ -35,7 +35,7 @@ test-integration: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy shared services tests
+	$(VENV)/bin/mypy shared services tests examples
 
 format: install
 	$(VENV)/bin/ruff check --fix .

@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from services.stack import wait_for_port
+from services.stack import start_replicas, stop_processes, wait_for_port
 from shared.auth import DEV_TOKEN
 from shared.settings import Settings
 from shared.store import TaskStore
@@ -61,3 +61,18 @@ async def until_workers_beat(
             assert exited is None, f"worker {name} exited with {exited}; see {log_dir}"
         assert time.monotonic() < deadline, f"workers {wanted - beating} never beat"
         await asyncio.sleep(0.1)
+
+
+async def start_stack(
+    env: dict[str, str], settings: Settings, log_dir: Path
+) -> dict[str, subprocess.Popen[bytes]]:
+    """An api, a worker and a notifier on `env`, once the api and the notifier listen (at
+    `settings`' ports); stop them with `stop_processes`."""
+    processes = start_replicas(env, [(settings.api_port, settings.notifier_port)], log_dir)
+    try:
+        await until_listening(processes["api"], settings.api_port)
+        await until_listening(processes["notifier"], settings.notifier_port)
+    except BaseException:
+        await asyncio.to_thread(stop_processes, processes.values())
+        raise
+    return processes

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from shared.errors import TaskCanceled
 
 T = TypeVar("T")
 
@@ -26,3 +29,51 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout_s} s; last value: {value!r}")
         await asyncio.sleep(interval_s)
+
+
+@dataclass
+class Report:
+    """A progress report as `MemoryContext` keeps it."""
+
+    message: str
+    code: str
+    total: int | None
+    done: int = 0
+    finished: bool = False
+
+    async def advance(self, by: int = 1) -> None:
+        self.done += by
+
+    async def finish(self) -> None:
+        self.finished = True
+
+
+@dataclass
+class MemoryContext:
+    """Records what a handler does; cancels after `cancel_after` checkpoints if set."""
+
+    cancel_after: int | None = None
+    reports: list[Report] = field(default_factory=list)
+    checkpoints: int = 0
+    spawned: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    attempt: int = 1
+
+    @property
+    def task_id(self) -> str:
+        return "task-1"
+
+    async def report(
+        self, message: str, code: str, *, total: int | None = None, suffix: str | None = None
+    ) -> Report:
+        self.reports.append(Report(message, code, total))
+        return self.reports[-1]
+
+    async def checkpoint(self) -> None:
+        if self.cancel_after is not None and self.checkpoints >= self.cancel_after:
+            raise TaskCanceled()
+        self.checkpoints += 1
+
+    async def spawn(self, name: str, args: dict[str, Any]) -> str:
+        self.spawned.append((name, args))
+        return f"child-{len(self.spawned)}"

@@ -15,10 +15,10 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from services.stack import ROOT, start_service, stop_processes
+from services.stack import ROOT, stop_processes
 from shared.auth import DEV_TOKEN
 from shared.settings import Settings
-from tests.processes import service_env, until_listening
+from tests.processes import service_env, start_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -60,10 +60,8 @@ class Stack:
 async def stack(settings: Settings, tmp_path: Path) -> AsyncIterator[Stack]:
     """api, worker and notifier as `python -m services.<name>` processes."""
     env = service_env(settings)
-    processes = {name: start_service(name, env, tmp_path) for name in ("api", "worker", "notifier")}
+    processes = await start_stack(env, settings, tmp_path)
     try:
-        for name, port in (("api", settings.api_port), ("notifier", settings.notifier_port)):
-            await until_listening(processes[name], port)
         yield Stack(settings, env, processes)
     finally:
         await asyncio.to_thread(stop_processes, processes.values())

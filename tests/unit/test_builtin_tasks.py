@@ -2,60 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
 import pytest
 
 from shared.errors import TaskCanceled, TaskFailed
 from shared.registry import WaitForChildren
 from shared.tasktypes.builtin import CountArgs, FailArgs, SpawnArgs, count, fail, spawn
-
-
-@dataclass
-class Report:
-    message: str
-    code: str
-    total: int | None
-    done: int = 0
-    finished: bool = False
-
-    async def advance(self, by: int = 1) -> None:
-        self.done += by
-
-    async def finish(self) -> None:
-        self.finished = True
-
-
-@dataclass
-class MemoryContext:
-    """Records what a handler does; cancels after `cancel_after` checkpoints if set."""
-
-    cancel_after: int | None = None
-    reports: list[Report] = field(default_factory=list)
-    checkpoints: int = 0
-    spawned: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-
-    attempt: int = 1
-
-    @property
-    def task_id(self) -> str:
-        return "task-1"
-
-    async def report(
-        self, message: str, code: str, *, total: int | None = None, suffix: str | None = None
-    ) -> Report:
-        self.reports.append(Report(message, code, total))
-        return self.reports[-1]
-
-    async def checkpoint(self) -> None:
-        if self.cancel_after is not None and self.checkpoints >= self.cancel_after:
-            raise TaskCanceled()
-        self.checkpoints += 1
-
-    async def spawn(self, name: str, args: dict[str, Any]) -> str:
-        self.spawned.append((name, args))
-        return f"child-{len(self.spawned)}"
+from tests.support import MemoryContext
 
 
 async def test_count_reports_one_progress_step_per_round_and_returns_the_count() -> None:

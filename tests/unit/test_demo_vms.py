@@ -18,7 +18,7 @@ from shared.tasktypes.demo import (
     power_on,
     vm_power_states,
 )
-from tests.unit.test_builtin_tasks import MemoryContext
+from tests.support import MemoryContext
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
