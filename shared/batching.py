@@ -11,14 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import uuid
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from pymongo import UpdateOne
+import bson
+from pymongo import UpdateMany
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
+
+from shared.lifecycle import utcnow
 
 Doc = dict[str, Any]
 T = TypeVar("T")
@@ -59,7 +65,9 @@ class _Batcher(Generic[T, R]):
             self._timer = None
         batch, self._pending = self._pending, []
         if batch:
-            task = asyncio.create_task(self._run(batch))
+            # A fresh context: the batch belongs to none of its callers (their task ids, bound
+            # for logging, must not label its lines).
+            task = asyncio.create_task(self._run(batch), context=contextvars.Context())
             self._sending.add(task)
             task.add_done_callback(self._sending.discard)
 
@@ -78,28 +86,72 @@ class _Batcher(Generic[T, R]):
             await asyncio.gather(*self._sending, return_exceptions=True)
 
 
-class SharedWrites:
-    """Compare-and-set updates of several tasks sent as one unordered `bulk_write`.
+@dataclass(frozen=True)
+class GroupedWrite:
+    """One task's compare-and-set, in a form that many tasks' can share one statement.
 
-    Each update also stamps a `write_id` of its own on the task. When the bulk write matched
-    every update (the usual case) all applied; when it matched fewer, one `find` of the stamps
-    tells each caller whether its own update is the one the task holds.
+    `query` is the filter without `_id`; `build` makes the update from the time and the write id
+    that the whole batch shares, so that the same change of many tasks is the same update
+    document. Writes with the same query and update become one statement, whose filter is
+    `query` and the tasks' ids: no per-task condition, since an `$or` of them makes SecantusDB
+    scan the whole collection (12.8 ms per task against 0.8, measured).
+    """
+
+    task_id: str
+    query: Doc
+    build: Callable[[datetime, str], Doc]
+
+
+class SharedWrites:
+    """Compare-and-sets of many tasks as few `update_many` statements, in one `bulk_write`.
+
+    On SecantusDB a statement costs more than the documents it changes (measured here: 2.4 ms
+    of server time for a single-task plain update, 2.9 ms as a pipeline, 1.5 ms per task in
+    an `update_many`), so writes that arrive together are grouped by their filter and update,
+    and each group is one statement for all its tasks. The batch's
+    time and write id are the same for all of its writes; every update also stamps that
+    `write_id`, so when a statement matched fewer tasks than it named, one `find` tells each
+    caller whether its own task holds it. Each caller gets the write id, or None if its filter
+    did not match.
     """
 
     def __init__(self, collection: AsyncCollection[Doc]) -> None:
         self._collection = collection
-        self._batcher: _Batcher[tuple[Doc, list[Doc], str], bool] = _Batcher(self._send)
+        self._batcher: _Batcher[GroupedWrite, str | None] = _Batcher(self._send)
 
-    async def apply(self, query: Doc, pipeline: list[Doc]) -> bool:
-        """Whether the update applied (its filter matched)."""
-        stamp = uuid.uuid4().hex
-        stamped = [*pipeline, {"$set": {"write_id": {"$literal": stamp}}}]
-        return await self._batcher.submit((query, stamped, stamp))
+    async def apply(self, write: GroupedWrite) -> str | None:
+        """The write id if the write applied, None if its filter matched nothing."""
+        return await self._batcher.submit(write)
 
-    async def _send(
-        self, batch: list[tuple[tuple[Doc, list[Doc], str], asyncio.Future[bool]]]
+    async def _send(self, batch: list[tuple[GroupedWrite, asyncio.Future[str | None]]]) -> None:
+        # Two writes of one task go in turn, as they would one by one: in one statement, both
+        # would find the batch's stamp on the task and both would think they applied.
+        firsts: dict[str, tuple[GroupedWrite, asyncio.Future[str | None]]] = {}
+        again = []
+        for item in batch:
+            if item[0].task_id in firsts:
+                again.append(item)
+            else:
+                firsts[item[0].task_id] = item
+        await self._send_distinct(list(firsts.values()))
+        if again:
+            await self._send(again)
+
+    async def _send_distinct(
+        self, batch: list[tuple[GroupedWrite, asyncio.Future[str | None]]]
     ) -> None:
-        requests = [UpdateOne(query, pipeline) for (query, pipeline, _), _ in batch]
+        at = utcnow()
+        stamp = uuid.uuid4().hex
+        groups: dict[bytes, tuple[Doc, Doc, list[GroupedWrite]]] = {}
+        for write, _ in batch:
+            update = write.build(at, stamp)
+            update["$set"] = {**update.get("$set", {}), "write_id": stamp}
+            key = bson.encode({"q": write.query, "u": update})
+            groups.setdefault(key, (write.query, update, []))[2].append(write)
+        requests = [
+            UpdateMany({"_id": {"$in": [write.task_id for write in writes]}, **query}, update)
+            for query, update, writes in groups.values()
+        ]
         try:
             result = await self._collection.bulk_write(requests, ordered=False)
             all_matched = result.matched_count == len(batch)
@@ -107,13 +159,13 @@ class SharedWrites:
             all_matched = False  # some applied, some not: the stamps say which
         if all_matched:
             for _, future in batch:
-                future.set_result(True)
+                future.set_result(stamp)
             return
-        ids = list({query["_id"] for (query, _, _), _ in batch})
+        ids = list({write.task_id for write, _ in batch})
         cursor = self._collection.find({"_id": {"$in": ids}}, {"write_id": 1})
         stamps = {doc["_id"]: doc.get("write_id") async for doc in cursor}
-        for (query, _, stamp), future in batch:
-            future.set_result(stamps.get(query["_id"]) == stamp)
+        for write, future in batch:
+            future.set_result(stamp if stamps.get(write.task_id) == stamp else None)
 
     async def close(self) -> None:
         """Send what is pending."""
@@ -193,7 +245,7 @@ class DispatchMarks:
         """Clear one task's mark soon."""
         self._pending.append(task_id)
         if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush_soon())
+            self._flusher = asyncio.create_task(self._flush_soon(), context=contextvars.Context())
 
     async def _flush_soon(self) -> None:
         await asyncio.sleep(self.LINGER_S)

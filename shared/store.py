@@ -7,10 +7,13 @@ change together lives in the task document itself: its state, its run, its attem
 `dispatch_due_at`, the outbox mark that makes the relay publish a command the broker never
 confirmed, and `history`, its state changes, each appended by the write that makes it.
 
-Writes are what a task costs here (each is a commit, and with --sync-on-commit an fsync), so a
-task costs as few as its guarantees need: one insert, one claim, one end, and the clearing of its
-outbox mark, which `DispatchMarks` batches across tasks. (A separate `task_events` log of every
-change was written once and never read; the task's own history is that log.)
+Writes are what a task costs here (each statement is a commit, and with --sync-on-commit an
+fsync), so a task costs as few as its guarantees need: one insert, one claim, one end, and the
+clearing of its outbox mark. Tasks handled at the same time share them: inserts one
+`insert_many`, marks one `update_many` (`DispatchMarks`), and claims, and ends of the same
+outcome, one `update_many` each (`SharedWrites`), each still a compare-and-set per task. (A
+separate `task_events` log of every change was written once and never read; the task's own
+history is that log.)
 """
 
 from __future__ import annotations
@@ -24,9 +27,23 @@ from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import OperationFailure
 
-from shared.batching import DispatchMarks, SharedInserts, SharedReads, SharedWrites
-from shared.ids import task_id_floor
-from shared.lifecycle import FINAL_STATES, TaskState, transition_write, utcnow
+from shared.batching import (
+    DispatchMarks,
+    GroupedWrite,
+    SharedInserts,
+    SharedReads,
+    SharedWrites,
+)
+from shared.ids import new_task_id, task_id_floor
+from shared.lifecycle import (
+    FINAL_STATES,
+    FIRST_VERSION,
+    TaskState,
+    known_filter,
+    known_transition_write,
+    transition_write,
+    utcnow,
+)
 from shared.messages import TaskStateChanged
 from shared.settings import Settings
 from shared.topology import IDEMPOTENCY_KEYS, TASKS, WORKERS
@@ -80,7 +97,8 @@ class TaskStore:
         await self.tasks.create_index([("owner", ASCENDING), ("_id", DESCENDING)])
         await self.tasks.create_index([("state", ASCENDING), ("_id", DESCENDING)])
         await self.tasks.create_index([("parent_id", ASCENDING)])
-        await self.tasks.create_index([("state", ASCENDING), ("worker.last_heartbeat", ASCENDING)])
+        # No index on the heartbeat: the liveness check reads running tasks by state, and they
+        # are few (the workers' slots); each index costs every state change about 1/7 more.
         await self.tasks.create_index([("dispatch_due_at", ASCENDING)], sparse=True)
         # Finished tasks are kept for `retention_s`, then removed by MongoDB.
         await self._ttl_index(self.tasks, "finished_at", self.retention_s)
@@ -231,22 +249,81 @@ class TaskStore:
         return await self._update_then_read(query, pipeline)
 
     @db_write("update")
-    async def changed(
+    async def claim(self, task_id: str, worker: str) -> str | None:
+        """Start a new run of a waiting task on `worker`: the run's id, or None when the task
+        was not waiting (another delivery claimed it, it was canceled, or it was handed back).
+
+        A waiting task is at its first version unless something changed it while it waited,
+        so the claim is first tried as a known-version write that the claims of other tasks
+        share (one statement; the batch's write id is the run's id), then, if that missed,
+        as the compare-and-set that reads the state from the task.
+        """
+
+        def build(at: datetime, run_id: str) -> Doc:
+            fields = {**_claim_fields(worker, run_id, at), "runs": 1}
+            return known_transition_write(
+                TaskState.WAITING,
+                FIRST_VERSION,
+                TaskState.RUNNING,
+                at=at,
+                fields=fields,
+                worker=worker,
+            )
+
+        query = known_filter(TaskState.WAITING, FIRST_VERSION)
+        run_id = await self.shared_writes.apply(GroupedWrite(task_id, query, build))
+        if run_id is not None:
+            return run_id
+        run_id = new_task_id()
+        at = utcnow()
+        query, pipeline = transition_write(
+            task_id,
+            [TaskState.WAITING],
+            TaskState.RUNNING,
+            at=at,
+            fields={**_claim_fields(worker, run_id, at), "runs": 1},
+            worker=worker,
+        )
+        result = await self.tasks.update_one(query, pipeline)
+        return run_id if result.matched_count else None
+
+    @db_write("update")
+    async def end_run(
         self,
         task_id: str,
+        run_id: str,
         sources: Iterable[TaskState],
         target: TaskState,
         *,
-        fields: Mapping[str, Any] | None = None,
-        guard: Mapping[str, Any] | None = None,
-        worker: str | None = None,
+        fields: Mapping[str, Any],
+        worker: str,
+        version: int | None = None,
     ) -> bool:
-        """`transition` for a caller that needs only whether it happened: no read, and the
-        write shares its round trip and commit with other tasks' (`SharedWrites`)."""
+        """Move a task held by run `run_id` from one of `sources` to `target`; whether it moved.
+
+        `version`, when the caller knows that the task is still `running` at that version (it
+        wrote nothing since its claim), lets the write share a statement with other tasks' ends
+        of the same outcome; otherwise, or if that missed, it is the compare-and-set that reads
+        the state from the task.
+        """
+        guard = {"run.id": run_id}
+        sources = set(sources)
+        if version is not None and TaskState.RUNNING in sources and _plain(fields):
+
+            def build(at: datetime, _write_id: str) -> Doc:
+                return known_transition_write(
+                    TaskState.RUNNING, version, target, at=at, fields=fields, worker=worker
+                )
+
+            # The run's id is part of the query: the ends of tasks claimed together (one run id)
+            # with the same outcome share one statement.
+            query = {**known_filter(TaskState.RUNNING, version), **guard}
+            if await self.shared_writes.apply(GroupedWrite(task_id, query, build)):
+                return True
         query, pipeline = transition_write(
             task_id, sources, target, at=utcnow(), fields=fields, guard=guard, worker=worker
         )
-        return await self.shared_writes.apply(query, pipeline)
+        return (await self.tasks.update_one(query, pipeline)).matched_count > 0
 
     async def get_shared(self, task_id: str) -> Doc | None:
         """`get`, sharing its round trip with other tasks' reads (`SharedReads`)."""
@@ -308,13 +385,18 @@ class TaskStore:
         )
 
     @db_write("findAndModify")
-    async def claim_released(self, task_id: str, run: Doc, worker: Doc) -> Doc | None:
-        """Give a released running task to a new run; None if it is not released."""
-        return await self.tasks.find_one_and_update(
+    async def claim_released(self, task_id: str, worker: str) -> tuple[Doc, str] | None:
+        """Give a released running task to a new run on `worker`: the task and the run's id, or
+        None if it is not released."""
+        run_id = new_task_id()
+        doc = await self.tasks.find_one_and_update(
             {"_id": task_id, "state": TaskState.RUNNING.value, "run.id": None},
-            _with_version_bump({"$set": {"run": run, "worker": worker}, "$inc": {"runs": 1}}),
+            _with_version_bump(
+                {"$set": _claim_fields(worker, run_id, utcnow()), "$inc": {"runs": 1}}
+            ),
             return_document=ReturnDocument.AFTER,
         )
+        return None if doc is None else (doc, run_id)
 
     async def stale_running(self, heartbeat_before: datetime, limit: int = 100) -> list[Doc]:
         """Running or canceling tasks held by a run whose worker stopped heartbeating."""
@@ -389,6 +471,27 @@ def _as_stored(doc: Doc, dispatch_due_at: datetime | None) -> Doc:
     if dispatch_due_at is not None:
         stored["dispatch_due_at"] = dispatch_due_at
     return stored
+
+
+def _claim_fields(worker: str, run_id: str, at: datetime) -> Doc:
+    """What a claim sets besides the state: who runs the task, and the run that holds it."""
+    return {
+        "worker": {"name": worker, "last_heartbeat": at, "missing": False},
+        "run": {"id": run_id, "worker": worker},
+    }
+
+
+def _plain(value: Any) -> bool:
+    """Whether `value` can be stored by a plain `$set`: no key starts with `$` or holds a dot
+    (the pipeline form stores such values as literals)."""
+    if isinstance(value, Mapping):
+        return all(
+            isinstance(k, str) and not k.startswith("$") and "." not in k and _plain(v)
+            for k, v in value.items()
+        )
+    if isinstance(value, list | tuple):
+        return all(_plain(item) for item in value)
+    return True
 
 
 def _with_version_bump(update: Doc) -> Doc:

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.lifecycle import TaskState
+from shared.lifecycle import FIRST_VERSION, TaskState
 
 API_PREFIX = "/api/v1"
 
@@ -177,5 +177,5 @@ def new_task_doc(
         "owner": owner,
         "ui": ui.model_dump(exclude_none=True) if ui else None,
         "metadata": metadata or {},
-        "version": 1,
+        "version": FIRST_VERSION,
     }

@@ -16,7 +16,6 @@ from pymongo.errors import PyMongoError
 from services.worker.context import RunContext
 from shared import metrics
 from shared.errors import Retry, TaskCanceled, TaskFailed
-from shared.ids import new_task_id
 from shared.lifecycle import FINAL_STATES, TaskState, utcnow
 from shared.messages import RunTask
 from shared.registry import Registry, TaskType, UnknownTaskType, WaitForChildren
@@ -115,11 +114,11 @@ class Runner:
             self.inflight.discard(current)
 
     async def _handle(self, command: RunTask, ack: Ack) -> None:
-        run_id = new_task_id()
-        doc = await self._claim(command.task_id, run_id)
-        if doc is None:
+        claimed = await self._claim(command.task_id)
+        if claimed is None:
             await self._skip(command)
             return
+        doc, run_id = claimed
         early_ack = asyncio.get_running_loop().call_later(
             self.ack_deadline_s, lambda: asyncio.ensure_future(ack())
         )
@@ -163,25 +162,17 @@ class Runner:
         if self.inflight:
             await asyncio.wait(set(self.inflight))
 
-    async def _claim(self, task_id: str, run_id: str) -> Doc | None:
-        now = utcnow()
-        worker = {"name": self.worker_name, "last_heartbeat": now, "missing": False}
-        run = {"id": run_id, "worker": self.worker_name}
-        claimed = await self.store.changed(
-            task_id,
-            [TaskState.WAITING],
-            TaskState.RUNNING,
-            fields={"worker": worker, "run": run, "runs": 1},
-            worker=self.worker_name,
-        )
-        if claimed:
+    async def _claim(self, task_id: str) -> tuple[Doc, str] | None:
+        """The task and the id of the run that now holds it, or None if it is not ours to run."""
+        run_id = await self.store.claim(task_id, self.worker_name)
+        if run_id is not None:
             doc = await self.store.get_shared(task_id)
             # Ours unless, in the instant between, it was canceled and ended: then skip it.
             if doc is not None and (doc.get("run") or {}).get("id") == run_id:
-                return doc
+                return doc, run_id
             return None
         # Not waiting: it may have been handed back (retry, lost worker, shutdown).
-        return await self.store.claim_released(task_id, run, worker)
+        return await self.store.claim_released(task_id, self.worker_name)
 
     async def _skip(self, command: RunTask) -> None:
         current = await self.store.get(command.task_id)
@@ -295,15 +286,14 @@ class Runner:
     async def _end(self, doc: Doc, run_id: str, outcome: Outcome) -> None:
         """Store the final state (no read back: the claim's copy has what `ended` needs)."""
         task_id = doc["_id"]
-        guard = {"run.id": run_id}
         written = False
         if outcome.state is TaskState.CANCELED:
-            written = await self.store.changed(
+            written = await self.store.end_run(
                 task_id,
+                run_id,
                 [TaskState.CANCELING],
                 TaskState.CANCELED,
                 fields=outcome.fields(),
-                guard=guard,
                 worker=self.worker_name,
             )
             if not written:
@@ -312,13 +302,16 @@ class Runner:
                 outcome = _failed("canceled", "the handler stopped without a cancel request")
                 outcome.reports = reports
         if not written:
-            written = await self.store.changed(
+            written = await self.store.end_run(
                 task_id,
+                run_id,
                 _ACTIVE,
                 outcome.state,
                 fields=outcome.fields(),
-                guard=guard,
                 worker=self.worker_name,
+                # Known only while nothing but the claim changed the task: a progress report
+                # moves its version (and a miss just costs the general compare-and-set).
+                version=None if outcome.reports else doc["version"],
             )
         if not written:
             log.warning("task %s was taken from run %s before it ended", task_id, run_id)

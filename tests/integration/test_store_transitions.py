@@ -73,31 +73,94 @@ async def test_a_guard_that_no_longer_holds_makes_the_change_lose(store: TaskSto
     assert won["state"] == "completed"
 
 
-async def test_shared_writes_tell_each_caller_whether_its_own_write_applied(
-    store: TaskStore,
-) -> None:
+async def _waiting_tasks(store: TaskStore, count: int) -> list[str]:
     ids = []
-    for _ in range(3):
+    for _ in range(count):
         doc = new_task_doc(
             task_id=new_task_id(), name="test.count", args={}, owner="u", at=utcnow()
         )
         await store.insert(doc)
         ids.append(doc["_id"])
-    run = {"run": {"id": "r"}}
-    # Sent together: two claims of the same task (one may win), one of another task, and a
-    # change that cannot apply (a waiting task cannot complete).
-    results = await asyncio.gather(
-        store.changed(ids[0], [TaskState.WAITING], TaskState.RUNNING, fields=run),
-        store.changed(ids[0], [TaskState.WAITING], TaskState.RUNNING, fields=run),
-        store.changed(ids[1], [TaskState.WAITING], TaskState.RUNNING, fields=run),
-        store.changed(ids[2], [TaskState.RUNNING], TaskState.COMPLETED),
+    return ids
+
+
+async def test_claims_sent_together_tell_each_caller_whether_its_own_applied(
+    store: TaskStore,
+) -> None:
+    ids = await _waiting_tasks(store, 3)
+    # Changed while it waited: its version is no longer the first, so its claim misses the
+    # shared statement and must still succeed by the general compare-and-set.
+    await store.tasks.update_one({"_id": ids[2]}, {"$inc": {"version": 1}})
+    # Sent together: two claims of the same task (exactly one may win), and one of each other.
+    runs = await asyncio.gather(
+        store.claim(ids[0], "w1"),
+        store.claim(ids[0], "w2"),
+        store.claim(ids[1], "w1"),
+        store.claim(ids[2], "w1"),
     )
-    assert sorted(results[:2]) == [False, True]
-    assert list(results[2:]) == [True, False]
+    assert sum(run is not None for run in runs[:2]) == 1
+    assert runs[2] is not None
+    assert runs[3] is not None
+    docs = [await store.get(task_id) or {} for task_id in ids]
+    assert [doc["state"] for doc in docs] == ["running"] * 3
+    winner = runs[0] or runs[1]
+    assert docs[0]["run"]["id"] == winner
+    assert docs[0]["worker"]["name"] == ("w1" if runs[0] else "w2")
+    # Both forms record the same history: the new version, in order, after the first.
+    for doc in docs:
+        history = await store.history(doc["_id"])
+        assert [e["target"] for e in history] == ["waiting", "running"]
+        assert history[-1]["version"] == doc["version"]
+        assert history[-1]["source"] == "waiting"
+
+
+async def test_ends_sent_together_apply_only_for_the_run_that_holds_each_task(
+    store: TaskStore,
+) -> None:
+    ids = await _waiting_tasks(store, 3)
+    runs = [await store.claim(task_id, "w1") for task_id in ids]
+    assert None not in runs
+    version = (await store.get(ids[0]) or {})["version"]
+    fields = {"result": None, "error": None}
+    ended = await asyncio.gather(
+        # The same outcome for three tasks (one statement), but the second names the run of
+        # the first: it must not end either task.
+        store.end_run(
+            ids[0],
+            runs[0] or "",
+            [TaskState.RUNNING],
+            TaskState.COMPLETED,
+            fields=fields,
+            worker="w1",
+            version=version,
+        ),
+        store.end_run(
+            ids[1],
+            runs[0] or "",
+            [TaskState.RUNNING],
+            TaskState.COMPLETED,
+            fields=fields,
+            worker="w1",
+            version=version,
+        ),
+        # A wrong version falls back on the general compare-and-set, which applies.
+        store.end_run(
+            ids[2],
+            runs[2] or "",
+            [TaskState.RUNNING],
+            TaskState.COMPLETED,
+            fields={"result": {"$odd key": 1}, "error": None},
+            worker="w1",
+            version=version + 5,
+        ),
+    )
+    assert list(ended) == [True, False, True]
     states = [(await store.get(task_id) or {}).get("state") for task_id in ids]
-    assert states == ["running", "running", "waiting"]
+    assert states == ["completed", "running", "completed"]
+    assert (await store.get(ids[2]) or {})["result"] == {"$odd key": 1}
     history = await store.history(ids[0])
-    assert [e["target"] for e in history] == ["waiting", "running"]
+    assert [e["target"] for e in history] == ["waiting", "running", "completed"]
+    assert history[-1]["version"] == version + 1
 
 
 async def test_shared_inserts_fail_only_the_insert_that_fails(store: TaskStore) -> None:
