@@ -10,7 +10,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY shared ./shared
 COPY services ./services
-RUN /opt/tasklight/bin/pip install .
+RUN /opt/tasklight/bin/pip install ".[otel]"
 
 # Run stage: the virtualenv alone, run by an unprivileged user.
 FROM python:3.11-slim
