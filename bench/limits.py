@@ -15,6 +15,9 @@ commit is an fsync): the writes of a task's life, one insert (waiting) and two c
 updates (running, then completed), into a collection with only its `_id` index.
 - `mongo.bulk`: across tasks, BATCH at a time: an `insert_many`, then a `bulk_write` of the
   running updates, then one of the completed updates; one writer. Tasks per second.
+- `mongo.grouped`: the same, but each BATCH's running updates are one `update_many` (one filter
+  naming the batch's ids and the expected state, one update), and so are its completed updates:
+  the form tasklight's own writes take when tasks are handled together (shared/batching.py).
 - `mongo.single`: one document per command, WRITERS concurrent writers each taking the next task
   and doing its three writes in turn. Tasks per second.
 
@@ -223,11 +226,13 @@ async def mongo_figures() -> dict[str, Any]:
     machine, with or without --sync-on-commit; a restart resets it).
     """
     bulk = [await on_fresh_server(mongo_bulk, BULK_TASKS) for _ in range(RUNS)]
+    grouped = [await on_fresh_server(mongo_grouped, BULK_TASKS) for _ in range(RUNS)]
     single = [await on_fresh_server(mongo_single, SINGLE_TASKS) for _ in range(RUNS)]
     return {
         "server": "SecantusDB (embedded, --sync-on-commit), fresh for each run",
         "writes_per_task": "insert (waiting), update (running), update (completed)",
         "bulk": {"tasks": BULK_TASKS, "batch": BATCH, **summary(bulk, "tasks_per_s")},
+        "grouped": {"tasks": BULK_TASKS, "batch": BATCH, **summary(grouped, "tasks_per_s")},
         "single": {"tasks": SINGLE_TASKS, "writers": WRITERS, **summary(single, "tasks_per_s")},
     }
 
@@ -323,6 +328,19 @@ async def mongo_bulk(collection: AsyncCollection[Doc], ids: list[str]) -> None:
         await collection.insert_many([waiting_doc(task_id) for task_id in batch])
         for change in (running, completed):
             result = await collection.bulk_write([UpdateOne(*change(task_id)) for task_id in batch])
+            if result.modified_count != len(batch):
+                raise RuntimeError(f"{result.modified_count} of {len(batch)} tasks changed")
+
+
+async def mongo_grouped(collection: AsyncCollection[Doc], ids: list[str]) -> None:
+    """Each BATCH of tasks: one insert_many, one update_many of starts, one of ends."""
+    for start in range(0, len(ids), BATCH):
+        batch = ids[start : start + BATCH]
+        await collection.insert_many([waiting_doc(task_id) for task_id in batch])
+        for change in (running, completed):
+            query, update = change(batch[0])
+            query["_id"] = {"$in": batch}
+            result = await collection.update_many(query, update)
             if result.modified_count != len(batch):
                 raise RuntimeError(f"{result.modified_count} of {len(batch)} tasks changed")
 

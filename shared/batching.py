@@ -32,44 +32,50 @@ R = TypeVar("R")
 
 log = logging.getLogger(__name__)
 
-#: Seconds a command waits for others to share its round trip; short next to a commit (~2 ms).
-LINGER_S = 0.002
-#: Most commands sent together.
+#: Most items sent together.
 MAX_BATCH = 200
 
 
 class _Batcher(Generic[T, R]):
-    """Collects items for `LINGER_S` (or `MAX_BATCH` of them), then runs `send` on them all;
-    `send` answers each item's future."""
+    """Sends items with `send`, one batch at a time: an item submitted while no batch is in
+    flight goes at once (with whatever else was submitted in the same turn of the event loop);
+    items submitted while one is in flight wait for it to return and then go together.
+
+    This is group commit: alone, an item waits for nothing; under load, batches grow with the
+    database's answer time, so the statements per item fall as the load rises instead of the
+    queue. (A fixed linger would add its wait to every item and still send one per item when
+    items come further apart than it.) `send` answers each item's future.
+    """
 
     def __init__(
         self, send: Callable[[list[tuple[T, asyncio.Future[R]]]], Coroutine[Any, Any, None]]
     ):
         self._send = send
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
-        self._timer: asyncio.TimerHandle | None = None
-        self._sending: set[asyncio.Task[None]] = set()
+        self._scheduled: asyncio.Handle | None = None
+        self._sending: asyncio.Task[None] | None = None
 
     async def submit(self, item: T) -> R:
-        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
         self._pending.append((item, future))
-        if len(self._pending) >= MAX_BATCH:
-            self._flush()
-        elif self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(LINGER_S, self._flush)
+        if self._sending is None and self._scheduled is None:
+            self._scheduled = loop.call_soon(self._flush)
         return await future
 
     def _flush(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        batch, self._pending = self._pending, []
-        if batch:
-            # A fresh context: the batch belongs to none of its callers (their task ids, bound
-            # for logging, must not label its lines).
-            task = asyncio.create_task(self._run(batch), context=contextvars.Context())
-            self._sending.add(task)
-            task.add_done_callback(self._sending.discard)
+        self._scheduled = None
+        if self._sending is not None or not self._pending:
+            return
+        batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+        # A fresh context: the batch belongs to none of its callers (their task ids, bound
+        # for logging, must not label its lines).
+        self._sending = asyncio.create_task(self._run(batch), context=contextvars.Context())
+        self._sending.add_done_callback(self._sent)
+
+    def _sent(self, _: asyncio.Task[None]) -> None:
+        self._sending = None
+        self._flush()
 
     async def _run(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         try:
@@ -80,10 +86,11 @@ class _Batcher(Generic[T, R]):
                     future.set_exception(exc)
 
     async def close(self) -> None:
-        """Send what is pending and wait for every batch in flight."""
-        self._flush()
-        if self._sending:
-            await asyncio.gather(*self._sending, return_exceptions=True)
+        """Send what is pending and wait until every batch has returned."""
+        while self._pending or self._sending is not None:
+            self._flush()
+            if self._sending is not None:
+                await asyncio.gather(self._sending, return_exceptions=True)
 
 
 @dataclass(frozen=True)
@@ -233,8 +240,10 @@ class DispatchMarks:
     `outbox_grace_s`, which the claim drops; so a batch that fails is logged and dropped too.
     """
 
-    #: Seconds a confirmed mark waits for others to be cleared with it.
-    LINGER_S = 0.01
+    #: Seconds a confirmed mark waits for others to be cleared with it. Nobody waits for a mark
+    #: to go, and a crash costs only republishes, so it may wait long enough to share its
+    #: statement even at a modest rate (about 1.5 ms of server time saved per mark shared).
+    LINGER_S = 0.05
 
     def __init__(self, collection: AsyncCollection[Doc]) -> None:
         self._collection = collection
