@@ -10,10 +10,14 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from services.api.app import create_app
 from services.stack import EmbeddedMongo, free_port
 from services.worker.app import Worker
+from shared import tracing
 from shared.auth import DEV_TOKEN
 from shared.broker import delete_topology
 from shared.settings import Settings
@@ -157,3 +161,15 @@ async def notifier(settings: Settings) -> AsyncIterator[Notifier]:
     await running.start()
     yield running
     await running.stop()
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """Tracing on for one test, into memory."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.install(provider)
+    yield exporter
+    tracing.uninstall()
+    provider.shutdown()

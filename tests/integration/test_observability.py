@@ -11,8 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from pydantic import BaseModel
@@ -20,7 +19,7 @@ from pydantic import BaseModel
 from services.api.app import create_app
 from services.notifier.app import Notifier
 from services.worker.app import Worker
-from shared import metrics, tracing
+from shared import metrics
 from shared.logs import JsonFormatter
 from shared.registry import Registry, TaskContext, TaskType
 from shared.settings import Settings
@@ -93,18 +92,6 @@ def json_lines() -> Iterator[io.StringIO]:
     yield stream
     root.removeHandler(handler)
     root.setLevel(level)
-
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    """Tracing on, into memory, for one test."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.install(provider)
-    yield exporter
-    tracing.uninstall()
-    provider.shutdown()
 
 
 # --- metrics ---------------------------------------------------------------------------------

@@ -121,38 +121,26 @@ async def test_ends_sent_together_apply_only_for_the_run_that_holds_each_task(
     runs = [await store.claim(task_id, "w1") for task_id in ids]
     assert None not in runs
     version = (await store.get(ids[0]) or {})["version"]
-    fields = {"result": None, "error": None}
+    plain = {"result": None, "error": None}
+
+    def end(task_id: str, run_id: str | None, fields: dict[str, Any], at_version: int) -> Any:
+        return store.end_run(
+            task_id,
+            run_id or "",
+            [TaskState.RUNNING],
+            TaskState.COMPLETED,
+            fields=fields,
+            worker="w1",
+            version=at_version,
+        )
+
     ended = await asyncio.gather(
-        # The same outcome for three tasks (one statement), but the second names the run of
+        # The same outcome for two tasks (one statement), but the second names the run of
         # the first: it must not end either task.
-        store.end_run(
-            ids[0],
-            runs[0] or "",
-            [TaskState.RUNNING],
-            TaskState.COMPLETED,
-            fields=fields,
-            worker="w1",
-            version=version,
-        ),
-        store.end_run(
-            ids[1],
-            runs[0] or "",
-            [TaskState.RUNNING],
-            TaskState.COMPLETED,
-            fields=fields,
-            worker="w1",
-            version=version,
-        ),
+        end(ids[0], runs[0], plain, version),
+        end(ids[1], runs[0], plain, version),
         # A wrong version falls back on the general compare-and-set, which applies.
-        store.end_run(
-            ids[2],
-            runs[2] or "",
-            [TaskState.RUNNING],
-            TaskState.COMPLETED,
-            fields={"result": {"$odd key": 1}, "error": None},
-            worker="w1",
-            version=version + 5,
-        ),
+        end(ids[2], runs[2], {"result": {"$odd key": 1}, "error": None}, version + 5),
     )
     assert list(ended) == [True, False, True]
     states = [(await store.get(task_id) or {}).get("state") for task_id in ids]
