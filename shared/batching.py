@@ -1,10 +1,10 @@
-"""Database commands shared by many tasks: what a task costs is mostly round trips and commits.
+"""Database commands shared by many tasks: what a task costs is mostly statements and commits.
 
 A worker running many short tasks would send one update per claim and one per end; here the
-writes that arrive within a couple of milliseconds of each other go as one `bulk_write`, and the
-reads as one `find`. Each caller still gets its own answer: whether its compare-and-set applied,
-its own document. The semantics of each write are unchanged (same filter, same update); only
-the transport is shared.
+commands that tasks need at the same time go together (group commit: at once when none is in
+flight, else together once it returns). Inserts go as one `insert_many`, reads as one `find`,
+and compare-and-sets of the same change as one `update_many`. Each caller still gets its own
+answer: whether its own write applied, its own document, its own error.
 """
 
 from __future__ import annotations
@@ -93,6 +93,22 @@ class _Batcher(Generic[T, R]):
                 await asyncio.gather(self._sending, return_exceptions=True)
 
 
+class _SharedCommand(Generic[T, R]):
+    """One kind of command on a collection, sent for the items of many callers at once."""
+
+    def __init__(self, collection: AsyncCollection[Doc]) -> None:
+        self._collection = collection
+        self._batcher: _Batcher[T, R] = _Batcher(self._send)
+
+    async def _send(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+        """Send one batch and answer each item's future."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Send what is pending."""
+        await self._batcher.close()
+
+
 @dataclass(frozen=True)
 class GroupedWrite:
     """One task's compare-and-set, in a form that many tasks' can share one statement.
@@ -109,22 +125,18 @@ class GroupedWrite:
     build: Callable[[datetime, str], Doc]
 
 
-class SharedWrites:
+class SharedWrites(_SharedCommand[GroupedWrite, str | None]):
     """Compare-and-sets of many tasks as few `update_many` statements, in one `bulk_write`.
 
     On SecantusDB a statement costs more than the documents it changes (measured here: 2.4 ms
     of server time for a single-task plain update, 2.9 ms as a pipeline, 1.5 ms per task in
     an `update_many`), so writes that arrive together are grouped by their filter and update,
-    and each group is one statement for all its tasks. The batch's
-    time and write id are the same for all of its writes; every update also stamps that
+    and each group is one statement for all its tasks. The batch's time and write id are the
+    same for all of its writes; every update also stamps that
     `write_id`, so when a statement matched fewer tasks than it named, one `find` tells each
     caller whether its own task holds it. Each caller gets the write id, or None if its filter
     did not match.
     """
-
-    def __init__(self, collection: AsyncCollection[Doc]) -> None:
-        self._collection = collection
-        self._batcher: _Batcher[GroupedWrite, str | None] = _Batcher(self._send)
 
     async def apply(self, write: GroupedWrite) -> str | None:
         """The write id if the write applied, None if its filter matched nothing."""
@@ -174,18 +186,10 @@ class SharedWrites:
         for write, future in batch:
             future.set_result(stamp if stamps.get(write.task_id) == stamp else None)
 
-    async def close(self) -> None:
-        """Send what is pending."""
-        await self._batcher.close()
 
-
-class SharedInserts:
-    """Inserts of new tasks sent as one unordered `insert_many` per few milliseconds: the API
-    answering many submissions at once pays one command and one commit for all of them."""
-
-    def __init__(self, collection: AsyncCollection[Doc]) -> None:
-        self._collection = collection
-        self._batcher: _Batcher[Doc, None] = _Batcher(self._send)
+class SharedInserts(_SharedCommand[Doc, None]):
+    """Inserts of new tasks sent together as one unordered `insert_many`: the API answering
+    many submissions at once pays one command and one commit for all of them."""
 
     async def insert(self, doc: Doc) -> None:
         """Store `doc`; raises what inserting it alone would (`DuplicateKeyError`, say)."""
@@ -206,17 +210,9 @@ class SharedInserts:
             else:
                 future.set_result(None)
 
-    async def close(self) -> None:
-        """Send what is pending."""
-        await self._batcher.close()
 
-
-class SharedReads:
-    """Reads of single tasks by id, sent as one `find` per few milliseconds."""
-
-    def __init__(self, collection: AsyncCollection[Doc]) -> None:
-        self._collection = collection
-        self._batcher: _Batcher[str, Doc | None] = _Batcher(self._send)
+class SharedReads(_SharedCommand[str, Doc | None]):
+    """Reads of single tasks by id, sent together as one `find`."""
 
     async def get(self, task_id: str) -> Doc | None:
         """The task, or None."""
@@ -227,10 +223,6 @@ class SharedReads:
         found = {doc["_id"]: doc async for doc in self._collection.find({"_id": {"$in": ids}})}
         for task_id, future in batch:
             future.set_result(found.get(task_id))
-
-    async def close(self) -> None:
-        """Send what is pending."""
-        await self._batcher.close()
 
 
 class DispatchMarks:

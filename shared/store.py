@@ -259,14 +259,16 @@ class TaskStore:
         as the compare-and-set that reads the state from the task.
         """
 
+        def first_run(run_id: str, at: datetime) -> Doc:
+            return {**_claim_fields(worker, run_id, at), "runs": 1}
+
         def build(at: datetime, run_id: str) -> Doc:
-            fields = {**_claim_fields(worker, run_id, at), "runs": 1}
             return known_transition_write(
                 TaskState.WAITING,
                 FIRST_VERSION,
                 TaskState.RUNNING,
                 at=at,
-                fields=fields,
+                fields=first_run(run_id, at),
                 worker=worker,
             )
 
@@ -281,7 +283,7 @@ class TaskStore:
             [TaskState.WAITING],
             TaskState.RUNNING,
             at=at,
-            fields={**_claim_fields(worker, run_id, at), "runs": 1},
+            fields=first_run(run_id, at),
             worker=worker,
         )
         result = await self.tasks.update_one(query, pipeline)
