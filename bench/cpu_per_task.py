@@ -3,7 +3,7 @@
 A diagnostic beside the benchmarks (not part of `make bench`): it runs the throughput benchmark's
 stack (bench/throughput.py: a fresh SecantusDB, the api, a worker and a notifier as processes),
 submits N `test.noop` tasks until a `scope: all` subscriber saw them all complete, and prints,
-for each process of the run, its CPU time per task (from /proc) with the database server's
+for each part of the run, its CPU time per task (from /proc) with the database server's
 commands per task (from its `serverStatus`). `--drop-index NAME` drops an index of the tasks
 collection before the run, to weigh what it costs.
 """
@@ -12,33 +12,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import time
-from pathlib import Path
 from typing import Any
 
 from pymongo import AsyncMongoClient
 
 from bench import throughput
+from bench.env import cpu_seconds
 
 Doc = dict[str, Any]
-
-
-def cpu_seconds() -> dict[int, tuple[str, float]]:
-    """Every process's command line and CPU time (user + system) so far."""
-    tick = os.sysconf("SC_CLK_TCK")
-    found: dict[int, tuple[str, float]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue  # ended meanwhile
-        fields = stat.rsplit(")", 1)[1].split()
-        found[int(entry.name)] = (command.strip(), (int(fields[11]) + int(fields[12])) / tick)
-    return found
 
 
 def database_port(processes: dict[int, tuple[str, float]]) -> int:
@@ -62,11 +44,9 @@ async def measure(tasks: int, batched: bool, drop: list[str]) -> None:
                 await collection.drop_index(name)
             indexes = [index["name"] async for index in await collection.list_indexes()]
             status_before = await client.admin.command("serverStatus")
-            before = cpu_seconds()
             started = time.monotonic()
-            rate = await throughput._throughput(env, batched)
+            rate, spent = await throughput._throughput(env, batched)
             wall = time.monotonic() - started
-            after = cpu_seconds()
             status_after = await client.admin.command("serverStatus")
         finally:
             await client.close()
@@ -76,11 +56,9 @@ async def measure(tasks: int, batched: bool, drop: list[str]) -> None:
         done = (count - status_before["opcounters"].get(kind, 0)) / tasks
         if done:
             print(f"  {kind:8} {done:6.2f}")
-    print("CPU per task (ms), share of one core, process:")
-    for pid, (command, seconds) in sorted(after.items()):
-        used = seconds - before.get(pid, (command, 0.0))[1]
-        if used >= 0.1:
-            print(f"  {used * 1000 / tasks:6.2f}  {used / wall:4.0%}  {command[:100]}")
+    print("CPU per task (ms), share of one core, part:")
+    for part, ms in sorted(spent.items(), key=lambda item: -item[1]):
+        print(f"  {ms:6.2f}  {ms * rate / 1000:4.0%}  {part}")
 
 
 def main() -> None:

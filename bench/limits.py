@@ -18,6 +18,11 @@ updates (running, then completed), into a collection with only its `_id` index.
 - `mongo.grouped`: the same, but each BATCH's running updates are one `update_many` (one filter
   naming the batch's ids and the expected state, one update), and so are its completed updates:
   the form tasklight's own writes take when tasks are handled together (shared/batching.py).
+- `mongo.tasklight_form`: as `mongo.grouped`, but tasklight's own documents and writes into a
+  collection with tasklight's indexes (`TaskStore.ensure_indexes`): the stored form of a new
+  task with its outbox mark, the first claim (`shared.store.first_claim`) and the known-version
+  end (`shared.lifecycle.known_transition_write`). The least tasklight's data model can cost
+  the database per task, with nothing else running: its ceiling on this server.
 - `mongo.single`: one document per command, WRITERS concurrent writers each taking the next task
   and doing its three writes in turn. Tasks per second.
 
@@ -45,7 +50,9 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from bench.env import machine
 from services.stack import EmbeddedMongo
-from shared.lifecycle import utcnow
+from shared.lifecycle import FIRST_VERSION, TaskState, known_filter, known_transition_write, utcnow
+from shared.store import TaskStore, first_claim, stored_form
+from shared.task import new_task_doc
 
 RESULTS = "latest"
 #: Runs of each measurement; the figure is their median.
@@ -227,12 +234,14 @@ async def mongo_figures() -> dict[str, Any]:
     """
     bulk = [await on_fresh_server(mongo_bulk, BULK_TASKS) for _ in range(RUNS)]
     grouped = [await on_fresh_server(mongo_grouped, BULK_TASKS) for _ in range(RUNS)]
+    own_form = [await on_fresh_server(mongo_tasklight_form, BULK_TASKS) for _ in range(RUNS)]
     single = [await on_fresh_server(mongo_single, SINGLE_TASKS) for _ in range(RUNS)]
     return {
         "server": "SecantusDB (embedded, --sync-on-commit), fresh for each run",
         "writes_per_task": "insert (waiting), update (running), update (completed)",
         "bulk": {"tasks": BULK_TASKS, "batch": BATCH, **summary(bulk, "tasks_per_s")},
         "grouped": {"tasks": BULK_TASKS, "batch": BATCH, **summary(grouped, "tasks_per_s")},
+        "tasklight_form": {"tasks": BULK_TASKS, "batch": BATCH, **summary(own_form, "tasks_per_s")},
         "single": {"tasks": SINGLE_TASKS, "writers": WRITERS, **summary(single, "tasks_per_s")},
     }
 
@@ -341,6 +350,37 @@ async def mongo_grouped(collection: AsyncCollection[Doc], ids: list[str]) -> Non
             query, update = change(batch[0])
             query["_id"] = {"$in": batch}
             result = await collection.update_many(query, update)
+            if result.modified_count != len(batch):
+                raise RuntimeError(f"{result.modified_count} of {len(batch)} tasks changed")
+
+
+async def mongo_tasklight_form(collection: AsyncCollection[Doc], ids: list[str]) -> None:
+    """`mongo_grouped` with tasklight's documents, writes and indexes."""
+    store = TaskStore(collection.database.client, collection.database.name)
+    await store.ensure_indexes()
+    running_at = FIRST_VERSION + 1
+    for start in range(0, len(ids), BATCH):
+        batch = ids[start : start + BATCH]
+        at = utcnow()
+        docs = [
+            stored_form(
+                new_task_doc(task_id=task_id, name="bench", args={}, owner="bench", at=at),
+                dispatch_due_at=at,
+            )
+            for task_id in batch
+        ]
+        await store.tasks.insert_many(docs)
+        claim = (known_filter(TaskState.WAITING, FIRST_VERSION), first_claim("bench", "r", at))
+        end = known_transition_write(
+            TaskState.RUNNING,
+            running_at,
+            TaskState.COMPLETED,
+            at=utcnow(),
+            fields={"result": None, "error": None},
+            worker="bench",
+        )
+        for query, update in (claim, (known_filter(TaskState.RUNNING, running_at), end)):
+            result = await store.tasks.update_many({"_id": {"$in": batch}, **query}, update)
             if result.modified_count != len(batch):
                 raise RuntimeError(f"{result.modified_count} of {len(batch)} tasks changed")
 

@@ -58,6 +58,11 @@ def rows(figures: dict[str, Any]) -> list[tuple[str, float | None, str]]:
             "tasks/s",
         ),
         (
+            "limit: SecantusDB, tasklight's own 3 writes, documents and indexes, 100 per statement",
+            _get(figures, "limits", "mongo", "tasklight_form", "tasks_per_s"),
+            "tasks/s",
+        ),
+        (
             "limit: SecantusDB, a task's 3 writes one by one, 16 writers",
             _get(figures, "limits", "mongo", "single", "tasks_per_s"),
             "tasks/s",
@@ -73,6 +78,7 @@ SHORT_LABELS = (
     "limit: RabbitMQ (messages)",
     "limit: SecantusDB, bulk",
     "limit: SecantusDB, update_many",
+    "limit: SecantusDB, tasklight's form",
     "limit: SecantusDB, single writes",
 )
 
@@ -94,7 +100,7 @@ def markdown(figures: dict[str, Any]) -> str:
         ratio = f"{rate / celery:.2f}" if rate and celery and unit == "tasks/s" else ""
         shown = f"{rate:,.0f} {unit}" if rate is not None else "not measured"
         lines.append(f"| {what} | {shown} | {ratio} |")
-    lines += ["", *goals(figures)]
+    lines += ["", *goals(figures), *cpu_lines(figures)]
     latency = _get(figures, "throughput", "latency") or {}
     if latency:
         lines += [
@@ -120,6 +126,22 @@ def markdown(figures: dict[str, Any]) -> str:
             f"one task in {small.get('all_ms')} ms (p50 {small.get('p50_ms')} ms).",
         ]
     return "\n".join(lines) + "\n"
+
+
+def cpu_lines(figures: dict[str, Any]) -> list[str]:
+    """Where the CPU of a task went, part by part, in the throughput runs."""
+    lines: list[str] = []
+    for label, what in (("single", "one task per request"), ("batched", "batches of 100")):
+        spent = _get(figures, "throughput", f"cpu_ms_per_task_{label}")
+        rate = _get(figures, "throughput", f"tasks_per_s_{label}")
+        if not spent or not rate:
+            continue
+        if not lines:
+            lines = ["", "CPU time per task, by part (ms; in brackets, the share of one core):", ""]
+        parts = sorted(spent.items(), key=lambda item: -item[1])
+        shown = ", ".join(f"{part} {ms:.2f} ({ms * rate / 1000:.0%})" for part, ms in parts)
+        lines.append(f"- {what}: {shown}.")
+    return lines
 
 
 def slowest_part(figures: dict[str, Any]) -> float | None:

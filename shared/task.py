@@ -157,25 +157,30 @@ def new_task_doc(
     metadata: dict[str, Any] | None = None,
     parent_id: str | None = None,
 ) -> dict[str, Any]:
-    """The stored form of a task that was just submitted."""
-    return {
+    """The stored form of a task that was just submitted.
+
+    Without `finished_at` (set when it finishes) and, for a task with no parent, without
+    `parent_id`: their indexes are sparse, so a task lacking them costs those indexes nothing.
+    """
+    doc: dict[str, Any] = {
         "_id": task_id,
         "name": name,
         "state": TaskState.WAITING.value,
         "created_at": at,
         "updated_at": at,
         "started_at": None,
-        "finished_at": None,
         "args": args,
         "result": None,
         "error": None,
         "progress_reports": [],
         "worker": None,
         "run": None,
-        "parent_id": parent_id,
         "child_ids": [],
         "owner": owner,
         "ui": ui.model_dump(exclude_none=True) if ui else None,
         "metadata": metadata or {},
         "version": FIRST_VERSION,
     }
+    if parent_id is not None:
+        doc["parent_id"] = parent_id
+    return doc

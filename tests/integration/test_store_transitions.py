@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -171,3 +172,50 @@ async def test_shared_inserts_fail_only_the_insert_that_fails(store: TaskStore) 
     assert isinstance(results[1], DuplicateKeyError)
     assert results[2] is None
     assert await store.tasks.count_documents({}) == 3
+
+
+async def test_a_claim_clears_the_outbox_mark_in_either_form(store: TaskStore) -> None:
+    # A claim proves the command was delivered: the relay must not publish it again.
+    ids = []
+    for _ in range(2):
+        doc = new_task_doc(
+            task_id=new_task_id(), name="test.count", args={}, owner="u", at=utcnow()
+        )
+        await store.insert(doc, dispatch_due_at=utcnow())
+        ids.append(doc["_id"])
+    # The second one changed while it waited: its claim takes the general compare-and-set.
+    await store.tasks.update_one({"_id": ids[1]}, {"$inc": {"version": 1}})
+    assert await store.claim(ids[0], "w1") is not None
+    assert await store.claim(ids[1], "w1") is not None
+    for task_id in ids:
+        doc = await store.get(task_id) or {}
+        assert doc["state"] == "running"
+        assert "dispatch_due_at" not in doc
+    assert await store.due_dispatches(utcnow()) == []
+
+
+async def test_indexes_of_fields_most_tasks_lack_are_sparse_and_replace_older_ones(
+    store: TaskStore,
+) -> None:
+    # An index from an earlier version (not sparse, another TTL) is replaced, not an error.
+    await store.tasks.drop_index("parent_id_1")
+    await store.tasks.drop_index("finished_at_1")
+    await store.tasks.create_index("parent_id")
+    await store.tasks.create_index("finished_at", expireAfterSeconds=60)
+    await store.ensure_indexes()
+    indexes = await store.tasks.index_information()
+    assert indexes["parent_id_1"].get("sparse") is True
+    assert indexes["finished_at_1"].get("sparse") is True
+    assert indexes["finished_at_1"]["expireAfterSeconds"] == store.retention_s
+    # A new top-level task has neither field, so those indexes cost it nothing...
+    top = new_task_doc(task_id=new_task_id(), name="test.count", args={}, owner="u", at=utcnow())
+    child = new_task_doc(
+        task_id=new_task_id(), name="test.count", args={}, owner="u", at=utcnow(), parent_id="p"
+    )
+    assert "parent_id" not in top
+    assert "finished_at" not in top
+    await store.insert(top)
+    await store.insert(child)
+    # ...and the queries on them still find what they should.
+    assert [doc["_id"] for doc in await store.children("p")] == [child["_id"]]
+    assert await store.submitted_since("u", utcnow() - timedelta(minutes=1), 10) == 1
