@@ -370,7 +370,7 @@ async def mongo_tasklight_form(collection: AsyncCollection[Doc], ids: list[str])
             for task_id in batch
         ]
         await store.tasks.insert_many(docs)
-        claim = (known_filter(TaskState.WAITING, FIRST_VERSION), first_claim("bench", "r", at))
+        claim = (known_filter(FIRST_VERSION), first_claim("bench", "r", at))
         end = known_transition_write(
             TaskState.RUNNING,
             running_at,
@@ -379,7 +379,7 @@ async def mongo_tasklight_form(collection: AsyncCollection[Doc], ids: list[str])
             fields={"result": None, "error": None},
             worker="bench",
         )
-        for query, update in (claim, (known_filter(TaskState.RUNNING, running_at), end)):
+        for query, update in (claim, (known_filter(running_at), end)):
             result = await store.tasks.update_many({"_id": {"$in": batch}, **query}, update)
             if result.modified_count != len(batch):
                 raise RuntimeError(f"{result.modified_count} of {len(batch)} tasks changed")

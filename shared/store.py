@@ -273,7 +273,7 @@ class TaskStore:
         share (one statement; the batch's write id is the run's id), then, if that missed,
         as the compare-and-set that reads the state from the task.
         """
-        query = known_filter(TaskState.WAITING, FIRST_VERSION)
+        query = known_filter(FIRST_VERSION)
         run_id = await self.shared_writes.apply(
             GroupedWrite(task_id, query, lambda at, run_id: first_claim(worker, run_id, at))
         )
@@ -320,9 +320,10 @@ class TaskStore:
                     TaskState.RUNNING, version, target, at=at, fields=fields, worker=worker
                 )
 
-            # The run's id is part of the query: the ends of tasks claimed together (one run id)
-            # with the same outcome share one statement.
-            query = {**known_filter(TaskState.RUNNING, version), **guard}
+            # The run's id is part of the query, although the version implies it: a run ends
+            # only a task it holds, even when its caller is wrong about the version. The ends
+            # of tasks claimed together (one run id) with the same outcome share one statement.
+            query = {**known_filter(version), **guard}
             if await self.shared_writes.apply(GroupedWrite(task_id, query, build)):
                 return True
         query, pipeline = transition_write(
@@ -484,7 +485,7 @@ def stored_form(doc: Doc, dispatch_due_at: datetime | None) -> Doc:
 
 def first_claim(worker: str, run_id: str, at: datetime) -> Doc:
     """The update of a task's first claim, for a task still as submitted (`known_filter(
-    WAITING, FIRST_VERSION)`): it starts run `run_id` on `worker` and clears the outbox mark."""
+    FIRST_VERSION)`): it starts run `run_id` on `worker` and clears the outbox mark."""
     update = known_transition_write(
         TaskState.WAITING,
         FIRST_VERSION,
