@@ -225,6 +225,11 @@ class SharedReads(_SharedCommand[str, Doc | None]):
             future.set_result(found.get(task_id))
 
 
+#: The outbox mark: a task whose command may not have been published yet carries it (the time
+#: after which the relay publishes the command again).
+MARK = "dispatch_due_at"
+
+
 class DispatchMarks:
     """Clears outbox marks in batches: one write for all the commands confirmed meanwhile.
 
@@ -257,9 +262,7 @@ class DispatchMarks:
         while self._pending:
             batch, self._pending = self._pending[:1000], self._pending[1000:]
             try:
-                await self._collection.update_many(
-                    {"_id": {"$in": batch}}, {"$unset": {"dispatch_due_at": ""}}
-                )
+                await self._collection.update_many({"_id": {"$in": batch}}, {"$unset": {MARK: ""}})
             except Exception as exc:
                 log.warning("clearing %d outbox marks failed: %r; the relay will", len(batch), exc)
 
