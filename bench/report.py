@@ -24,63 +24,59 @@ def _get(figures: dict[str, Any], *path: str) -> Any:
     return value
 
 
-def rows(figures: dict[str, Any]) -> list[tuple[str, float | None, str]]:
-    """(what, tasks or messages per second, note) for the throughput table and chart."""
+def rows(figures: dict[str, Any]) -> list[tuple[str, str, float | None, str]]:
+    """(what, the chart's short label, tasks or messages per second, unit) for the throughput
+    table and chart."""
     return [
         (
             "tasklight: HTTP submit → run → pushed over WebSocket, one task per request",
+            "tasklight, one task per request",
             _get(figures, "throughput", "tasks_per_s_single"),
             "tasks/s",
         ),
         (
             "tasklight: the same, 100 tasks per `POST /tasks:batch`",
+            "tasklight, batches of 100",
             _get(figures, "throughput", "tasks_per_s_batched"),
             "tasks/s",
         ),
         (
             "Celery: acks_late, track_started, MongoDB result backend, waiting for results",
+            "Celery + MongoDB backend",
             _get(figures, "peer_celery", "tasks_per_s"),
             "tasks/s",
         ),
         (
             "limit: RabbitMQ publish (confirms) + consume (ack), quorum queue",
+            "limit: RabbitMQ (messages)",
             _get(figures, "limits", "amqp", "end_to_end", "messages_per_s"),
             "messages/s",
         ),
         (
             "limit: SecantusDB, a task's 3 writes in bulk across tasks",
+            "limit: SecantusDB, bulk",
             _get(figures, "limits", "mongo", "bulk", "tasks_per_s"),
             "tasks/s",
         ),
         (
             "limit: SecantusDB, a task's 3 writes, one update_many per batch and change",
+            "limit: SecantusDB, update_many",
             _get(figures, "limits", "mongo", "grouped", "tasks_per_s"),
             "tasks/s",
         ),
         (
             "limit: SecantusDB, tasklight's own 3 writes, documents and indexes, 100 per statement",
+            "limit: SecantusDB, tasklight's form",
             _get(figures, "limits", "mongo", "tasklight_form", "tasks_per_s"),
             "tasks/s",
         ),
         (
             "limit: SecantusDB, a task's 3 writes one by one, 16 writers",
+            "limit: SecantusDB, single writes",
             _get(figures, "limits", "mongo", "single", "tasks_per_s"),
             "tasks/s",
         ),
     ]
-
-
-#: The chart's labels of `rows`, in the same order.
-SHORT_LABELS = (
-    "tasklight, one task per request",
-    "tasklight, batches of 100",
-    "Celery + MongoDB backend",
-    "limit: RabbitMQ (messages)",
-    "limit: SecantusDB, bulk",
-    "limit: SecantusDB, update_many",
-    "limit: SecantusDB, tasklight's form",
-    "limit: SecantusDB, single writes",
-)
 
 
 def markdown(figures: dict[str, Any]) -> str:
@@ -96,7 +92,7 @@ def markdown(figures: dict[str, Any]) -> str:
         "| what | rate | ratio to Celery |",
         "| --- | ---: | ---: |",
     ]
-    for what, rate, unit in rows(figures):
+    for what, _, rate, unit in rows(figures):
         ratio = f"{rate / celery:.2f}" if rate and celery and unit == "tasks/s" else ""
         shown = f"{rate:,.0f} {unit}" if rate is not None else "not measured"
         lines.append(f"| {what} | {shown} | {ratio} |")
@@ -205,11 +201,7 @@ def chart(figures: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    measured = [
-        (short, rate)
-        for short, (_, rate, _) in zip(SHORT_LABELS, rows(figures), strict=True)
-        if rate is not None
-    ]
+    measured = [(short, rate) for _, short, rate, _ in rows(figures) if rate is not None]
     labels = [short for short, _ in measured]
     values = [rate for _, rate in measured]
     colours = ["#4f46e5" if w.startswith("tasklight") else "#9ca3af" for w, _ in measured]

@@ -121,10 +121,9 @@ async def _delete_queues(namespace: str) -> None:
 
 @dataclass
 class Subscriber:
-    """A `scope: all` subscription that records when each task was first seen in each state."""
+    """A `scope: all` subscription that records push latencies, start times and completions."""
 
     ws: ClientConnection
-    seen: dict[str, dict[str, float]] = field(default_factory=dict)
     push_latencies_ms: list[float] = field(default_factory=list)
     started_at: dict[str, datetime] = field(default_factory=dict)
     #: Tasks seen completed, and those seen since `until_completed` last looked.
@@ -141,7 +140,6 @@ class Subscriber:
             task = message["task"]
             updated = datetime.fromisoformat(task["updated_at"]).timestamp()
             self.push_latencies_ms.append((now - updated) * 1000)
-            self.seen.setdefault(task["id"], {}).setdefault(task["state"], now)
             if task.get("started_at"):
                 self.started_at[task["id"]] = datetime.fromisoformat(task["started_at"])
             if task["state"] == "completed" and task["id"] not in self.completed_ids:

@@ -121,14 +121,41 @@ class TaskStore:
 
     async def _index(self, collection: Any, field: str, **options: Any) -> None:
         """An ascending index on `field` with `options`, replacing one with other options (a
-        database from an earlier version, or a changed retention setting)."""
+        database from an earlier version, or a changed retention setting).
+
+        A change of TTL alone is a `collMod`, with no rebuild. Any other change drops and
+        builds the index again; the api and the workers may do that at once when they start,
+        so an index another process already dropped, or already built, is no error.
+        """
+        keys = [(field, ASCENDING)]
         try:
-            await collection.create_index([(field, ASCENDING)], **options)
+            await collection.create_index(keys, **options)
+            return
         except OperationFailure as exc:
             if exc.code not in (85, 86):  # IndexOptionsConflict, IndexKeySpecsConflict
                 raise
-            await collection.drop_index([(field, ASCENDING)])
-            await collection.create_index([(field, ASCENDING)], **options)
+        existing: Doc = next(
+            (
+                info
+                for info in (await collection.index_information()).values()
+                if info["key"] == keys
+            ),
+            {},
+        )
+        ttl = options.get("expireAfterSeconds")
+        if ttl is not None and bool(existing.get("sparse")) == bool(options.get("sparse")):
+            await self.db.command(
+                "collMod",
+                collection.name,
+                index={"keyPattern": {field: 1}, "expireAfterSeconds": ttl},
+            )
+            return
+        try:
+            await collection.drop_index(keys)
+        except OperationFailure as exc:
+            if exc.code != 27:  # IndexNotFound: another process dropped it first
+                raise
+        await collection.create_index(keys, **options)
 
     async def close(self) -> None:
         """Clear the outbox marks still pending, then close the client's connections."""

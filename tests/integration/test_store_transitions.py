@@ -202,11 +202,17 @@ async def test_indexes_of_fields_most_tasks_lack_are_sparse_and_replace_older_on
     await store.tasks.drop_index("finished_at_1")
     await store.tasks.create_index("parent_id")
     await store.tasks.create_index("finished_at", expireAfterSeconds=60)
-    await store.ensure_indexes()
+    # The api and workers start at once: each finds the old indexes and replaces them.
+    await asyncio.gather(*(store.ensure_indexes() for _ in range(5)))
     indexes = await store.tasks.index_information()
     assert indexes["parent_id_1"].get("sparse") is True
     assert indexes["finished_at_1"].get("sparse") is True
     assert indexes["finished_at_1"]["expireAfterSeconds"] == store.retention_s
+    # A new retention setting changes the TTL and keeps the index sparse.
+    await TaskStore(store.client, store.db.name, retention_s=123).ensure_indexes()
+    indexes = await store.tasks.index_information()
+    assert indexes["finished_at_1"]["expireAfterSeconds"] == 123
+    assert indexes["finished_at_1"].get("sparse") is True
     # A new top-level task has neither field, so those indexes cost it nothing...
     top = new_task_doc(task_id=new_task_id(), name="test.count", args={}, owner="u", at=utcnow())
     child = new_task_doc(
