@@ -56,6 +56,8 @@ Doc = dict[str, Any]
 
 log = logging.getLogger(__name__)
 
+#: Tries at replacing an index that other processes are replacing at the same time.
+_INDEX_ATTEMPTS = 10
 #: How an update clears the outbox mark.
 CLEAR_MARK: Doc = {"$unset": {MARK: ""}}
 
@@ -123,39 +125,31 @@ class TaskStore:
         """An ascending index on `field` with `options`, replacing one with other options (a
         database from an earlier version, or a changed retention setting).
 
-        A change of TTL alone is a `collMod`, with no rebuild. Any other change drops and
-        builds the index again; the api and the workers may do that at once when they start,
-        so an index another process already dropped, or already built, is no error.
+        A change of TTL alone is a `collMod`, with no rebuild; any other change drops the index
+        and builds it again. The api and the workers may do this at once when they start, so
+        each step may find the index already changed by another process: then it looks again.
         """
         keys = [(field, ASCENDING)]
-        try:
-            await collection.create_index(keys, **options)
-            return
-        except OperationFailure as exc:
-            if exc.code not in (85, 86):  # IndexOptionsConflict, IndexKeySpecsConflict
-                raise
-        existing: Doc = next(
-            (
-                info
-                for info in (await collection.index_information()).values()
-                if info["key"] == keys
-            ),
-            {},
-        )
-        ttl = options.get("expireAfterSeconds")
-        if ttl is not None and bool(existing.get("sparse")) == bool(options.get("sparse")):
-            await self.db.command(
-                "collMod",
-                collection.name,
-                index={"keyPattern": {field: 1}, "expireAfterSeconds": ttl},
-            )
-            return
-        try:
-            await collection.drop_index(keys)
-        except OperationFailure as exc:
-            if exc.code != 27:  # IndexNotFound: another process dropped it first
-                raise
-        await collection.create_index(keys, **options)
+        for _ in range(_INDEX_ATTEMPTS):
+            try:
+                await collection.create_index(keys, **options)
+                return
+            except OperationFailure as exc:
+                if exc.code not in (85, 86):  # IndexOptionsConflict, IndexKeySpecsConflict
+                    raise
+            indexes = (await collection.index_information()).values()
+            existing: Doc = next((info for info in indexes if info["key"] == keys), {})
+            ttl = options.get("expireAfterSeconds")
+            try:
+                if ttl is not None and bool(existing.get("sparse")) == bool(options.get("sparse")):
+                    keyed = {"keyPattern": {field: 1}, "expireAfterSeconds": ttl}
+                    await self.db.command("collMod", collection.name, index=keyed)
+                else:
+                    await collection.drop_index(keys)
+            except OperationFailure as exc:
+                if exc.code != 27:  # IndexNotFound: another process dropped it meanwhile
+                    raise
+        raise RuntimeError(f"the index on {collection.name}.{field} kept changing; not replaced")
 
     async def close(self) -> None:
         """Clear the outbox marks still pending, then close the client's connections."""
