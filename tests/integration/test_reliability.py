@@ -200,7 +200,7 @@ async def test_a_dead_lettered_command_whose_task_cannot_be_recorded_is_parked_n
 
             async def parked() -> int:
                 queue = await channel.declare_queue(topology.parked_queue, passive=True)
-                return queue.declaration_result.message_count
+                return queue.declaration_result.message_count or 0
 
             assert await eventually(parked, lambda n: n > 0) == 1
             queue = await channel.declare_queue(topology.parked_queue, passive=True)

@@ -16,6 +16,7 @@ from services.worker.decisions import (
 )
 from shared.registry import Registry, TaskType, WaitForChildren
 from shared.retries import RetryPolicy
+from shared.task import TaskError
 from shared.tasks import Retry, TaskCanceled, TaskFailed
 from tests.support import stored_task
 
@@ -54,7 +55,7 @@ def test_a_cancel_at_a_checkpoint_ends_canceled() -> None:
 
 def test_a_showable_failure_keeps_its_type_and_message() -> None:
     decision = decisions.after_error(TaskFailed("disk full", type="quota"), task_type(), 1)
-    assert decision == Fail(decisions.TaskError(type="quota", message="disk full"))
+    assert decision == Fail(TaskError(type="quota", message="disk full"))
 
 
 def test_an_unexpected_error_is_redacted_and_kept_for_the_log() -> None:
@@ -87,7 +88,7 @@ def test_the_last_attempt_of_a_retryable_error_fails_as_exhausted() -> None:
 def test_retry_asks_for_its_own_delay_and_without_a_policy_fails_at_once() -> None:
     policy = RetryPolicy(max_attempts=2)
     assert decisions.after_error(Retry("later", delay_s=7), task_type(policy), 1) == RetryLater(
-        decisions.TaskError(type="retry", message="later"), 7
+        TaskError(type="retry", message="later"), 7
     )
     exhausted = decisions.after_error(Retry("later"), task_type(None), 1)
     assert isinstance(exhausted, Fail)
