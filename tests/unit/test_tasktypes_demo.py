@@ -95,4 +95,5 @@ def test_the_registry_loads_the_demo_types() -> None:
         "vm-web-01",
         "vm-db-01",
         "vm-batch-07",
+        "vm-erp-01",
     ]

@@ -16,6 +16,7 @@ import {
   trapFocus,
   updateProgressBar,
 } from "/static/ui/dom.js";
+import { showQuestionInRow } from "/static/ui/question.js";
 
 const GROUPS = ["pending", "failed", "finished"];
 const EMPTY_TEXT = {
@@ -257,6 +258,7 @@ export class TasksDialog {
     button.setAttribute("aria-label", label);
     button.title = pending ? "Cancel" : "Delete";
     button.disabled = task.state === "canceling";
+    showQuestionInRow(row, task, this.tl);
   }
 
   _fillDuration(row, task) {
