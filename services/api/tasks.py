@@ -341,7 +341,7 @@ class AnswerBody(BaseModel):
     "/{task_id}/answer",
     status_code=202,
     response_model=Task,
-    responses=problem_responses(403, 404, 409, 422),
+    responses=problem_responses(400, 403, 404, 409, 422),
     summary="Answer the question a task asked",
 )
 async def answer_task(task_id: str, body: AnswerBody, runtime: RuntimeDep, user: UserDep) -> Task:
