@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -97,3 +100,14 @@ def test_a_question_is_keyed_by_its_place_unless_named_and_times_out_after_its_t
         at + timedelta(seconds=90),
     )
     assert no_answer_message(stored) == "no answer to 'Go on?' within 90 s"
+
+
+def test_the_worked_example_of_docs_questions_runs_and_its_test_passes() -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "questions.md").read_text()
+    [example] = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "MemoryContext" in b]
+    namespace: dict[str, Any] = {}
+    exec(compile(example, "docs/questions.md", "exec"), namespace)
+    registry = namespace["Registry"]()
+    namespace["register"](registry)
+    assert registry.get("db.drop").title == "Drop a table"
+    asyncio.run(namespace["test_drop_asks_for_approval_and_a_reason_then_drops"]())
