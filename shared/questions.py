@@ -181,6 +181,9 @@ def form_errors(form: dict[str, Any]) -> list[str]:
         Draft202012Validator.check_schema(form)
     except SchemaError as exc:
         return [f"not a JSON Schema: {exc.message}"]
+    if _outside_refs(form):
+        # Self-contained: checking an answer must never fetch another schema from anywhere.
+        return ["a form refers to no schema but its own parts (no $id, every $ref starts with #)"]
     if form.get("type") != "object":
         return ['a form is a schema of "type": "object"']
     properties = form.get("properties")
@@ -193,6 +196,19 @@ def form_errors(form: dict[str, Any]) -> list[str]:
         if not isinstance(field, dict) or field.get("type") not in FIELD_TYPES:
             problems.append(f"property {name!r} must have a type of {sorted(FIELD_TYPES)}")
     return problems
+
+
+def _outside_refs(node: Any) -> bool:
+    """Whether a schema names an identity or refers anywhere outside itself."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$id" or (key in ("$ref", "$dynamicRef") and not str(value).startswith("#")):
+                return True
+            if _outside_refs(value):
+                return True
+    elif isinstance(node, list):
+        return any(_outside_refs(item) for item in node)
+    return False
 
 
 def answer_errors(question: Question, value: Any) -> list[dict[str, Any]]:

@@ -51,6 +51,9 @@ def test_an_approval_is_answered_approve_or_deny_and_nothing_else() -> None:
         {"form": {"type": "array"}},
         {"form": form()},
         {"form": form(nested={"type": "object"})},
+        # Nothing a check of an answer would have to fetch from elsewhere:
+        {"form": form(a={"type": "string", "$ref": "http://127.0.0.1:9/a.json"})},
+        {"form": {**form(a={"type": "string"}), "$id": "http://127.0.0.1:9/form.json"}},
         {"form": {"type": "object", "properties": {"a": {"type": "string"}}, "minProperties": -1}},
         {"choices": [Choice(value="a", label="A"), Choice(value="b", label="B")], "default": "c"},
         {"form": form(n={"type": "integer"}), "default": {"n": "one"}},
