@@ -383,6 +383,9 @@ async def every_task_id(api: httpx.AsyncClient, phase: str | None = None) -> lis
     return [task["id"] for task in tasks if phase in (None, task["phase"])]
 
 
+# Bounded work (examples × operations), not a wait: on a 2-core machine shared by a load of 16
+# the run alone took 116 s, close to the default 120 s limit.
+@pytest.mark.timeout(300)
 async def test_every_operation_keeps_to_the_openapi_document(
     api: httpx.AsyncClient, settings: Settings
 ) -> None:
@@ -429,9 +432,9 @@ async def test_every_operation_keeps_to_the_openapi_document(
     answers = sharp[f"{TASKS}/{{task_id}}/answer"]["POST"]
     asking = await every_task_id(api, phase="awaiting_answer")
     assert asking, "no task waits for an answer"
-    await asyncio.to_thread(
-        run.drive, answers, cases(answers, GenerationMode.POSITIVE, asking), "asked questions"
-    )
+    # A few suffice: the first answer is taken, and every later one is 409.
+    to_asking = st.one_of([answers.as_strategy(path_parameters={"task_id": i}) for i in asking])
+    await asyncio.to_thread(run.drive, answers, to_asking, "asked questions", 5)
     await asyncio.to_thread(run.fuzz, operations, await every_task_id(api), True)
 
     print(f"\nOpenAPI fuzz run, {time.monotonic() - started:.1f} s:\n{run.summary()}")
