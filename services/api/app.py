@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from services.api import meta, observability, session, tasks, ui
+from services.api import meta, observability, session, tasks, ui, webhooks
 from services.api.body_limit import BodyLimitMiddleware
 from services.api.problems import install_problem_handlers, problem_response
 from services.api.runtime import Runtime
@@ -110,6 +110,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
 
     app.include_router(session.router)
     app.include_router(tasks.router)
+    app.include_router(webhooks.router)
     app.include_router(meta.router)
     ui.install(app, settings)
     observability.install(app)

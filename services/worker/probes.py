@@ -13,6 +13,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 
+from prometheus_client import CollectorRegistry
+
 from shared import metrics
 
 log = logging.getLogger(__name__)
@@ -32,17 +34,28 @@ class ProbeServer:
     """Answers GET /healthz (the process runs), /readyz (every check passes; else 503) and
     /metrics (the worker's Prometheus metrics)."""
 
-    def __init__(self, host: str, port: int, checks: dict[str, Check]) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        checks: dict[str, Check],
+        *,
+        registry: CollectorRegistry = metrics.WORKER_REGISTRY,
+        service: str = "worker",
+    ) -> None:
         self.host = host
         self.port = port
         self.checks = checks
+        #: The metrics served at /metrics (the webhook sender serves its own).
+        self.registry = registry
+        self.service = service
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
         """Listen; with port 0 on a free port, which `port` then holds (and the log says)."""
         self._server = await asyncio.start_server(self._serve, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
-        log.info("worker probes and metrics on http://%s:%d/", self.host, self.port)
+        log.info("%s probes and metrics on http://%s:%d/", self.service, self.host, self.port)
 
     async def stop(self) -> None:
         """Stop listening and close open connections."""
@@ -92,7 +105,7 @@ class ProbeServer:
             status = HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE
             return status, "application/json", json.dumps(body).encode()
         if path == "/metrics":
-            return HTTPStatus.OK, metrics.CONTENT_TYPE, metrics.exposition(metrics.WORKER_REGISTRY)
+            return HTTPStatus.OK, metrics.CONTENT_TYPE, metrics.exposition(self.registry)
         return HTTPStatus.NOT_FOUND, "text/plain", b"not found: /healthz, /readyz, /metrics\n"
 
 

@@ -4,6 +4,7 @@
     ├── tasks         TaskStore: task documents, read as `StoredTask`s and changed by `Change`s
     ├── workers       WorkerStore: heartbeats
     ├── idempotency   IdempotencyKeys: Idempotency-Key records
+    ├── webhooks      WebhookStore: webhook endpoints, deliveries, the sender's stream cursor
     └── schema        indexes, made by `migrate` and checked by every service at start
 
 No module outside this package imports PyMongo (a unit test holds every module to that). A second
@@ -24,6 +25,7 @@ from shared.store.errors import DatabaseError, DatabaseUnreachable, outcome_unkn
 from shared.store.idempotency import IdempotencyKeys, KeyRecord
 from shared.store.schema import SchemaOutdated
 from shared.store.tasks import DueDispatch, TaskStore
+from shared.store.webhooks import WebhookStore
 from shared.store.workers import WorkerStore
 from shared.topology import IDEMPOTENCY_KEYS, TASKS, WORKERS
 
@@ -38,6 +40,7 @@ __all__ = [
     "SchemaOutdated",
     "Store",
     "TaskStore",
+    "WebhookStore",
     "WorkerStore",
     "open_store",
     "outcome_unknown",
@@ -56,6 +59,7 @@ class Store:
         *,
         retention_s: int = 30 * 24 * 3600,
         idempotency_ttl_s: int = 24 * 3600,
+        webhook_retention_s: int = 7 * 24 * 3600,
     ) -> None:
         self.client = client
         #: The database itself: for the store's own modules, tests and benchmarks only.
@@ -64,6 +68,7 @@ class Store:
         self.tasks = TaskStore(self.db[TASKS])
         self.workers = WorkerStore(self.db[WORKERS])
         self.idempotency = IdempotencyKeys(self.db[IDEMPOTENCY_KEYS])
+        self.webhooks = WebhookStore(self.db, retention_s=webhook_retention_s)
 
     async def ping(self) -> None:
         """Raise if the database does not answer."""
@@ -93,4 +98,5 @@ def open_store(settings: Settings) -> Store:
         settings.database,
         retention_s=settings.retention_s,
         idempotency_ttl_s=settings.idempotency_ttl_s,
+        webhook_retention_s=settings.webhook_retention_s,
     )
