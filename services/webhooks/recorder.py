@@ -56,6 +56,8 @@ class Recorder:
         self.on_recorded = on_recorded
         #: Set while a stream is open (or nothing needs one): no change is missed from then on.
         self.following = asyncio.Event()
+        #: Streams opened so far (for tests and logs): none while no endpoint is enabled.
+        self.streams_opened = 0
 
     async def run_forever(self) -> None:
         """Record until cancelled; errors are logged and retried with a backoff."""
@@ -90,6 +92,7 @@ class Recorder:
             async with TaskChangeFeed(
                 self.store.tasks.collection, progress=progress, resume_after=token
             ) as feed:
+                self.streams_opened += 1
                 if token is None:
                     await self._catch_up(place.seen_at if place is not None else None)
                     await cursor.save(feed.opened_token, utcnow())
