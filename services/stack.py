@@ -1,7 +1,7 @@
 """`python -m services.stack` (what `make run` calls): the whole system on its embedded defaults.
 
 Starts SecantusDB (unless `MONGODB_URL` is set), checks RabbitMQ at `AMQP_URL`, starts the api,
-worker and notifier processes, prints where to open them, and stops everything on Ctrl-C.
+worker, notifier and webhook sender processes, prints where to open them, and stops everything on Ctrl-C.
 `--replicas N` (what `make scale-demo` calls) starts N of each, side by side on the same database
 and queues: they need no coordination of their own beyond what RabbitMQ and MongoDB do.
 """
@@ -131,7 +131,7 @@ class EmbeddedMongo:
             self.process.wait()
 
 
-SERVICES = ("api", "worker", "notifier")
+SERVICES = ("api", "worker", "notifier", "webhooks")
 
 
 def start_service(
@@ -171,7 +171,8 @@ def replica_name(service: str, number: int, replicas: int) -> str:
 def start_replicas(
     env: dict[str, str], ports: Sequence[tuple[int, int]], log_dir: Path | None = None
 ) -> dict[str, subprocess.Popen[bytes]]:
-    """Start an api, a worker and a notifier per (api port, notifier port) in `ports`, all on
+    """Start an api, a worker, a notifier and a webhook sender per (api port, notifier port) in
+    `ports`, all on
     the database and broker of `env`; the processes by name (`api`, or `api-1`, `api-2`, ...).
 
     Each api sends its pages to the notifier of its own replica, and every notifier accepts pages
@@ -199,6 +200,9 @@ def start_replicas(
             probes = int(env.get("TASKLIGHT_WORKER_PORT") or 0)
             probe_port = probes + (number - 1) * REPLICA_PORT_STRIDE if probes else 0
             replica_env["TASKLIGHT_WORKER_PORT"] = str(probe_port)
+            senders = int(env.get("TASKLIGHT_WEBHOOKS_PORT") or 0)
+            sender_port = senders + (number - 1) * REPLICA_PORT_STRIDE if senders else 0
+            replica_env["TASKLIGHT_WEBHOOKS_PORT"] = str(sender_port)
         for name in SERVICES:
             process_name = replica_name(name, number, len(ports))
             processes[process_name] = start_service(name, replica_env, log_dir, process_name)
@@ -261,6 +265,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TASKLIGHT_DEV_MODE", "true")
     os.environ.setdefault("TASKLIGHT_BUILTIN_TASKS", "true")
     os.environ.setdefault("TASKLIGHT_LOG_FORMAT", "text")
+    # Trying webhooks out means a receiver on this machine: allowed here, never by default.
+    os.environ.setdefault("TASKLIGHT_WEBHOOK_ALLOW_LOOPBACK", "true")
     settings = Settings()
     env = dict(os.environ)
     mongo: EmbeddedMongo | None = None

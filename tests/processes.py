@@ -27,6 +27,8 @@ def service_env(settings: Settings) -> dict[str, str]:
         "TASKLIGHT_NOTIFIER_PORT": str(settings.notifier_port),
         "TASKLIGHT_WORKER_NAME": settings.worker_name,
         "TASKLIGHT_HEARTBEAT_S": "0.5",
+        # Several stacks may run on one machine: the sender's probes on a free port.
+        "TASKLIGHT_WEBHOOKS_PORT": "0",
         "TASKLIGHT_DEV_MODE": "true",
         "TASKLIGHT_BUILTIN_TASKS": "true",
         "TASKLIGHT_TOKEN": DEV_TOKEN,
@@ -69,7 +71,7 @@ async def until_workers_beat(
 async def start_stack(
     env: dict[str, str], settings: Settings, log_dir: Path
 ) -> dict[str, subprocess.Popen[bytes]]:
-    """An api, a worker and a notifier on `env`, once the api and the notifier listen (at
+    """An api, a worker, a notifier and a webhook sender on `env`, once the api and the notifier listen (at
     `settings`' ports); stop them with `stop_processes`."""
     processes = start_replicas(env, [(settings.api_port, settings.notifier_port)], log_dir)
     try:
