@@ -1,7 +1,8 @@
 """`python -m services.stack` (what `make run` calls): the whole system on its embedded defaults.
 
 Starts SecantusDB (unless `MONGODB_URL` is set), checks RabbitMQ at `AMQP_URL`, starts the api,
-worker, notifier and webhook sender processes, prints where to open them, and stops everything on Ctrl-C.
+worker, notifier and webhook sender processes, prints where to open them, and stops everything
+on Ctrl-C.
 `--replicas N` (what `make scale-demo` calls) starts N of each, side by side on the same database
 and queues: they need no coordination of their own beyond what RabbitMQ and MongoDB do.
 """

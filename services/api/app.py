@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from services.api import meta, observability, session, tasks, ui, webhooks
+from services.api import meta, observability, session, tasks, ui, webhooks, webhooks_page
 from services.api.body_limit import BodyLimitMiddleware
 from services.api.problems import install_problem_handlers, problem_response
 from services.api.runtime import Runtime
@@ -113,5 +113,6 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.include_router(webhooks.router)
     app.include_router(meta.router)
     ui.install(app, settings)
+    app.include_router(webhooks_page.router)
     observability.install(app)
     return app

@@ -4,6 +4,7 @@ no redirects followed, bounded in time and in what is read back."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 import time
 from collections.abc import Iterable
@@ -63,6 +64,13 @@ class _PinnedBackend(httpcore.AsyncNetworkBackend):
         await self.inner.sleep(seconds)
 
 
+@functools.cache
+def default_ssl_context() -> ssl.SSLContext:
+    """The system's CA certificates, loaded once: loading them takes longer than most
+    deliveries."""
+    return ssl.create_default_context()
+
+
 def _host_header(destination: Destination) -> str:
     target = destination.target
     host = f"[{target.host}]" if ":" in target.host else target.host
@@ -96,7 +104,7 @@ async def post(
         async with (
             asyncio.timeout(timeout_s),
             httpcore.AsyncConnectionPool(
-                ssl_context=ssl_context or ssl.create_default_context(),
+                ssl_context=ssl_context or default_ssl_context(),
                 max_connections=1,
                 retries=0,
                 network_backend=_PinnedBackend(destination.address),

@@ -39,9 +39,7 @@ async def receiver() -> AsyncIterator[Receiver]:
         yield running
 
 
-async def until(
-    condition: Callable[[], Awaitable[bool]], what: str, timeout_s: float = 60
-) -> None:
+async def until(condition: Callable[[], Awaitable[bool]], what: str, timeout_s: float = 60) -> None:
     """Wait for `condition()` to hold; fail naming `what` after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     while not await condition():
