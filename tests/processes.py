@@ -71,8 +71,8 @@ async def until_workers_beat(
 async def start_stack(
     env: dict[str, str], settings: Settings, log_dir: Path
 ) -> dict[str, subprocess.Popen[bytes]]:
-    """An api, a worker, a notifier and a webhook sender on `env`, once the api and the notifier listen (at
-    `settings`' ports); stop them with `stop_processes`."""
+    """An api, a worker, a notifier and a webhook sender on `env`, once the api and the
+    notifier listen (at `settings`' ports); stop them with `stop_processes`."""
     processes = start_replicas(env, [(settings.api_port, settings.notifier_port)], log_dir)
     try:
         await until_listening(processes["api"], settings.api_port)
