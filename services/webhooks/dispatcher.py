@@ -64,6 +64,9 @@ class Dispatcher:
         self._attempts: set[asyncio.Task[None]] = set()
         #: Endpoints this process saw a delivery fail for since their last success.
         self._failing: set[str] = set()
+        #: Whether the last look left due deliveries for want of room: an attempt that ends
+        #: then makes room, and looks again.
+        self._crowded = False
 
     async def run_forever(self) -> None:
         """Send until cancelled: whenever deliveries are recorded or attempts end, and every
@@ -83,18 +86,27 @@ class Dispatcher:
     async def dispatch_due(self) -> int:
         """Start an attempt of each due delivery there is room for; how many were started."""
         started = 0
+        self._crowded = False
+        if not self.directory.any():
+            # Nothing can be sent (deliveries of disabled endpoints wait, held).
+            return 0
         while True:
             free = self.settings.webhook_concurrency - sum(self.in_flight.values())
             if free <= 0:
+                self._crowded = True
                 return started
             limit = self.settings.webhook_endpoint_concurrency
             full = {e for e, n in self.in_flight.items() if n >= limit}
+            if full:
+                self._crowded = True
             due = await self.store.webhooks.deliveries.due(utcnow(), excluding=full, limit=free)
             round_started = 0
             for delivery in due:
                 if sum(self.in_flight.values()) >= self.settings.webhook_concurrency:
+                    self._crowded = True
                     break
                 if self.in_flight[delivery.endpoint_id] >= limit:
+                    self._crowded = True
                     continue
                 endpoint = await self._endpoint_of(delivery)
                 if endpoint is None:
@@ -139,7 +151,8 @@ class Dispatcher:
             self.in_flight[delivery.endpoint_id] -= 1
             if self.in_flight[delivery.endpoint_id] <= 0:
                 del self.in_flight[delivery.endpoint_id]
-            self.wake.set()
+            if self._crowded:
+                self.wake.set()
 
     async def attempt(self, delivery: Delivery, endpoint: Endpoint, lease: str) -> DeliveryState:
         """Send a claimed delivery once and record how it went; its state after."""

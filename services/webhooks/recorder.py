@@ -19,8 +19,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
+from typing import Any
 
 from services.webhooks.directory import Directory
 from shared.clock import utcnow
@@ -34,8 +35,9 @@ log = logging.getLogger(__name__)
 
 #: Seconds before the last place in the stream that catching up starts (writers' clocks differ).
 CATCH_UP_MARGIN_S = 60.0
-#: Seconds between saves of the place while changes come that no endpoint wants.
-IDLE_SAVE_S = 5.0
+#: Seconds between saves of the place in the stream: a sender that dies re-reads at most this
+#: much (recording again is harmless), and a busy stream costs one write a second, not a batch.
+SAVE_EVERY_S = 1.0
 MAX_BACKOFF_S = 5.0
 
 
@@ -58,6 +60,8 @@ class Recorder:
         self.following = asyncio.Event()
         #: Streams opened so far (for tests and logs): none while no endpoint is enabled.
         self.streams_opened = 0
+        #: Whether the place is known to be forgotten (idle), so it need not be read again.
+        self._idle = False
 
     async def run_forever(self) -> None:
         """Record until cancelled; errors are logged and retried with a backoff."""
@@ -78,14 +82,16 @@ class Recorder:
         """Follow the stream while some endpoint is enabled; return when that changes."""
         await self.directory.refresh_if_older(self.poll_s)
         cursor = self.store.webhooks.cursor
-        place = await cursor.load()
         if not self.directory.any():
-            if place is None or place.token is not None:
+            if not self._idle:
                 # Forget the place: when an endpoint comes, catching up starts from it.
                 await cursor.save(None, utcnow())
+                self._idle = True
             self.following.set()
             await asyncio.sleep(self.poll_s)
             return
+        self._idle = False
+        place = await cursor.load()
         progress = self.directory.wants_progress()
         token = place.token if place is not None else None
         try:
@@ -105,19 +111,24 @@ class Recorder:
     async def _follow(self, feed: TaskChangeFeed, progress: bool) -> None:
         cursor = self.store.webhooks.cursor
         saved_at = time.monotonic()
+        #: The place after what was recorded, not saved yet.
+        token: Mapping[str, Any] | None = None
         while True:
             batch = await feed.batch(self.poll_s)
             # Read after the changes: an endpoint registered before them is known by now.
             await self.directory.refresh()
             if batch.unreadable:
                 metrics.UNREADABLE.inc(batch.unreadable)
-            recorded = await self.record(event for c in batch.changes for event in events_of(c))
-            if batch.token is not None and (recorded or time.monotonic() - saved_at > IDLE_SAVE_S):
-                await cursor.save(batch.token, utcnow())
-                saved_at = time.monotonic()
+            await self.record(event for c in batch.changes for event in events_of(c))
+            # Only after its deliveries are recorded: never a place past an unrecorded change.
+            if batch.token is not None:
+                token = batch.token
+            if token is not None and time.monotonic() - saved_at >= SAVE_EVERY_S:
+                await cursor.save(token, utcnow())
+                saved_at, token = time.monotonic(), None
             if not self.directory.any() or self.directory.wants_progress() != progress:
-                if batch.token is not None:
-                    await cursor.save(batch.token, utcnow())
+                if token is not None:
+                    await cursor.save(token, utcnow())
                 return
 
     async def record(self, events: Iterable[Event]) -> int:

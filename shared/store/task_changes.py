@@ -74,11 +74,14 @@ class TaskChangeFeed:
         resume_after: Mapping[str, Any] | None,
         batch_limit: int = 500,
         queued_limit: int = 5000,
+        linger_s: float = 0.05,
     ) -> None:
         self.collection = collection
         self.progress = progress
         self.resume_after = resume_after
         self.batch_limit = batch_limit
+        #: Seconds a batch waits after its first change for others to share its writes.
+        self.linger_s = linger_s
         self._queue: asyncio.Queue[tuple[Doc, Mapping[str, Any] | None] | BaseException] = (
             asyncio.Queue(queued_limit)
         )
@@ -140,6 +143,14 @@ class TaskChangeFeed:
             item = await asyncio.wait_for(self._queue.get(), timeout_s)
         except TimeoutError:
             return out
+        # Changes come in bursts (a claim, an end): what follows within the linger shares the
+        # batch's writes (its deliveries' insert, the read of the endpoints).
+        linger_until = asyncio.get_running_loop().time() + self.linger_s
+        while self._queue.qsize() < self.batch_limit:
+            left = linger_until - asyncio.get_running_loop().time()
+            if left <= 0:
+                break
+            await asyncio.sleep(min(left, 0.01))
         while True:
             if isinstance(item, BaseException):
                 if out.changes or out.unreadable:
