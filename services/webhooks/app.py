@@ -18,7 +18,7 @@ from services.webhooks.dispatcher import Dispatcher
 from services.webhooks.recorder import Recorder
 from services.worker.probes import ProbeServer
 from shared.settings import Settings
-from shared.store import open_store
+from shared.store import Store, open_store
 from shared.webhooks import metrics
 
 log = logging.getLogger(__name__)
@@ -27,10 +27,11 @@ log = logging.getLogger(__name__)
 class Sender:
     """One sender process's parts; `start()` begins recording and sending, `stop()` ends it."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, store: Store | None = None) -> None:
         self.settings = settings
         self.name = f"webhooks-{os.getpid()}@{socket.gethostname()}"
-        self.store = open_store(settings)
+        #: Its own store by default (one given is closed by `stop` all the same).
+        self.store = store or open_store(settings)
         self.directory = Directory(self.store.webhooks.endpoints)
         self.dispatcher = Dispatcher(self.store, self.directory, settings, self.name)
         self.recorder = Recorder(
