@@ -29,6 +29,8 @@ LOOPBACK: tuple[IPNetwork, ...] = (
 _NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
 #: Longest endpoint URL accepted.
 MAX_URL_CHARS = 2000
+#: Seconds a host name may take to resolve: an unanswered lookup must not hold up a request.
+RESOLVE_TIMEOUT_S = 5.0
 
 
 class DestinationRefused(ValueError):
@@ -107,11 +109,17 @@ async def resolve(url: str, policy: Policy) -> Destination:
     target = parse(url)
     loop = asyncio.get_running_loop()
     try:
-        infos = await loop.getaddrinfo(
-            target.host, target.port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+        infos = await asyncio.wait_for(
+            loop.getaddrinfo(
+                target.host, target.port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+            ),
+            RESOLVE_TIMEOUT_S,
         )
     except (socket.gaierror, UnicodeError) as exc:
         raise DestinationRefused(f"{target.host} does not resolve ({exc})") from None
+    except TimeoutError:
+        message = f"{target.host} did not resolve within {RESOLVE_TIMEOUT_S:g} s"
+        raise DestinationRefused(message) from None
     addresses: list[str] = []
     for info in infos:
         text = str(info[4][0])
