@@ -15,12 +15,14 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from services.api.app import create_app
+from services.webhooks import sending
 from services.webhooks.app import Sender
 from services.worker.app import Worker
 from shared.auth import AuthStore, Role
 from shared.lifecycle import FINAL_STATES
 from shared.settings import Settings
 from shared.store import Store
+from shared.webhooks.destinations import Destination, Target
 from tests.conftest import DEV_AUTH, ServerThread
 from tests.support import eventually
 from tests.webhook_receiver import Received, Receiver
@@ -500,3 +502,20 @@ async def test_an_endpoint_can_be_changed_and_removed_and_the_limit_holds(
         second = (await api.get("/api/v1/webhooks")).json()["results"][0]["id"]
         bad_cursor = await api.get(f"/api/v1/webhooks/{second}/deliveries?cursor=x")
         assert bad_cursor.status_code == 422
+
+
+async def test_an_attempt_connects_to_the_address_that_was_checked_never_looking_the_name_up(
+    receiver: Receiver,
+) -> None:
+    # A name that resolves nowhere: only a connection to the checked address can reach the
+    # receiver, which still sees the name in Host (as TLS would in SNI).
+    url = f"http://hooks.invalid:{receiver.port}/pinned"
+    destination = Destination(Target("http", "hooks.invalid", receiver.port), "127.0.0.1")
+    answer = await sending.post(destination, url, {"webhook-id": "msg_1"}, "{}", timeout_s=5)
+    assert answer.status == 204
+    [request] = receiver.at("/pinned")
+    assert request.headers["host"] == f"hooks.invalid:{receiver.port}"
+    assert request.headers["webhook-id"] == "msg_1"
+    closed = Destination(Target("http", "hooks.invalid", 9), "127.0.0.1")
+    with pytest.raises(sending.AttemptFailed, match="could not connect"):
+        await sending.post(closed, "http://hooks.invalid:9/", {}, "{}", timeout_s=5)
