@@ -215,12 +215,11 @@ class Dispatcher:
                 self._failing.discard(endpoint.id)
                 await self.store.webhooks.endpoints.delivered(endpoint.id, now)
         elif state is DeliveryState.FAILED:
-            await self._failed_for_good(endpoint, attempt, now)
+            await self._failed_for_good(endpoint, attempt)
         return state
 
-    async def _failed_for_good(
-        self, endpoint: Endpoint, attempt: DeliveryAttempt, now: object
-    ) -> None:
+    async def _failed_for_good(self, endpoint: Endpoint, attempt: DeliveryAttempt) -> None:
+        """Count a delivery that failed for good; disable the endpoint after a run of them."""
         self._failing.add(endpoint.id)
         endpoints = self.store.webhooks.endpoints
         failures = await endpoints.delivery_failed(endpoint.id, utcnow())

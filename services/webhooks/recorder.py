@@ -166,7 +166,7 @@ class Recorder:
             metrics.RECORDED.labels(delivery.event.value).inc()
         if new:
             self.on_recorded()
-        return len(deliveries)
+        return new
 
     async def _catch_up(self, last_seen: datetime | None) -> int:
         """Record the endings of tasks that finished since shortly before `last_seen` (but not

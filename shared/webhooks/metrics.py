@@ -8,7 +8,7 @@ REGISTRY = CollectorRegistry()
 
 RECORDED = Counter(
     "tasklight_webhook_deliveries_recorded_total",
-    "Deliveries recorded, by event type",
+    "Deliveries written, by event type (an event read again after a restart counts again)",
     ["event"],
     registry=REGISTRY,
 )
