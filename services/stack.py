@@ -170,10 +170,13 @@ def replica_name(service: str, number: int, replicas: int) -> str:
 
 
 def start_replicas(
-    env: dict[str, str], ports: Sequence[tuple[int, int]], log_dir: Path | None = None
+    env: dict[str, str],
+    ports: Sequence[tuple[int, int]],
+    log_dir: Path | None = None,
+    services: Sequence[str] = SERVICES,
 ) -> dict[str, subprocess.Popen[bytes]]:
     """Start an api, a worker, a notifier and a webhook sender per (api port, notifier port) in
-    `ports`, all on
+    `ports` (or only the named `services` of each), all on
     the database and broker of `env`; the processes by name (`api`, or `api-1`, `api-2`, ...).
 
     Each api sends its pages to the notifier of its own replica, and every notifier accepts pages
@@ -204,7 +207,7 @@ def start_replicas(
             senders = int(env.get("TASKLIGHT_WEBHOOKS_PORT") or 0)
             sender_port = senders + (number - 1) * REPLICA_PORT_STRIDE if senders else 0
             replica_env["TASKLIGHT_WEBHOOKS_PORT"] = str(sender_port)
-        for name in SERVICES:
+        for name in services:
             process_name = replica_name(name, number, len(ports))
             processes[process_name] = start_service(name, replica_env, log_dir, process_name)
     return processes
