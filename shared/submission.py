@@ -195,7 +195,7 @@ class Submissions:
         task = self._new(name, args, owner=owner, ui=ui, metadata=metadata, parent_id=parent_id)
         await self.tasks.insert(task, dispatch_due_at=self._due())
         try:
-            await self.commands.run(task.id, name)
+            await self.commands.run(task.id, name, snapshot=task.snapshot())
         except Exception as exc:
             log.warning("publish of task %s failed: %r; removing it", task.id, exc)
             await self.tasks.discard_unqueued([task.id], parent_id=parent_id)
@@ -225,7 +225,8 @@ class Submissions:
             raise InvalidSubmission(errors)
         await self.tasks.insert_many(tasks, dispatch_due_at=self._due())
         outcomes = await asyncio.gather(
-            *(self.commands.run(task.id, task.name) for task in tasks), return_exceptions=True
+            *(self.commands.run(task.id, task.name, snapshot=task.snapshot()) for task in tasks),
+            return_exceptions=True,
         )
         failures = [o for o in outcomes if isinstance(o, BaseException)]
         if failures and len(failures) == len(tasks):

@@ -56,12 +56,14 @@ class Store:
         *,
         retention_s: int = 30 * 24 * 3600,
         idempotency_ttl_s: int = 24 * 3600,
+        outbox_grace_s: float = 0.1,
     ) -> None:
         self.client = client
         #: The database itself: for the store's own modules, tests and benchmarks only.
         self.db: AsyncDatabase[Doc] = client[database]
         self.indexes = schema.indexes(retention_s=retention_s, idempotency_ttl_s=idempotency_ttl_s)
-        self.tasks = TaskStore(self.db[TASKS])
+        # A confirmed command's mark is cleared half-way to when the relay would publish it.
+        self.tasks = TaskStore(self.db[TASKS], mark_hold_s=outbox_grace_s / 2)
         self.workers = WorkerStore(self.db[WORKERS])
         self.idempotency = IdempotencyKeys(self.db[IDEMPOTENCY_KEYS])
 
@@ -93,4 +95,5 @@ def open_store(settings: Settings) -> Store:
         settings.database,
         retention_s=settings.retention_s,
         idempotency_ttl_s=settings.idempotency_ttl_s,
+        outbox_grace_s=settings.outbox_grace_s,
     )

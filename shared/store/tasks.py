@@ -86,10 +86,10 @@ def read(doc: Doc) -> StoredTask | None:
 class TaskStore:
     """The `tasks` collection."""
 
-    def __init__(self, collection: AsyncCollection[Doc]) -> None:
+    def __init__(self, collection: AsyncCollection[Doc], *, mark_hold_s: float = 0.05) -> None:
         #: The raw collection: for the store's own modules, tests and benchmarks only.
         self.collection = collection
-        self.marks = DispatchMarks(collection)
+        self.marks = DispatchMarks(collection, hold_s=mark_hold_s)
         self.shared_writes = SharedWrites(collection)
         self.shared_reads = SharedReads(collection)
         self.shared_inserts = SharedInserts(collection)
@@ -297,8 +297,8 @@ class TaskStore:
         )
 
     def dispatched(self, task_id: str) -> None:
-        """The broker confirmed the task's command: its outbox mark will be cleared (in a batch
-        with others, a few milliseconds later; until then the relay would at worst publish it a
+        """The broker confirmed the task's command: its outbox mark will be cleared, unless a
+        claim did first (see `DispatchMarks`; until then the relay would at worst publish it a
         second time, which a claim makes harmless)."""
         self.marks.clear(task_id)
 
