@@ -173,7 +173,6 @@ async def test_tasks_store_neither_parent_nor_finish_time_until_they_have_one(
     await store.tasks.insert(child)
     # The queries on the sparse indexes still find what they should.
     assert [task.id for task in await store.tasks.children("p")] == [child.id]
-    assert await store.tasks.submitted_since("u", utcnow() - timedelta(minutes=1), 10) == 1
 
 
 async def test_a_confirmed_mark_is_cleared_late_and_only_where_a_claim_did_not_take_it(
