@@ -19,13 +19,14 @@ from pymongo.errors import DuplicateKeyError
 from shared import metrics, tracing
 from shared.broker import control_exchange, publish_command, tasks_exchange
 from shared.ids import new_task_id
+from shared.jsonlimits import violations
 from shared.lifecycle import FINAL_STATES, TaskState, utcnow
 from shared.messages import CancelTask, RunTask
 from shared.registry import Registry
 from shared.retries import bucket_for
 from shared.settings import Settings
 from shared.store import Doc, TaskStore
-from shared.task import UiHints, new_task_doc, unstorable
+from shared.task import UiHints, new_task_doc
 from shared.topology import RUN_KEY, Topology
 
 log = logging.getLogger(__name__)
@@ -181,7 +182,7 @@ class TaskService:
         command later. So a caller that got a task back can count on it reaching a final state.
         """
         valid_args = self.validate(name, args)
-        errors = unstorable(valid_args, ["args"]) + unstorable(metadata, ["metadata"])
+        errors = violations(valid_args, ["args"]) + violations(metadata, ["metadata"])
         if errors:
             raise InvalidSubmission(errors)
         task_id = new_task_id()
@@ -223,7 +224,7 @@ class TaskService:
         for index, item in enumerate(items):
             try:
                 valid_args = self.validate(item.name, item.args)
-                found = unstorable(valid_args, ["args"]) + unstorable(item.metadata, ["metadata"])
+                found = violations(valid_args, ["args"]) + violations(item.metadata, ["metadata"])
                 if found:
                     raise InvalidSubmission(found)
             except InvalidSubmission as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -30,14 +31,21 @@ class TaskTypeInfo(BaseModel):
 
 
 class WorkerInfo(BaseModel):
-    """A worker process, its last heartbeat, and the tasks it runs now."""
+    """A worker process, its last heartbeat, and the tasks it runs now; the rest (when it
+    started, how many tasks it takes, its process id and host) for administrators only."""
 
     name: str
-    started_at: datetime | None = None
     last_heartbeat: datetime | None = None
     missing: bool = False
-    concurrency: int | None = None
     tasks: list[str] = []
+    started_at: datetime | None = None
+    concurrency: int | None = None
+    pid: int | None = None
+    host: str | None = None
+
+
+#: What a user who is not an administrator sees of a worker.
+USER_FIELDS = frozenset({"name", "last_heartbeat", "missing", "tasks"})
 
 
 @router.get(
@@ -61,20 +69,29 @@ async def task_types(runtime: RuntimeDep, user: UserDep) -> list[TaskTypeInfo]:
     responses=problem_responses(401),
 )
 async def workers(runtime: RuntimeDep, user: UserDep) -> list[WorkerInfo]:
-    """Workers that have heartbeated, newest heartbeat first, each with the running tasks the
-    user may see (an administrator: all of them)."""
+    """Workers that have heartbeated, newest heartbeat first. An administrator sees all of
+    them, with all their fields; a user only the workers running their tasks, with those tasks,
+    the name, heartbeat and whether it is missing."""
     docs = [doc async for doc in runtime.store.workers.find({}).sort("last_heartbeat", -1)]
-    infos = [WorkerInfo(name=doc["_id"], **_without_id(doc)) for doc in docs]
-    if user.owner_filter is not None:
-        running = [task_id for info in infos for task_id in info.tasks]
-        visible = await runtime.store.visible_ids(running, user.owner_filter)
-        for info in infos:
-            info.tasks = [task_id for task_id in info.tasks if task_id in visible]
+    if user.owner_filter is None:
+        return [
+            WorkerInfo(name=doc["_id"], **_fields(doc, WorkerInfo.model_fields)) for doc in docs
+        ]
+    running = [task_id for doc in docs for task_id in doc.get("tasks") or []]
+    visible = await runtime.store.visible_ids(running, user.owner_filter)
+    infos = []
+    for doc in docs:
+        theirs = [task_id for task_id in doc.get("tasks") or [] if task_id in visible]
+        if theirs:
+            info = WorkerInfo(name=doc["_id"], **_fields(doc, USER_FIELDS))
+            info.tasks = theirs
+            infos.append(info)
     return infos
 
 
-def _without_id(doc: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in doc.items() if k != "_id" and k in WorkerInfo.model_fields}
+def _fields(doc: dict[str, Any], names: Iterable[str]) -> dict[str, Any]:
+    wanted = set(names) - {"name"}
+    return {k: v for k, v in doc.items() if k in wanted}
 
 
 @router.get("/healthz", tags=["meta"])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from collections.abc import Callable
 from datetime import datetime
 
@@ -27,6 +29,9 @@ async def beat(
                 "started_at": started_at,
                 "concurrency": concurrency,
                 "tasks": tasks,
+                # For operators (administrators see them in /api/v1/workers), not for users.
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
             }
         },
         upsert=True,
