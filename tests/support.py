@@ -8,7 +8,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from shared.auth import AuthStore, Role
 from shared.errors import TaskCanceled
+from shared.store import TaskStore
 
 T = TypeVar("T")
 
@@ -29,6 +31,14 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout_s} s; last value: {value!r}")
         await asyncio.sleep(interval_s)
+
+
+async def admin_headers(store: TaskStore, name: str = "root") -> dict[str, str]:
+    """The Authorization header of a new administrator in the test's database: what only
+    operators see (the workers' fields, every user's tasks) needs one."""
+    auth = AuthStore(store.db)
+    await auth.create_user(name, Role.ADMIN)
+    return {"Authorization": f"Bearer {await auth.issue_token(name)}"}
 
 
 @dataclass

@@ -3,8 +3,8 @@
 Every answer says `X-Content-Type-Options: nosniff`, `Referrer-Policy: same-origin`,
 `X-Frame-Options: DENY` and a Content-Security-Policy: the UI's pages set their own (scripts and
 styles from this origin only, WebSocket to the notifier, never framed: `frame-ancestors 'none'`);
-everything else gets `API_CSP`, which allows nothing at all, since JSON and static files are
-not pages. FastAPI's interactive docs (`/docs`, `/redoc`) load their scripts from a CDN and run
+the static files `STATIC_CSP` (never framed); everything else gets `API_CSP`, which allows
+nothing at all, since JSON is not a page. FastAPI's interactive docs (`/docs`, `/redoc`) load their scripts from a CDN and run
 an inline one: they get `DOCS_CSP`.
 
 A request with its `Origin` or `Host` header twice is refused with 400 `invalid-header`: which
@@ -28,6 +28,9 @@ DOCS_CSP = (
     "object-src 'none'"
 )
 DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc"})
+#: For the UI's own static files (scripts, styles, the icon): never framed, nothing embedded;
+#: what they load is theirs to decide (a script's answer is not a document, an SVG's is ours).
+STATIC_CSP = "frame-ancestors 'none'; object-src 'none'; base-uri 'none'"
 #: Headers that must come at most once.
 SINGLE_HEADERS = (b"origin", b"host")
 
@@ -60,7 +63,13 @@ class SecurityHeadersMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        csp = DOCS_CSP if scope["path"] in DOCS_PATHS else API_CSP
+        path: str = scope["path"]
+        if path in DOCS_PATHS:
+            csp = DOCS_CSP
+        elif path.startswith("/static/"):
+            csp = STATIC_CSP
+        else:
+            csp = API_CSP
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

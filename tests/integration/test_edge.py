@@ -203,6 +203,8 @@ async def test_every_page_and_api_answer_carries_the_security_headers(
     if page:
         assert response.headers["content-type"].startswith("text/html")
         assert "script-src 'self';" in csp
+    elif path.startswith("/static/"):
+        assert "object-src 'none'" in csp
     else:
         assert "default-src 'none'" in csp
 

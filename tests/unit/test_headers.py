@@ -6,7 +6,14 @@ import httpx
 import pytest
 from starlette.types import Receive, Scope, Send
 
-from services.api.headers import API_CSP, DOCS_CSP, SecurityHeadersMiddleware, page_csp
+from services.api.headers import (
+    API_CSP,
+    DOCS_CSP,
+    STATIC_CSP,
+    STATIC_CSP,
+    SecurityHeadersMiddleware,
+    page_csp,
+)
 
 
 async def plain(scope: Scope, receive: Receive, send: Send) -> None:
@@ -27,6 +34,7 @@ def client() -> httpx.AsyncClient:
     [
         ("/api/v1/tasks", API_CSP),
         ("/docs", DOCS_CSP),
+        ("/static/tasklight.js", STATIC_CSP),
         ("/page", page_csp("ws://127.0.0.1:8001/ws")),
     ],
 )
