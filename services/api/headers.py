@@ -4,8 +4,8 @@ Every answer says `X-Content-Type-Options: nosniff`, `Referrer-Policy: same-orig
 `X-Frame-Options: DENY` and a Content-Security-Policy: the UI's pages set their own (scripts and
 styles from this origin only, WebSocket to the notifier, never framed: `frame-ancestors 'none'`);
 the static files `STATIC_CSP` (never framed); everything else gets `API_CSP`, which allows
-nothing at all, since JSON is not a page. FastAPI's interactive docs (`/docs`, `/redoc`) load their scripts from a CDN and run
-an inline one: they get `DOCS_CSP`.
+nothing at all, since JSON is not a page. FastAPI's interactive docs (`/docs`, `/redoc`) load
+their scripts from a CDN and run an inline one: they get `DOCS_CSP`.
 
 A request with its `Origin` or `Host` header twice is refused with 400 `invalid-header`: which
 of the two a proxy, a browser and this app would each believe is anybody's guess.

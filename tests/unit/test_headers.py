@@ -10,7 +10,6 @@ from services.api.headers import (
     API_CSP,
     DOCS_CSP,
     STATIC_CSP,
-    STATIC_CSP,
     SecurityHeadersMiddleware,
     page_csp,
 )
