@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from pymongo.errors import ConnectionFailure
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from services.api import meta, observability, session, tasks, ui
@@ -20,17 +19,20 @@ from services.api.runtime import Runtime
 from shared import metrics
 from shared.auth import DEV_USER, AuthStore
 from shared.broker import declare_topology, make_broker
+from shared.commands import Commands
 from shared.probes import ProbeServer
+from shared.rate_limit import RateLimiter
 from shared.registry import Registry, load_registry
-from shared.service import TaskService
+from shared.runs import Runs
 from shared.settings import Settings
-from shared.store import TaskStore, open_store
+from shared.store import DatabaseUnreachable, Store, open_store
+from shared.submission import Submissions
 from shared.topology import Topology
 
 log = logging.getLogger(__name__)
 
 
-def open_auth(store: TaskStore, settings: Settings) -> AuthStore:
+def open_auth(store: Store, settings: Settings) -> AuthStore:
     """The credentials store, in the tasks' database."""
     return AuthStore(
         store.db,
@@ -78,7 +80,9 @@ async def _start_probes(probes: ProbeServer) -> None:
 def create_app(settings: Settings | None = None, registry: Registry | None = None) -> FastAPI:
     """The API app; it connects to the database and the broker when it starts."""
     settings = settings or Settings()
-    registry = registry or load_registry(settings.task_modules)
+    registry = registry or load_registry(
+        settings.task_modules, builtin_tasks=settings.builtin_tasks
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -93,19 +97,34 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
             service="api",
         )
         app.state.probes = probes
+        submissions: Submissions | None = None
         try:
             await _start_probes(probes)
-            await store.ensure_indexes()
-            await auth.ensure_indexes()
+            await store.require_schema()
             await _first_admin(auth, settings)
             await broker.connect()
-            await declare_topology(broker, Topology(settings.namespace), settings)
-            service = TaskService(store, broker, registry, settings)
-            app.state.runtime = Runtime(settings, store, service, registry, auth)
+            topology = Topology(settings.namespace)
+            await declare_topology(broker, topology, settings)
+            commands = Commands(broker, store.tasks, topology, timeout_s=settings.publish_timeout_s)
+            limiter = RateLimiter(store.rates, settings.submit_rate_per_minute)
+            submissions = Submissions(
+                store.tasks, store.idempotency, commands, registry, settings, limiter
+            )
+            app.state.runtime = Runtime(
+                settings,
+                store,
+                broker,
+                submissions,
+                Runs(store.tasks, commands, outbox_grace_s=settings.outbox_grace_s),
+                registry,
+                auth,
+            )
             yield
         finally:
             await probes.stop()
             auth.password_checks.close()
+            if submissions is not None:
+                await submissions.close()
             await broker.stop()
             await store.close()
 
@@ -123,8 +142,8 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.add_middleware(SecurityHeadersMiddleware)
     install_problem_handlers(app)
 
-    @app.exception_handler(ConnectionFailure)
-    async def on_database_down(request: Request, exc: ConnectionFailure) -> JSONResponse:
+    @app.exception_handler(DatabaseUnreachable)
+    async def on_database_down(request: Request, exc: DatabaseUnreachable) -> JSONResponse:
         log.warning("database unavailable: %r", exc)
         return problem_response(
             "urn:tasklight:problem:unavailable",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -72,26 +71,18 @@ async def workers(runtime: RuntimeDep, user: UserDep) -> list[WorkerInfo]:
     """Workers that have heartbeated, newest heartbeat first. An administrator sees all of
     them, with all their fields; a user only the workers running their tasks, with those tasks,
     the name, heartbeat and whether it is missing."""
-    docs = [doc async for doc in runtime.store.workers.find({}).sort("last_heartbeat", -1)]
+    records = await runtime.store.workers.all()
     if user.owner_filter is None:
-        return [
-            WorkerInfo(name=doc["_id"], **_fields(doc, WorkerInfo.model_fields)) for doc in docs
-        ]
-    running = [task_id for doc in docs for task_id in doc.get("tasks") or []]
-    visible = await runtime.store.visible_ids(running, user.owner_filter)
+        return [WorkerInfo.model_validate(record.model_dump()) for record in records]
+    running = [task_id for record in records for task_id in record.tasks]
+    visible = await runtime.store.tasks.visible_ids(running, user.owner_filter)
     infos = []
-    for doc in docs:
-        theirs = [task_id for task_id in doc.get("tasks") or [] if task_id in visible]
+    for record in records:
+        theirs = [task_id for task_id in record.tasks if task_id in visible]
         if theirs:
-            info = WorkerInfo(name=doc["_id"], **_fields(doc, USER_FIELDS))
-            info.tasks = theirs
-            infos.append(info)
+            shown = record.model_dump(include=set(USER_FIELDS))
+            infos.append(WorkerInfo.model_validate({**shown, "tasks": theirs}))
     return infos
-
-
-def _fields(doc: dict[str, Any], names: Iterable[str]) -> dict[str, Any]:
-    wanted = set(names) - {"name"}
-    return {k: v for k, v in doc.items() if k in wanted}
 
 
 @router.get("/healthz", tags=["meta"])
@@ -109,7 +100,7 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
         checks["database"] = "ok"
     except Exception as exc:
         checks["database"] = f"unavailable: {type(exc).__name__}"
-    broker_ok = await runtime.service.broker.ping(timeout=READY_TIMEOUT_S)
+    broker_ok = await runtime.broker.ping(timeout=READY_TIMEOUT_S)
     checks["broker"] = "ok" if broker_ok else "unavailable"
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse(

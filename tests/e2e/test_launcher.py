@@ -19,7 +19,7 @@ import pytest
 from services.stack import ROOT, free_port
 from services.worker.app import Worker
 from shared.settings import Settings
-from shared.store import TaskStore
+from shared.store import Store
 from tests.conftest import DEV_AUTH
 from tests.processes import service_env, until_listening
 from tests.support import eventually
@@ -94,7 +94,7 @@ async def read(api: httpx.AsyncClient, task_id: str) -> dict[str, Any]:
 
 
 async def test_stopping_the_launcher_hands_a_running_task_back_and_the_next_worker_runs_it(
-    tmp_path: Path, settings: Settings, store: TaskStore
+    tmp_path: Path, settings: Settings, store: Store
 ) -> None:
     env = {**service_env(settings), "TASKLIGHT_SHUTDOWN_GRACE_S": "1", "TASKLIGHT_WORKER_PORT": "0"}
     log = tmp_path / "stack.log"
@@ -124,21 +124,21 @@ async def test_stopping_the_launcher_hands_a_running_task_back_and_the_next_work
     assert "waiting up to" in output, output
     assert "hand them back" in output, output
     assert "killing" not in output, output
-    handed = await store.get(task_id)
+    handed = await store.tasks.get(task_id)
     assert handed is not None
-    assert handed["state"] == "running", handed
-    assert [a["outcome"] for a in handed["attempts"]] == ["hand_back"]
+    assert handed.state == "running", handed
+    assert [a.outcome for a in handed.attempts] == ["hand_back"]
 
     # The next worker (the next `make run`) takes it from the queue at once.
     next_worker = Worker(settings.model_copy(update={"worker_name": "next"}))
     await next_worker.start()
     try:
         taken = await eventually(
-            lambda: store.get(task_id),
-            lambda t: t is not None and (t.get("worker") or {}).get("name") == "next",
+            lambda: store.tasks.get(task_id),
+            lambda t: t is not None and t.worker is not None and t.worker.name == "next",
             timeout_s=5,
         )
     finally:
         await next_worker.stop(grace_s=0)
     assert taken is not None
-    assert taken["runs"] == 2
+    assert taken.runs == 2

@@ -1,5 +1,5 @@
 """No open redirect, in a real Chromium: every URL a page follows that a user or a task gave is
-judged by one rule (services/api/local_path.py, mirrored in static/ui/local-path.js), on the
+judged by one rule (shared/local_path.py, mirrored in static/ui/local-path.js), on the
 cases of tests/data/local_paths.json."""
 
 from __future__ import annotations

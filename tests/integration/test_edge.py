@@ -17,7 +17,7 @@ from services.notifier.app import Notifier
 from services.worker.app import Worker
 from shared.jsonlimits import MAX_DEPTH
 from shared.settings import Settings
-from shared.store import TaskStore
+from shared.store import Store
 from tests.integration.wsclient import ws_connect
 from tests.support import eventually
 
@@ -35,8 +35,8 @@ def with_metadata(metadata: str) -> bytes:
     return ('{"name": "test.count", "args": {"rounds": 1}, "metadata": ' + metadata + "}").encode()
 
 
-async def stored(store: TaskStore) -> int:
-    return await store.tasks.count_documents({})
+async def stored(store: Store) -> int:
+    return await store.tasks.collection.count_documents({})
 
 
 async def post(api: httpx.AsyncClient, path: str, body: bytes) -> httpx.Response:
@@ -48,7 +48,7 @@ async def post(api: httpx.AsyncClient, path: str, body: bytes) -> httpx.Response
 
 @pytest.mark.parametrize("levels", [MAX_DEPTH + 1, 120, 300, 1000])
 async def test_a_submission_nested_too_deep_is_refused_before_anything_is_stored(
-    api: httpx.AsyncClient, store: TaskStore, levels: int
+    api: httpx.AsyncClient, store: Store, levels: int
 ) -> None:
     single = await post(api, "/api/v1/tasks", with_metadata(nested(levels)))
     batch_body = b'{"tasks": [' + with_metadata(nested(levels)) + b"]}"
@@ -87,7 +87,7 @@ async def test_free_json_at_the_depth_limit_with_odd_but_storable_keys_is_run_to
     ids=["value", "key", "ui", "name"],
 )
 async def test_text_the_database_cannot_hold_is_refused_with_400_and_nothing_stored(
-    api: httpx.AsyncClient, store: TaskStore, body: bytes
+    api: httpx.AsyncClient, store: Store, body: bytes
 ) -> None:
     response = await post(api, "/api/v1/tasks", body)
     assert response.status_code == 400, response.text
@@ -98,7 +98,7 @@ async def test_text_the_database_cannot_hold_is_refused_with_400_and_nothing_sto
 
 @pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity"])
 async def test_nan_and_infinity_are_not_json(
-    api: httpx.AsyncClient, store: TaskStore, number: str
+    api: httpx.AsyncClient, store: Store, number: str
 ) -> None:
     for body in (
         b'{"name": "test.count", "args": {"rounds": 1, "round_s": ' + number.encode() + b"}}",
@@ -117,7 +117,7 @@ async def test_nan_and_infinity_are_not_json(
 
 @pytest.mark.parametrize("headers", [{}, {"content-type": "text/plain"}])
 async def test_a_body_without_a_json_content_type_gets_415(
-    api: httpx.AsyncClient, store: TaskStore, headers: dict[str, str]
+    api: httpx.AsyncClient, store: Store, headers: dict[str, str]
 ) -> None:
     body = b'{"name": "test.count", "args": {"rounds": 1}}'
     for path in ("/api/v1/tasks", "/api/v1/session"):

@@ -9,8 +9,8 @@ from urllib.parse import urljoin, urlsplit
 
 import pytest
 
-from services.api.local_path import local_path
 from services.api.ui import safe_next
+from shared.local_path import local_path
 
 CASES: list[dict[str, Any]] = json.loads(
     (Path(__file__).resolve().parents[1] / "data" / "local_paths.json").read_text()

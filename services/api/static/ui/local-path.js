@@ -1,6 +1,6 @@
 // The one rule for URLs a page follows that a user or a task gave (a sign-in's `next`, a task's
 // `ui.next_url`, an outcome's `next_url`): a path on this site, or nothing. The same rule as
-// services/api/local_path.py, case for case (tests/data/local_paths.json).
+// shared/local_path.py, case for case (tests/data/local_paths.json).
 //
 // A browser reads a URL as the WHATWG URL standard says: it strips leading and trailing C0
 // controls and spaces, removes every tab, CR and LF, and reads `//host` or `/\host` as another
