@@ -21,5 +21,5 @@ RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin
 COPY --from=build /opt/tasklight /opt/tasklight
 USER tasklight
 # Probes and metrics only (TASKLIGHT_WEBHOOKS_PORT); what it sends comes from the database.
-EXPOSE 8003
+EXPOSE 8004
 CMD ["python", "-m", "services.webhooks"]

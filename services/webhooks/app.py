@@ -16,7 +16,7 @@ import socket
 from services.webhooks.directory import Directory
 from services.webhooks.dispatcher import Dispatcher
 from services.webhooks.recorder import Recorder
-from services.worker.probes import ProbeServer
+from shared.probes import ProbeServer
 from shared.settings import Settings
 from shared.store import Store, open_store
 from shared.webhooks import metrics

@@ -1,7 +1,8 @@
-"""The worker's own small HTTP server: /healthz, /readyz and /metrics, for probes and scrapes.
+"""A small HTTP server for operators: /healthz, /readyz and /metrics, for probes and scrapes.
 
-A worker otherwise serves nothing, so this is plain asyncio (no web framework): one GET per
-connection, answered and closed.
+A worker otherwise serves nothing; the api serves its users on another port, and its metrics
+are not theirs to read. So this is plain asyncio (no web framework): one GET per connection,
+answered and closed.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ Check = Callable[[], Awaitable[object]]
 
 class ProbeServer:
     """Answers GET /healthz (the process runs), /readyz (every check passes; else 503) and
-    /metrics (the worker's Prometheus metrics)."""
+    /metrics (the Prometheus metrics of `registry`: the worker's unless told otherwise)."""
 
     def __init__(
         self,
@@ -46,7 +47,6 @@ class ProbeServer:
         self.host = host
         self.port = port
         self.checks = checks
-        #: The metrics served at /metrics (the webhook sender serves its own).
         self.registry = registry
         self.service = service
         self._server: asyncio.Server | None = None
