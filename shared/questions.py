@@ -27,6 +27,8 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from shared.jsonlimits import violations
+
 #: The answer of an approval's approve button, and of its deny button.
 APPROVE = "approve"
 DENY = "deny"
@@ -229,8 +231,4 @@ def answer_errors(question: Question, value: Any) -> list[dict[str, Any]]:
         {"loc": list(error.absolute_path), "msg": error.message, "type": str(error.validator)}
         for error in sorted(validator.iter_errors(value), key=lambda e: list(map(str, e.path)))
     ]
-    if errors:
-        return errors
-    from shared.task import unstorable  # here: shared.task imports this module for its view
-
-    return unstorable(value, [])
+    return errors or violations(value, [])

@@ -10,6 +10,8 @@ TASKS = "tasks"
 WORKERS = "workers"
 #: Idempotency-Key records of `POST /tasks`, removed by TTL.
 IDEMPOTENCY_KEYS = "idempotency_keys"
+#: Submissions per user in slots of ten seconds, for the per-minute limit; removed by TTL.
+SUBMISSION_COUNTS = "submission_counts"
 #: Users: name, role, password hash.
 USERS = "users"
 #: API tokens, by the SHA-256 of the token.
@@ -20,6 +22,12 @@ SESSIONS = "sessions"
 WS_TICKETS = "ws_tickets"
 #: Wrong passwords per user name in the current window; removed by TTL.
 FAILED_LOGINS = "failed_logins"
+#: Webhook endpoints: a user's receivers of task events, with their signing secrets.
+WEBHOOK_ENDPOINTS = "webhook_endpoints"
+#: Webhook deliveries: one event for one endpoint, with its attempts; removed by TTL.
+WEBHOOK_DELIVERIES = "webhook_deliveries"
+#: Where the webhook sender is in the tasks change stream (its resume token).
+WEBHOOK_CURSORS = "webhook_cursors"
 
 #: Routing key of `RunTask` commands on the tasks exchange.
 RUN_KEY = "run"

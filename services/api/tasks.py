@@ -13,8 +13,10 @@ from services.api.problems import ProblemError, problem_responses
 from services.api.runtime import RuntimeDep, UserDep
 from shared.auth import Principal
 from shared.ids import is_task_id
+from shared.jsonlimits import TOO_DEEP
 from shared.lifecycle import FINAL_STATES, GROUP_STATES, Phase, TaskGroup, TaskState
 from shared.questions import answer_errors
+from shared.rate_limit import RateLimited
 from shared.records import StoredTask
 from shared.runs import AlreadyFinished
 from shared.submission import (
@@ -24,7 +26,6 @@ from shared.submission import (
     IdempotencyKeyReused,
     InvalidSubmission,
     NewTask,
-    RateLimited,
     Submitted,
 )
 from shared.task import API_PREFIX, Task, UiHints, task_href
@@ -80,7 +81,7 @@ async def _owned(runtime: RuntimeDep, user: Principal, task_id: str) -> StoredTa
     "",
     status_code=202,
     response_model=Task,
-    responses=problem_responses(400, 403, 409, 413, 422, 429, 503),
+    responses=problem_responses(400, 403, 409, 413, 415, 422, 429, 503),
     summary="Submit a task",
 )
 async def submit_task(
@@ -100,26 +101,28 @@ async def submit_task(
 ) -> Task:
     """Store the task as `waiting`, queue it, and answer at once with its address."""
     try:
-        await runtime.submissions.check_rate(user.name)
-        if idempotency_key is None:
-            submitted = Submitted(
-                await runtime.submissions.submit(
+        async with runtime.submissions.counted(user.name):
+            if idempotency_key is None:
+                submitted = Submitted(
+                    await runtime.submissions.submit(
+                        submission.name,
+                        submission.args,
+                        owner=user.name,
+                        ui=submission.ui,
+                        metadata=submission.metadata,
+                    )
+                )
+            else:
+                submitted = await runtime.submissions.submit_once(
+                    idempotency_key,
                     submission.name,
                     submission.args,
                     owner=user.name,
                     ui=submission.ui,
                     metadata=submission.metadata,
                 )
-            )
-        else:
-            submitted = await runtime.submissions.submit_once(
-                idempotency_key,
-                submission.name,
-                submission.args,
-                owner=user.name,
-                ui=submission.ui,
-                metadata=submission.metadata,
-            )
+        if submitted.replayed:  # the answer to an earlier request: no new task to count
+            runtime.submissions.limiter.give_back(user.name)
     except SUBMISSION_ERRORS as exc:
         raise _submission_problem(exc, ["body"]) from None
     except IdempotencyKeyReused:
@@ -146,8 +149,10 @@ def _submission_problem(exc: Exception, loc: list[str | int]) -> ProblemError:
     """The problem for a refused submission; `loc` is where the submission is in the body."""
     if isinstance(exc, InvalidSubmission):
         errors = [{**err, "loc": [*loc, *err["loc"]]} for err in exc.errors]
+        # Too deep is the same problem wherever it is, in the body or in a task's free JSON.
+        deep = any(err.get("type") == TOO_DEEP for err in errors)
         return ProblemError(
-            "urn:tasklight:problem:invalid-task",
+            "urn:tasklight:problem:too-deep" if deep else "urn:tasklight:problem:invalid-task",
             "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors),
             errors=errors,
         )
@@ -188,7 +193,7 @@ class BatchResult(BaseModel):
     ":batch",
     status_code=202,
     response_model=BatchResult,
-    responses=problem_responses(400, 403, 413, 422, 429, 503),
+    responses=problem_responses(400, 403, 413, 415, 422, 429, 503),
     summary="Submit up to 100 tasks at once",
 )
 async def submit_batch(batch: Batch, runtime: RuntimeDep, user: UserDep) -> BatchResult:
@@ -196,10 +201,10 @@ async def submit_batch(batch: Batch, runtime: RuntimeDep, user: UserDep) -> Batc
     database commit, for up to 100 tasks. All or nothing: one invalid task refuses the batch
     (`errors[].loc` names it by index), and so does a broker that takes none of the commands."""
     try:
-        await runtime.submissions.check_rate(user.name, len(batch.tasks))
-        stored = await runtime.submissions.submit_many(
-            [NewTask(t.name, t.args, t.ui, t.metadata) for t in batch.tasks], owner=user.name
-        )
+        async with runtime.submissions.counted(user.name, len(batch.tasks)):
+            stored = await runtime.submissions.submit_many(
+                [NewTask(t.name, t.args, t.ui, t.metadata) for t in batch.tasks], owner=user.name
+            )
     except SUBMISSION_ERRORS as exc:
         raise _submission_problem(exc, ["body", "tasks"]) from None
     return BatchResult(results=[task.view() for task in stored])

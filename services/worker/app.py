@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 from typing import Any
 
 from faststream import AckPolicy
@@ -13,8 +15,7 @@ from pydantic import ValidationError
 
 from services.worker.heartbeat import heartbeat_forever
 from services.worker.janitor import Janitor
-from services.worker.probes import ProbeServer
-from services.worker.runner import Runner
+from services.worker.runner import NotTaken, Runner
 from shared import metrics, tracing
 from shared.broker import (
     control_exchange,
@@ -29,6 +30,7 @@ from shared.commands import Commands
 from shared.ids import is_task_id
 from shared.logs import bound
 from shared.messages import CancelTask, RunTask
+from shared.probes import ProbeServer
 from shared.registry import Registry, load_registry
 from shared.runs import Runs
 from shared.settings import Settings
@@ -89,6 +91,7 @@ class Worker:
             settings.worker_name,
             cancel_grace_s=settings.cancel_grace_s,
             ack_deadline_s=settings.ack_deadline_s,
+            concurrency=settings.worker_concurrency,
         )
         self.janitor = Janitor(self.store, self.runs, self.commands, self.registry, settings)
         self.probes = ProbeServer(
@@ -103,7 +106,7 @@ class Worker:
         self.tasks_subscriber = self.broker.subscriber(
             tasks_queue(self.topology, self.settings),
             tasks_exchange(self.topology),
-            channel=Channel(prefetch_count=self.settings.worker_concurrency),
+            channel=Channel(prefetch_count=self.settings.prefetch()),
             ack_policy=AckPolicy.MANUAL,
         )
 
@@ -125,6 +128,9 @@ class Worker:
             ):
                 try:
                     await self.runner.handle(command, delivery.ack)
+                except NotTaken:
+                    await delivery.nack()
+                    return
                 except Exception:
                     # The outcome could not be stored: give the command back for another try,
                     # once the database answers (each requeue counts towards the delivery limit).
@@ -243,8 +249,10 @@ class Worker:
                 asyncio.create_task(self.janitor.run_forever()),
             ]
         log.info(
-            "worker %s consuming %s with concurrency %d",
+            "worker %s (pid %d on %s) consuming %s with concurrency %d",
             self.settings.worker_name,
+            os.getpid(),
+            socket.gethostname(),
             self.topology.tasks_queue,
             self.settings.worker_concurrency,
         )

@@ -29,7 +29,10 @@ from shared.topology import (
     FAILED_LOGINS,
     IDEMPOTENCY_KEYS,
     SESSIONS,
+    SUBMISSION_COUNTS,
     TASKS,
+    WEBHOOK_DELIVERIES,
+    WEBHOOK_ENDPOINTS,
     WS_TICKETS,
 )
 
@@ -95,10 +98,41 @@ def indexes(*, retention_s: int, idempotency_ttl_s: int) -> list[Index]:
             ttl_s=idempotency_ttl_s,
             why="keys are forgotten after their TTL",
         ),
+        Index(
+            SUBMISSION_COUNTS,
+            (("owner", ASCENDING), ("slot", ASCENDING)),
+            why="the users' counts of the last minute",
+        ),
+        Index(
+            SUBMISSION_COUNTS,
+            (("expires_at", ASCENDING),),
+            ttl_s=0,
+            why="counts of slots long past go",
+        ),
         Index(API_TOKENS, (("user", ASCENDING),), why="a user's tokens"),
         Index(SESSIONS, (("expires_at", ASCENDING),), ttl_s=0, why="expired sessions go"),
         Index(WS_TICKETS, (("expires_at", ASCENDING),), ttl_s=0, why="expired tickets go"),
         Index(FAILED_LOGINS, (("expires_at", ASCENDING),), ttl_s=0, why="old failures go"),
+        Index(
+            WEBHOOK_ENDPOINTS, (("owner", ASCENDING), ("_id", DESCENDING)), why="a user's webhooks"
+        ),
+        Index(
+            WEBHOOK_DELIVERIES,
+            (("next_attempt_at", ASCENDING),),
+            sparse=True,
+            why="the sender's due deliveries (only pending ones have the field)",
+        ),
+        Index(
+            WEBHOOK_DELIVERIES,
+            (("endpoint_id", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)),
+            why="an endpoint's deliveries, newest first",
+        ),
+        Index(
+            WEBHOOK_DELIVERIES,
+            (("expires_at", ASCENDING),),
+            ttl_s=0,
+            why="deliveries go after the webhook retention time",
+        ),
     ]
 
 

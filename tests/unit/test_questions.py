@@ -84,9 +84,9 @@ def test_an_answer_that_cannot_be_stored_or_is_too_large_is_refused() -> None:
         title="Anything", form={"type": "object", "properties": {"a": {"type": "integer"}}}
     )
     [huge] = answer_errors(question, {"a": 2**70})
-    assert (huge["loc"], huge["type"]) == (["a"], "int_too_large")
+    assert (huge["loc"], huge["type"]) == (["a"], "json_int_too_large")
     [nul] = answer_errors(question, {"a": 1, "b\x00": 1})
-    assert nul["type"] == "key_nul"
+    assert nul["type"] == "json_key_nul"
     [large] = answer_errors(question, {"a": 1, "b": "x" * MAX_ANSWER_BYTES})
     assert large["type"] == "too_large"
 
