@@ -120,7 +120,9 @@ class Worker:
                     return
             await delivery.ack()
 
-        @self.broker.subscriber(dead_queue(self.topology), ack_policy=AckPolicy.MANUAL)
+        @self.broker.subscriber(
+            dead_queue(self.topology, self.settings), ack_policy=AckPolicy.MANUAL
+        )
         async def on_dead(message: RabbitMessage) -> None:
             try:
                 with bound(worker=self.settings.worker_name):

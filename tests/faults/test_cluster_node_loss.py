@@ -1,0 +1,230 @@
+"""A RabbitMQ cluster losing the node that leads the tasks queue, under a steady load.
+
+Three nodes (tests/cluster.py), tasklight's quorum queues replicated on all three, the api and two
+workers given every node's address. They all start on the first node, which also leads the
+tasks queue (it was declared there): losing it costs every connection and the queue's leader at
+once. Submissions arrive at a steady rate throughout; afterwards the task documents must show
+every accepted task ended, once, and the completion rate must have come back within
+`RECOVERY_BUDGET_S` (the figure docs/deploy.md states).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import httpx
+import pytest
+
+from shared.lifecycle import utcnow
+from shared.store import TaskStore
+from shared.topology import Topology
+from tests.cluster import Node, RabbitCluster
+from tests.conftest import DEV_AUTH
+from tests.faults.conftest import (
+    Services,
+    Tally,
+    assert_nothing_lost_or_doubled,
+    check_invariant,
+    report_figures,
+    until_all_final,
+)
+from tests.faults.load import Recovery, SteadyLoad, finish_times, recovery
+
+pytestmark = pytest.mark.fault
+
+#: Submissions per second, and seconds of load: well inside what this machine sustains, so a dip
+#: is the fault's doing.
+RATE_PER_S = 6.0
+LOAD_S = 24.0
+#: Seconds into the load at which the node is harmed: time for a baseline first.
+FAULT_AT_S = 8.0
+#: Each task counts two rounds of 0.2 s: in flight on a worker when the node goes.
+TASK = {"name": "test.count", "args": {"rounds": 2, "round_s": 0.2}}
+#: Seconds within which the completion rate must be back to 80 % of what it was, after a node
+#: is killed (connections fail at once: the budget is the reconnection and the queue's new
+#: leader) and after it is paused (no connection fails: the heartbeat, 2 s here, has to miss
+#: three times, about 9 s, before the services move on).
+RECOVERY_BUDGET_S = {"killed": 10.0, "paused": 20.0}
+#: Seconds a paused node stays paused.
+PAUSE_S = 15.0
+
+
+@pytest.fixture
+async def cluster_http(cluster_services: Services) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for the test's api process on the cluster."""
+    async with httpx.AsyncClient(
+        base_url=cluster_services.base_url, timeout=30, headers=DEV_AUTH
+    ) as client:
+        yield client
+
+
+async def start_stack(services: Services, store: TaskStore) -> None:
+    await services.start_api()
+    names = [services.start_worker(concurrency=4), services.start_worker(concurrency=4)]
+    await services.until_workers_beat(store, names)
+
+
+async def until_rejoined(cluster: RabbitCluster, node: Node, queue: str, timeout_s: float) -> float:
+    """Wait until `node` runs in the cluster again and is an online member of `queue`; the
+    seconds it took."""
+    started = time.monotonic()
+    while True:
+        running = await asyncio.to_thread(cluster.running_nodes, cluster.any_running(but=node))
+        entry = await asyncio.to_thread(cluster.queue, queue, cluster.any_running(but=node))
+        if node.name in running and node.name in entry["online"]:
+            return time.monotonic() - started
+        assert time.monotonic() - started < timeout_s, (
+            f"{node.name} not back within {timeout_s} s: running {running}, queue {entry}"
+        )
+        await asyncio.sleep(0.5)
+
+
+async def load_with_fault(
+    cluster: RabbitCluster,
+    services: Services,
+    http: httpx.AsyncClient,
+    store: TaskStore,
+    harm: str,
+) -> tuple[SteadyLoad, datetime, Node]:
+    """Run the steady load, and `FAULT_AT_S` into it kill or pause the tasks queue's leader
+    (resuming it after `PAUSE_S`); the load, when the node was harmed, and the node."""
+    await start_stack(services, store)
+    queue = Topology(services.settings.namespace).tasks_queue
+    entry = await asyncio.to_thread(cluster.queue, queue)
+    assert len(entry["online"]) == 3, f"the tasks queue should have three replicas: {entry}"
+    leader = await asyncio.to_thread(cluster.leader, queue)
+    load = SteadyLoad(http, RATE_PER_S, LOAD_S, TASK)
+    running = asyncio.create_task(load.run())
+    await asyncio.sleep(FAULT_AT_S)
+    harmed_at = utcnow()
+    if harm == "killed":
+        await asyncio.to_thread(cluster.kill, leader)
+    else:
+        cluster.pause(leader)
+        try:
+            await asyncio.sleep(PAUSE_S)
+        finally:
+            cluster.resume(leader)
+    await running
+    return load, harmed_at, leader
+
+
+@dataclass
+class Settled:
+    """How the accepted tasks ended after a fault."""
+
+    tally: Tally
+    rate: Recovery
+    #: Why waiting for every task to end failed, if it did (raised after the figures).
+    unfinished: AssertionError | None
+
+    def figures(self, load: SteadyLoad) -> dict[str, Any]:
+        """What the test reports."""
+        return {
+            "accepted": len(load.accepted),
+            "completed": self.tally.completed,
+            "lost": self.tally.missing,
+            "stuck": self.tally.stuck,
+            "duplicated": self.tally.duplicates,
+            "requeues": self.tally.requeues,
+            "answered_503": load.unavailable,
+            "refused": load.refused,
+            "baseline_per_s": self.rate.baseline_per_s,
+            "lowest_per_s": self.rate.lowest_per_s,
+            "recovery_s": self.rate.recovery_s,
+        }
+
+    async def assert_every_task_ended_once(self, store: TaskStore, load: SteadyLoad) -> None:
+        """The invariant of the fault tests, over the accepted tasks."""
+        if self.unfinished is not None:
+            raise self.unfinished
+        tally = await assert_nothing_lost_or_doubled(store, load.accepted)
+        assert tally.completed == len(load.accepted)
+        assert load.refused == 0, f"{load.refused} submissions refused for a minute"
+
+
+async def settle(store: TaskStore, load: SteadyLoad, harmed_at: datetime) -> Settled:
+    """Wait for the accepted tasks to end; count how they did and when the rate recovered."""
+    unfinished: AssertionError | None = None
+    try:
+        await until_all_final(store, load.accepted, timeout_s=120)
+    except AssertionError as exc:
+        unfinished = exc
+    tally = await check_invariant(store, load.accepted)
+    docs = [doc async for doc in store.tasks.find({"_id": {"$in": load.accepted}})]
+    return Settled(tally, recovery(finish_times(docs), harmed_at), unfinished)
+
+
+@pytest.mark.timeout(300)
+async def test_the_tasks_queue_leader_killed_under_load_loses_and_doubles_nothing(
+    rabbit_cluster: RabbitCluster,
+    cluster_services: Services,
+    cluster_http: httpx.AsyncClient,
+    fault_store: TaskStore,
+) -> None:
+    # Given the api and two workers on the cluster, and a steady stream of submissions
+    started = time.monotonic()
+    queue = Topology(cluster_services.settings.namespace).tasks_queue
+
+    # When the node leading the tasks queue is killed with SIGKILL in the middle of it
+    load, killed_at, leader = await load_with_fault(
+        rabbit_cluster, cluster_services, cluster_http, fault_store, "killed"
+    )
+    new_leader = await asyncio.to_thread(rabbit_cluster.leader, queue)
+    settled = await settle(fault_store, load, killed_at)
+    # (the node, started again, must rejoin the cluster and the queue)
+    await asyncio.to_thread(rabbit_cluster.restart, leader)
+    rejoined_s = await until_rejoined(rabbit_cluster, leader, queue, timeout_s=60)
+    report_figures(
+        "cluster: leader killed",
+        **settled.figures(load),
+        new_leader=new_leader.name,
+        rejoined_in_s=rejoined_s,
+        wall_s=time.monotonic() - started,
+    )
+
+    # Then every accepted task ends, once, and another node leads the queue
+    await settled.assert_every_task_ended_once(fault_store, load)
+    assert new_leader is not leader
+    # And the completion rate comes back within the budget
+    assert settled.rate.recovery_s is not None, "the completion rate never recovered"
+    assert settled.rate.recovery_s <= RECOVERY_BUDGET_S["killed"]
+
+
+@pytest.mark.timeout(300)
+async def test_the_tasks_queue_leader_paused_under_load_loses_and_doubles_nothing(
+    rabbit_cluster: RabbitCluster,
+    cluster_services: Services,
+    cluster_http: httpx.AsyncClient,
+    fault_store: TaskStore,
+) -> None:
+    # Given the api and two workers on the cluster, and a steady stream of submissions
+    started = time.monotonic()
+    queue = Topology(cluster_services.settings.namespace).tasks_queue
+
+    # When the node leading the tasks queue is paused (SIGSTOP) for 15 s, then resumed: its
+    # sockets stay open, it answers nothing
+    load, paused_at, leader = await load_with_fault(
+        rabbit_cluster, cluster_services, cluster_http, fault_store, "paused"
+    )
+    settled = await settle(fault_store, load, paused_at)
+    # (the node, resumed, must be part of the cluster and the queue again)
+    rejoined_s = await until_rejoined(rabbit_cluster, leader, queue, timeout_s=90)
+    report_figures(
+        "cluster: leader paused",
+        **settled.figures(load),
+        paused_s=PAUSE_S,
+        rejoined_in_s=rejoined_s,
+        wall_s=time.monotonic() - started,
+    )
+
+    # Then every accepted task ends, once
+    await settled.assert_every_task_ended_once(fault_store, load)
+    # And the completion rate comes back within the budget, while the node is still paused
+    assert settled.rate.recovery_s is not None, "the completion rate never recovered"
+    assert settled.rate.recovery_s <= RECOVERY_BUDGET_S["paused"]
