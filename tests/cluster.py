@@ -32,14 +32,20 @@ DEBIAN_SCRIPTS = Path("/usr/lib/rabbitmq/bin")
 NODE_PREFIX = "tasklight-cluster-"
 #: Seconds a node gets to boot, or a CLI command to answer.
 BOOT_TIMEOUT_S = 120
-#: What every node is configured with: a partitioned minority pauses itself rather than keep
-#: serving a split view, and the node's own listener alone (the machine's config file, which
-#: binds 5672, is not read).
+#: What every node is configured with: its own listener alone (the machine's config file, which
+#: binds 5672, is not read); peers that stop answering given up after 10 s rather than 60 (until
+#: a silent node is given up, declarations anywhere in the cluster wait for it, and with them
+#: every client reconnecting elsewhere); and partitions healed by restarting the losing side
+#: (`autoheal`: a node that was paused never saw itself in a minority, so `pause_minority`
+#: would leave it partitioned until restarted by hand).
 NODE_CONFIG = """\
 listeners.tcp.default = 127.0.0.1:{amqp_port}
-cluster_partition_handling = pause_minority
+cluster_partition_handling = autoheal
+net_ticktime = {net_ticktime_s}
 loopback_users.guest = true
 """
+#: Seconds without a word after which the nodes give up a peer (RabbitMQ's default: 60).
+NET_TICKTIME_S = 10
 
 
 def scripts_dir() -> Path | None:
@@ -174,7 +180,7 @@ class RabbitCluster:
         for node in self.nodes:
             node.directory.mkdir()
             (node.directory / "rabbitmq.conf").write_text(
-                NODE_CONFIG.format(amqp_port=node.amqp_port)
+                NODE_CONFIG.format(amqp_port=node.amqp_port, net_ticktime_s=NET_TICKTIME_S)
             )
         if self._user is not None:
             uid, gid = self._user

@@ -93,6 +93,7 @@ def recovery(
     finished: list[datetime],
     fault_at: datetime,
     *,
+    horizon_s: float,
     baseline_s: float = 5.0,
     window_s: float = 2.0,
     share: float = 0.8,
@@ -100,8 +101,11 @@ def recovery(
     """When the completion rate recovered after `fault_at`.
 
     The baseline is the median count per whole second over the `baseline_s` before the fault.
-    Recovered: the first moment after the fault from which the next `window_s` hold at least
-    `share` of the baseline's completions, scanned in steps of a tenth of a second.
+    A window is good when it holds at least `share` of the baseline's completions over
+    `window_s`. Tasks in flight still finish for a moment after a fault, so the dip is the first
+    window after it that is not good; recovered, the first good one after the dip (scanned in
+    steps of a tenth of a second). No dip at all: recovered at once. Only windows that end
+    within `horizon_s` of the fault count (after it, the load has stopped).
     """
     stamps = [(t - fault_at).total_seconds() for t in finished]
     before = [s for s in stamps if -baseline_s <= s < 0]
@@ -109,16 +113,22 @@ def recovery(
     baseline = statistics.median(per_second) if per_second else 0.0
     after = [s for s in stamps if s >= 0]
     needed = share * baseline * window_s
-    last = max(after, default=0.0)
-    recovered: float | None = None
-    for tenth in range(int(last * 10) + 1):
-        start = tenth / 10
-        if needed > 0 and sum(1 for s in after if start <= s < start + window_s) >= needed:
-            recovered = start
-            break
+    last = horizon_s - window_s
+
+    def good(start: float) -> bool:
+        return sum(1 for s in after if start <= s < start + window_s) >= needed
+
+    starts = [tenth / 10 for tenth in range(int(last * 10) + 1)]
+    dip = next((start for start in starts if not good(start)), None)
+    if needed <= 0 or dip is None:
+        return Recovery(baseline, 0.0, 0)
+    recovered = next((start for start in starts if start > dip and good(start)), None)
     until = recovered if recovered is not None else last
     lowest = min(
-        (sum(1 for s in after if k <= s < k + 1) for k in range(max(1, int(until)))),
+        (
+            sum(1 for s in after if k <= s < k + 1)
+            for k in range(int(dip), max(int(dip) + 1, int(until)))
+        ),
         default=0,
     )
     return Recovery(baseline, recovered, lowest)
