@@ -97,6 +97,17 @@ def dead_queue(topology: Topology, settings: Settings) -> RabbitQueue:
     )
 
 
+def parked_queue(topology: Topology, settings: Settings) -> RabbitQueue:
+    """Keeps dead-lettered commands whose task could not be failed (see the worker's dead-letter
+    handler); nothing consumes it."""
+    return RabbitQueue(
+        topology.parked_queue,
+        queue_type=QueueType.QUORUM,
+        durable=True,
+        arguments=with_replicas({}, settings) or None,
+    )
+
+
 def control_exchange(topology: Topology) -> RabbitExchange:
     """Broadcasts to all workers (cancel requests)."""
     return RabbitExchange(topology.control_exchange, type=ExchangeType.FANOUT, durable=True)
@@ -126,6 +137,7 @@ async def declare_topology(broker: RabbitBroker, topology: Topology, settings: S
     dead_x = await broker.declare_exchange(dead_exchange(topology))
     dead_q = await broker.declare_queue(dead_queue(topology, settings))
     await dead_q.bind(dead_x)
+    await broker.declare_queue(parked_queue(topology, settings))
     tasks_x = await broker.declare_exchange(tasks_exchange(topology))
     tasks_q = await broker.declare_queue(tasks_queue(topology, settings))
     await tasks_q.bind(tasks_x, routing_key=RUN_KEY)
@@ -185,7 +197,8 @@ async def delete_topology(amqp_url: str, topology: Topology) -> None:
             for band_s in DELAY_BUCKETS_S
             for name in (topology.delay_queue(band_s), topology.classic_delay_queue(band_s))
         ]
-        for queue in (topology.tasks_queue, topology.dead_queue, *delay_queues):
+        queues = (topology.tasks_queue, topology.dead_queue, topology.parked_queue)
+        for queue in (*queues, *delay_queues):
             channel = await connection.channel()  # a failed delete closes its channel
             with contextlib.suppress(Exception):
                 await channel.queue_delete(queue)

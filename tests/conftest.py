@@ -20,8 +20,9 @@ from services.worker.app import Worker
 from shared import tracing
 from shared.auth import DEV_TOKEN
 from shared.broker import delete_topology
+from shared.migrate import migrate
 from shared.settings import Settings
-from shared.store import TaskStore, open_store
+from shared.store import Store, open_store
 from shared.topology import Topology
 from tests.backends import amqp_backend, mongo_backend
 
@@ -61,6 +62,7 @@ async def settings(mongo_url: str, amqp_url: str) -> AsyncIterator[Settings]:
         database=f"test_{unique}",
         namespace=f"test.{unique}",
         api_port=free_port(),
+        api_metrics_port=free_port(),
         notifier_port=free_port(),
         worker_port=0,  # several workers may run at once: each probe server on a free port
         heartbeat_s=0.5,
@@ -68,7 +70,10 @@ async def settings(mongo_url: str, amqp_url: str) -> AsyncIterator[Settings]:
         # Most tests act as the built-in development user; tests/integration/test_auth.py
         # checks real users, and that none of this is accepted outside development mode.
         dev_mode=True,
+        builtin_tasks=True,
     )
+    # As `make run` and a deployment do: migrate first; the services only check the schema.
+    await migrate(test_settings)
     yield test_settings
     await drop_namespace(test_settings)
 
@@ -84,12 +89,11 @@ async def drop_namespace(settings: Settings) -> None:
 
 
 @pytest.fixture
-async def store(settings: Settings) -> AsyncIterator[TaskStore]:
-    """A store on the test's database."""
-    task_store = open_store(settings)
-    await task_store.ensure_indexes()
-    yield task_store
-    await task_store.close()
+async def store(settings: Settings) -> AsyncIterator[Store]:
+    """A store on the test's (migrated) database."""
+    test_store = open_store(settings)
+    yield test_store
+    await test_store.close()
 
 
 class ServerThread:
@@ -104,6 +108,9 @@ class ServerThread:
                 log_config=None,
                 lifespan="on",
                 timeout_graceful_shutdown=5,
+                # As `python -m services.api` runs it: the app decides whose X-Forwarded-* to
+                # believe (TASKLIGHT_TRUSTED_PROXIES), not uvicorn.
+                proxy_headers=False,
             )
         )
         self.task: asyncio.Task[None] | None = None

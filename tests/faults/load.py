@@ -18,8 +18,6 @@ from typing import Any
 
 import httpx
 
-from shared.store import Doc
-
 #: Seconds a client waits after a 503 before it submits again.
 RETRY_PAUSE_S = 0.25
 
@@ -71,7 +69,7 @@ class SteadyLoad:
             await asyncio.sleep(RETRY_PAUSE_S)
 
 
-def finish_times(tasks: list[Doc]) -> list[datetime]:
+def finish_times(tasks: list[dict[str, Any]]) -> list[datetime]:
     """When each finished task finished, oldest first."""
     return sorted(doc["finished_at"] for doc in tasks if doc.get("finished_at"))
 

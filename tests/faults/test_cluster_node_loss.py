@@ -20,8 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
-from shared.lifecycle import utcnow
-from shared.store import TaskStore
+from shared.clock import utcnow
+from shared.store import Store
 from shared.topology import Topology
 from tests.cluster import Node, RabbitCluster
 from tests.conftest import DEV_AUTH
@@ -64,7 +64,7 @@ async def cluster_http(cluster_services: Services) -> AsyncIterator[httpx.AsyncC
         yield client
 
 
-async def start_stack(services: Services, store: TaskStore) -> None:
+async def start_stack(services: Services, store: Store) -> None:
     await services.start_api()
     names = [services.start_worker(concurrency=4), services.start_worker(concurrency=4)]
     await services.until_workers_beat(store, names)
@@ -90,7 +90,7 @@ async def load_with_fault(
     cluster: RabbitCluster,
     services: Services,
     http: httpx.AsyncClient,
-    store: TaskStore,
+    store: Store,
     harm: str,
 ) -> tuple[SteadyLoad, datetime, Node]:
     """Run the steady load, and `FAULT_AT_S` into it kill or pause the tasks queue's leader
@@ -144,7 +144,7 @@ class Settled:
             "drained_s": self.drained_s,
         }
 
-    async def assert_every_task_ended_once(self, store: TaskStore, load: SteadyLoad) -> None:
+    async def assert_every_task_ended_once(self, store: Store, load: SteadyLoad) -> None:
         """The invariant of the fault tests, over the accepted tasks."""
         if self.unfinished is not None:
             raise self.unfinished
@@ -153,7 +153,7 @@ class Settled:
         assert load.refused == 0, f"{load.refused} submissions refused for a minute"
 
 
-async def settle(store: TaskStore, load: SteadyLoad, harmed_at: datetime) -> Settled:
+async def settle(store: Store, load: SteadyLoad, harmed_at: datetime) -> Settled:
     """Wait for the accepted tasks to end; count how they did and when the rate recovered."""
     unfinished: AssertionError | None = None
     drained_s = -1.0
@@ -162,7 +162,7 @@ async def settle(store: TaskStore, load: SteadyLoad, harmed_at: datetime) -> Set
     except AssertionError as exc:
         unfinished = exc
     tally = await check_invariant(store, load.accepted)
-    docs = [doc async for doc in store.tasks.find({"_id": {"$in": load.accepted}})]
+    docs = [doc async for doc in store.tasks.collection.find({"_id": {"$in": load.accepted}})]
     rate = recovery(finish_times(docs), harmed_at, horizon_s=load.duration_s - FAULT_AT_S)
     return Settled(tally, rate, unfinished, drained_s)
 
@@ -172,7 +172,7 @@ async def test_the_tasks_queue_leader_killed_under_load_loses_and_doubles_nothin
     rabbit_cluster: RabbitCluster,
     cluster_services: Services,
     cluster_http: httpx.AsyncClient,
-    fault_store: TaskStore,
+    fault_store: Store,
 ) -> None:
     # Given the api and two workers on the cluster, and a steady stream of submissions
     started = time.monotonic()
@@ -209,7 +209,7 @@ async def test_the_tasks_queue_leader_paused_under_load_loses_and_doubles_nothin
     rabbit_cluster: RabbitCluster,
     cluster_services: Services,
     cluster_http: httpx.AsyncClient,
-    fault_store: TaskStore,
+    fault_store: Store,
 ) -> None:
     # Given the api and two workers on the cluster, and a steady stream of submissions
     started = time.monotonic()

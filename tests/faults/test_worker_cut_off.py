@@ -31,16 +31,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
 from services.stack import EmbeddedMongo, free_port
-from shared.lifecycle import utcnow
+from shared.clock import utcnow
+from shared.migrate import migrate
 from shared.settings import Settings
-from shared.store import Doc, TaskStore, open_store
+from shared.store import Store, open_store
 from tests import netns
 from tests.conftest import DEV_AUTH, drop_namespace
 from tests.faults.conftest import (
@@ -52,6 +53,8 @@ from tests.faults.conftest import (
     unavailable_in_ci,
 )
 from tests.netns import NetworkNamespace
+
+Doc = dict[str, Any]
 
 pytestmark = pytest.mark.fault
 
@@ -147,8 +150,8 @@ async def until(
     return False, value
 
 
-async def final_docs(store: TaskStore, ids: list[str]) -> dict[str, Doc]:
-    return {doc["_id"]: doc async for doc in store.tasks.find({"_id": {"$in": ids}})}
+async def final_docs(store: Store, ids: list[str]) -> dict[str, Doc]:
+    return {doc["_id"]: doc async for doc in store.tasks.collection.find({"_id": {"$in": ids}})}
 
 
 @pytest.fixture(scope="module", params=LEASES)
@@ -177,11 +180,15 @@ async def cut_off(
         database=f"test_{unique}",
         namespace=f"test.{unique}",
         api_port=free_port(),
+        api_metrics_port=free_port(),
         notifier_port=free_port(),
         worker_port=0,
+        heartbeat_s=0.5,
         worker_name=f"test-worker-{unique}",
         dev_mode=True,
+        builtin_tasks=True,
     )
+    await migrate(settings)
     namespace = NetworkNamespace(f"tasklight-{unique[:8]}").create()
     services = Services(settings, tmp)
     # Today's liveness: the janitor's worker TTL at its default. With leases the lease decides.
@@ -203,7 +210,7 @@ async def scenario(
     settings: Settings,
     namespace: NetworkNamespace,
     services: Services,
-    store: TaskStore,
+    store: Store,
     tmp: Path,
 ) -> Observed:
     """Cut a worker off while it runs its tasks, let another finish them, let it back on."""
@@ -238,7 +245,7 @@ async def scenario(
             assert answer.status_code == 202, answer.text
             seen.ids.append(answer.json()["id"])
     held = await until(
-        lambda: store.tasks.count_documents(
+        lambda: store.tasks.collection.count_documents(
             {"_id": {"$in": seen.ids}, "run.worker": cut_off_worker}
         ),
         lambda count: count == TASKS,
@@ -263,7 +270,7 @@ async def scenario(
 
     # (2) when does the other worker finish them?
     finished, _ = await until(
-        lambda: store.tasks.count_documents(
+        lambda: store.tasks.collection.count_documents(
             {"_id": {"$in": seen.ids}, "state": {"$in": list(FINAL)}}
         ),
         lambda count: count == TASKS,
@@ -319,13 +326,13 @@ async def scenario(
 
 
 async def settle(
-    namespace: NetworkNamespace, store: TaskStore, worker: str, restored_at: datetime
+    namespace: NetworkNamespace, store: Store, worker: str, restored_at: datetime
 ) -> None:
     """Wait until the cut-off worker beats again and runs nothing (it has given up its runs)."""
     deadline = time.monotonic() + SETTLE_WITHIN_S
 
     async def beating_and_idle() -> bool:
-        doc = await store.workers.find_one({"_id": worker})
+        doc = await store.workers.collection.find_one({"_id": worker})
         if doc is None or doc["last_heartbeat"] <= restored_at:
             return False
         return await running_tasks(namespace) == 0

@@ -34,13 +34,13 @@ from shared.auth import (
     AuthStore,
     Role,
 )
-from shared.ids import new_task_id
-from shared.lifecycle import TaskState, utcnow
+from shared.clock import utcnow
+from shared.lifecycle import TaskState
 from shared.settings import Settings
-from shared.store import TaskStore
-from shared.task import new_task_doc
+from shared.store import Store
 from tests.conftest import ServerThread
 from tests.integration.wsclient import Message, Socket, tasks_of, ws_connect
+from tests.support import stored_task
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +62,7 @@ class People:
 
     base_url: str
     tokens: dict[str, str]
-    store: TaskStore
+    store: Store
     auth: AuthStore
 
     def headers(self, actor: str) -> dict[str, str]:
@@ -78,22 +78,17 @@ class People:
 
     async def task(self, state: TaskState = TaskState.WAITING, owner: str = "alice") -> str:
         """A task stored directly in `state` (no broker: the API reads the database)."""
-        doc = new_task_doc(
-            task_id=new_task_id(), name="test.count", args={}, owner=owner, at=utcnow()
-        )
-        doc["state"] = state.value
-        if state in (TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELED):
-            doc["finished_at"] = utcnow() - timedelta(hours=1)
-        await self.store.insert(doc)
-        task_id: str = doc["_id"]
-        return task_id
+        task = stored_task(name="test.count", owner=owner, state=state)
+        if task.final:
+            task = task.model_copy(update={"finished_at": utcnow() - timedelta(hours=1)})
+        await self.store.tasks.insert(task)
+        return task.id
 
 
 @pytest.fixture
-async def people(settings: Settings, store: TaskStore) -> AsyncIterator[People]:
+async def people(settings: Settings, store: Store) -> AsyncIterator[People]:
     """alice and bob (users) and root (an administrator), each with a token; the API running."""
     auth = AuthStore(store.db)
-    await auth.ensure_indexes()
     tokens = {}
     for actor, name in NAMES.items():
         role = Role.ADMIN if actor == ADMIN else Role.USER
@@ -287,7 +282,7 @@ async def test_a_purge_by_another_user_leaves_the_owners_tasks(people: People) -
     async with people.client(OTHER) as client:
         purged = await client.delete("/api/v1/tasks", params=PURGE["params"])
     assert purged.json() == {"deleted": 0}
-    assert await people.store.get(mine) is not None
+    assert await people.store.tasks.get(mine) is not None
 
 
 async def test_a_task_submitted_by_a_user_is_theirs(people: People) -> None:
@@ -302,18 +297,18 @@ async def test_child_tasks_belong_to_the_owner_of_their_parent(people: People, w
             await client.post("/api/v1/tasks", json={"name": "test.spawn", "args": {"children": 2}})
         ).json()
         for _ in range(300):
-            doc = await people.store.get(parent["id"])
-            if doc and doc["state"] == "completed":
+            done = await people.store.tasks.get(parent["id"])
+            if done and done.state == "completed":
                 break
             await asyncio.sleep(0.1)
-        children = await people.store.children(parent["id"])
+        children = await people.store.tasks.children(parent["id"])
         assert len(children) == 2
-        assert {child["owner"] for child in children} == {"alice"}
+        assert {child.owner for child in children} == {"alice"}
         for child in children:
-            assert (await client.get(f"/api/v1/tasks/{child['_id']}")).status_code == 200
+            assert (await client.get(f"/api/v1/tasks/{child.id}")).status_code == 200
     async with people.client(OTHER) as client:
         for child in children:
-            assert (await client.get(f"/api/v1/tasks/{child['_id']}")).status_code == 404
+            assert (await client.get(f"/api/v1/tasks/{child.id}")).status_code == 404
 
 
 async def test_wrong_tokens_and_malformed_headers_are_401(people: People) -> None:
@@ -455,7 +450,7 @@ async def test_development_credentials_work_only_in_development_mode(
 
 
 async def test_the_first_administrator_comes_from_the_environment(
-    settings: Settings, store: TaskStore
+    settings: Settings, store: Store
 ) -> None:
     configured = settings.model_copy(
         update={
@@ -481,7 +476,7 @@ async def test_the_first_administrator_comes_from_the_environment(
 # ---- limits -------------------------------------------------------------------------------------
 
 
-async def test_task_args_over_the_limit_are_413(settings: Settings, store: TaskStore) -> None:
+async def test_task_args_over_the_limit_are_413(settings: Settings, store: Store) -> None:
     small = settings.model_copy(update={"max_args_bytes": 100})
     auth = AuthStore(store.db)
     await auth.create_user("carol", Role.USER)
@@ -502,7 +497,7 @@ async def test_task_args_over_the_limit_are_413(settings: Settings, store: TaskS
 
 
 async def test_submissions_over_the_per_minute_limit_are_429_with_retry_after(
-    settings: Settings, store: TaskStore
+    settings: Settings, store: Store
 ) -> None:
     limited = settings.model_copy(update={"submit_rate_per_minute": 3})
     auth = AuthStore(store.db)
@@ -633,7 +628,7 @@ async def test_a_token_in_an_auth_message_authenticates(
 
 
 async def test_a_connection_that_never_authenticates_is_closed(
-    settings: Settings, store: TaskStore
+    settings: Settings, store: Store
 ) -> None:
     quick = settings.model_copy(update={"ws_auth_timeout_s": 0.5})
     running = Notifier(quick)
@@ -663,9 +658,7 @@ async def test_the_session_cookie_authenticates_a_same_origin_socket_and_a_cross
     assert refused.value.response.status_code == 403
 
 
-async def test_subscriptions_per_connection_are_limited(
-    settings: Settings, store: TaskStore
-) -> None:
+async def test_subscriptions_per_connection_are_limited(settings: Settings, store: Store) -> None:
     few = settings.model_copy(update={"ws_max_subscriptions": 2, "dev_mode": True})
     running = Notifier(few)
     await running.start()
@@ -685,7 +678,7 @@ async def test_subscriptions_per_connection_are_limited(
         await running.stop()
 
 
-async def test_connections_per_user_are_limited(settings: Settings, store: TaskStore) -> None:
+async def test_connections_per_user_are_limited(settings: Settings, store: Store) -> None:
     few = settings.model_copy(update={"ws_max_connections_per_user": 2, "dev_mode": True})
     running = Notifier(few)
     await running.start()
@@ -735,8 +728,45 @@ async def test_workers_show_each_user_only_the_running_tasks_they_may_see(
         await client.post(f"/api/v1/tasks/{task_id}/cancel")
 
 
+async def test_workers_show_a_user_only_theirs_and_an_admin_the_process_and_host(
+    people: People, worker: Any
+) -> None:
+    import os
+    import socket
+
+    async with people.client(OWNER) as client:
+        submitted = await client.post(
+            "/api/v1/tasks", json={"name": "test.count", "args": {"rounds": 50, "round_s": 0.1}}
+        )
+        task_id = submitted.json()["id"]
+
+    async def listed(actor: str) -> list[dict[str, Any]]:
+        async with people.client(actor) as client:
+            answer: list[dict[str, Any]] = (await client.get("/api/v1/workers")).json()
+        return answer
+
+    for _ in range(100):
+        if any(task_id in w["tasks"] for w in await listed(ADMIN)):
+            break
+        await asyncio.sleep(0.1)
+    (seen_by_admin,) = [w for w in await listed(ADMIN) if task_id in w["tasks"]]
+    assert (seen_by_admin["pid"], seen_by_admin["host"]) == (os.getpid(), socket.gethostname())
+    assert seen_by_admin["concurrency"] is not None
+    (seen_by_owner,) = await listed(OWNER)
+    assert seen_by_owner["tasks"] == [task_id]
+    assert {k for k, v in seen_by_owner.items() if v is not None} == {
+        "name",
+        "last_heartbeat",
+        "missing",
+        "tasks",
+    }
+    assert await listed(OTHER) == []  # no worker runs a task of theirs
+    async with people.client(OWNER) as client:
+        await client.post(f"/api/v1/tasks/{task_id}/cancel")
+
+
 async def test_repeated_wrong_passwords_block_sign_in_for_that_name_only(
-    settings: Settings, store: TaskStore
+    settings: Settings, store: Store
 ) -> None:
     strict = settings.model_copy(update={"max_failed_logins": 3})
     auth = AuthStore(store.db)
@@ -796,3 +826,135 @@ async def test_websocket_matrix_every_user_may_ping_and_unsubscribe(
         await socket.subscribe("s", scope="all")
         await socket.send({"type": "unsubscribe", "id": "s"})
         assert await socket.recv() == {"type": "unsubscribed", "id": "s"}
+
+
+# ---- sign-in under attack ------------------------------------------------------------------
+
+
+async def _sign_in(base_url: str, username: str, password: str, **headers: str) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=base_url, headers=headers) as client:
+        return await client.post(
+            "/api/v1/session", json={"username": username, "password": password}
+        )
+
+
+async def test_wrong_passwords_sent_at_once_for_one_name_are_held_to_the_limit(
+    settings: Settings, store: Store
+) -> None:
+    """Each attempt is counted before its password is checked: twenty guesses sent together
+    get as many checks as three sent one after another."""
+    strict = settings.model_copy(update={"max_failed_logins": 3})
+    await AuthStore(store.db).create_user("frank", Role.USER, password="frank-password")
+    base_url = f"http://127.0.0.1:{strict.api_port}"
+    async with ServerThread(create_app(strict), strict.api_port):
+        answers = await asyncio.gather(
+            *(_sign_in(base_url, "frank", f"guess-{i}") for i in range(20))
+        )
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses == [401] * 3 + [429] * 17, statuses
+
+
+async def test_failed_sign_ins_from_one_address_are_limited_whatever_the_names(
+    settings: Settings, store: Store
+) -> None:
+    """Random names avoid the limit per name; the one per address catches them, and the
+    client's own X-Forwarded-For does not change its address (no proxy is trusted)."""
+    strict = settings.model_copy(update={"max_failed_logins_per_address": 5})
+    await AuthStore(store.db).create_user("gina", Role.USER, password="gina-password")
+    base_url = f"http://127.0.0.1:{strict.api_port}"
+    async with ServerThread(create_app(strict), strict.api_port):
+        statuses = [
+            (
+                await _sign_in(
+                    base_url, f"random-{i}", "guess", **{"X-Forwarded-For": f"198.51.100.{i}"}
+                )
+            ).status_code
+            for i in range(7)
+        ]
+        blocked = await _sign_in(base_url, "gina", "gina-password")
+    assert statuses == [401] * 5 + [429] * 2
+    assert blocked.status_code == 429
+    assert blocked.json()["type"] == "urn:tasklight:problem:too-many-failed-sign-ins"
+
+
+async def test_behind_a_trusted_proxy_the_forwarded_client_address_is_the_one_counted(
+    settings: Settings, store: Store
+) -> None:
+    proxied = settings.model_copy(
+        update={"max_failed_logins_per_address": 2, "trusted_proxies": "127.0.0.1"}
+    )
+    await AuthStore(store.db).create_user("hana", Role.USER, password="hana-password")
+    base_url = f"http://127.0.0.1:{proxied.api_port}"
+    one, two = {"X-Forwarded-For": "198.51.100.1"}, {"X-Forwarded-For": "198.51.100.2"}
+    async with ServerThread(create_app(proxied), proxied.api_port):
+        first = [(await _sign_in(base_url, f"n{i}", "guess", **one)).status_code for i in range(3)]
+        other = await _sign_in(base_url, "hana", "hana-password", **two)
+    assert first == [401, 401, 429]
+    assert other.status_code == 200
+
+
+@pytest.fixture
+def slow_checks(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Password checks that take 0.1 s longer, recording their threads and most at once."""
+    import threading
+    import time
+
+    from shared import auth as auth_module
+
+    real = auth_module.check_password
+    lock = threading.Lock()
+    seen: dict[str, Any] = {"threads": set(), "running": 0, "most": 0}
+
+    def check(password: str, stored: str) -> bool:
+        with lock:
+            seen["threads"].add(threading.get_ident())
+            seen["running"] += 1
+            seen["most"] = max(seen["most"], seen["running"])
+        try:
+            time.sleep(0.1)
+            return real(password, stored)
+        finally:
+            with lock:
+                seen["running"] -= 1
+
+    monkeypatch.setattr(auth_module, "check_password", check)
+    return seen
+
+
+async def test_password_checks_run_off_the_event_loop_a_bounded_number_at_once(
+    settings: Settings, store: Store, slow_checks: dict[str, Any]
+) -> None:
+    import threading
+
+    bounded = settings.model_copy(update={"password_checks_at_once": 2})
+    await AuthStore(store.db).create_user("ivan", Role.USER, password="ivan-password")
+    base_url = f"http://127.0.0.1:{bounded.api_port}"
+    async with ServerThread(create_app(bounded), bounded.api_port):
+        answers = await asyncio.gather(
+            _sign_in(base_url, "ivan", "ivan-password"),
+            *(_sign_in(base_url, f"nobody-{i}", "guess") for i in range(7)),
+        )
+    assert [a.status_code for a in answers] == [200] + [401] * 7
+    assert threading.get_ident() not in slow_checks["threads"]  # never on the event loop
+    assert slow_checks["most"] == 2
+
+
+async def test_sign_ins_beyond_what_may_wait_get_503_and_are_not_counted_as_failures(
+    settings: Settings, store: Store, slow_checks: dict[str, Any]
+) -> None:
+    one_at_a_time = settings.model_copy(
+        update={"password_checks_at_once": 1, "max_failed_logins": 100}
+    )
+    await AuthStore(store.db).create_user("jane", Role.USER, password="jane-password")
+    base_url = f"http://127.0.0.1:{one_at_a_time.api_port}"
+    async with ServerThread(create_app(one_at_a_time), one_at_a_time.api_port):
+        answers = await asyncio.gather(*(_sign_in(base_url, "jane", "guess") for _ in range(30)))
+    busy = [a for a in answers if a.status_code == 503]
+    checked = [a for a in answers if a.status_code == 401]
+    assert len(busy) + len(checked) == 30
+    assert busy, "every sign-in waited"
+    assert busy[0].json()["type"] == "urn:tasklight:problem:sign-in-busy"
+    assert busy[0].headers["Retry-After"] == "1"
+    counter = await store.db["failed_logins"].find_one({"_id": "name:jane"})
+    assert counter is not None
+    assert counter["count"] == len(checked)

@@ -21,7 +21,9 @@ from tests.deployment import (
     ROOT,
     SERVICE_PREFIXES,
     answers,
+    metrics_port,
     mongo_url_problem,
+    serves_metrics,
     service_port,
     settings_from,
     ui_settings_from,
@@ -262,8 +264,8 @@ async def test_metrics_are_scraped_where_the_service_serves_them(service: str) -
     )
     assert annotations.get("prometheus.io/scrape") == "true", f"{service} is not scraped"
     port = int(annotations["prometheus.io/port"])
-    assert port == service_port(service, service_settings(service))
-    assert await answers(service, annotations["prometheus.io/path"])
+    assert port == metrics_port(service, service_settings(service))
+    assert await serves_metrics(service, annotations["prometheus.io/path"])
 
 
 def test_a_stopping_worker_gets_more_time_than_its_grace_before_it_is_killed() -> None:
@@ -365,3 +367,14 @@ def test_the_example_secret_joins_the_mongodb_replica_set() -> None:
     """Change streams need a replica set: the URL names one and does not connect directly."""
     url = find("Secret", "tasklight-secrets")["stringData"]["MONGODB_URL"]
     assert mongo_url_problem(url) is None
+
+
+def test_a_job_migrates_the_database_the_services_use() -> None:
+    """The services refuse an unmigrated database: a Job runs the migrate step on it."""
+    job = find("Job", "tasklight-migrate")
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["python", "-m", "shared.migrate"]
+    url = {e["name"]: e for e in container["env"]}["MONGODB_URL"]
+    api = find("Deployment", "tasklight-api")["spec"]["template"]["spec"]["containers"][0]
+    assert url == {e["name"]: e for e in api["env"]}["MONGODB_URL"]
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "OnFailure"
