@@ -6,7 +6,7 @@ import pytest
 from faststream.rabbit import QueueType
 from pydantic import ValidationError
 
-from shared.broker import dead_queue, delay_queue, make_broker, tasks_queue
+from shared.broker import dead_queue, delay_queue, make_broker, parked_queue, tasks_queue
 from shared.failover import FailoverBroker, with_heartbeat
 from shared.retries import DELAY_BUCKETS_S
 from shared.settings import Settings, parse_amqp_addresses
@@ -53,6 +53,7 @@ def quorum_queues(settings: Settings) -> list[dict[str, object]]:
     queues = [
         tasks_queue(topology, settings),
         dead_queue(topology, settings),
+        parked_queue(topology, settings),
         *(delay_queue(topology, band_s, settings) for band_s in DELAY_BUCKETS_S),
     ]
     arguments = [dict(queue.arguments or {}) for queue in queues]
