@@ -17,7 +17,7 @@ from pydantic.json_schema import models_json_schema
 
 from services.contracts.defaults import default_settings
 from services.notifier.app import CLOSE_TOO_MANY_CONNECTIONS, CLOSE_UNAUTHORIZED, WS_PATH
-from services.notifier.client import CLOSE_TOO_SLOW
+from services.notifier.connection import CLOSE_TOO_SLOW
 from services.notifier.hub import render
 from services.notifier.protocol import (
     PROBLEM,

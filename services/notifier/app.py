@@ -14,7 +14,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from services.notifier.client import Client
+from services.notifier.connection import Connection
 from services.notifier.follower import ChangeFollower
 from services.notifier.hub import Hub
 from services.notifier.protocol import (
@@ -198,42 +198,42 @@ class Notifier:
         return principal
 
     async def _serve(self, ws: ServerConnection, principal: Principal) -> None:
-        client = Client(ws, principal.owner_filter, self.settings.ws_queue_limit)
-        self.hub.add_client(client)
-        client.start()
+        connection = Connection(ws, principal.owner_filter, self.settings.ws_queue_limit)
+        self.hub.add_connection(connection)
+        connection.start()
         try:
             async for frame in ws:
                 if isinstance(frame, bytes):
-                    client.push_control(
+                    connection.push_control(
                         error_message(
                             f"{PROBLEM}unsupported-frame", "binary frames are not accepted"
                         )
                     )
                     continue
-                await self._serve_message(client, frame)
+                await self._serve_message(connection, frame)
         except ConnectionClosed:
             pass
         except Exception:
             log.exception("connection %s failed", ws.remote_address)
             await ws.close(1011, "internal error: reconnect and resume")
         finally:
-            self.hub.drop_client(client)
-            await client.stop()
+            self.hub.drop_connection(connection)
+            await connection.stop()
 
-    async def _serve_message(self, client: Client, frame: str) -> None:
+    async def _serve_message(self, connection: Connection, frame: str) -> None:
         try:
             message = parse(frame)
         except ProtocolError as exc:
-            client.push_control(error_for(exc))
+            connection.push_control(error_for(exc))
             return
         if isinstance(message, Subscribe):
-            await self.hub.subscribe(client, message)
+            await self.hub.subscribe(connection, message)
         elif isinstance(message, Unsubscribe):
-            self.hub.unsubscribe(client, message.id)
+            self.hub.unsubscribe(connection, message.id)
         elif isinstance(message, Ping):
-            client.push_control(pong_message(message.id))
+            connection.push_control(pong_message(message.id))
         elif isinstance(message, Auth):
-            client.push_control(
+            connection.push_control(
                 error_message(
                     f"{PROBLEM}already-authenticated", "this connection is authenticated already"
                 )

@@ -9,7 +9,7 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
 
-from services.notifier.client import Client
+from services.notifier.connection import Connection
 from services.notifier.protocol import (
     PROBLEM,
     Subscribe,
@@ -46,8 +46,8 @@ class Hub:
     def __init__(self, store: TaskStore, *, max_subscriptions: int = 100) -> None:
         self.store = store
         self.max_subscriptions = max_subscriptions
-        self.registry: SubscriptionRegistry[Client] = SubscriptionRegistry()
-        self.clients: set[Client] = set()
+        self.registry: SubscriptionRegistry[Connection] = SubscriptionRegistry()
+        self.connections: set[Connection] = set()
 
     # Fan-out: synchronous, never waits on a socket.
 
@@ -73,37 +73,37 @@ class Hub:
             return
         final = doc["state"] in _FINAL
         for sub in subs:
-            sub.client.push_task(sub.sub_id, doc["_id"], doc["version"], task_json, final=final)
+            sub.connection.push_task(sub.sub_id, doc["_id"], doc["version"], task_json, final=final)
 
     def publish_deleted(self, task_id: str) -> None:
         """Tell the subscriptions that hold a task that it was deleted."""
         for sub in list(self.registry.following(task_id)):
-            sub.client.push_deleted(sub.sub_id, task_id)
+            sub.connection.push_deleted(sub.sub_id, task_id)
 
     # Connections and their subscriptions.
 
-    def add_client(self, client: Client) -> None:
+    def add_connection(self, connection: Connection) -> None:
         """A new connection."""
-        self.clients.add(client)
+        self.connections.add(connection)
         metrics.WS_CONNECTIONS.inc()
 
-    def drop_client(self, client: Client) -> None:
+    def drop_connection(self, connection: Connection) -> None:
         """A connection went away: forget its subscriptions."""
-        for sub in client.subs.values():
+        for sub in connection.subs.values():
             self.registry.remove(sub)
-        client.subs.clear()
-        if client in self.clients:
-            self.clients.discard(client)
+        connection.subs.clear()
+        if connection in self.connections:
+            self.connections.discard(connection)
             metrics.WS_CONNECTIONS.dec()
 
-    async def subscribe(self, client: Client, message: Subscribe) -> None:
+    async def subscribe(self, connection: Connection, message: Subscribe) -> None:
         """Register a subscription, then send its initial state from the database.
 
         Registered first, so a change committed after the snapshot's read reaches it live; the
-        outbox's versions drop whichever of the two copies of a task is older.
+        queue's versions drop whichever of the two copies of a task is older.
         """
-        if message.id not in client.subs and len(client.subs) >= self.max_subscriptions:
-            client.push_control(
+        if message.id not in connection.subs and len(connection.subs) >= self.max_subscriptions:
+            connection.push_control(
                 error_message(
                     f"{PROBLEM}too-many-subscriptions",
                     f"a connection may hold {self.max_subscriptions} subscriptions; "
@@ -112,8 +112,8 @@ class Hub:
                 )
             )
             return
-        if message.id in client.subs:
-            client.push_control(
+        if message.id in connection.subs:
+            connection.push_control(
                 error_message(
                     f"{PROBLEM}duplicate-subscription",
                     f"a subscription with id {message.id!r} is live on this connection",
@@ -122,28 +122,28 @@ class Hub:
             )
             return
         task_ids = None if message.task_ids is None else frozenset(message.task_ids)
-        sub = Subscription(client, message.id, client.owner, task_ids)
-        client.outbox.open_subscription(message.id, message.since)
-        client.subs[message.id] = sub
+        sub = Subscription(connection, message.id, connection.owner, task_ids)
+        connection.queue.open_subscription(message.id, message.since)
+        connection.subs[message.id] = sub
         self.registry.add(sub)
         if message.task_ids is None:
-            docs = self._scope_all_snapshot(client.owner, message.since_ts)
+            docs = self._scope_all_snapshot(connection.owner, message.since_ts)
         else:
-            docs = self._ids_snapshot(client, sub, message.task_ids)
+            docs = self._ids_snapshot(connection, sub, message.task_ids)
         async for doc in docs:
-            await client.wait_for_room()
-            if client.subs.get(message.id) is not sub:
-                return  # unsubscribed meanwhile (cannot happen today: one reader per client)
-            client.push_task(
+            await connection.wait_for_room()
+            if connection.subs.get(message.id) is not sub:
+                return  # unsubscribed meanwhile (cannot happen today: one reader per connection)
+            connection.push_task(
                 sub.sub_id, doc["_id"], doc["version"], render(doc), final=doc["state"] in _FINAL
             )
-        client.push_control(subscribed_message(message.id))
+        connection.push_control(subscribed_message(message.id))
 
-    def unsubscribe(self, client: Client, sub_id: str) -> None:
+    def unsubscribe(self, connection: Connection, sub_id: str) -> None:
         """End a subscription."""
-        sub = client.subs.pop(sub_id, None)
+        sub = connection.subs.pop(sub_id, None)
         if sub is None:
-            client.push_control(
+            connection.push_control(
                 error_message(
                     f"{PROBLEM}unknown-subscription",
                     f"no live subscription has id {sub_id!r}",
@@ -152,16 +152,16 @@ class Hub:
             )
             return
         self.registry.remove(sub)
-        client.outbox.close_subscription(sub_id)
-        client.push_control(unsubscribed_message(sub_id))
+        connection.queue.close_subscription(sub_id)
+        connection.push_control(unsubscribed_message(sub_id))
 
     async def _ids_snapshot(
-        self, client: Client, sub: Subscription[Client], task_ids: Iterable[str]
+        self, connection: Connection, sub: Subscription[Connection], task_ids: Iterable[str]
     ) -> AsyncIterator[Doc]:
         wanted = list(task_ids)
         query: Doc = {"_id": {"$in": [t for t in wanted if is_task_id(t)]}}
-        if client.owner is not None:
-            query["owner"] = client.owner
+        if connection.owner is not None:
+            query["owner"] = connection.owner
         found: set[str] = set()
         async for doc in self.store.tasks.find(query):
             found.add(doc["_id"])
@@ -169,7 +169,7 @@ class Hub:
         missing = [t for t in wanted if t not in found]
         if missing:
             self.registry.narrow(sub, set(missing))
-            client.push_control(_not_found(sub.sub_id, missing))
+            connection.push_control(_not_found(sub.sub_id, missing))
 
     async def _scope_all_snapshot(
         self, owner: str | None, since_ts: datetime | None
@@ -216,5 +216,5 @@ def _not_found(sub_id: str, missing: list[str]) -> str:
     shown = ", ".join(missing[:10]) + (
         f" and {len(missing) - 10} more" if len(missing) > 10 else ""
     )
-    # `tasks` lists every missing id, for clients that follow many.
+    # `tasks` lists every missing id, for connections that follow many.
     return error_message(f"{PROBLEM}not-found", f"no task {shown}", sub_id, tasks=missing)

@@ -196,7 +196,7 @@ async def test_a_client_that_never_reads_is_bounded_closed_and_delays_no_one(
             await healthy.subscribe(scope="all")
             [server_side] = [
                 c
-                for c in notifier.hub.clients
+                for c in notifier.hub.connections
                 if c.ws.remote_address[1] == stalled_sock.getsockname()[1]
             ]
             peak_buffer = 0
@@ -216,14 +216,14 @@ async def test_a_client_that_never_reads_is_bounded_closed_and_delays_no_one(
             await healthy.until(lambda m: m["type"] == "task" and m["task"]["id"] == last, 2.0)
 
             await eventually(
-                lambda: _value(server_side in notifier.hub.clients), lambda present: not present
+                lambda: _value(server_side in notifier.hub.connections), lambda present: not present
             )
     finally:
         await notifier.stop()
 
     assert {t["id"] for t in tasks_of(received)} == set(ids)
-    assert server_side.outbox.peak <= limit
-    assert server_side.outbox.closed
+    assert server_side.queue.peak <= limit
+    assert server_side.queue.closed
     # Never more than the socket's write limit and one message waits in the server's buffer.
     assert peak_buffer <= 32 * 1024 + 64 * 1024
 

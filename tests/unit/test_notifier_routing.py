@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from services.notifier.outbox import Offer, Outbox
 from services.notifier.protocol import (
     Ping,
     ProtocolError,
@@ -15,6 +14,7 @@ from services.notifier.protocol import (
     error_message,
     parse,
 )
+from services.notifier.sendqueue import Offer, SendQueue
 from services.notifier.subscriptions import Subscription, SubscriptionRegistry
 
 T1 = "01900000-0000-7000-8000-000000000001"
@@ -22,13 +22,13 @@ T2 = "01900000-0000-7000-8000-000000000002"
 
 
 def sub(
-    client: str, sub_id: str, owner: str = "dev", tasks: set[str] | None = None
+    connection: str, sub_id: str, owner: str = "dev", tasks: set[str] | None = None
 ) -> Subscription[str]:
-    return Subscription(client, sub_id, owner, None if tasks is None else frozenset(tasks))
+    return Subscription(connection, sub_id, owner, None if tasks is None else frozenset(tasks))
 
 
 def ids(subs: object) -> set[tuple[str, str]]:
-    return {(s.client, s.sub_id) for s in subs}  # type: ignore[attr-defined]
+    return {(s.connection, s.sub_id) for s in subs}  # type: ignore[attr-defined]
 
 
 # Matching
@@ -82,99 +82,99 @@ def test_deletes_are_offered_to_every_subscription_that_may_hold_the_task() -> N
     assert registry.scope_all_owners() == {"eve"}
 
 
-# The outbox
+# The queue
 
 
 def task_json(task_id: str, version: int) -> str:
     return json.dumps({"id": task_id, "version": version})
 
 
-def drain(outbox: Outbox) -> list[dict[str, object]]:
+def drain(queue: SendQueue) -> list[dict[str, object]]:
     messages = []
-    while (message := outbox.pop()) is not None:
+    while (message := queue.pop()) is not None:
         messages.append(json.loads(message))
     return messages
 
 
 def test_versions_only_go_up_per_subscription_and_task() -> None:
-    outbox = Outbox(limit=100)
-    outbox.open_subscription("s1")
-    outbox.open_subscription("s2")
+    queue = SendQueue(limit=100)
+    queue.open_subscription("s1")
+    queue.open_subscription("s2")
 
-    assert outbox.offer_task("s1", T1, 3, task_json(T1, 3)) is Offer.QUEUED
-    assert outbox.offer_task("s1", T1, 2, task_json(T1, 2)) is Offer.STALE
-    assert outbox.offer_task("s1", T1, 3, task_json(T1, 3)) is Offer.STALE
-    assert outbox.offer_task("s2", T1, 2, task_json(T1, 2)) is Offer.QUEUED
+    assert queue.offer_task("s1", T1, 3, task_json(T1, 3)) is Offer.QUEUED
+    assert queue.offer_task("s1", T1, 2, task_json(T1, 2)) is Offer.STALE
+    assert queue.offer_task("s1", T1, 3, task_json(T1, 3)) is Offer.STALE
+    assert queue.offer_task("s2", T1, 2, task_json(T1, 2)) is Offer.QUEUED
 
-    sent = [(m["sub"], m["task"]["version"]) for m in drain(outbox)]  # type: ignore[index]
+    sent = [(m["sub"], m["task"]["version"]) for m in drain(queue)]  # type: ignore[index]
     assert sent == [("s1", 3), ("s2", 2)]
-    assert outbox.offer_task("s1", T1, 3, task_json(T1, 3)) is Offer.STALE
+    assert queue.offer_task("s1", T1, 3, task_json(T1, 3)) is Offer.STALE
 
 
 def test_a_newer_state_replaces_a_pending_one_in_its_place() -> None:
-    outbox = Outbox(limit=100)
-    outbox.open_subscription("s1")
-    outbox.offer_task("s1", T1, 1, task_json(T1, 1))
-    outbox.offer_task("s1", T2, 1, task_json(T2, 1))
+    queue = SendQueue(limit=100)
+    queue.open_subscription("s1")
+    queue.offer_task("s1", T1, 1, task_json(T1, 1))
+    queue.offer_task("s1", T2, 1, task_json(T2, 1))
 
-    assert outbox.offer_task("s1", T1, 5, task_json(T1, 5)) is Offer.COALESCED
+    assert queue.offer_task("s1", T1, 5, task_json(T1, 5)) is Offer.COALESCED
 
-    sent = [(m["task"]["id"], m["task"]["version"]) for m in drain(outbox)]  # type: ignore[index]
+    sent = [(m["task"]["id"], m["task"]["version"]) for m in drain(queue)]  # type: ignore[index]
     assert sent == [(T1, 5), (T2, 1)]
 
 
 def test_since_versions_are_not_sent_again() -> None:
-    outbox = Outbox(limit=100)
-    outbox.open_subscription("s1", since={T1: 4})
+    queue = SendQueue(limit=100)
+    queue.open_subscription("s1", since={T1: 4})
 
-    assert outbox.offer_task("s1", T1, 4, task_json(T1, 4)) is Offer.STALE
-    assert outbox.offer_task("s1", T1, 5, task_json(T1, 5)) is Offer.QUEUED
+    assert queue.offer_task("s1", T1, 4, task_json(T1, 4)) is Offer.STALE
+    assert queue.offer_task("s1", T1, 5, task_json(T1, 5)) is Offer.QUEUED
 
 
 def test_reaching_the_limit_of_distinct_pending_messages_overflows_and_frees_everything() -> None:
-    outbox = Outbox(limit=4)
-    outbox.open_subscription("s1")
+    queue = SendQueue(limit=4)
+    queue.open_subscription("s1")
     for n in range(3):
-        assert outbox.offer_task("s1", f"task-{n}", 1, "{}") is Offer.QUEUED
+        assert queue.offer_task("s1", f"task-{n}", 1, "{}") is Offer.QUEUED
         # Coalescing never counts against the limit.
-        assert outbox.offer_task("s1", f"task-{n}", 2, "{}") is Offer.COALESCED
+        assert queue.offer_task("s1", f"task-{n}", 2, "{}") is Offer.COALESCED
 
-    assert outbox.offer_control('{"type":"pong"}') is Offer.OVERFLOW
+    assert queue.offer_control('{"type":"pong"}') is Offer.OVERFLOW
 
-    assert outbox.closed
-    assert len(outbox) == 0
-    assert outbox.peak == 4
-    assert outbox.offer_task("s1", "task-9", 1, "{}") is Offer.IGNORED
+    assert queue.closed
+    assert len(queue) == 0
+    assert queue.peak == 4
+    assert queue.offer_task("s1", "task-9", 1, "{}") is Offer.IGNORED
 
 
 def test_deleted_goes_only_to_subscriptions_holding_the_task_and_nothing_follows_it() -> None:
-    outbox = Outbox(limit=100)
-    outbox.open_subscription("s1")
-    outbox.open_subscription("s2")
-    outbox.offer_task("s1", T1, 1, task_json(T1, 1))
+    queue = SendQueue(limit=100)
+    queue.open_subscription("s1")
+    queue.open_subscription("s2")
+    queue.offer_task("s1", T1, 1, task_json(T1, 1))
 
-    assert outbox.offer_deleted("s1", T1) is Offer.COALESCED
-    assert outbox.offer_deleted("s2", T1) is Offer.IGNORED
-    assert outbox.offer_task("s1", T1, 2, task_json(T1, 2)) is Offer.STALE
-    assert drain(outbox) == [{"type": "deleted", "sub": "s1", "id": T1}]
+    assert queue.offer_deleted("s1", T1) is Offer.COALESCED
+    assert queue.offer_deleted("s2", T1) is Offer.IGNORED
+    assert queue.offer_task("s1", T1, 2, task_json(T1, 2)) is Offer.STALE
+    assert drain(queue) == [{"type": "deleted", "sub": "s1", "id": T1}]
 
 
 def test_closing_a_subscription_drops_its_pending_updates_only() -> None:
-    outbox = Outbox(limit=100)
-    outbox.open_subscription("s1")
-    outbox.open_subscription("s2")
-    outbox.offer_task("s1", T1, 1, task_json(T1, 1))
-    outbox.offer_task("s2", T1, 1, task_json(T1, 1))
+    queue = SendQueue(limit=100)
+    queue.open_subscription("s1")
+    queue.open_subscription("s2")
+    queue.offer_task("s1", T1, 1, task_json(T1, 1))
+    queue.offer_task("s2", T1, 1, task_json(T1, 1))
 
-    outbox.close_subscription("s1")
+    queue.close_subscription("s1")
 
-    assert outbox.offer_task("s1", T1, 2, task_json(T1, 2)) is Offer.IGNORED
-    assert [m["sub"] for m in drain(outbox)] == ["s2"]
-    assert not outbox.holds("s1", T1)
-    assert outbox.holds("s2", T1)
+    assert queue.offer_task("s1", T1, 2, task_json(T1, 2)) is Offer.IGNORED
+    assert [m["sub"] for m in drain(queue)] == ["s2"]
+    assert not queue.holds("s1", T1)
+    assert queue.holds("s2", T1)
 
 
-# Parsing client messages
+# Parsing connection messages
 
 
 @pytest.mark.parametrize(

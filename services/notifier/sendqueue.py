@@ -1,11 +1,11 @@
 """What one connection still has to send: a bounded, coalescing map of pending messages. No I/O.
 
 Updates are keyed by (subscription, task): a newer state of a task that has not gone out yet
-replaces the older one in place, so a slow client gets fewer, newer states. Each subscription
+replaces the older one in place, so a slow connection gets fewer, newer states. Each subscription
 remembers the highest version it accepted per task, so a task's versions only go up on the wire
 (a stale change-stream event, a snapshot read before a change, a rebuild: all dropped here).
-When the number of distinct pending messages reaches `limit`, the outbox overflows: the caller
-closes the connection (4000) and the client resumes from the database.
+When the number of distinct pending messages reaches `limit`, the queue overflows: the caller
+closes the connection (4000) and the connection resumes from the database.
 """
 
 from __future__ import annotations
@@ -29,13 +29,13 @@ class Offer(Enum):
     COALESCED = "coalesced"
     #: Not above the version the subscription already has: dropped.
     STALE = "stale"
-    #: The outbox is (or just became) full: the connection must be closed.
+    #: The queue is (or just became) full: the connection must be closed.
     OVERFLOW = "overflow"
-    #: The subscription is gone, or the outbox was closed: dropped.
+    #: The subscription is gone, or the queue was closed: dropped.
     IGNORED = "ignored"
 
 
-class Outbox:
+class SendQueue:
     """The pending messages of one connection, in the order they were first queued."""
 
     __slots__ = ("_keys", "_pending", "_versions", "closed", "limit", "peak")
@@ -65,7 +65,7 @@ class Outbox:
             del self._pending[key]
 
     def holds(self, sub_id: str, task_id: str) -> bool:
-        """Whether the subscription has accepted (or was told the client has) the task."""
+        """Whether the subscription has accepted (or was told the connection has) the task."""
         return task_id in self._versions.get(sub_id, {})
 
     def offer_task(

@@ -1,4 +1,4 @@
-"""One WebSocket connection of the notifier: its outbox, its subscriptions and its sender task."""
+"""One WebSocket connection of the notifier: its queue, its subscriptions and its sender task."""
 
 from __future__ import annotations
 
@@ -9,34 +9,34 @@ import logging
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from services.notifier.outbox import Offer, Outbox
+from services.notifier.sendqueue import Offer, SendQueue
 from services.notifier.subscriptions import Subscription
 from shared import metrics
 
 log = logging.getLogger(__name__)
 
-#: Close code for a client whose outbox filled up (docs/protocol.md).
+#: Close code for a connection whose queue filled up (docs/protocol.md).
 CLOSE_TOO_SLOW = 4000
-#: Seconds the closing handshake of a client that fell behind may take before the TCP
-#: connection is dropped: such a client is usually not reading, so the handshake never ends.
+#: Seconds the closing handshake of a connection that fell behind may take before the TCP
+#: connection is dropped: such a connection is usually not reading, so the handshake never ends.
 CLOSE_BEHIND_TIMEOUT_S = 2.0
 
 
-class Client:
-    """A connection as the hub sees it: offers go into the outbox, the sender drains it.
+class Connection:
+    """A connection as the hub sees it: offers go into the queue, the sender drains it.
 
-    Offers never wait, so one slow client cannot delay the others; the sender task is the only
-    one that waits on this client's socket.
+    Offers never wait, so one slow connection cannot delay the others; the sender task is the only
+    one that waits on this connection's socket.
     """
 
-    __slots__ = ("_closer", "_room", "_sender", "_wakeup", "outbox", "owner", "subs", "ws")
+    __slots__ = ("_closer", "_room", "_sender", "_wakeup", "owner", "queue", "subs", "ws")
 
     def __init__(self, ws: ServerConnection, owner: str | None, queue_limit: int) -> None:
         self.ws = ws
         #: Whose tasks this connection may see; None for an administrator (everyone's).
         self.owner = owner
-        self.outbox = Outbox(queue_limit)
-        self.subs: dict[str, Subscription[Client]] = {}
+        self.queue = SendQueue(queue_limit)
+        self.subs: dict[str, Subscription[Connection]] = {}
         self._wakeup = asyncio.Event()
         self._room = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
@@ -48,7 +48,7 @@ class Client:
 
     async def stop(self) -> None:
         """Stop the sender task and drop what is pending."""
-        self.outbox.close()
+        self.queue.close()
         if self._sender is not None:
             self._sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -58,19 +58,19 @@ class Client:
         self, sub_id: str, task_id: str, version: int, task_json: str, *, final: bool
     ) -> None:
         """Offer a task state to one subscription of this connection."""
-        self._after(self.outbox.offer_task(sub_id, task_id, version, task_json, final=final))
+        self._after(self.queue.offer_task(sub_id, task_id, version, task_json, final=final))
 
     def push_deleted(self, sub_id: str, task_id: str) -> None:
         """Offer a deletion to one subscription of this connection."""
-        self._after(self.outbox.offer_deleted(sub_id, task_id))
+        self._after(self.queue.offer_deleted(sub_id, task_id))
 
     def push_control(self, message: str) -> None:
         """Offer a message that is not a task update."""
-        self._after(self.outbox.offer_control(message))
+        self._after(self.queue.offer_control(message))
 
     async def wait_for_room(self) -> None:
-        """Wait until at most half the outbox is used (for initial states, paced by the client)."""
-        while not self.outbox.closed and len(self.outbox) >= self.outbox.limit // 2:
+        """Wait until at most half the queue is used (for initial states, paced by the client)."""
+        while not self.queue.closed and len(self.queue) >= self.queue.limit // 2:
             self._room.clear()
             await self._room.wait()
 
@@ -88,22 +88,22 @@ class Client:
             async with asyncio.timeout(CLOSE_BEHIND_TIMEOUT_S):
                 await self.ws.close(CLOSE_TOO_SLOW, "send queue full: reconnect and resume")
         except TimeoutError:
-            # close() waits for the socket to drain, which a client that does not read never
+            # close() waits for the socket to drain, which a connection that does not read never
             # lets happen: drop the connection.
             if self.ws.transport is not None:
                 self.ws.transport.abort()
 
     async def _send_forever(self) -> None:
-        half = self.outbox.limit // 2
+        half = self.queue.limit // 2
         try:
             while True:
                 await self._wakeup.wait()
                 self._wakeup.clear()
-                while (message := self.outbox.pop()) is not None:
+                while (message := self.queue.pop()) is not None:
                     await self.ws.send(message)
-                    if len(self.outbox) < half:
+                    if len(self.queue) < half:
                         self._room.set()
                 self._room.set()
         except ConnectionClosed:
-            self.outbox.close()
+            self.queue.close()
             self._room.set()
