@@ -1,4 +1,10 @@
-"""Fan-out: committed task changes to the subscriptions that match, and initial states."""
+"""Fan-out: committed task changes to the subscriptions that match, and initial states.
+
+A change is rendered once, and its `task` message built and framed once per subscription id
+(clients use the same few ids, so usually once per change); every connection that gets it shares
+those bytes. A connection that keeps up gets the frame written to its socket at once, with no
+task of its own woken; one that is behind queues the message (see `connection`).
+"""
 
 from __future__ import annotations
 
@@ -7,16 +13,19 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic import TypeAdapter
 from pymongo import ASCENDING, DESCENDING
 
-from services.notifier.connection import Connection
-from services.notifier.protocol import (
-    PROBLEM,
-    Subscribe,
+from services.notifier.connection import Connection, Prepared
+from services.notifier.outbound import (
+    deleted_message,
     error_message,
     subscribed_message,
+    task_message,
     unsubscribed_message,
 )
+from services.notifier.protocol import PROBLEM, SubscribeMessage
+from services.notifier.sendqueue import Offer
 from services.notifier.subscriptions import Subscription, SubscriptionRegistry
 from shared import metrics
 from shared.ids import is_task_id
@@ -30,14 +39,41 @@ log = logging.getLogger(__name__)
 CLOCK_MARGIN = timedelta(seconds=5)
 #: Finished tasks in the default initial state of `scope: all`, newest first.
 RECENT_FINISHED = 100
+#: Task ids per `$in` query.
+IDS_PER_QUERY = 1000
 
 _FINAL = frozenset(state.value for state in FINAL_STATES)
 _PENDING = sorted(state.value for state in GROUP_STATES[TaskGroup.PENDING])
+_TASK = TypeAdapter(Task)
 
 
-def render(doc: Mapping[str, Any]) -> str:
+def render(doc: Mapping[str, Any]) -> bytes:
     """A stored task as JSON, exactly as `GET /api/v1/tasks/{id}` shows it."""
-    return Task.from_doc(dict(doc)).model_dump_json()
+    return _TASK.dump_json(Task.from_doc(dict(doc)))
+
+
+class Rendered:
+    """One stored task state, rendered for the wire (once, however many get it)."""
+
+    __slots__ = ("final", "id", "json", "owner", "version")
+
+    def __init__(self, doc: Mapping[str, Any]) -> None:
+        self.id: str = doc["_id"]
+        self.owner: str = doc["owner"]
+        self.version: int = doc["version"]
+        self.final = doc["state"] in _FINAL
+        self.json = render(doc)
+
+
+def rendered(doc: Mapping[str, Any]) -> Rendered | None:
+    """The task rendered, or None (and a log line) if this document cannot be: one odd
+    document is skipped, it never breaks a push or a socket."""
+    try:
+        return Rendered(doc)
+    except Exception:
+        log.exception("task %r cannot be rendered; not pushed", doc.get("_id"))
+        metrics.WS_PUSHES.add("unrenderable")
+        return None
 
 
 class Hub:
@@ -63,22 +99,39 @@ class Hub:
 
     def publish_doc(self, doc: Mapping[str, Any]) -> None:
         """Offer a task's state to every subscription that matches it."""
-        subs = list(self.registry.matching(doc["_id"], doc["owner"]))
-        if not subs:
-            return
-        try:
-            task_json = render(doc)
-        except Exception:
-            log.exception("task %s cannot be rendered; not pushed", doc.get("_id"))
-            return
-        final = doc["state"] in _FINAL
+        subs = list(self.registry.matching(doc.get("_id", ""), doc.get("owner", "")))
+        if subs and (task := rendered(doc)) is not None:
+            self.publish(task, subs)
+
+    def publish(self, task: Rendered, subs: Iterable[Subscription[Connection]]) -> None:
+        """Offer a rendered task to `subs`: one message per subscription id, written at once
+        to the connections that keep up (framed once for all of them), queued for the others."""
+        messages: dict[str, Prepared] = {}
+        tally: dict[str, int] = {}
         for sub in subs:
-            sub.connection.push_task(sub.sub_id, doc["_id"], doc["version"], task_json, final=final)
+            connection = sub.connection
+            offer = connection.queue.accept(sub.sub_id, task.id, task.version, final=task.final)
+            if offer is Offer.ACCEPTED:
+                message = messages.get(sub.sub_id)
+                if message is None:
+                    message = messages[sub.sub_id] = Prepared(task_message(sub.sub_id, task.json))
+                if connection.writable_now():
+                    message.write(connection)
+                    offer = Offer.QUEUED
+                else:
+                    connection.queue_update(sub.sub_id, task.id, message.text)
+                    continue  # counted by the connection
+            tally[offer.value] = tally.get(offer.value, 0) + 1
+        for result, count in tally.items():
+            metrics.WS_PUSHES.add(result, count)
 
     def publish_deleted(self, task_id: str) -> None:
-        """Tell the subscriptions that hold a task that it was deleted."""
+        """Tell the subscriptions that have seen a task that it was deleted."""
         for sub in list(self.registry.following(task_id)):
-            sub.connection.push_deleted(sub.sub_id, task_id)
+            if sub.connection.queue.accept_deleted(sub.sub_id, task_id) is Offer.ACCEPTED:
+                sub.connection.send_update(
+                    sub.sub_id, task_id, deleted_message(sub.sub_id, task_id)
+                )
 
     # Connections and their subscriptions.
 
@@ -96,14 +149,14 @@ class Hub:
             self.connections.discard(connection)
             metrics.WS_CONNECTIONS.dec()
 
-    async def subscribe(self, connection: Connection, message: Subscribe) -> None:
+    async def subscribe(self, connection: Connection, message: SubscribeMessage) -> None:
         """Register a subscription, then send its initial state from the database.
 
         Registered first, so a change committed after the snapshot's read reaches it live; the
         queue's versions drop whichever of the two copies of a task is older.
         """
         if message.id not in connection.subs and len(connection.subs) >= self.max_subscriptions:
-            connection.push_control(
+            connection.send(
                 error_message(
                     f"{PROBLEM}too-many-subscriptions",
                     f"a connection may hold {self.max_subscriptions} subscriptions; "
@@ -113,7 +166,7 @@ class Hub:
             )
             return
         if message.id in connection.subs:
-            connection.push_control(
+            connection.send(
                 error_message(
                     f"{PROBLEM}duplicate-subscription",
                     f"a subscription with id {message.id!r} is live on this connection",
@@ -121,29 +174,39 @@ class Hub:
                 )
             )
             return
-        task_ids = None if message.task_ids is None else frozenset(message.task_ids)
-        sub = Subscription(connection, message.id, connection.owner, task_ids)
-        connection.queue.open_subscription(message.id, message.since)
+        task_ids = message.task_ids
+        sub = Subscription(
+            connection,
+            message.id,
+            connection.owner,
+            None if task_ids is None else frozenset(task_ids),
+        )
+        connection.queue.open_subscription(message.id, message.versions)
         connection.subs[message.id] = sub
         self.registry.add(sub)
-        if message.task_ids is None:
+        if task_ids is None:
             docs = self._scope_all_snapshot(connection.owner, message.since_ts)
         else:
-            docs = self._ids_snapshot(connection, sub, message.task_ids)
+            docs = self._ids_snapshot(connection, sub, task_ids)
         async for doc in docs:
             await connection.wait_for_room()
             if connection.subs.get(message.id) is not sub:
-                return  # unsubscribed meanwhile (cannot happen today: one reader per connection)
-            connection.push_task(
-                sub.sub_id, doc["_id"], doc["version"], render(doc), final=doc["state"] in _FINAL
-            )
-        connection.push_control(subscribed_message(message.id))
+                return  # unsubscribed meanwhile (cannot happen today: one reader per client)
+            task = rendered(doc)
+            if task is not None and (
+                connection.queue.accept(sub.sub_id, task.id, task.version, final=task.final)
+                is Offer.ACCEPTED
+            ):
+                connection.send_update(sub.sub_id, task.id, task_message(sub.sub_id, task.json))
+        if task_ids is None:
+            await self._settle_claims(connection, sub)
+        connection.send(subscribed_message(message.id))
 
     def unsubscribe(self, connection: Connection, sub_id: str) -> None:
         """End a subscription."""
         sub = connection.subs.pop(sub_id, None)
         if sub is None:
-            connection.push_control(
+            connection.send(
                 error_message(
                     f"{PROBLEM}unknown-subscription",
                     f"no live subscription has id {sub_id!r}",
@@ -153,7 +216,7 @@ class Hub:
             return
         self.registry.remove(sub)
         connection.queue.close_subscription(sub_id)
-        connection.push_control(unsubscribed_message(sub_id))
+        connection.send(unsubscribed_message(sub_id))
 
     async def _ids_snapshot(
         self, connection: Connection, sub: Subscription[Connection], task_ids: Iterable[str]
@@ -168,8 +231,10 @@ class Hub:
             yield doc
         missing = [t for t in wanted if t not in found]
         if missing:
+            # Another user's task and one that does not exist get the very same answer.
             self.registry.narrow(sub, set(missing))
-            connection.push_control(_not_found(sub.sub_id, missing))
+            connection.queue.forget(sub.sub_id, set(missing))
+            connection.send(_not_found(sub.sub_id, missing))
 
     async def _scope_all_snapshot(
         self, owner: str | None, since_ts: datetime | None
@@ -186,6 +251,19 @@ class Hub:
         recent = {**visible, "state": {"$in": sorted(_FINAL)}}
         async for doc in tasks.find(recent).sort("_id", DESCENDING).limit(RECENT_FINISHED):
             yield doc
+
+    async def _settle_claims(self, connection: Connection, sub: Subscription[Connection]) -> None:
+        """Keep, of the tasks a `scope: all` client claimed in `since` and the snapshot did not
+        show, those it may see: the others must never get a `deleted` (they are not its)."""
+        claimed = sorted(connection.queue.claimed(sub.sub_id))
+        visible: set[str] = set()
+        for start in range(0, len(claimed), IDS_PER_QUERY):
+            query = {
+                **_visible(connection.owner),
+                "_id": {"$in": claimed[start : start + IDS_PER_QUERY]},
+            }
+            visible |= {doc["_id"] async for doc in self.store.tasks.find(query, {"_id": 1})}
+        connection.queue.settle_claims(sub.sub_id, visible)
 
     async def resend_since(self, since: datetime) -> int:
         """Offer the current state of every subscribed task that may have changed since `since`.
@@ -212,9 +290,9 @@ def _visible(owner: str | None) -> Doc:
     return {} if owner is None else {"owner": owner}
 
 
-def _not_found(sub_id: str, missing: list[str]) -> str:
+def _not_found(sub_id: str, missing: list[str]) -> bytes:
     shown = ", ".join(missing[:10]) + (
         f" and {len(missing) - 10} more" if len(missing) > 10 else ""
     )
-    # `tasks` lists every missing id, for connections that follow many.
+    # `tasks` lists every missing id, for clients that follow many.
     return error_message(f"{PROBLEM}not-found", f"no task {shown}", sub_id, tasks=missing)
