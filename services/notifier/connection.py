@@ -77,7 +77,7 @@ class Connection:
         ws: ServerConnection,
         principal: Principal,
         limits: Limits,
-        credential: Credential = Credential("dev"),
+        credential: Credential,
     ) -> None:
         self.ws = ws
         self.principal = principal
@@ -143,14 +143,16 @@ class Connection:
             await self._room.wait()
 
     async def stop(self) -> None:
-        """Stop the sender task and drop what is pending."""
+        """Stop the sender task and drop what is pending; let a close under way finish (it
+        is bounded by `CLOSE_BEHIND_TIMEOUT_S`)."""
         self.queue.close()
-        for task in (self._sender, self._closer):
-            if task is not None and task is not asyncio.current_task():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
         self._wake()
+        if self._sender is not None and self._sender is not asyncio.current_task():
+            self._sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sender
+        if self._closer is not None:
+            await self._closer
 
     def close(self, code: CloseCode, reason: str) -> None:
         """Close the connection (once) with `code`; the TCP connection is dropped if the

@@ -422,6 +422,17 @@ def test_the_websocket_document_lists_every_close_code() -> None:
     assert {1000, 1001, 1009, 1011, 4000, 4001, 4401, 4403, 4429} <= codes
 
 
+def test_the_protocol_page_lists_every_resume_constant_with_its_value() -> None:
+    page = (ROOT / "docs" / "protocol.md").read_text(encoding="utf-8")
+    table = page.split("## Resume", 1)[1]
+    listed = dict(re.findall(r"^\| `(\w+)` \| ([\d.]+)", table, re.MULTILINE))
+    assert {name: float(value) for name, value in listed.items()} == {
+        constant.name: float(constant.value) for constant in RESUME
+    }
+    codes = ", ".join(str(code.value) for code in no_reconnect())
+    assert f"({codes}: `NO_RECONNECT`)" in table
+
+
 def test_the_protocol_page_lists_every_close_code() -> None:
     page = (ROOT / "docs" / "protocol.md").read_text(encoding="utf-8")
     table = page.split("## Close codes", 1)[1].split("\n## ", 1)[0]
