@@ -107,12 +107,12 @@ class Connection:
         socket's buffer is below its limit, and the connection is open."""
         ws = self.ws
         # `paused` is websockets' flow control: the transport's buffer is above its high-water
-        # mark, and `send()` would wait for it to drain.
+        # mark, and `send()` would wait for it to drain. (The notifier never sends a message in
+        # fragments, so no frame of another message can be under way.)
         return (
             not self.queue
             and not ws.paused
             and ws.protocol.state is State.OPEN
-            and ws.send_in_progress is None
             and self._closer is None
         )
 
