@@ -17,9 +17,10 @@ from typing import Any
 
 from bench.env import BENCH_USER, NotifierEnv, machine, notifier_env, percentile, raise_fd_limit
 from bench.wsload import Subscriber, subscribe
+from shared.clock import utcnow
 from shared.ids import new_task_id
-from shared.lifecycle import utcnow
-from shared.task import new_task_doc
+from shared.records import new_task
+from shared.store.tasks import document
 
 RESULTS = "latest"
 #: Idle subscribers to hold (the goal: 10,000).
@@ -48,8 +49,10 @@ async def measure(count: int, *, scope_all: bool) -> dict[str, Any]:
     # No keepalive pings during the run: each would be a frame to every subscriber.
     async with notifier_env(ws_ping_interval_s=600) as env:
         task_id = new_task_id()
-        doc = new_task_doc(task_id=task_id, name="bench", args={}, owner=BENCH_USER, at=utcnow())
-        await env.store.tasks.insert_one(doc)
+        doc = document(
+            new_task(task_id=task_id, name="bench", args={}, owner=BENCH_USER, at=utcnow())
+        )
+        await env.store.tasks.collection.insert_one(doc)
         spec: dict[str, Any] = {"type": "subscribe", "id": "s"}
         spec |= {"scope": "all"} if scope_all else {"tasks": [task_id]}
         # Warm up: the first connections load code and fill caches that are not per connection.
@@ -92,7 +95,7 @@ async def time_fanout(
         subscriber.arm(f'"version":{version}'.encode())
     await asyncio.sleep(0.5)
     sent = time.perf_counter()
-    await env.store.tasks.update_one(
+    await env.store.tasks.collection.update_one(
         {"_id": task_id}, {"$set": {"updated_at": utcnow()}, "$inc": {"version": 1}}
     )
     committed = time.perf_counter()

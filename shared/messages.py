@@ -6,8 +6,9 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.clock import utcnow
 from shared.ids import new_task_id
-from shared.lifecycle import TaskState, utcnow
+from shared.lifecycle import TaskState
 
 
 class Message(BaseModel):

@@ -86,8 +86,16 @@ class Settings(BaseSettings):
     publish_timeout_s: float = Field(default=5.0, gt=0)
     #: Deliveries of one command before the broker dead-letters it (a crash loop guard).
     delivery_limit: int = Field(default=5, ge=1)
+    #: Tries at recording a dead-lettered command's task as failed before the command is parked
+    #: (moved to the `<namespace>.parked` queue and counted), each after a doubling backoff.
+    dead_letter_attempts: int = Field(default=5, ge=1)
+    #: Seconds before the second try of a dead-lettered command; doubles, at most 30 s.
+    dead_letter_backoff_s: float = Field(default=0.5, gt=0)
     #: Python modules whose import registers extra task types, comma separated.
     task_modules: str = ""
+    #: Register the built-in `test.*` and `demo.*` task types, for trying tasklight and for its
+    #: tests (`make run` and the tests turn it on); off in a deployment.
+    builtin_tasks: bool = False
 
     #: Seconds without a heartbeat after which a worker is missing and its tasks are ended.
     worker_ttl_s: float = Field(default=30.0, gt=0)

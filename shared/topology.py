@@ -51,6 +51,12 @@ class Topology:
         """Queue that keeps dead-lettered commands for inspection."""
         return f"{self.namespace}.dead"
 
+    @property
+    def parked_queue(self) -> str:
+        """Queue that keeps dead-lettered commands whose task could not be recorded as failed
+        after every try: never consumed, for an operator to inspect."""
+        return f"{self.namespace}.parked"
+
     def delay_queue(self, band_s: int) -> str:
         """Queue where retried commands wait out delays of the band starting at `band_s`."""
         return f"{self.namespace}.delay.{band_s}s"

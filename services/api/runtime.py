@@ -7,13 +7,15 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from faststream.rabbit import RabbitBroker
 
 from services.api.problems import ProblemError
 from shared.auth import CSRF_COOKIE, SESSION_COOKIE, AuthStore, Principal, Session, bearer_token
 from shared.registry import Registry
-from shared.service import TaskService
+from shared.runs import Runs
 from shared.settings import Settings
-from shared.store import TaskStore
+from shared.store import Store
+from shared.submission import Submissions
 
 CSRF_HEADER = "X-CSRF-Token"
 #: Methods that change nothing, and so need no CSRF token.
@@ -25,8 +27,10 @@ class Runtime:
     """The API's connected parts."""
 
     settings: Settings
-    store: TaskStore
-    service: TaskService
+    store: Store
+    broker: RabbitBroker
+    submissions: Submissions
+    runs: Runs
     registry: Registry
     auth: AuthStore
 

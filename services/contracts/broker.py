@@ -92,6 +92,16 @@ def declare_publishers(broker: RabbitBroker, topology: Topology) -> None:
         description="Broadcast a cancel to every worker (best effort: a worker also learns "
         "of `canceling` from its next write to the task).",
     )
+    broker.publisher(
+        RabbitQueue(topology.parked_queue),
+        persist=True,
+        mandatory=True,
+        schema=RunTask,
+        title=topology.parked_queue,
+        description="A dead-lettered command whose task could not be recorded as failed after "
+        "`TASKLIGHT_DEAD_LETTER_ATTEMPTS` tries is parked here (with its headers, plus "
+        "`x-tasklight-parked-because`) for an operator; nothing consumes it.",
+    )
     for band_s in DELAY_BUCKETS_S:
         queue = delay_queue(topology, band_s)
         broker.publisher(

@@ -30,8 +30,11 @@ from services.notifier.subscriptions import Subscription, SubscriptionRegistry
 from shared import metrics
 from shared.ids import is_task_id
 from shared.lifecycle import FINAL_STATES, GROUP_STATES, TaskGroup
-from shared.store import Doc, TaskStore
+from shared.records import StoredTask
+from shared.store import Store
 from shared.task import Task
+
+Doc = dict[str, Any]
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +52,7 @@ _TASK = TypeAdapter(Task)
 
 def render(doc: Mapping[str, Any]) -> bytes:
     """A stored task as JSON, exactly as `GET /api/v1/tasks/{id}` shows it."""
-    return _TASK.dump_json(Task.from_doc(dict(doc)))
+    return _TASK.dump_json(StoredTask.model_validate(dict(doc)).view())
 
 
 class Rendered:
@@ -79,7 +82,7 @@ def rendered(doc: Mapping[str, Any]) -> Rendered | None:
 class Hub:
     """The subscriptions of one notifier process and the fan-out of changes to them."""
 
-    def __init__(self, store: TaskStore, *, max_subscriptions: int = 100) -> None:
+    def __init__(self, store: Store, *, max_subscriptions: int = 100) -> None:
         self.store = store
         self.max_subscriptions = max_subscriptions
         self.registry: SubscriptionRegistry[Connection] = SubscriptionRegistry()
@@ -226,7 +229,7 @@ class Hub:
         if connection.owner is not None:
             query["owner"] = connection.owner
         found: set[str] = set()
-        async for doc in self.store.tasks.find(query):
+        async for doc in self.store.tasks.collection.find(query):
             found.add(doc["_id"])
             yield doc
         missing = [t for t in wanted if t not in found]
@@ -239,7 +242,7 @@ class Hub:
     async def _scope_all_snapshot(
         self, owner: str | None, since_ts: datetime | None
     ) -> AsyncIterator[Doc]:
-        tasks = self.store.tasks
+        tasks = self.store.tasks.collection
         visible = _visible(owner)
         if since_ts is not None:
             query = {**visible, "updated_at": {"$gte": since_ts - CLOCK_MARGIN}}
@@ -256,13 +259,15 @@ class Hub:
         """Keep, of the tasks a `scope: all` client claimed in `since` and the snapshot did not
         show, those it may see: the others must never get a `deleted` (they are not its)."""
         claimed = sorted(connection.queue.claimed(sub.sub_id))
+        owner = connection.owner
+        if owner is None:  # an administrator may see every task
+            connection.queue.settle_claims(sub.sub_id, set(claimed))
+            return
         visible: set[str] = set()
         for start in range(0, len(claimed), IDS_PER_QUERY):
-            query = {
-                **_visible(connection.owner),
-                "_id": {"$in": claimed[start : start + IDS_PER_QUERY]},
-            }
-            visible |= {doc["_id"] async for doc in self.store.tasks.find(query, {"_id": 1})}
+            visible |= await self.store.tasks.visible_ids(
+                claimed[start : start + IDS_PER_QUERY], owner
+            )
         connection.queue.settle_claims(sub.sub_id, visible)
 
     async def resend_since(self, since: datetime) -> int:
@@ -274,12 +279,14 @@ class Hub:
         read = 0
         ids = [t for t in self.registry.task_ids() if is_task_id(t)]
         for start in range(0, len(ids), 1000):
-            async for doc in self.store.tasks.find({"_id": {"$in": ids[start : start + 1000]}}):
+            async for doc in self.store.tasks.collection.find(
+                {"_id": {"$in": ids[start : start + 1000]}}
+            ):
                 self.publish_doc(doc)
                 read += 1
         for owner in self.registry.scope_all_owners():
             query = {**_visible(owner), "updated_at": {"$gte": since - CLOCK_MARGIN}}
-            async for doc in self.store.tasks.find(query):
+            async for doc in self.store.tasks.collection.find(query):
                 self.publish_doc(doc)
                 read += 1
         return read

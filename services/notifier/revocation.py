@@ -15,11 +15,10 @@ import logging
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from typing import TypeVar
 
-from pymongo.errors import PyMongoError
-
 from services.notifier.connection import Connection
 from services.notifier.constants import CloseCode
 from shared.auth import AuthStore
+from shared.store import DatabaseError
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +54,7 @@ class RevocationCheck:
             await asyncio.sleep(self.interval_s)
             try:
                 revoked = await self.revoked(list(self.connections()))
-            except PyMongoError as exc:
+            except DatabaseError as exc:
                 log.warning("could not check credentials again: %r; next time", exc)
                 continue
             for connection, why in revoked:

@@ -18,7 +18,7 @@ from shared.auth import DEV_TOKEN
 from shared.ids import new_task_id
 from shared.lifecycle import TaskState
 from shared.settings import Settings
-from shared.store import TaskStore
+from shared.store import Change, Store
 from tests.integration.wsclient import Message, insert_task, tasks_of, ws_connect
 from tests.support import eventually
 
@@ -84,7 +84,7 @@ async def test_an_id_subscription_sends_the_current_state_then_subscribed_then_c
 
 
 async def test_scope_all_sees_tasks_created_after_it_subscribed(
-    settings: Settings, store: TaskStore, notifier: Notifier
+    settings: Settings, store: Store, notifier: Notifier
 ) -> None:
     first, second = new_task_id(), new_task_id()
     async with ws_connect(settings) as ws:
@@ -172,7 +172,7 @@ async def _value(value: Any) -> Any:
 
 
 async def test_a_client_that_never_reads_is_bounded_closed_and_delays_no_one(
-    settings: Settings, store: TaskStore
+    settings: Settings, store: Store
 ) -> None:
     limit = 20
     notifier = Notifier(settings.model_copy(update={"ws_queue_limit": limit}))
@@ -241,7 +241,7 @@ async def test_oversized_frames_close_with_1009(settings: Settings, notifier: No
 
 
 async def test_bad_messages_get_their_documented_error_and_the_socket_stays_open(
-    settings: Settings, store: TaskStore, notifier: Notifier
+    settings: Settings, store: Store, notifier: Notifier
 ) -> None:
     known = new_task_id()
     await insert_task(store, known)
@@ -326,7 +326,7 @@ async def test_a_silent_connection_is_closed_by_the_heartbeat(settings: Settings
 
 
 async def test_a_lost_resume_token_is_rebuilt_from_the_database_without_skipping(
-    settings: Settings, store: TaskStore, notifier: Notifier
+    settings: Settings, store: Store, notifier: Notifier
 ) -> None:
     task_id = new_task_id()
     await insert_task(store, task_id)
@@ -337,7 +337,8 @@ async def test_a_lost_resume_token_is_rebuilt_from_the_database_without_skipping
         follower.cancel()
         await asyncio.gather(follower, return_exceptions=True)
         # Committed while no stream follows; then the stream's place is lost.
-        await store.transition(task_id, [TaskState.WAITING], TaskState.CANCELED)
+        canceled = Change(sources=frozenset({TaskState.WAITING}), target=TaskState.CANCELED)
+        assert await store.tasks.apply_blind(task_id, canceled)
         notifier.follower.resume_token = {"_data": "00"}
         notifier._follow = asyncio.create_task(notifier.follower.run())
 
@@ -363,7 +364,7 @@ def _server_side(notifier: Notifier, client: socket.socket) -> Connection:
 
 
 async def _flood_until_gone(
-    notifier: Notifier, store: TaskStore, server_side: Connection, timeout_s: float
+    notifier: Notifier, store: Store, server_side: Connection, timeout_s: float
 ) -> float:
     """Store 32 KB tasks until the notifier drops `server_side`; seconds from the first."""
     blob = {"blob": "x" * 32_000}
@@ -381,7 +382,7 @@ async def _flood_until_gone(
 
 
 async def test_a_client_that_does_not_drain_is_closed_with_4000_within_the_deadline(
-    settings: Settings, store: TaskStore
+    settings: Settings, store: Store
 ) -> None:
     # The queue's bounds are far away: only the drain deadline can close this connection.
     drain_s = 1.0
@@ -417,7 +418,7 @@ async def test_a_client_that_does_not_drain_is_closed_with_4000_within_the_deadl
 
 
 async def test_a_client_whose_pending_bytes_pass_the_bound_is_closed_with_4000(
-    settings: Settings, store: TaskStore
+    settings: Settings, store: Store
 ) -> None:
     limit_bytes = 256 * 1024
     notifier = Notifier(
@@ -452,18 +453,18 @@ async def test_a_client_whose_pending_bytes_pass_the_bound_is_closed_with_4000(
 
 
 async def test_a_task_that_cannot_be_rendered_is_skipped_and_the_socket_stays_open(
-    settings: Settings, store: TaskStore, notifier: Notifier
+    settings: Settings, store: Store, notifier: Notifier
 ) -> None:
     good, odd, later = new_task_id(), new_task_id(), new_task_id()
     await insert_task(store, good)
     await insert_task(store, odd)
     # A document the task model cannot show (written by some other version, say).
-    await store.tasks.update_one({"_id": odd}, {"$set": {"created_at": "yesterday"}})
+    await store.tasks.collection.update_one({"_id": odd}, {"$set": {"created_at": "yesterday"}})
 
     async with ws_connect(settings) as ws:
         initial = await ws.subscribe(scope="all")
         await insert_task(store, later)
-        await store.tasks.update_one(
+        await store.tasks.collection.update_one(
             {"_id": odd}, {"$set": {"progress_reports": "odd"}, "$inc": {"version": 1}}
         )
         live = await ws.until(lambda m: m["type"] == "task" and m["task"]["id"] == later)

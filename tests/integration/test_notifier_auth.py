@@ -21,11 +21,12 @@ from services.api.app import create_app
 from services.notifier.app import Notifier
 from services.notifier.constants import CloseCode
 from shared.auth import CSRF_COOKIE, SESSION_COOKIE, AuthStore, Role
+from shared.clock import utcnow
 from shared.ids import new_task_id
-from shared.lifecycle import TaskState, utcnow
+from shared.lifecycle import Phase, TaskState
+from shared.records import new_task
 from shared.settings import Settings
-from shared.store import TaskStore
-from shared.task import new_task_doc
+from shared.store import Store
 from tests.conftest import ServerThread
 from tests.integration.wsclient import Message, Socket, tasks_of, ws_connect
 
@@ -46,26 +47,26 @@ class Users:
     """The test's users and their tokens."""
 
     auth: AuthStore
-    store: TaskStore
+    store: Store
     tokens: dict[str, str]
     api_url: str
 
     async def task(self, owner: str, state: TaskState = TaskState.WAITING) -> str:
         """A task of `owner`, stored directly."""
         task_id = new_task_id()
-        doc = new_task_doc(task_id=task_id, name="test.count", args={}, owner=owner, at=utcnow())
-        doc["state"] = state.value
+        task = new_task(task_id=task_id, name="test.count", args={}, owner=owner, at=utcnow())
+        task.state = state
         if state is TaskState.COMPLETED:
-            doc["finished_at"] = utcnow() - timedelta(minutes=1)
-        await self.store.insert(doc)
+            task.phase = Phase.ENDED
+            task.finished_at = utcnow() - timedelta(minutes=1)
+        await self.store.tasks.insert(task)
         return task_id
 
 
 @pytest.fixture
-async def users(settings: Settings, store: TaskStore, notifier: Notifier) -> AsyncIterator[Users]:
+async def users(settings: Settings, store: Store, notifier: Notifier) -> AsyncIterator[Users]:
     """alice, bob and root, with a token each; the api and the notifier running."""
     auth = AuthStore(store.db)
-    await auth.ensure_indexes()
     tokens = {}
     for name in ("alice", "bob", "root"):
         role = Role.ADMIN if name == "root" else Role.USER
@@ -186,7 +187,7 @@ async def test_another_users_task_id_learns_nothing_not_even_its_deletion(
         nothing = await bob.subscribe("none", tasks=[nobodys], since={nobodys: 1})
         everything = await bob.subscribe("all", scope="all", since={alices: 1})
 
-        await users.store.tasks.update_one(
+        await users.store.tasks.collection.update_one(
             {"_id": alices}, {"$set": {"metadata": {"note": "changed"}}, "$inc": {"version": 1}}
         )
         async with httpx.AsyncClient(
@@ -217,7 +218,7 @@ async def test_an_administrator_still_sees_every_users_deletions(
     alices = await users.task("alice", TaskState.COMPLETED)
     async with ws_connect(settings, token=users.tokens["root"]) as root:
         initial = await root.subscribe("all", scope="all")
-        await users.store.delete_finished(alices)
+        await users.store.tasks.delete_finished(alices)
         [*_, deleted] = await root.until(lambda m: m["type"] == "deleted")
 
     assert alices in {t["id"] for t in tasks_of(initial)}

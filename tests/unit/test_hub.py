@@ -14,7 +14,7 @@ from services.notifier.hub import Hub
 from services.notifier.outbound import task_message
 from services.notifier.sendqueue import SendQueue
 from services.notifier.subscriptions import Subscription
-from shared.store import TaskStore
+from shared.store import Store
 
 T1 = "01900000-0000-7000-8000-000000000001"
 AT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -67,7 +67,7 @@ def test_one_change_is_rendered_once_and_shared_as_one_frame_by_every_subscriber
         return real_render(stored)
 
     monkeypatch.setattr(hub_module, "render", counting_render)
-    hub = Hub(cast(TaskStore, None))
+    hub = Hub(cast(Store, None))
     connections = [subscribed(hub, "s") for _ in range(1000)]
 
     hub.publish_doc(doc(2))
@@ -80,7 +80,7 @@ def test_one_change_is_rendered_once_and_shared_as_one_frame_by_every_subscriber
 
 
 def test_each_subscription_id_gets_its_own_frame_and_its_own_versions() -> None:
-    hub = Hub(cast(TaskStore, None))
+    hub = Hub(cast(Store, None))
     first, second, admin = subscribed(hub, "a"), subscribed(hub, "b"), subscribed(hub, "a", None)
     bob = subscribed(hub, "a", "bob")
     second.queue.accept("b", T1, 3)  # it has version 3 already
