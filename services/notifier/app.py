@@ -145,7 +145,7 @@ class Notifier:
         # Scripts send no Origin; they authenticate with a token and are not at risk.
         origins = request.headers.get_all("Origin")
         if len(origins) > 1:
-            return _plain(HTTPStatus.BAD_REQUEST, "send one Origin header, not several\n")
+            return _plain(HTTPStatus.BAD_REQUEST, "the Origin header must be sent once\n")
         origin = origins[0] if origins else None
         if origin is not None and origin.rstrip("/") not in self.origins:
             log.warning("refused a WebSocket from origin %r", origin)
