@@ -59,7 +59,6 @@ class Connection:
     the others; the sender task, while there is one, is the only one that waits on its socket."""
 
     __slots__ = (
-        "__weakref__",
         "_closer",
         "_room",
         "_sender",
