@@ -29,6 +29,7 @@ from shared.auth import Principal
 
 log = logging.getLogger(__name__)
 
+_OPEN = State.OPEN
 #: Seconds the closing handshake of a connection the notifier gives up on may take before the
 #: TCP connection is dropped: such a client is usually not reading, so the handshake never ends.
 CLOSE_BEHIND_TIMEOUT_S = 2.0
@@ -109,9 +110,9 @@ class Connection:
         # mark, and `send()` would wait for it to drain. (The notifier never sends a message in
         # fragments, so no frame of another message can be under way.)
         return (
-            not self.queue
+            self.queue.bytes == 0
             and not ws.paused
-            and ws.protocol.state is State.OPEN
+            and ws.protocol.state is _OPEN
             and self._closer is None
         )
 
@@ -210,23 +211,23 @@ class Connection:
 
 
 class Prepared:
-    """One text message for many connections, framed once (on first use) for all of them."""
+    """One text message for many connections, framed once for all of them."""
 
-    __slots__ = ("_frame", "text")
+    __slots__ = ("frame", "text")
 
     def __init__(self, text: bytes) -> None:
         #: The message's JSON text, as UTF-8.
         self.text = text
-        self._frame: bytes | None = None
+        #: The whole WebSocket frame, as every connection without an extension gets it: a
+        #: server's frames are unmasked, so they are the same bytes for all.
+        self.frame = Frame(Opcode.TEXT, text).serialize(mask=False, extensions=[])
 
     def write(self, connection: Connection) -> None:
         """Write it to a connection found `writable_now`."""
-        if not connection.plain:
+        if connection.plain:
+            # What `broadcast` would write, framed once for all; nothing in the protocol's
+            # state depends on a data frame it did not frame itself.
+            connection.ws.transport.write(self.frame)
+        else:
             # An extension (compression) frames each connection's copy itself.
             broadcast((connection.ws,), self.text, text=True)
-            return
-        if self._frame is None:
-            self._frame = Frame(Opcode.TEXT, self.text).serialize(mask=False, extensions=[])
-        # What `broadcast` would write, framed once for all: a server's frames are unmasked,
-        # and nothing in the protocol's state depends on a data frame it did not frame itself.
-        connection.ws.transport.write(self._frame)

@@ -109,23 +109,28 @@ class Hub:
     def publish(self, task: Rendered, subs: Iterable[Subscription[Connection]]) -> None:
         """Offer a rendered task to `subs`: one message per subscription id, written at once
         to the connections that keep up (framed once for all of them), queued for the others."""
+        # The hot loop of the notifier (once per subscriber and change): names bound once.
+        task_id, version, final = task.id, task.version, task.final
+        accepted = Offer.ACCEPTED
         messages: dict[str, Prepared] = {}
-        tally: dict[str, int] = {}
+        written = 0
+        dropped: dict[str, int] = {}
         for sub in subs:
-            connection = sub.connection
-            offer = connection.queue.accept(sub.sub_id, task.id, task.version, final=task.final)
-            if offer is Offer.ACCEPTED:
-                message = messages.get(sub.sub_id)
-                if message is None:
-                    message = messages[sub.sub_id] = Prepared(task_message(sub.sub_id, task.json))
-                if connection.writable_now():
-                    message.write(connection)
-                    offer = Offer.QUEUED
-                else:
-                    connection.queue_update(sub.sub_id, task.id, message.text)
-                    continue  # counted by the connection
-            tally[offer.value] = tally.get(offer.value, 0) + 1
-        for result, count in tally.items():
+            connection, sub_id = sub.connection, sub.sub_id
+            offer = connection.queue.accept(sub_id, task_id, version, final=final)
+            if offer is not accepted:
+                dropped[offer.value] = dropped.get(offer.value, 0) + 1
+                continue
+            message = messages.get(sub_id)
+            if message is None:
+                message = messages[sub_id] = Prepared(task_message(sub_id, task.json))
+            if connection.writable_now():
+                message.write(connection)
+                written += 1
+            else:
+                connection.queue_update(sub_id, task_id, message.text)  # counted there
+        metrics.WS_PUSHES.add(Offer.QUEUED.value, written)
+        for result, count in dropped.items():
             metrics.WS_PUSHES.add(result, count)
 
     def publish_deleted(self, task_id: str) -> None:

@@ -76,7 +76,7 @@ class SendQueue:
         self._pending: OrderedDict[object, bytes] = OrderedDict()
         self._seen: dict[str, _Seen] = {}
         self._keys = count()
-        #: Bytes of the pending messages.
+        #: Bytes of the pending messages (0 exactly when none is pending: none is empty).
         self.bytes = 0
         #: The most messages, and bytes, ever pending at once (for tests and metrics).
         self.peak = 0
@@ -195,6 +195,7 @@ class SendQueue:
         self.bytes = 0
 
     def _put(self, key: object, message: bytes) -> Offer:
+        assert message, "messages are never empty (`bytes` counts them)"
         replaced = self._pending.get(key)
         if replaced is not None:
             self.bytes -= len(replaced)
