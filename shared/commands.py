@@ -10,7 +10,7 @@ from faststream.rabbit import RabbitBroker, RabbitQueue
 
 from shared import tracing
 from shared.broker import control_exchange, publish_command, tasks_exchange
-from shared.messages import CancelTask, RunTask
+from shared.messages import CancelTask, RunTask, TaskSnapshot
 from shared.retries import bucket_for
 from shared.store.tasks import TaskStore
 from shared.topology import RUN_KEY, Topology
@@ -30,10 +30,18 @@ class Commands:
         self.topology = topology
         self.timeout_s = timeout_s
 
-    async def run(self, task_id: str, name: str, *, delay_s: float = 0) -> None:
+    async def run(
+        self,
+        task_id: str,
+        name: str,
+        *,
+        delay_s: float = 0,
+        snapshot: TaskSnapshot | None = None,
+    ) -> None:
         """Publish the task's `RunTask` (after `delay_s`, held by the broker); raises if the
-        broker did not confirm it. Then its outbox mark is cleared."""
-        command = RunTask(task_id=task_id, name=name)
+        broker did not confirm it. Then its outbox mark is cleared. A new task's command carries
+        its `snapshot`, which spares its worker a read."""
+        command = RunTask(task_id=task_id, name=name, snapshot=snapshot)
         if delay_s > 0:
             queue = self.topology.delay_queue(bucket_for(delay_s))
             with tracing.publishing(queue, "RunTask", task_id) as headers:

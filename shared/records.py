@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.lifecycle import FINAL_STATES, FIRST_VERSION, Phase, TaskState
+from shared.messages import TaskSnapshot
 from shared.task import Attempt, ProgressReport, Task, TaskError, UiHints, WorkerRef, task_href
 
 
@@ -94,6 +95,12 @@ class StoredTask(BaseModel):
     def attempt_number(self) -> int:
         """Which attempt a run starting now is: 1, then one more after each retry."""
         return 1 + self.retried_attempts
+
+    def snapshot(self) -> TaskSnapshot:
+        """What its first run needs of it (see `RunTask.snapshot`)."""
+        return TaskSnapshot(
+            owner=self.owner, args=self.args, created_at=self.created_at, parent_id=self.parent_id
+        )
 
     def view(self) -> Task:
         """The task as clients see it."""

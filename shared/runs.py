@@ -34,6 +34,7 @@ from shared.clock import utcnow
 from shared.commands import Commands
 from shared.ids import new_task_id
 from shared.lifecycle import ACTIVE_STATES, FIRST_VERSION, Phase, TaskState
+from shared.messages import TaskSnapshot
 from shared.records import Run, StoredTask
 from shared.store import ANY_RUN, Change
 from shared.store.dispatch_marks import MARK
@@ -91,14 +92,18 @@ class Runs:
 
     # --- a worker's run --------------------------------------------------------------------
 
-    async def claim(self, task_id: str, worker: str) -> Claim | None:
+    async def claim(
+        self, task_id: str, worker: str, snapshot: TaskSnapshot | None = None, name: str = ""
+    ) -> Claim | None:
         """Start a new run of `task_id` on `worker`; None if the task is not claimable (another
         delivery claimed it, it was canceled, it ended).
 
         A waiting task is at its first version unless something changed it while it waited, so
         the claim is first tried as a known-version write that the claims of other tasks share
         (one statement; the batch's write id is the run's id), then as the compare-and-set that
-        reads the state from the task, then as the claim of a released task.
+        reads the state from the task, then as the claim of a released task. A task claimed at
+        its first version is as its submission stored it: with the command's `snapshot` (and
+        `name`), the claim knows the task without reading it back.
         """
 
         def first_claim(run_id: str, at: datetime) -> Change:
@@ -107,6 +112,8 @@ class Runs:
         run_id = await self.tasks.apply_at_version(
             task_id, TaskState.WAITING, FIRST_VERSION, first_claim
         )
+        if run_id is not None and snapshot is not None and name:
+            return Claim(first_run(task_id, name, snapshot, worker, run_id), run_id, worker, 2)
         if run_id is None:
             run_id = new_task_id()
             if not await self.tasks.apply_blind(task_id, first_claim(run_id, utcnow())):
@@ -452,6 +459,29 @@ class Runs:
         metrics.finished(task.name, state.value)
         if task.parent_id is not None:
             await self.finish_parent(task.parent_id)
+
+
+def first_run(
+    task_id: str, name: str, snapshot: TaskSnapshot, worker: str, run_id: str
+) -> StoredTask:
+    """A task as its first claim left it, from what its submission stored."""
+    at = utcnow()
+    return StoredTask(
+        id=task_id,
+        name=name,
+        state=TaskState.RUNNING,
+        phase=Phase.HELD,
+        owner=snapshot.owner,
+        created_at=snapshot.created_at,
+        updated_at=at,
+        started_at=at,
+        args=snapshot.args,
+        parent_id=snapshot.parent_id,
+        worker=WorkerRef(name=worker, last_heartbeat=at),
+        run=Run(id=run_id, worker=worker),
+        runs=1,
+        version=FIRST_VERSION + 1,
+    )
 
 
 def end_change(target: TaskState, run_id: str, fields: dict[str, Any], worker: str) -> Change:

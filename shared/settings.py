@@ -77,8 +77,13 @@ class Settings(BaseSettings):
     #: `http://127.0.0.1:<api_port>` and `http://localhost:<api_port>`.
     allowed_origins: str = ""
 
-    #: Tasks one worker process runs at once.
+    #: Tasks one worker process claims and runs at once.
     worker_concurrency: int = Field(default=8, ge=1, le=1000)
+    #: Commands one worker takes from the queue at once (unacknowledged); 0: twice
+    #: `worker_concurrency`. More than the concurrency keeps the slots busy while finished tasks'
+    #: outcomes are written; for long tasks, whose commands wait in a busy worker while another
+    #: may be idle, set it to the concurrency.
+    worker_prefetch: int = Field(default=0, ge=0, le=10000)
     worker_name: str = Field(default_factory=_default_worker_name)
     #: Seconds between a worker's heartbeats.
     heartbeat_s: float = Field(default=5.0, gt=0)
@@ -143,6 +148,10 @@ class Settings(BaseSettings):
     #: Trace with OpenTelemetry (needs the `otel` extra), exporting OTLP over HTTP as the
     #: standard `OTEL_*` variables say; also on when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
     otel_enabled: bool = False
+
+    def prefetch(self) -> int:
+        """The worker's prefetch (see `worker_prefetch`)."""
+        return max(self.worker_prefetch or 2 * self.worker_concurrency, self.worker_concurrency)
 
     def origins(self) -> frozenset[str]:
         """The allowed browser origins (see `allowed_origins`)."""

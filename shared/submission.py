@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
-import math
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -17,10 +18,12 @@ from shared import metrics
 from shared.clock import utcnow
 from shared.commands import Commands
 from shared.ids import new_task_id
+from shared.rate_limit import RateLimiter
 from shared.records import StoredTask, new_task
 from shared.registry import Registry
 from shared.settings import Settings
 from shared.store import IdempotencyKeys, KeyRecord, TaskStore
+from shared.store.rates import NO_COUNTERS
 from shared.task import UiHints, unstorable
 
 log = logging.getLogger(__name__)
@@ -44,15 +47,6 @@ class ArgsTooLarge(ValueError):
         super().__init__(f"args: {size} bytes as JSON, more than the {limit} allowed")
         self.size = size
         self.limit = limit
-
-
-class RateLimited(RuntimeError):
-    """The user submitted `submit_rate_per_minute` tasks in the last minute already."""
-
-    def __init__(self, limit: int, retry_after_s: int) -> None:
-        super().__init__(f"more than {limit} submissions in one minute; retry in {retry_after_s} s")
-        self.limit = limit
-        self.retry_after_s = retry_after_s
 
 
 class BrokerUnavailable(RuntimeError):
@@ -102,6 +96,12 @@ class Submissions:
     commands: Commands
     registry: Registry
     settings: Settings
+    #: The per-minute allowance of each user (the api's; a worker starting children has none).
+    limiter: RateLimiter = field(default_factory=lambda: RateLimiter(NO_COUNTERS, 0))
+
+    async def close(self) -> None:
+        """Add the counts not yet shared with other api replicas."""
+        await self.limiter.close()
 
     def validate(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
         """The validated arguments for task type `name`, in their stored (JSON) form."""
@@ -124,27 +124,19 @@ class Submissions:
             ) from None
         return model.model_dump(mode="json")
 
-    async def check_rate(self, owner: str, count: int = 1) -> None:
-        """Raise `RateLimited` if `count` more submissions would exceed `owner`'s per-minute
-        allowance.
+    @contextlib.asynccontextmanager
+    async def counted(self, owner: str, count: int = 1) -> AsyncIterator[None]:
+        """Count `count` submissions of `owner` against their per-minute allowance for the
+        block (raising `RateLimited` if it is used up); a block that raises gives them back.
 
-        A sliding minute counted from the tasks themselves (their ids are creation times), so
-        every api replica sees the same count and a submission costs no extra write. Child tasks
-        are not counted: a parent's spawns are the worker's doing, not the user's. Concurrent
-        requests may overshoot the limit by as many as are in flight at once.
+        Child tasks are not counted: a parent's spawns are the worker's doing, not the user's.
         """
-        limit = self.settings.submit_rate_per_minute
-        if limit == 0:
-            return
-        if count > limit:
-            raise RateLimited(limit, 60)
-        window_start = utcnow() - timedelta(minutes=1)
-        if await self.tasks.submitted_since(owner, window_start, limit) + count <= limit:
-            return
-        # Over: the first submission counted leaves the window first (read only now).
-        first = await self.tasks.first_submitted_since(owner, window_start)
-        leaves_at = (first or utcnow()) + timedelta(minutes=1)
-        raise RateLimited(limit, max(1, math.ceil((leaves_at - utcnow()).total_seconds())))
+        await self.limiter.take(owner, count)
+        try:
+            yield
+        except BaseException:
+            self.limiter.give_back(owner, count)
+            raise
 
     def _new(
         self,
@@ -195,7 +187,7 @@ class Submissions:
         task = self._new(name, args, owner=owner, ui=ui, metadata=metadata, parent_id=parent_id)
         await self.tasks.insert(task, dispatch_due_at=self._due())
         try:
-            await self.commands.run(task.id, name)
+            await self.commands.run(task.id, name, snapshot=task.snapshot())
         except Exception as exc:
             log.warning("publish of task %s failed: %r; removing it", task.id, exc)
             await self.tasks.discard_unqueued([task.id], parent_id=parent_id)
@@ -225,7 +217,8 @@ class Submissions:
             raise InvalidSubmission(errors)
         await self.tasks.insert_many(tasks, dispatch_due_at=self._due())
         outcomes = await asyncio.gather(
-            *(self.commands.run(task.id, task.name) for task in tasks), return_exceptions=True
+            *(self.commands.run(task.id, task.name, snapshot=task.snapshot()) for task in tasks),
+            return_exceptions=True,
         )
         failures = [o for o in outcomes if isinstance(o, BaseException)]
         if failures and len(failures) == len(tasks):

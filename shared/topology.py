@@ -10,6 +10,8 @@ TASKS = "tasks"
 WORKERS = "workers"
 #: Idempotency-Key records of `POST /tasks`, removed by TTL.
 IDEMPOTENCY_KEYS = "idempotency_keys"
+#: Submissions per user in slots of ten seconds, for the per-minute limit; removed by TTL.
+SUBMISSION_COUNTS = "submission_counts"
 #: Users: name, role, password hash.
 USERS = "users"
 #: API tokens, by the SHA-256 of the token.

@@ -16,6 +16,7 @@ from services.api.runtime import Runtime
 from shared.auth import DEV_USER, AuthStore
 from shared.broker import declare_topology, make_broker
 from shared.commands import Commands
+from shared.rate_limit import RateLimiter
 from shared.registry import Registry, load_registry
 from shared.runs import Runs
 from shared.settings import Settings
@@ -68,6 +69,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         store = open_store(settings)
         auth = open_auth(store, settings)
         broker = make_broker(settings, logger=None)
+        submissions: Submissions | None = None
         try:
             await store.require_schema()
             await _first_admin(auth, settings)
@@ -75,17 +77,23 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
             topology = Topology(settings.namespace)
             await declare_topology(broker, topology, settings)
             commands = Commands(broker, store.tasks, topology, timeout_s=settings.publish_timeout_s)
+            limiter = RateLimiter(store.rates, settings.submit_rate_per_minute)
+            submissions = Submissions(
+                store.tasks, store.idempotency, commands, registry, settings, limiter
+            )
             app.state.runtime = Runtime(
                 settings,
                 store,
                 broker,
-                Submissions(store.tasks, store.idempotency, commands, registry, settings),
+                submissions,
                 Runs(store.tasks, commands, outbox_grace_s=settings.outbox_grace_s),
                 registry,
                 auth,
             )
             yield
         finally:
+            if submissions is not None:
+                await submissions.close()
             await broker.stop()
             await store.close()
 

@@ -35,10 +35,16 @@ class Runtime:
     auth: AuthStore
 
 
-def get_runtime(request: Request) -> Runtime:
+def runtime_of(request: Request) -> Runtime:
     """The runtime the app's lifespan built."""
     runtime: Runtime = request.app.state.runtime
     return runtime
+
+
+async def get_runtime(request: Request) -> Runtime:
+    """`runtime_of` as a dependency: async, because FastAPI runs a plain function dependency
+    in its thread pool: a thread hop on every request."""
+    return runtime_of(request)
 
 
 @dataclass(frozen=True)
@@ -55,7 +61,7 @@ async def authenticate(request: Request) -> Credentials | None:
     Wrong credentials are an error, not anonymity: a client that sent a token learns at once
     that it is not accepted.
     """
-    runtime = get_runtime(request)
+    runtime = runtime_of(request)
     header = request.headers.get("Authorization")
     if header is not None:
         token = bearer_token(header)

@@ -14,6 +14,7 @@ from services.api.runtime import RuntimeDep, UserDep
 from shared.auth import Principal
 from shared.ids import is_task_id
 from shared.lifecycle import FINAL_STATES, GROUP_STATES, TaskGroup, TaskState
+from shared.rate_limit import RateLimited
 from shared.records import StoredTask
 from shared.runs import AlreadyFinished
 from shared.submission import (
@@ -23,7 +24,6 @@ from shared.submission import (
     IdempotencyKeyReused,
     InvalidSubmission,
     NewTask,
-    RateLimited,
     Submitted,
 )
 from shared.task import API_PREFIX, Task, UiHints, task_href
@@ -99,26 +99,28 @@ async def submit_task(
 ) -> Task:
     """Store the task as `waiting`, queue it, and answer at once with its address."""
     try:
-        await runtime.submissions.check_rate(user.name)
-        if idempotency_key is None:
-            submitted = Submitted(
-                await runtime.submissions.submit(
+        async with runtime.submissions.counted(user.name):
+            if idempotency_key is None:
+                submitted = Submitted(
+                    await runtime.submissions.submit(
+                        submission.name,
+                        submission.args,
+                        owner=user.name,
+                        ui=submission.ui,
+                        metadata=submission.metadata,
+                    )
+                )
+            else:
+                submitted = await runtime.submissions.submit_once(
+                    idempotency_key,
                     submission.name,
                     submission.args,
                     owner=user.name,
                     ui=submission.ui,
                     metadata=submission.metadata,
                 )
-            )
-        else:
-            submitted = await runtime.submissions.submit_once(
-                idempotency_key,
-                submission.name,
-                submission.args,
-                owner=user.name,
-                ui=submission.ui,
-                metadata=submission.metadata,
-            )
+        if submitted.replayed:  # the answer to an earlier request: no new task to count
+            runtime.submissions.limiter.give_back(user.name)
     except SUBMISSION_ERRORS as exc:
         raise _submission_problem(exc, ["body"]) from None
     except IdempotencyKeyReused:
@@ -195,10 +197,10 @@ async def submit_batch(batch: Batch, runtime: RuntimeDep, user: UserDep) -> Batc
     database commit, for up to 100 tasks. All or nothing: one invalid task refuses the batch
     (`errors[].loc` names it by index), and so does a broker that takes none of the commands."""
     try:
-        await runtime.submissions.check_rate(user.name, len(batch.tasks))
-        stored = await runtime.submissions.submit_many(
-            [NewTask(t.name, t.args, t.ui, t.metadata) for t in batch.tasks], owner=user.name
-        )
+        async with runtime.submissions.counted(user.name, len(batch.tasks)):
+            stored = await runtime.submissions.submit_many(
+                [NewTask(t.name, t.args, t.ui, t.metadata) for t in batch.tasks], owner=user.name
+            )
     except SUBMISSION_ERRORS as exc:
         raise _submission_problem(exc, ["body", "tasks"]) from None
     return BatchResult(results=[task.view() for task in stored])

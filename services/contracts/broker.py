@@ -52,7 +52,7 @@ def _consumed(topology: Topology, settings: Settings) -> dict[str, tuple[type[Ba
     return {
         topology.tasks_queue: (
             RunTask,
-            "Workers take `RunTask` commands here (prefetch: the worker's concurrency) and "
+            "Workers take `RunTask` commands here (prefetch: `TASKLIGHT_WORKER_PREFETCH`) and "
             "acknowledge each only once the task's outcome is stored. A durable quorum queue: a "
             f"command delivered `TASKLIGHT_DELIVERY_LIMIT` times ({settings.delivery_limit}) is "
             f"dead-lettered to `{topology.dead_exchange}`; an undecodable one is rejected there "

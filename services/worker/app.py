@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from services.worker.heartbeat import heartbeat_forever
 from services.worker.janitor import Janitor
 from services.worker.probes import ProbeServer
-from services.worker.runner import Runner
+from services.worker.runner import NotTaken, Runner
 from shared import metrics, tracing
 from shared.broker import (
     control_exchange,
@@ -89,6 +89,7 @@ class Worker:
             settings.worker_name,
             cancel_grace_s=settings.cancel_grace_s,
             ack_deadline_s=settings.ack_deadline_s,
+            concurrency=settings.worker_concurrency,
         )
         self.janitor = Janitor(self.store, self.runs, self.commands, self.registry, settings)
         self.probes = ProbeServer(
@@ -103,7 +104,7 @@ class Worker:
         self.tasks_subscriber = self.broker.subscriber(
             tasks_queue(self.topology, self.settings),
             tasks_exchange(self.topology),
-            channel=Channel(prefetch_count=self.settings.worker_concurrency),
+            channel=Channel(prefetch_count=self.settings.prefetch()),
             ack_policy=AckPolicy.MANUAL,
         )
 
@@ -125,6 +126,9 @@ class Worker:
             ):
                 try:
                     await self.runner.handle(command, delivery.ack)
+                except NotTaken:
+                    await delivery.nack()
+                    return
                 except Exception:
                     # The outcome could not be stored: give the command back for another try,
                     # once the database answers (each requeue counts towards the delivery limit).

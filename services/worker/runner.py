@@ -1,10 +1,16 @@
 """Running one `RunTask` command: claim the task, run its handler, conclude with one verb.
 
     claim (runs.claim) ─▶ handler ─▶ decisions.decide ─▶ one verb of shared/runs.py
+    └──────── a slot ────────┘
 
 The runner owns what happens around the handler (its cancel grace, the hand-back on shutdown,
 the early ack of a long task, insisting on the outcome through a database outage); what becomes
 of the task is `decisions.py`'s to decide and `runs.py`'s to write.
+
+A slot (of `concurrency`) is held from the claim to the handler's return, not while the outcome
+is written: commands are taken a few more than the slots at a time (the worker's prefetch), so
+while some tasks' ends are in flight others are claimed and run, and the claims and ends of
+tasks handled together share their statements.
 """
 
 from __future__ import annotations
@@ -44,6 +50,10 @@ Ack = Callable[[], Awaitable[None]]
 T = TypeVar("T")
 
 
+class NotTaken(Exception):
+    """The worker is stopping and did not claim this command: give it back to the queue."""
+
+
 @dataclass
 class Runner:
     """Runs commands for one worker process; knows which tasks it runs now."""
@@ -56,17 +66,26 @@ class Runner:
     cancel_grace_s: float = 10.0
     #: Seconds after which the command of a still-running task is acknowledged.
     ack_deadline_s: float = 25 * 60.0
+    #: Tasks claimed or run at once.
+    concurrency: int = 8
     running: dict[str, RunContext] = field(default_factory=dict)
     #: Every `handle` call in progress, from claim to stored outcome.
     inflight: set[asyncio.Future[Any]] = field(default_factory=set)
+    slots: asyncio.Semaphore = field(init=False)
+    #: Set once `shutdown` began: commands that get a slot after it are not claimed.
+    stopping: bool = False
+
+    def __post_init__(self) -> None:
+        self.slots = asyncio.Semaphore(self.concurrency)
 
     async def handle(self, command: RunTask, ack: Ack) -> None:
         """Run the task of `command` unless it already ran or runs elsewhere.
 
         Returns once the task's outcome is stored (or it was skipped); the caller then
         acknowledges the command, unless `ack` already did (a task running past the ack
-        deadline). Raises only when the database cannot be written: the caller should then give
-        the command back to the queue.
+        deadline). Raises `NotTaken` for a command that waited for a slot while the worker began
+        to stop, and any other error only when the database cannot be written: the caller
+        should then give the command back to the queue.
         """
         current = asyncio.current_task()
         assert current is not None
@@ -77,28 +96,33 @@ class Runner:
             self.inflight.discard(current)
 
     async def _handle(self, command: RunTask, ack: Ack) -> None:
-        claim = await self._claim(command.task_id)
-        if claim is None:
-            await self.runs.decline(command.task_id)
-            return
         early_ack = asyncio.get_running_loop().call_later(
             self.ack_deadline_s, lambda: asyncio.ensure_future(ack())
         )
         try:
-            decision, reports = await self._run(claim)
+            async with self.slots:
+                if self.stopping:
+                    raise NotTaken(command.task_id)
+                claim = await self._claim(command)
+                if claim is not None:
+                    decision, reports = await self._run(claim)
+            if claim is None:
+                await self.runs.decline(command.task_id)
+                return
             await self._insist(lambda: self._conclude(claim, decision, reports))
         finally:
             early_ack.cancel()
 
-    async def _claim(self, task_id: str) -> Claim | None:
+    async def _claim(self, command: RunTask) -> Claim | None:
         """This worker's claim of the task, or None if it is not ours to run.
 
         A claim whose answer was lost (the database went away while it was in flight) may have
         been stored: that is found out, once the database answers, before anything else is
         decided, so a live worker's task is neither left to the janitor nor run twice.
         """
+        task_id = command.task_id
         try:
-            return await self.runs.claim(task_id, self.worker_name)
+            return await self.runs.claim(task_id, self.worker_name, command.snapshot, command.name)
         except DatabaseError as exc:
             if not outcome_unknown(exc):
                 raise
@@ -136,7 +160,9 @@ class Runner:
             context.cancel_requested.set()
 
     async def shutdown(self, grace_s: float) -> None:
-        """Let running tasks finish for `grace_s` seconds, then hand the rest back."""
+        """Let running tasks finish for `grace_s` seconds, then hand the rest back; commands
+        still waiting for a slot are not claimed."""
+        self.stopping = True
         if self.inflight:
             await asyncio.wait(set(self.inflight), timeout=grace_s)
         for context in list(self.running.values()):

@@ -4,6 +4,7 @@
     ├── tasks         TaskStore: task documents, read as `StoredTask`s and changed by `Change`s
     ├── workers       WorkerStore: heartbeats
     ├── idempotency   IdempotencyKeys: Idempotency-Key records
+    ├── rates         RateCounters: submissions per user and slot, for the rate limit
     └── schema        indexes, made by `migrate` and checked by every service at start
 
 No module outside this package imports PyMongo (a unit test holds every module to that). A second
@@ -22,10 +23,11 @@ from shared.store import schema
 from shared.store.change import ANY_RUN, Change
 from shared.store.errors import DatabaseError, DatabaseUnreachable, outcome_unknown
 from shared.store.idempotency import IdempotencyKeys, KeyRecord
+from shared.store.rates import RateCounters
 from shared.store.schema import SchemaOutdated
 from shared.store.tasks import DueDispatch, TaskStore
 from shared.store.workers import WorkerStore
-from shared.topology import IDEMPOTENCY_KEYS, TASKS, WORKERS
+from shared.topology import IDEMPOTENCY_KEYS, SUBMISSION_COUNTS, TASKS, WORKERS
 
 __all__ = [
     "ANY_RUN",
@@ -35,6 +37,7 @@ __all__ = [
     "DueDispatch",
     "IdempotencyKeys",
     "KeyRecord",
+    "RateCounters",
     "SchemaOutdated",
     "Store",
     "TaskStore",
@@ -56,14 +59,17 @@ class Store:
         *,
         retention_s: int = 30 * 24 * 3600,
         idempotency_ttl_s: int = 24 * 3600,
+        outbox_grace_s: float = 0.1,
     ) -> None:
         self.client = client
         #: The database itself: for the store's own modules, tests and benchmarks only.
         self.db: AsyncDatabase[Doc] = client[database]
         self.indexes = schema.indexes(retention_s=retention_s, idempotency_ttl_s=idempotency_ttl_s)
-        self.tasks = TaskStore(self.db[TASKS])
+        # A confirmed command's mark is cleared half-way to when the relay would publish it.
+        self.tasks = TaskStore(self.db[TASKS], mark_hold_s=outbox_grace_s / 2)
         self.workers = WorkerStore(self.db[WORKERS])
         self.idempotency = IdempotencyKeys(self.db[IDEMPOTENCY_KEYS])
+        self.rates = RateCounters(self.db[SUBMISSION_COUNTS])
 
     async def ping(self) -> None:
         """Raise if the database does not answer."""
@@ -93,4 +99,5 @@ def open_store(settings: Settings) -> Store:
         settings.database,
         retention_s=settings.retention_s,
         idempotency_ttl_s=settings.idempotency_ttl_s,
+        outbox_grace_s=settings.outbox_grace_s,
     )

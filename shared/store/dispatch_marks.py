@@ -7,6 +7,8 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import time
+from collections import deque
 from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
@@ -20,43 +22,63 @@ MARK = "dispatch_due_at"
 
 
 class DispatchMarks:
-    """Clears outbox marks in batches: one write for all the commands confirmed meanwhile.
+    """Clears the outbox marks of confirmed commands, late and in batches, only where still set.
 
-    A mark left behind by a crash costs a second publish of its command after
-    `outbox_grace_s`, which the claim drops; so a batch that fails is logged and dropped too.
+    A confirmed command's mark must go before it falls due (`outbox_grace_s` after the
+    submission), or the relay publishes the command again. But most marks are gone long before:
+    a claim clears the mark too (it proves the command was delivered), and in a busy system the
+    claim comes within milliseconds. Clearing at once would rewrite nearly every task a second
+    time (measured: 99 % of those writes changed the task, at about 1.2 ms of database CPU
+    each). So each mark is cleared `hold_s` after its confirm (half the grace), in one
+    `update_many` with every other mark of the moment, and only where it is still set: a mark
+    the claim took costs the database a look, not a write.
+
+    A mark left behind by a crash costs a second publish of its command, which the claim drops;
+    so a batch that fails is logged and dropped too.
     """
 
-    #: Seconds a confirmed mark waits for others to be cleared with it. Nobody waits for a mark
-    #: to go, and a crash costs only republishes, so it may wait long enough to share its
-    #: statement even at a modest rate (about 1.5 ms of server time saved per mark shared).
-    LINGER_S = 0.05
-
-    def __init__(self, collection: AsyncCollection[Doc]) -> None:
+    def __init__(self, collection: AsyncCollection[Doc], *, hold_s: float = 0.05) -> None:
         self._collection = collection
-        self._pending: list[str] = []
+        self.hold_s = hold_s
+        #: (when it was confirmed, monotonic seconds; task id), oldest first.
+        self._pending: deque[tuple[float, str]] = deque()
         self._flusher: asyncio.Task[None] | None = None
 
     def clear(self, task_id: str) -> None:
-        """Clear one task's mark soon."""
-        self._pending.append(task_id)
+        """Clear one task's mark (if still there) `hold_s` from now."""
+        self._pending.append((time.monotonic(), task_id))
         if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush_soon(), context=contextvars.Context())
+            self._flusher = asyncio.create_task(
+                self._flush_when_due(), context=contextvars.Context()
+            )
 
-    async def _flush_soon(self) -> None:
-        await asyncio.sleep(self.LINGER_S)
-        await self.flush()
-
-    async def flush(self) -> None:
-        """Clear every pending mark now."""
+    async def _flush_when_due(self) -> None:
         while self._pending:
-            batch, self._pending = self._pending[:1000], self._pending[1000:]
+            wait_s = self._pending[0][0] + self.hold_s - time.monotonic()
+            if wait_s > 0:
+                await asyncio.sleep(wait_s)
+            await self.flush(older_than_s=self.hold_s)
+
+    async def flush(self, *, older_than_s: float = 0) -> int:
+        """Clear the pending marks confirmed at least `older_than_s` ago; how many tasks that
+        changed (marks a claim took already change nothing)."""
+        cutoff = time.monotonic() - older_than_s
+        changed = 0
+        while self._pending and self._pending[0][0] <= cutoff:
+            batch: list[str] = []
+            while self._pending and self._pending[0][0] <= cutoff and len(batch) < 1000:
+                batch.append(self._pending.popleft()[1])
             try:
-                await self._collection.update_many({"_id": {"$in": batch}}, {"$unset": {MARK: ""}})
+                result = await self._collection.update_many(
+                    {"_id": {"$in": batch}, MARK: {"$exists": True}}, {"$unset": {MARK: ""}}
+                )
+                changed += result.modified_count
             except Exception as exc:
                 log.warning("clearing %d outbox marks failed: %r; the relay will", len(batch), exc)
+        return changed
 
     async def close(self) -> None:
-        """Clear what is pending; no more batches after."""
+        """Clear what is pending now; no more batches after."""
         if self._flusher is not None and not self._flusher.done():
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

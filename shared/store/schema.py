@@ -29,6 +29,7 @@ from shared.topology import (
     FAILED_LOGINS,
     IDEMPOTENCY_KEYS,
     SESSIONS,
+    SUBMISSION_COUNTS,
     TASKS,
     WS_TICKETS,
 )
@@ -88,6 +89,17 @@ def indexes(*, retention_s: int, idempotency_ttl_s: int) -> list[Index]:
             (("created_at", ASCENDING),),
             ttl_s=idempotency_ttl_s,
             why="keys are forgotten after their TTL",
+        ),
+        Index(
+            SUBMISSION_COUNTS,
+            (("owner", ASCENDING), ("slot", ASCENDING)),
+            why="the users' counts of the last minute",
+        ),
+        Index(
+            SUBMISSION_COUNTS,
+            (("expires_at", ASCENDING),),
+            ttl_s=0,
+            why="counts of slots long past go",
         ),
         Index(API_TOKENS, (("user", ASCENDING),), why="a user's tokens"),
         Index(SESSIONS, (("expires_at", ASCENDING),), ttl_s=0, why="expired sessions go"),

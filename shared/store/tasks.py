@@ -30,7 +30,6 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 
 from shared.clock import utcnow
-from shared.ids import task_id_floor
 from shared.lifecycle import ACTIVE_STATES, FINAL_STATES, Phase, TaskState
 from shared.records import HistoryEntry, StoredTask, implied_phase
 from shared.store.change import Change, stored
@@ -86,10 +85,10 @@ def read(doc: Doc) -> StoredTask | None:
 class TaskStore:
     """The `tasks` collection."""
 
-    def __init__(self, collection: AsyncCollection[Doc]) -> None:
+    def __init__(self, collection: AsyncCollection[Doc], *, mark_hold_s: float = 0.05) -> None:
         #: The raw collection: for the store's own modules, tests and benchmarks only.
         self.collection = collection
-        self.marks = DispatchMarks(collection)
+        self.marks = DispatchMarks(collection, hold_s=mark_hold_s)
         self.shared_writes = SharedWrites(collection)
         self.shared_reads = SharedReads(collection)
         self.shared_inserts = SharedInserts(collection)
@@ -164,17 +163,6 @@ class TaskStore:
         """The state changes of a task, oldest first, from the task itself (always complete)."""
         doc = await self.collection.find_one({"_id": task_id}, {"history": 1})
         return [HistoryEntry.model_validate(e) for e in (doc or {}).get("history") or []]
-
-    async def submitted_since(self, owner: str, since: datetime, limit: int) -> int:
-        """How many top-level tasks `owner` created since `since` (counting up to `limit`)."""
-        return await self.collection.count_documents(_submitted_since(owner, since), limit=limit)
-
-    async def first_submitted_since(self, owner: str, since: datetime) -> datetime | None:
-        """When the first top-level task `owner` created since `since` was created."""
-        first = await self.collection.find_one(
-            _submitted_since(owner, since), {"created_at": 1}, sort=[("_id", ASCENDING)]
-        )
-        return None if first is None else first["created_at"]
 
     async def due_dispatches(self, now: datetime, limit: int = 100) -> list[DueDispatch]:
         """Tasks whose command should have been confirmed by `now`, the most overdue first."""
@@ -297,8 +285,8 @@ class TaskStore:
         )
 
     def dispatched(self, task_id: str) -> None:
-        """The broker confirmed the task's command: its outbox mark will be cleared (in a batch
-        with others, a few milliseconds later; until then the relay would at worst publish it a
+        """The broker confirmed the task's command: its outbox mark will be cleared, unless a
+        claim did first (see `DispatchMarks`; until then the relay would at worst publish it a
         second time, which a claim makes harmless)."""
         self.marks.clear(task_id)
 
@@ -341,9 +329,3 @@ class TaskStore:
         full["$inc"] = {**full.get("$inc", {}), "version": 1}
         full["$set"] = {**full.get("$set", {}), "updated_at": utcnow()}
         await self.collection.update_one({"_id": task_id}, full)
-
-
-def _submitted_since(owner: str, since: datetime) -> Doc:
-    """The top-level tasks `owner` created since `since` (task ids sort by creation time)."""
-    floor = task_id_floor(int(since.timestamp() * 1000))
-    return {"owner": owner, "_id": {"$gte": floor}, "parent_id": None}

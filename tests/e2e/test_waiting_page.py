@@ -50,7 +50,7 @@ async def test_a_failing_task_goes_on_with_the_failure_flash_and_its_error(
 ) -> None:
     task = await stack.submit(
         "test.fail",
-        {"after_s": 1.0, "message": "the provider said no"},
+        {"after_s": 3.0, "message": "the provider said no"},
         ui={
             "header": "Adding the provider",
             "message": "Checking the credentials.",

@@ -173,4 +173,28 @@ async def test_tasks_store_neither_parent_nor_finish_time_until_they_have_one(
     await store.tasks.insert(child)
     # The queries on the sparse indexes still find what they should.
     assert [task.id for task in await store.tasks.children("p")] == [child.id]
-    assert await store.tasks.submitted_since("u", utcnow() - timedelta(minutes=1), 10) == 1
+
+
+async def test_a_confirmed_mark_is_cleared_late_and_only_where_a_claim_did_not_take_it(
+    store: Store,
+) -> None:
+    claimed, unclaimed = stored_task(), stored_task()
+    for task in (claimed, unclaimed):
+        await store.tasks.insert(task, dispatch_due_at=utcnow() + timedelta(seconds=60))
+    take = Change(
+        sources=frozenset({TaskState.WAITING}),
+        target=TaskState.RUNNING,
+        phase=Phase.HELD,
+        unset=frozenset({"dispatch_due_at"}),
+    )
+    assert await store.tasks.apply_blind(claimed.id, take)  # a claim takes the mark with it
+    marks = store.tasks.marks
+    marks.hold_s = 60.0
+    marks.clear(claimed.id)
+    marks.clear(unclaimed.id)
+    # Not yet: a confirm's clearing waits, so that a claim usually makes it unneeded...
+    assert await marks.flush(older_than_s=60.0) == 0
+    assert await store.tasks.collection.count_documents({"dispatch_due_at": {"$exists": True}}) == 1
+    # ...and then it writes only the task whose mark is still there.
+    assert await marks.flush() == 1
+    assert await store.tasks.due_dispatches(utcnow() + timedelta(hours=1)) == []

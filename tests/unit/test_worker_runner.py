@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from pymongo.errors import AutoReconnect
 
 from services.worker.decisions import STOPPED_AFTER_GRACE
-from services.worker.runner import Runner
+from services.worker.runner import NotTaken, Runner
 from shared.lifecycle import Phase, TaskState
 from shared.messages import RunTask
 from shared.records import Run, StoredTask
@@ -64,7 +64,9 @@ class FakeRuns:
     #: Ends that fail this many times with a lost connection first.
     failing_ends: int = 0
 
-    async def claim(self, task_id: str, worker: str) -> Claim | None:
+    async def claim(
+        self, task_id: str, worker: str, snapshot: object = None, name: str = ""
+    ) -> Claim | None:
         task = self.tasks.stored.get(task_id)
         if task is None:
             return None
@@ -189,7 +191,9 @@ async def test_a_claim_whose_answer_was_lost_and_that_did_not_apply_is_declined(
         update={"state": TaskState.RUNNING, "phase": Phase.HELD, "run": Run(id="r9", worker="w2")}
     )
 
-    async def claim_by_another(task_id: str, worker: str) -> Claim | None:
+    async def claim_by_another(
+        task_id: str, worker: str, snapshot: object = None, name: str = ""
+    ) -> Claim | None:
         runs.tasks.stored[task_id] = other
         raise AutoReconnect("connection lost")
 
@@ -211,3 +215,21 @@ async def test_nothing_is_left_running_or_in_flight_afterwards(mode: str) -> Non
     await runner.handle(queued(runs, mode), never_acked)
     assert runner.running == {}
     assert runner.inflight == set()
+
+
+async def test_no_more_tasks_than_the_concurrency_are_claimed_or_run_at_once() -> None:
+    runs = FakeRuns()
+    runner = runner_on(runs, concurrency=2)
+    commands = [queued(runs, "hang") for _ in range(5)]
+    handling = [asyncio.create_task(runner.handle(c, never_acked)) for c in commands]
+    await until_running(runner, commands[0].task_id)
+    await until_running(runner, commands[1].task_id)
+    # The other three wait for a slot: not claimed, so another worker could take them.
+    assert set(runner.running) == {commands[0].task_id, commands[1].task_id}
+    assert all(runs.tasks.stored[c.task_id].state is TaskState.WAITING for c in commands[2:])
+    await runner.shutdown(grace_s=0)
+    ended = await asyncio.gather(*handling, return_exceptions=True)
+    # The two that ran are handed back; the three that waited go back to the queue unclaimed.
+    assert [call for call, _ in runs.calls] == ["release"] * 2
+    assert [type(e) for e in ended] == [type(None)] * 2 + [NotTaken] * 3
+    assert all(runs.tasks.stored[c.task_id].state is TaskState.WAITING for c in commands[2:])
