@@ -29,10 +29,11 @@ from shared.auth import Principal
 
 log = logging.getLogger(__name__)
 
-_OPEN = State.OPEN
 #: Seconds the closing handshake of a connection the notifier gives up on may take before the
 #: TCP connection is dropped: such a client is usually not reading, so the handshake never ends.
 CLOSE_BEHIND_TIMEOUT_S = 2.0
+#: An open connection's state, looked up once: the fan-out reads it per subscriber.
+_OPEN = State.OPEN
 
 
 @dataclass(frozen=True)
