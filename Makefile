@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run scale-demo test test-unit test-integration lint format contracts bench clean
+.PHONY: install run scale-demo test test-unit test-integration test-faults lint format contracts bench clean
 
 install: $(STAMP)
 
@@ -31,6 +31,11 @@ test-unit: install
 
 test-integration: install
 	$(PY) -m pytest tests/integration tests/e2e
+
+## The fault tests alone (part of `make test` too): processes killed, a RabbitMQ cluster's nodes
+## killed and paused, a worker cut off in a network namespace; their figures close the output.
+test-faults: install
+	$(PY) -m pytest tests/faults
 
 lint: install
 	$(VENV)/bin/ruff check .

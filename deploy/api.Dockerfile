@@ -1,5 +1,5 @@
 # The tasklight api image. Build context: the repository root (see docker-compose.yml).
-# The three service Dockerfiles differ only in their last lines; keep them alike.
+# The service Dockerfiles differ only in their last lines; keep them alike.
 
 # Build stage: install the project, without its dev extras, into a virtualenv.
 FROM python:3.11-slim AS build
@@ -20,5 +20,6 @@ ENV PATH=/opt/tasklight/bin:$PATH \
 RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin tasklight
 COPY --from=build /opt/tasklight /opt/tasklight
 USER tasklight
-EXPOSE 8000
+# 8003: /metrics for operators (TASKLIGHT_API_METRICS_PORT), never routed to users.
+EXPOSE 8000 8003
 CMD ["python", "-m", "services.api"]

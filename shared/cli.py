@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from shared import cli_users
+from shared import cli_users, cli_webhooks
 from shared.client import (
     ApiError,
     NotFound,
@@ -123,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     wait.add_argument("--all", action="store_true", help="wait until no task is pending")
     wait.add_argument("--timeout", type=float, default=600.0, help="seconds (%(default)s)")
     cli_users.add_parser(commands, common)
+    cli_webhooks.add_parser(commands, common)
     return parser
 
 
@@ -146,6 +147,13 @@ async def _run(args: argparse.Namespace) -> int:
         except cli_users.UsersError as exc:
             _fail(args, "refused", str(exc))
             return EXIT_USAGE
+        return EXIT_OK
+    if args.command == "webhooks":
+        try:
+            print(await cli_webhooks.run(args))
+        except cli_webhooks.WebhooksError as exc:
+            _fail(args, "refused", str(exc))
+            return exc.status
         return EXIT_OK
     async with TasklightClient(args.api_url, args.ws_url, token=args.token) as client:
         try:

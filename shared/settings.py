@@ -2,16 +2,35 @@
 
 from __future__ import annotations
 
-import os
-import socket
+import secrets
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+def parse_amqp_addresses(amqp_url: str) -> list[str]:
+    """The addresses of a comma-separated `AMQP_URL`, in order, each a whole `amqp://` or
+    `amqps://` URL; ValueError for none, or for anything else."""
+    addresses = [part.strip() for part in amqp_url.split(",") if part.strip()]
+    if not addresses:
+        raise ValueError("no broker address given")
+    for address in addresses:
+        parsed = urlsplit(address)
+        if parsed.scheme not in ("amqp", "amqps") or not parsed.hostname:
+            shown = address.replace(f":{parsed.password}@", ":***@") if parsed.password else address
+            raise ValueError(
+                f"{shown!r} is not an AMQP address (amqp://user:password@host:port/vhost; "
+                "several of one cluster separated by commas)"
+            )
+    return addresses
+
+
 def _default_worker_name() -> str:
-    return f"{os.getpid()}@{socket.gethostname()}"
+    # Shown to users in their tasks: nothing of the machine (the process id and host name are
+    # in the worker's heartbeat, for administrators: GET /api/v1/workers).
+    return f"worker-{secrets.token_hex(4)}"
 
 
 class Settings(BaseSettings):
@@ -27,6 +46,8 @@ class Settings(BaseSettings):
         default="mongodb://127.0.0.1:27017/?directConnection=true",
         validation_alias=AliasChoices("MONGODB_URL", "TASKLIGHT_MONGODB_URL"),
     )
+    #: RabbitMQ: one address, or the addresses of a cluster's nodes, comma separated; each
+    #: process connects to the first that answers and moves to the next when it loses it.
     amqp_url: str = Field(
         default="amqp://guest:guest@127.0.0.1:5672/",
         validation_alias=AliasChoices("AMQP_URL", "TASKLIGHT_AMQP_URL"),
@@ -38,6 +59,17 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    #: Where the api serves its Prometheus metrics (and /healthz, /readyz), apart from what
+    #: users reach: operators scrape this port. 0: a free one (logged).
+    api_metrics_port: int = Field(default=8003, ge=0, le=65535)
+    #: The api's address as browsers reach it (`https://tasks.example.com`): URLs the api
+    #: builds (the notifier's, in pages) use it, never the request's Host header. Empty: a
+    #: Host naming one of `origins()` is used, any other Host gets `http://127.0.0.1:<api_port>`.
+    public_url: str = ""
+    #: Addresses (or networks, `10.0.0.0/8`) of the proxies in front of the api, comma
+    #: separated, or `*` for any: only a request from one of them has its X-Forwarded-For
+    #: (the client's address) and X-Forwarded-Proto believed. Empty: none is.
+    trusted_proxies: str = ""
     notifier_host: str = "127.0.0.1"
     notifier_port: int = 8001
     #: Where a worker answers /healthz, /readyz and /metrics; port 0: a free one (logged).
@@ -62,6 +94,14 @@ class Settings(BaseSettings):
     #: Wrong passwords for one user name within 15 minutes after which its sign-in answers 429
     #: until the 15 minutes are over (API tokens are not affected).
     max_failed_logins: int = Field(default=10, ge=1)
+    #: Wrong passwords (for any names) from one client address within 15 minutes after which
+    #: its sign-ins answer 429 until the 15 minutes are over; set above what one office behind
+    #: one address may get wrong.
+    max_failed_logins_per_address: int = Field(default=50, ge=1)
+    #: Password checks (scrypt, some 16 MiB and tens of ms each) one api process runs at once,
+    #: off its event loop; more sign-ins wait, and beyond 8 times this many waiting, one is
+    #: refused with 503 `sign-in-busy`.
+    password_checks_at_once: int = Field(default=2, ge=1, le=64)
     #: Seconds a process remembers whose an API token is, saving two reads per request; a
     #: revoked token keeps working for at most this long. 0: ask the database every time.
     token_cache_s: float = Field(default=10.0, ge=0)
@@ -84,11 +124,25 @@ class Settings(BaseSettings):
     #: outcomes are written; for long tasks, whose commands wait in a busy worker while another
     #: may be idle, set it to the concurrency.
     worker_prefetch: int = Field(default=0, ge=0, le=10000)
+    #: The worker's name in its tasks (which users see) and in /api/v1/workers; by default a
+    #: random `worker-<8 hex digits>` per process.
     worker_name: str = Field(default_factory=_default_worker_name)
     #: Seconds between a worker's heartbeats.
     heartbeat_s: float = Field(default=5.0, gt=0)
     #: Seconds a broker publish waits for its confirm before the API gives up.
     publish_timeout_s: float = Field(default=5.0, gt=0)
+    #: Seconds between AMQP heartbeats (unless an address asks otherwise, `?heartbeat=`): a
+    #: broker node that stops answering without closing (paused, cut off) is given up, and the
+    #: next address tried, after about three times this.
+    amqp_heartbeat_s: int = Field(default=10, ge=1, le=600)
+    #: Seconds one attempt to connect to one broker address may take.
+    amqp_connect_timeout_s: float = Field(default=5.0, gt=0)
+    #: Seconds between attempts to connect after one failed (each attempt: the next address).
+    amqp_reconnect_s: float = Field(default=1.0, gt=0)
+    #: Replicas of each quorum queue when it is first declared (`x-quorum-initial-group-size`):
+    #: 3 on a cluster of three nodes. 0: RabbitMQ's own default. Fixed once a queue exists:
+    #: RabbitMQ refuses a declaration that asks for another number.
+    quorum_group_size: int = Field(default=0, ge=0, le=99)
     #: Deliveries of one command before the broker dead-letters it (a crash loop guard).
     delivery_limit: int = Field(default=5, ge=1)
     #: Tries at recording a dead-lettered command's task as failed before the command is parked
@@ -141,6 +195,40 @@ class Settings(BaseSettings):
     #: Compress WebSocket messages (permessage-deflate); costs ~50 KiB of memory per connection.
     ws_compression: bool = False
 
+    #: Where the webhook sender answers /healthz, /readyz and /metrics; port 0: a free one.
+    webhooks_host: str = "127.0.0.1"
+    webhooks_port: int = Field(default=8004, ge=0, le=65535)
+    #: Let webhooks go to loopback addresses (127.0.0.0/8, ::1): for development and tests.
+    webhook_allow_loopback: bool = False
+    #: Networks webhooks may go to although they are not public, comma separated CIDRs
+    #: (`10.20.0.0/16,fd00::/8`); every other private, link-local or reserved address is refused.
+    webhook_allowed_networks: str = ""
+    #: Seconds one delivery attempt may take, connecting included; longer is a failed attempt.
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    #: Seconds before the first retry of a failed delivery; each retry waits twice as long (a
+    #: random half of it taken off), up to `webhook_retry_max_interval_s`.
+    webhook_retry_base_s: float = Field(default=10.0, gt=0)
+    #: The longest wait between two attempts of a delivery (1 hour).
+    webhook_retry_max_interval_s: float = Field(default=3600.0, gt=0)
+    #: Seconds a delivery is retried for, from when it was recorded or replayed (24 hours);
+    #: then it is marked failed.
+    webhook_retry_window_s: float = Field(default=24 * 3600.0, gt=0)
+    #: Deliveries to one endpoint that fail for good one after another (no success between)
+    #: after which the endpoint is disabled, with the reason shown to its owner.
+    webhook_disable_after_failures: int = Field(default=5, ge=1)
+    #: Seconds a rotated-out endpoint secret goes on signing deliveries, beside the new one.
+    webhook_secret_overlap_s: int = Field(default=24 * 3600, ge=0)
+    #: Delivery attempts one sender makes at once, over all endpoints.
+    webhook_concurrency: int = Field(default=32, ge=1, le=1000)
+    #: Delivery attempts one sender makes at once to one endpoint: a slow one holds only these.
+    webhook_endpoint_concurrency: int = Field(default=4, ge=1, le=100)
+    #: Seconds between the sender's looks for due retries and changed endpoints.
+    webhook_poll_s: float = Field(default=1.0, gt=0)
+    #: Endpoints one user may register.
+    webhook_max_endpoints: int = Field(default=20, ge=1)
+    #: Seconds a delivery and its attempts are kept after it was recorded or replayed (7 days).
+    webhook_retention_s: int = Field(default=7 * 24 * 3600, ge=60)
+
     #: Log level of the services.
     log_level: str = "INFO"
     #: `json`: one JSON object per line (for log collectors); `text`: plain lines for people.
@@ -148,6 +236,31 @@ class Settings(BaseSettings):
     #: Trace with OpenTelemetry (needs the `otel` extra), exporting OTLP over HTTP as the
     #: standard `OTEL_*` variables say; also on when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
     otel_enabled: bool = False
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp_addresses(cls, value: str) -> str:
+        parse_amqp_addresses(value)
+        return value
+
+    def amqp_addresses(self) -> list[str]:
+        """The broker addresses of `amqp_url`, in the order they are tried."""
+        return parse_amqp_addresses(self.amqp_url)
+
+    @field_validator("public_url")
+    @classmethod
+    def _an_http_url(cls, value: str) -> str:
+        parts = urlsplit(value.strip())
+        if value and (parts.scheme not in ("http", "https") or not parts.netloc):
+            raise ValueError("must be an http:// or https:// URL, e.g. https://tasks.example.com")
+        return value.strip().rstrip("/")
+
+    def public_origin(self) -> str | None:
+        """The origin of `public_url` (`scheme://host[:port]`), or None when it is not set."""
+        if not self.public_url:
+            return None
+        parts = urlsplit(self.public_url.strip())
+        return f"{parts.scheme}://{parts.netloc}"
 
     def prefetch(self) -> int:
         """The worker's prefetch (see `worker_prefetch`)."""

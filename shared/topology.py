@@ -22,6 +22,12 @@ SESSIONS = "sessions"
 WS_TICKETS = "ws_tickets"
 #: Wrong passwords per user name in the current window; removed by TTL.
 FAILED_LOGINS = "failed_logins"
+#: Webhook endpoints: a user's receivers of task events, with their signing secrets.
+WEBHOOK_ENDPOINTS = "webhook_endpoints"
+#: Webhook deliveries: one event for one endpoint, with its attempts; removed by TTL.
+WEBHOOK_DELIVERIES = "webhook_deliveries"
+#: Where the webhook sender is in the tasks change stream (its resume token).
+WEBHOOK_CURSORS = "webhook_cursors"
 
 #: Routing key of `RunTask` commands on the tasks exchange.
 RUN_KEY = "run"
@@ -60,7 +66,13 @@ class Topology:
         return f"{self.namespace}.parked"
 
     def delay_queue(self, band_s: int) -> str:
-        """Queue where retried commands wait out delays of the band starting at `band_s`."""
+        """Quorum queue where retried commands wait out delays of the band starting at `band_s`."""
+        return f"{self.namespace}.retry.{band_s}s"
+
+    def classic_delay_queue(self, band_s: int) -> str:
+        """The classic queue that held the band's retries before they moved to quorum queues
+        (RabbitMQ cannot change a queue's type): it drains into the tasks exchange as its
+        messages expire, and is no longer published to."""
         return f"{self.namespace}.delay.{band_s}s"
 
     @property

@@ -28,7 +28,7 @@ from websockets.http11 import Request
 from services.api.app import create_app
 from services.api.ui import UiSettings
 from services.notifier.app import Notifier
-from services.worker.probes import ProbeServer
+from shared.probes import ProbeServer
 from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,15 +41,19 @@ TOOL_TIMEOUT_S = 60
 OTHER_VARIABLES = {
     "MONGODB_URL": "Settings.mongodb_url",
     "AMQP_URL": "Settings.amqp_url",
-    "FORWARDED_ALLOW_IPS": "uvicorn, in the api: whose X-Forwarded-Proto to trust",
 }
 #: Seconds a stopping worker may take beyond `shutdown_grace_s`: the worker's broker waits that
 #: much longer for its handlers (`graceful_timeout=shutdown_grace_s + 5` in services/worker/app.py),
 #: then it closes its connections.
 WORKER_STOP_MARGIN_S = 5.0
-#: The three services with their module and the setting prefix of their address
-#: (`TASKLIGHT_<PREFIX>_HOST`, `TASKLIGHT_<PREFIX>_PORT`).
-SERVICE_PREFIXES = {"api": "API", "worker": "WORKER", "notifier": "NOTIFIER"}
+#: The services with the setting prefix of their address (`TASKLIGHT_<PREFIX>_HOST`,
+#: `TASKLIGHT_<PREFIX>_PORT`).
+SERVICE_PREFIXES = {
+    "api": "API",
+    "worker": "WORKER",
+    "notifier": "NOTIFIER",
+    "webhooks": "WEBHOOKS",
+}
 
 
 def service_variables() -> frozenset[str]:
@@ -80,6 +84,22 @@ def ui_settings_from(env: Mapping[str, str]) -> UiSettings:
 def worker_stop_s(settings: Settings) -> float:
     """The longest a worker with these settings may take to stop gracefully after SIGTERM."""
     return settings.shutdown_grace_s + WORKER_STOP_MARGIN_S
+
+
+def metrics_port(name: str, settings: Settings) -> int:
+    """The port the service `name` serves /metrics on: the api's own metrics port, else the
+    service's port."""
+    if name == "api":
+        return settings.api_metrics_port
+    return service_port(name, settings)
+
+
+async def serves_metrics(service: str, path: str) -> bool:
+    """Whether the service answers GET `path` on its metrics port."""
+    if service == "api":
+        status, _, _ = await ProbeServer("127.0.0.1", 0, {})._answer("GET", path)
+        return status != HTTPStatus.NOT_FOUND
+    return await answers(service, path)
 
 
 def service_port(name: str, settings: Settings) -> int:
@@ -130,7 +150,8 @@ async def answers(service: str, path: str) -> bool:
             await notifier.store.close()
         # None: the handshake goes on (the WebSocket path); else the plain HTTP answer.
         return response is None or response.status_code != HTTPStatus.NOT_FOUND
-    if service == "worker":
+    if service in ("worker", "webhooks"):
+        # The webhook sender serves the same probe server, with its own metrics.
         status, _, _ = await ProbeServer("127.0.0.1", 0, {})._answer("GET", path)
         return status != HTTPStatus.NOT_FOUND
     raise ValueError(f"no service {service!r}")

@@ -9,7 +9,6 @@ Also here: the problem types an `error` message names, and the protocol's limits
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
@@ -25,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import PydanticCustomError
+
+from shared.jsonlimits import MAX_DOCUMENT_DEPTH, JsonRefused, loads
 
 #: Task ids one `subscribe` may name.
 MAX_TASK_IDS = 1000
@@ -235,11 +236,12 @@ _TYPES = ", ".join(_BY_TYPE)
 
 
 def load(text: str) -> object:
-    """The JSON value of a text frame; raises `ProtocolError` (malformed) if it is not JSON."""
+    """The JSON value of a text frame by the one JSON rule (`shared.jsonlimits`: strict JSON,
+    nested at most `MAX_DOCUMENT_DEPTH` levels); raises `ProtocolError` (malformed) if not."""
     try:
-        return json.loads(text)
-    except ValueError:
-        raise ProtocolError("malformed-message", "the frame is not JSON") from None
+        return loads(text, max_depth=MAX_DOCUMENT_DEPTH)
+    except JsonRefused as exc:
+        raise ProtocolError("malformed-message", f"the frame is not JSON we take: {exc}") from None
 
 
 def parse(text: str) -> Incoming:

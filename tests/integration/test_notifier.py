@@ -474,20 +474,3 @@ async def test_a_task_that_cannot_be_rendered_is_skipped_and_the_socket_stays_op
     assert [t["id"] for t in tasks_of(initial)] == [good]
     assert odd not in {t["id"] for t in tasks_of(live + pong)}
     assert pong[-1] == {"type": "pong", "id": "p"}
-
-
-async def test_a_handshake_with_two_origin_headers_gets_400(
-    settings: Settings, notifier: Notifier
-) -> None:
-    origin = f"http://127.0.0.1:{settings.api_port}"
-    reader, writer = await asyncio.open_connection("127.0.0.1", settings.notifier_port)
-    writer.write(
-        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-        + f"Origin: {origin}\r\nOrigin: https://evil.example\r\n\r\n".encode()
-    )
-    async with asyncio.timeout(10):
-        status = await reader.readline()
-    writer.close()
-
-    assert status.startswith(b"HTTP/1.1 400"), status
