@@ -39,6 +39,12 @@ class NotifierEnv:
         """Resident memory of the notifier process."""
         return rss_bytes(self.notifier.pid)
 
+    def notifier_cpu_s(self) -> float:
+        """CPU time the notifier process has used so far, all its threads, to the nanosecond
+        (what it costs, whatever else the machine runs meanwhile)."""
+        tasks = Path(f"/proc/{self.notifier.pid}/task")
+        return sum(int((t / "schedstat").read_text().split()[0]) for t in tasks.iterdir()) / 1e9
+
 
 #: The user the benchmarks act as: a real one, with an API token, as in production.
 BENCH_USER = "bench"

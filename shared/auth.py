@@ -122,6 +122,11 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def credential_digest(secret: str) -> str:
+    """How a token or session secret is stored and looked up: its SHA-256, never the secret."""
+    return _digest(secret)
+
+
 def hash_password(password: str) -> str:
     """A salted scrypt hash of a password, with its parameters, for `check_password`."""
     salt = secrets.token_bytes(16)
@@ -399,6 +404,28 @@ class AuthStore:
     async def close_session(self, secret: str) -> None:
         """Sign out: the session's cookie opens nothing any more."""
         await self.sessions.delete_one({"_id": _digest(secret)})
+
+    # Checking open connections again, in bulk (the notifier closes those whose credentials
+    # went away). Each reads the database, never the token cache.
+
+    async def live_tokens(self, digests: list[str]) -> dict[str, str]:
+        """Of these token digests (`credential_digest`), those not revoked → their user."""
+        return {
+            doc["_id"]: doc["user"]
+            async for doc in self.tokens.find({"_id": {"$in": digests}}, {"user": 1})
+        }
+
+    async def live_sessions(self, digests: list[str]) -> dict[str, str]:
+        """Of these session digests, those neither signed out nor expired → their user."""
+        query = {"_id": {"$in": digests}, "expires_at": {"$gt": utcnow()}}
+        return {doc["_id"]: doc["user"] async for doc in self.sessions.find(query, {"user": 1})}
+
+    async def roles(self, names: list[str]) -> dict[str, Role]:
+        """Of these user names, those that exist → their role."""
+        return {
+            doc["_id"]: Role(doc["role"])
+            async for doc in self.users.find({"_id": {"$in": names}}, {"role": 1})
+        }
 
     async def issue_ticket(self, principal: Principal) -> tuple[str, datetime]:
         """A single-use WebSocket ticket and when it expires."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from services.notifier.protocol import Auth, ProtocolError, parse
 from shared.auth import Principal, Role, check_password, hash_password, valid_user_name
 from shared.ids import new_task_id, task_id_floor
 
@@ -38,19 +37,6 @@ def test_allowed_user_names(name: str) -> None:
 @pytest.mark.parametrize("name", ["", "Alice", "-x", "a b", "x" * 65, "a/b", "é"])
 def test_refused_user_names(name: str) -> None:
     assert not valid_user_name(name)
-
-
-def test_the_auth_message_takes_a_ticket_or_a_token() -> None:
-    assert parse('{"type": "auth", "ticket": "abc"}') == Auth(ticket="abc")
-    assert parse('{"type": "auth", "token": "tl_x"}') == Auth(ticket=None, token="tl_x")
-    for bad in (
-        '{"type": "auth"}',
-        '{"type": "auth", "ticket": "a", "token": "b"}',
-        '{"type": "auth", "ticket": 5}',
-        '{"type": "auth", "ticket": ""}',
-    ):
-        with pytest.raises(ProtocolError):
-            parse(bad)
 
 
 def test_the_id_floor_sorts_below_every_id_created_from_then_on() -> None:
