@@ -52,7 +52,7 @@ BENCH_USER = "bench"
 
 async def bench_token(store: Store) -> str:
     """Create `BENCH_USER` in the store's database; a new API token of theirs."""
-    auth = AuthStore(store.db)
+    auth = AuthStore(store.accounts)
     await auth.create_user(BENCH_USER, Role.USER)
     return await auth.issue_token(BENCH_USER)
 

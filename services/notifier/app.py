@@ -56,7 +56,7 @@ class Notifier:
         self.settings = settings
         self.store = open_store(settings)
         self.auth = AuthStore(
-            self.store.db,
+            self.store.accounts,
             dev_mode=settings.dev_mode,
             ticket_ttl_s=settings.ws_ticket_ttl_s,
             token_cache_s=settings.token_cache_s,

@@ -99,7 +99,7 @@ class People:
 @pytest.fixture
 async def people(settings: Settings, store: Store) -> AsyncIterator[People]:
     """alice and bob (users) and root (an administrator), each with a token; the API running."""
-    auth = AuthStore(store.db)
+    auth = AuthStore(store.accounts)
     tokens = {}
     for actor, name in NAMES.items():
         role = Role.ADMIN if actor == ADMIN else Role.USER
@@ -574,7 +574,7 @@ async def test_the_first_administrator_comes_from_the_environment(
 
 async def test_task_args_over_the_limit_are_413(settings: Settings, store: Store) -> None:
     small = settings.model_copy(update={"max_args_bytes": 100})
-    auth = AuthStore(store.db)
+    auth = AuthStore(store.accounts)
     await auth.create_user("carol", Role.USER)
     token = await auth.issue_token("carol")
     async with (
@@ -596,7 +596,7 @@ async def test_submissions_over_the_per_minute_limit_are_429_with_retry_after(
     settings: Settings, store: Store
 ) -> None:
     limited = settings.model_copy(update={"submit_rate_per_minute": 3})
-    auth = AuthStore(store.db)
+    auth = AuthStore(store.accounts)
     await auth.create_user("dave", Role.USER)
     await auth.create_user("erin", Role.USER)
     dave, erin = await auth.issue_token("dave"), await auth.issue_token("erin")
@@ -866,7 +866,7 @@ async def test_repeated_wrong_passwords_block_sign_in_for_that_name_only(
     settings: Settings, store: Store
 ) -> None:
     strict = settings.model_copy(update={"max_failed_logins": 3})
-    auth = AuthStore(store.db)
+    auth = AuthStore(store.accounts)
     await auth.create_user("frank", Role.USER, password="frank-password")
     await auth.create_user("gina", Role.USER, password="gina-password")
     token = await auth.issue_token("frank")
@@ -941,7 +941,7 @@ async def test_wrong_passwords_sent_at_once_for_one_name_are_held_to_the_limit(
     """Each attempt is counted before its password is checked: twenty guesses sent together
     get as many checks as three sent one after another."""
     strict = settings.model_copy(update={"max_failed_logins": 3})
-    await AuthStore(store.db).create_user("frank", Role.USER, password="frank-password")
+    await AuthStore(store.accounts).create_user("frank", Role.USER, password="frank-password")
     base_url = f"http://127.0.0.1:{strict.api_port}"
     async with ServerThread(create_app(strict), strict.api_port):
         answers = await asyncio.gather(
@@ -957,7 +957,7 @@ async def test_failed_sign_ins_from_one_address_are_limited_whatever_the_names(
     """Random names avoid the limit per name; the one per address catches them, and the
     client's own X-Forwarded-For does not change its address (no proxy is trusted)."""
     strict = settings.model_copy(update={"max_failed_logins_per_address": 5})
-    await AuthStore(store.db).create_user("gina", Role.USER, password="gina-password")
+    await AuthStore(store.accounts).create_user("gina", Role.USER, password="gina-password")
     base_url = f"http://127.0.0.1:{strict.api_port}"
     async with ServerThread(create_app(strict), strict.api_port):
         statuses = [
@@ -980,7 +980,7 @@ async def test_behind_a_trusted_proxy_the_forwarded_client_address_is_the_one_co
     proxied = settings.model_copy(
         update={"max_failed_logins_per_address": 2, "trusted_proxies": "127.0.0.1"}
     )
-    await AuthStore(store.db).create_user("hana", Role.USER, password="hana-password")
+    await AuthStore(store.accounts).create_user("hana", Role.USER, password="hana-password")
     base_url = f"http://127.0.0.1:{proxied.api_port}"
     one, two = {"X-Forwarded-For": "198.51.100.1"}, {"X-Forwarded-For": "198.51.100.2"}
     async with ServerThread(create_app(proxied), proxied.api_port):
@@ -1024,7 +1024,7 @@ async def test_password_checks_run_off_the_event_loop_a_bounded_number_at_once(
     import threading
 
     bounded = settings.model_copy(update={"password_checks_at_once": 2})
-    await AuthStore(store.db).create_user("ivan", Role.USER, password="ivan-password")
+    await AuthStore(store.accounts).create_user("ivan", Role.USER, password="ivan-password")
     base_url = f"http://127.0.0.1:{bounded.api_port}"
     async with ServerThread(create_app(bounded), bounded.api_port):
         answers = await asyncio.gather(
@@ -1042,7 +1042,7 @@ async def test_sign_ins_beyond_what_may_wait_get_503_and_are_not_counted_as_fail
     one_at_a_time = settings.model_copy(
         update={"password_checks_at_once": 1, "max_failed_logins": 100}
     )
-    await AuthStore(store.db).create_user("jane", Role.USER, password="jane-password")
+    await AuthStore(store.accounts).create_user("jane", Role.USER, password="jane-password")
     base_url = f"http://127.0.0.1:{one_at_a_time.api_port}"
     async with ServerThread(create_app(one_at_a_time), one_at_a_time.api_port):
         answers = await asyncio.gather(*(_sign_in(base_url, "jane", "guess") for _ in range(30)))

@@ -66,7 +66,7 @@ class Users:
 @pytest.fixture
 async def users(settings: Settings, store: Store, notifier: Notifier) -> AsyncIterator[Users]:
     """alice, bob and root, with a token each; the api and the notifier running."""
-    auth = AuthStore(store.db)
+    auth = AuthStore(store.accounts)
     tokens = {}
     for name in ("alice", "bob", "root"):
         role = Role.ADMIN if name == "root" else Role.USER
@@ -136,7 +136,7 @@ async def test_a_deleted_users_sockets_are_closed_with_4403_even_one_opened_by_t
         await by_ticket.send({"type": "auth", "ticket": ticket})
         assert (await by_ticket.recv())["type"] == "authenticated"
 
-        await users.auth.users.delete_one({"_id": "bob"})
+        await users.auth.accounts.users.delete_one({"_id": "bob"})
         closes = await asyncio.gather(
             closed_within(by_token, TOKEN_CACHE_S), closed_within(by_ticket, TOKEN_CACHE_S)
         )
