@@ -11,8 +11,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shared.problem_details import ProblemDetails
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -59,23 +61,22 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
 }
 
 
-class Problem(BaseModel):
-    """RFC 9457 problem details, with `errors` naming each bad field when there are any."""
+class HttpProblem(ProblemDetails):
+    """RFC 9457 problem details of an HTTP answer, with `errors` naming each bad field when
+    there are any."""
 
     # Every type, with its status and title, in the OpenAPI document (docs/contracts/).
     model_config = ConfigDict(
+        extra="forbid",
         json_schema_extra={
             "x-problem-types": {
                 type_: {"status": status, "title": title}
                 for type_, (status, title) in PROBLEM_TYPES.items()
             }
-        }
+        },
     )
 
     type: str = Field(json_schema_extra={"enum": list(PROBLEM_TYPES)})
-    title: str
-    status: int
-    detail: str | None = None
     instance: str | None = None
     errors: list[dict[str, Any]] | None = None
 
@@ -117,7 +118,7 @@ def problem_response(
         status = status_of_type
     elif status != status_of_type:
         title = HTTPStatus(status).phrase
-    body = Problem(
+    body = HttpProblem(
         type=type_, title=title, status=status, detail=detail, instance=instance, errors=errors
     ).model_dump(exclude_none=True)
     body.update(extra or {})
@@ -127,7 +128,7 @@ def problem_response(
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` entries for routes that can answer with these problem statuses."""
     return {
-        status: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": "Problem"}
+        status: {"model": HttpProblem, "content": {PROBLEM_JSON: {}}, "description": "Problem"}
         for status in statuses
     }
 

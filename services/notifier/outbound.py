@@ -18,6 +18,7 @@ from pydantic.json_schema import SkipJsonSchema
 
 from services.notifier.protocol import PROBLEM_TYPES, ProtocolError
 from shared.auth import Role
+from shared.problem_details import ProblemDetails
 from shared.task import Task
 
 
@@ -82,14 +83,11 @@ class AuthenticatedMessage(ServerMessage):
     role: Role
 
 
-class Problem(BaseModel):
-    """RFC 9457 problem details; `not-found` adds `tasks`, the ids that get no data."""
-
-    model_config = ConfigDict(extra="allow")
+class SocketProblem(ProblemDetails):
+    """RFC 9457 problem details of an `error` message; `not-found` adds `tasks`, the ids that
+    get no data."""
 
     type: str = Field(json_schema_extra={"enum": [*sorted(PROBLEM_TYPES)]})
-    title: str
-    status: int
     detail: str
     tasks: list[str] | SkipJsonSchema[None] = Field(
         default=None, description="not-found: the missing ids", json_schema_extra=_absent_by_default
@@ -105,7 +103,7 @@ class ErrorMessage(ServerMessage):
         description="the offending message's id, if it had one",
         json_schema_extra=_absent_by_default,
     )
-    problem: Problem
+    problem: SocketProblem
 
 
 #: What the notifier sends.

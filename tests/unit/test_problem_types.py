@@ -27,7 +27,7 @@ def test_every_problem_type_is_in_the_table_of_docs_backend_md() -> None:
 
 def test_every_problem_type_is_in_the_committed_openapi_document() -> None:
     document = json.loads((ROOT / "docs" / "contracts" / "openapi.json").read_text())
-    problem = document["components"]["schemas"]["Problem"]
+    problem = document["components"]["schemas"]["HttpProblem"]
     assert problem["properties"]["type"]["enum"] == list(PROBLEM_TYPES)
     assert problem["x-problem-types"] == {
         t: {"status": status, "title": title} for t, (status, title) in PROBLEM_TYPES.items()
