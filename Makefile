@@ -8,10 +8,10 @@ STAMP := $(VENV)/.installed-stamp
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev]' -e ./clients/python
 	touch $(STAMP)
 
 ## Start the whole system on its embedded defaults and print where to open it (Ctrl-C stops it).
@@ -36,6 +36,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy shared services tests examples
+	$(VENV)/bin/mypy clients/python/src clients/python/tests
 
 format: install
 	$(VENV)/bin/ruff check --fix .

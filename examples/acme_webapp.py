@@ -2,8 +2,8 @@
 
 The app has users and a sign-in of its own (here a stand-in: a cookie that names the user). Each
 of its users has a tasklight user of the same name whose API token the backend keeps, never the
-browser (`tasklight users create alice`, `tasklight users token alice`). So tasklight's
-per-user visibility holds end to end: alice's tasks are alice's.
+browser (`tasklight-server users create alice`, `tasklight-server users token alice`). So
+tasklight's per-user visibility holds end to end: alice's tasks are alice's.
 
 - `POST /reports` submits `reports.render` (examples/reports) on behalf of the signed-in user
   and answers the task's id;
