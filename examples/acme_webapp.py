@@ -35,7 +35,6 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 
-
 #: The browser package's module: clients/js/ of a tasklight checkout here; in a project of your
 #: own, where your build puts it (`npm install ./clients/js` → node_modules/tasklight-js/).
 BROWSER_CLIENT = Path(__file__).resolve().parents[1] / "clients" / "js" / "tasklight.js"

@@ -447,6 +447,7 @@ export class TaskLight {
         break;
       }
       case "unsubscribed":
+      case "authenticated":
         break;
       default:
         console.warn("tasklight: unknown message type", message.type);

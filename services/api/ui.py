@@ -57,6 +57,7 @@ class UiStaticFiles(StaticFiles):
             return str(candidate), candidate.stat()
         return "", None
 
+
 router = APIRouter(include_in_schema=False)
 config_router = APIRouter(prefix=API_PREFIX, tags=["meta"])
 

@@ -13,11 +13,14 @@ import pytest
 
 from services.stack import ROOT, stop_processes
 from shared.settings import Settings
+from tests.deployment import required_tool
+from tests.e2e.conftest import chromium_path
 from tests.processes import service_env, start_stack
 
 pytestmark = pytest.mark.e2e
 
 PYTHON_CLIENT = ROOT / "clients" / "python"
+JS_CLIENT = ROOT / "clients" / "js"
 #: Seconds a client suite may take on a busy machine (it takes about 30 s alone).
 SUITE_TIMEOUT_S = 300
 
@@ -61,3 +64,20 @@ async def test_the_python_client_suite_passes_against_the_running_services(
     assert status == 0, output
     assert " passed" in output, output
     assert " skipped" not in output, output
+
+
+@pytest.mark.timeout(SUITE_TIMEOUT_S + 60)
+async def test_the_js_client_suite_passes_against_the_running_services(
+    stack_env: dict[str, str],
+) -> None:
+    npm = required_tool("npm", "npm")
+    assert (JS_CLIENT / "node_modules").is_dir(), "run `make install` (npm ci in clients/js/)"
+    chromium = chromium_path()
+    assert chromium is not None, "no chromium installed (apt-get install chromium)"
+    env = {**stack_env, "TASKLIGHT_CHROMIUM": chromium}
+
+    status, output = await run([npm, "test", "--silent"], env, JS_CLIENT)
+
+    assert status == 0, output
+    assert "# fail 0" in output, output
+    assert "# skipped 0" in output, output

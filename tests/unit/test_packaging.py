@@ -20,9 +20,9 @@ BROWSER_PACKAGE = ROOT / "clients" / "js"
 
 def build_wheel(source: Path, out: Path) -> zipfile.ZipFile:
     """Build `source`'s wheel into `out` as pip would, and open it."""
+    pip_wheel = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
-        + ["-w", str(out), str(source)],
+        [*pip_wheel, "-w", str(out), str(source)],
         check=True,
         capture_output=True,
         timeout=120,

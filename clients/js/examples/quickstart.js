@@ -19,13 +19,14 @@ const tl = new TaskLight({
 });
 
 const task = await tl.submit("test.count", { rounds: 3, round_s: 0.1 });
+let shown = "";
 const stop = tl.watch(task.id, (seen) => {
-  // Every newer version, pushed: what a page renders.
-  if (seen && seen.state === "running") console.log("running:", seen.progress_reports.length > 0);
+  // Every newer version, pushed: what a page would render.
+  if (seen) shown = `${seen.state} ${seen.progress_reports.at(-1)?.done ?? 0}/3`;
 });
-const done = await tl.waitFor(task.id, { timeoutMs: 60_000 });
+const done = await tl.waitFor(task.id, { timeoutMs: 60_000 }); // pushed, never polled
 stop();
-console.log("counted:", JSON.stringify(done.result)); // counted: {"counted":3}
+console.log("counted:", JSON.stringify(done.result), "shown:", shown); // counted: {"counted":3} shown: completed 3/3
 
 try {
   await tl.submit("test.count", { rounds: -1 });
