@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pymongo.errors import ConnectionFailure
 
-from services.api import meta, observability, session, tasks, ui
+from services.api import api_docs, meta, observability, session, tasks, ui
 from services.api.body_limit import BodyLimitMiddleware
 from services.api.problems import install_problem_handlers, problem_response
 from services.api.runtime import Runtime
@@ -83,6 +83,9 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         version="0.1.0",
         summary="Background tasks with live status pushed to the browser.",
         lifespan=lifespan,
+        # Served by api_docs from local assets instead of FastAPI's CDN pages.
+        docs_url=None,
+        redoc_url=None,
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     install_problem_handlers(app)
@@ -100,6 +103,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.include_router(session.router)
     app.include_router(tasks.router)
     app.include_router(meta.router)
+    api_docs.install(app)
     ui.install(app, settings)
     observability.install(app)
     return app
