@@ -9,7 +9,7 @@ Allowed changes (a finished task never changes state again)::
        ▼
     canceled
 
-`waiting → failed` goes beyond DESIGN.md: a task whose command can never be delivered (it was
+`waiting → failed` exists because a task whose command can never be delivered (it was
 dead-lettered) must fail without pretending that it started.
 
 Every state change is a conditional update: the task document is changed only where it is still in

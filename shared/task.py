@@ -18,7 +18,7 @@ def task_href(task_id: str) -> str:
 
 
 class ProgressReport(BaseModel):
-    """One step of a task's progress, as the seed's tasks API shows it."""
+    """One step of a task's progress, as Pulp's task API reports it."""
 
     message: str
     code: str
@@ -54,7 +54,7 @@ class Attempt(BaseModel):
 
 
 class UiHints(BaseModel):
-    """What the waiting page shows, and where it goes when the task ends (seed 004's handler)."""
+    """What the waiting page shows, and where it goes when the task ends (its on-ready hook may decide instead)."""
 
     model_config = ConfigDict(extra="forbid")
 

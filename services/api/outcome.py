@@ -1,4 +1,4 @@
-"""Where a waiting page goes when its task ends, and the flash it shows there (seed 004's on_ready).
+"""Where a waiting page goes when its task ends, and the flash it shows there (its on-ready hook).
 
 A hook can be registered per task type to compute the outcome from the finished task; without
 one, the task's `ui` hints decide (`next_url`, `success_message`, `failure_message`).

@@ -1,4 +1,4 @@
-"""Built-in task types, for trying the system and for tests (seed 002's counting test tasks)."""
+"""Built-in task types, for trying the system and for tests (counting tasks like openATTIC's test tasks)."""
 
 from __future__ import annotations
 

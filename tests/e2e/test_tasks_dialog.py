@@ -1,4 +1,4 @@
-"""The background-tasks dialog in a real browser: live rows, tabs, cancel and delete (seed 002)."""
+"""The background-tasks dialog in a real browser: live rows, tabs, cancel and delete."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The lifecycle allows exactly the changes DESIGN.md draws, and nothing leaves a final state."""
+"""The lifecycle allows exactly the documented changes, and nothing leaves a final state."""
 
 from __future__ import annotations
 
@@ -27,11 +27,11 @@ W, R, CING, DONE, FAIL, CNCL = (
     TaskState.CANCELED,
 )
 
-#: Written out independently of shared/lifecycle.py, from DESIGN.md's sentence.
+#: Written out independently of shared/lifecycle.py, from the README's lifecycle sentence.
 EXPECTED_ALLOWED = {
     (W, R),
     (W, CNCL),
-    (W, FAIL),  # beyond DESIGN.md: a dead-lettered command's task fails without starting
+    (W, FAIL),  # a dead-lettered command's task fails without starting
     (R, DONE),
     (R, FAIL),
     (R, CING),

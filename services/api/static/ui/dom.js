@@ -186,7 +186,7 @@ export function trapFocus(dialog) {
 }
 
 /**
- * The question asked before canceling a pending task (seed 002's warning): the step running now
+ * The question asked before canceling a pending task (openATTIC's background-tasks dialog warns so): the step running now
  * is not stopped at once, no further steps run, and the task will show as failed.
  */
 export function cancelQuestion(task) {

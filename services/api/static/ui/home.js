@@ -1,4 +1,4 @@
-// The overview page: start test tasks (seed 002), and the simulated VMs (seed 000, queue and tell).
+// The overview page: start test tasks, and the simulated VMs (queue and tell).
 
 import { isFinal } from "/static/tasklight.js";
 import { fill, h } from "/static/ui/dom.js";

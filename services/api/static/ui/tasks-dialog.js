@@ -1,4 +1,4 @@
-// The background-tasks dialog (seed 002): Pending / Failed / Finished tabs, live rows, delete.
+// The background-tasks dialog (after openATTIC's): Pending / Failed / Finished tabs, live rows, delete.
 
 import { groupOf } from "/static/tasklight.js";
 import {
@@ -62,7 +62,7 @@ export class TasksDialog {
     });
   }
 
-  /** Open on `group` (Pending by default, as the seed asks). */
+  /** Open on `group` (Pending by default: what a person opening it wants to see). */
   open(group = "pending") {
     this.opener = document.activeElement;
     if (this.titles.size === 0) this._loadTitles();
