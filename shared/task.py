@@ -54,7 +54,7 @@ class Attempt(BaseModel):
 
 
 class UiHints(BaseModel):
-    """What the waiting page shows, and where it goes when the task ends (its on-ready hook may decide instead)."""
+    """What the waiting page shows, and where it goes when the task ends (unless a hook decides)."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -1,4 +1,4 @@
-"""Built-in task types, for trying the system and for tests (counting tasks like openATTIC's test tasks)."""
+"""Built-in task types, for trying the system and for tests (counting, failing, retried tasks)."""
 
 from __future__ import annotations
 
