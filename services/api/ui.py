@@ -312,6 +312,7 @@ FRAME = """<!doctype html>
     </button>
   </div>
   <div id="tasks-panel" class="tasks-panel" role="tabpanel" tabindex="-1"></div>
+  <div id="tasks-undo" class="undo-area" aria-live="polite"></div>
 </dialog>
 <dialog id="confirm-dialog" class="confirm-dialog" aria-labelledby="confirm-title"
   aria-describedby="confirm-text">
