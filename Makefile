@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install js-deps prerequisites run scale-demo test test-unit test-integration lint format contracts bench clean
+.PHONY: install js-deps prerequisites screenshots run scale-demo test test-unit test-integration lint format contracts bench clean
 
 install: $(STAMP)
 
@@ -36,6 +36,10 @@ scale-demo: install
 ## MongoDB-wire server. A skipped test fails the run (TASKLIGHT_ALLOW_SKIPS=1 accepts skips, loudly).
 test: prerequisites install js-deps
 	$(PY) -m pytest
+
+## Retake the screenshots in docs/ (desktop and phone) in Chromium, from a running stack; commit them.
+screenshots: prerequisites install
+	TASKLIGHT_SCREENSHOTS_DIR=docs $(PY) -m pytest tests/e2e/test_screenshots.py -q
 
 test-unit: install
 	$(PY) -m pytest tests/unit

@@ -109,7 +109,7 @@ function render(task) {
       section(
         "Progress",
         task.progress_reports.length === 0
-          ? h("p", { class: "muted" }, "No progress reported yet.")
+          ? h("p", { class: "muted" }, isFinal(task.state) ? "It reported no progress." : "No progress reported yet.")
           : h(
               "ul",
               { class: "reports" },
