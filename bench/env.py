@@ -17,7 +17,7 @@ from typing import Any
 from services.stack import EmbeddedMongo, free_port, start_service, wait_for_port
 from shared.auth import AuthStore, Role
 from shared.settings import Settings
-from shared.store import TaskStore, open_store
+from shared.store import Store, open_store
 
 
 @dataclass
@@ -25,7 +25,7 @@ class NotifierEnv:
     """A running notifier process and a store on its database."""
 
     settings: Settings
-    store: TaskStore
+    store: Store
     notifier: subprocess.Popen[bytes]
     #: The handshake header of the benchmark's user (`BENCH_USER`).
     headers: dict[str, str]
@@ -44,10 +44,9 @@ class NotifierEnv:
 BENCH_USER = "bench"
 
 
-async def bench_token(store: TaskStore) -> str:
+async def bench_token(store: Store) -> str:
     """Create `BENCH_USER` in the store's database; a new API token of theirs."""
     auth = AuthStore(store.db)
-    await auth.ensure_indexes()
     await auth.create_user(BENCH_USER, Role.USER)
     return await auth.issue_token(BENCH_USER)
 
@@ -97,10 +96,10 @@ async def notifier_env(**settings: Any) -> AsyncIterator[NotifierEnv]:
         for key, value in settings.items():
             env[f"TASKLIGHT_{key.upper()}"] = str(value)
         store = open_store(config)
+        await store.migrate()
         token = await bench_token(store)
         notifier = start_service("notifier", env, Path(tmp))
         try:
-            await store.ensure_indexes()
             await asyncio.to_thread(wait_for_port, "127.0.0.1", config.notifier_port, 30, notifier)
             yield NotifierEnv(config, store, notifier, {"Authorization": f"Bearer {token}"})
         finally:

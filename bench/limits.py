@@ -19,10 +19,10 @@ updates (running, then completed), into a collection with only its `_id` index.
   naming the batch's ids and the expected state, one update), and so are its completed updates:
   the form tasklight's own writes take when tasks are handled together (shared/batching.py).
 - `mongo.tasklight_form`: as `mongo.grouped`, but tasklight's own documents and writes into a
-  collection with tasklight's indexes (`TaskStore.ensure_indexes`): the stored form of a new
-  task with its outbox mark, the first claim (`shared.store.first_claim`) and the known-version
-  end (`shared.lifecycle.known_transition_write`). The least tasklight's data model can cost
-  the database per task, with nothing else running: its ceiling on this server.
+  collection with tasklight's indexes (`Store.migrate`): the stored form of a new task with
+  its outbox mark, the first claim (`shared.runs.claim_change`) and the known-version end
+  (`shared.runs.end_change`), each compiled to its known-version form. The least tasklight's
+  data model can cost the database per task, with nothing else running: its ceiling on this server.
 - `mongo.single`: one document per command, WRITERS concurrent writers each taking the next task
   and doing its three writes in turn. Tasks per second.
 
@@ -50,9 +50,12 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from bench.env import machine
 from services.stack import EmbeddedMongo
-from shared.lifecycle import FIRST_VERSION, TaskState, known_filter, known_transition_write, utcnow
-from shared.store import TaskStore, first_claim, stored_form
-from shared.task import new_task_doc
+from shared.clock import utcnow
+from shared.lifecycle import FIRST_VERSION, TaskState
+from shared.records import new_task
+from shared.runs import claim_change, end_change
+from shared.store import Store
+from shared.store.tasks import document
 
 RESULTS = "latest"
 #: Runs of each measurement; the figure is their median.
@@ -356,31 +359,30 @@ async def mongo_grouped(collection: AsyncCollection[Doc], ids: list[str]) -> Non
 
 async def mongo_tasklight_form(collection: AsyncCollection[Doc], ids: list[str]) -> None:
     """`mongo_grouped` with tasklight's documents, writes and indexes."""
-    store = TaskStore(collection.database.client, collection.database.name)
-    await store.ensure_indexes()
+    store = Store(collection.database.client, collection.database.name)
+    await store.migrate()
     running_at = FIRST_VERSION + 1
     for start in range(0, len(ids), BATCH):
         batch = ids[start : start + BATCH]
         at = utcnow()
         docs = [
-            stored_form(
-                new_task_doc(task_id=task_id, name="bench", args={}, owner="bench", at=at),
+            document(
+                new_task(task_id=task_id, name="bench", args={}, owner="bench", at=at),
                 dispatch_due_at=at,
             )
             for task_id in batch
         ]
-        await store.tasks.insert_many(docs)
-        claim = (known_filter(FIRST_VERSION), first_claim("bench", "r", at))
-        end = known_transition_write(
-            TaskState.RUNNING,
-            running_at,
-            TaskState.COMPLETED,
-            at=utcnow(),
-            fields={"result": None, "error": None},
-            worker="bench",
+        await store.tasks.collection.insert_many(docs)
+        claim = claim_change(TaskState.WAITING, "bench", "r", at)
+        end = end_change(TaskState.COMPLETED, "r", {"result": None, "error": None}, "bench")
+        writes = (
+            (claim.version_filter(FIRST_VERSION), claim.at_version(TaskState.WAITING, 1, at)),
+            (end.version_filter(running_at), end.at_version(TaskState.RUNNING, running_at, at)),
         )
-        for query, update in (claim, (known_filter(running_at), end)):
-            result = await store.tasks.update_many({"_id": {"$in": batch}, **query}, update)
+        for query, update in writes:
+            result = await store.tasks.collection.update_many(
+                {"_id": {"$in": batch}, **query}, update
+            )
             if result.modified_count != len(batch):
                 raise RuntimeError(f"{result.modified_count} of {len(batch)} tasks changed")
 

@@ -16,9 +16,10 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 
 from bench.env import BENCH_USER, NotifierEnv, machine, notifier_env, percentile, raise_fd_limit
+from shared.clock import utcnow
 from shared.ids import new_task_id
-from shared.lifecycle import utcnow
-from shared.task import new_task_doc
+from shared.records import new_task
+from shared.store.tasks import document
 
 RESULTS = "latest"
 #: Idle subscribers to hold (the goal: 10,000).
@@ -44,8 +45,10 @@ async def measure(count: int) -> dict[str, Any]:
         raise RuntimeError(f"the open-file limit ({fd_limit}) is below {count + 500}")
     async with notifier_env() as env:
         task_id = new_task_id()
-        doc = new_task_doc(task_id=task_id, name="bench", args={}, owner=BENCH_USER, at=utcnow())
-        await env.store.tasks.insert_one(doc)
+        doc = document(
+            new_task(task_id=task_id, name="bench", args={}, owner=BENCH_USER, at=utcnow())
+        )
+        await env.store.tasks.collection.insert_one(doc)
         # Warm up: the first connections load code and fill caches that are not per connection.
         warm = [await subscribe(env, task_id) for _ in range(20)]
         await asyncio.sleep(SETTLE_S)
@@ -96,7 +99,7 @@ async def time_fanout(
     readers = [asyncio.create_task(receive(ws)) for ws in connections]
     await asyncio.sleep(0.5)
     sent = time.perf_counter()
-    await env.store.tasks.update_one(
+    await env.store.tasks.collection.update_one(
         {"_id": task_id}, {"$set": {"updated_at": utcnow()}, "$inc": {"version": 1}}
     )
     committed = time.perf_counter()

@@ -20,9 +20,10 @@ from pymongo import ReturnDocument
 from websockets.asyncio.client import connect
 
 from bench.env import BENCH_USER, NotifierEnv, machine, notifier_env, percentile
+from shared.clock import utcnow
 from shared.ids import new_task_id
-from shared.lifecycle import utcnow
-from shared.task import new_task_doc
+from shared.records import new_task
+from shared.store.tasks import document
 
 RESULTS = "latest"
 #: Changes per second to measure at.
@@ -39,10 +40,10 @@ async def run() -> dict[str, Any]:
     async with notifier_env() as env:
         ids = [new_task_id() for _ in range(TASKS)]
         for task_id in ids:
-            doc = new_task_doc(
-                task_id=task_id, name="bench", args={}, owner=BENCH_USER, at=utcnow()
+            doc = document(
+                new_task(task_id=task_id, name="bench", args={}, owner=BENCH_USER, at=utcnow())
             )
-            await env.store.tasks.insert_one(doc)
+            await env.store.tasks.collection.insert_one(doc)
         for rate in RATES:
             figures[f"{rate}_per_s"] = await measure(env, ids, rate)
     return figures
@@ -69,7 +70,7 @@ async def measure(env: NotifierEnv, ids: list[str], rate: int) -> dict[str, Any]
 
         async def change(task_id: str, step: int) -> None:
             sent = time.perf_counter()
-            doc = await env.store.tasks.find_one_and_update(
+            doc = await env.store.tasks.collection.find_one_and_update(
                 {"_id": task_id},
                 {
                     "$set": {

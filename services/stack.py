@@ -9,6 +9,7 @@ and queues: they need no coordination of their own beyond what RabbitMQ and Mong
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import shutil
 import signal
@@ -21,6 +22,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from shared.auth import DEV_PASSWORD, DEV_TOKEN, DEV_USER
+from shared.migrate import migrate
 from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -257,6 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # `make run` is for trying tasklight out: development mode, with its built-in user, and log
     # lines for people rather than collectors, unless the environment says otherwise.
     os.environ.setdefault("TASKLIGHT_DEV_MODE", "true")
+    os.environ.setdefault("TASKLIGHT_BUILTIN_TASKS", "true")
     os.environ.setdefault("TASKLIGHT_LOG_FORMAT", "text")
     settings = Settings()
     env = dict(os.environ)
@@ -282,6 +285,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if mongo:
             mongo.stop()
         return 1
+    try:
+        done = asyncio.run(migrate(Settings(mongodb_url=env["MONGODB_URL"]) if mongo else settings))
+    except Exception as exc:
+        print(f"could not migrate the database: {exc}")
+        if mongo:
+            mongo.stop()
+        return 1
+    print("database migrated: " + ("; ".join(done) if done else "up to date"))
     ports = replica_ports(settings, replicas)
     processes = start_replicas(env, ports)
     stopping = False

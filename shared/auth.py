@@ -27,11 +27,10 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from shared.lifecycle import utcnow
+from shared.clock import utcnow
 from shared.topology import API_TOKENS, FAILED_LOGINS, SESSIONS, USERS, WS_TICKETS
 
 Doc = dict[str, Any]
@@ -177,13 +176,6 @@ class AuthStore:
         self.tickets = db[WS_TICKETS]
         self.failed_logins = db[FAILED_LOGINS]
 
-    async def ensure_indexes(self) -> None:
-        """Indexes for lookups by user, and TTL removal of expired sessions and tickets."""
-        await self.tokens.create_index([("user", ASCENDING)])
-        await self.sessions.create_index([("expires_at", ASCENDING)], expireAfterSeconds=0)
-        await self.tickets.create_index([("expires_at", ASCENDING)], expireAfterSeconds=0)
-        await self.failed_logins.create_index([("expires_at", ASCENDING)], expireAfterSeconds=0)
-
     # Users and their credentials: the CLI and the API's start-up manage these.
 
     async def create_user(self, name: str, role: Role, *, password: str | None = None) -> None:
@@ -231,7 +223,7 @@ class AuthStore:
             counts[token["user"]] = counts.get(token["user"], 0) + 1
         return [
             {"name": doc["_id"], "role": doc["role"], "tokens": counts.get(doc["_id"], 0)}
-            async for doc in self.users.find({}).sort("_id", ASCENDING)
+            async for doc in self.users.find({}).sort("_id", 1)
         ]
 
     async def ensure_admin(self, name: str, *, password: str | None, token: str | None) -> bool:

@@ -68,6 +68,12 @@ def dead_queue(topology: Topology) -> RabbitQueue:
     return RabbitQueue(topology.dead_queue, queue_type=QueueType.QUORUM, durable=True)
 
 
+def parked_queue(topology: Topology) -> RabbitQueue:
+    """Keeps dead-lettered commands whose task could not be failed (see the worker's dead-letter
+    handler); nothing consumes it."""
+    return RabbitQueue(topology.parked_queue, queue_type=QueueType.QUORUM, durable=True)
+
+
 def control_exchange(topology: Topology) -> RabbitExchange:
     """Broadcasts to all workers (cancel requests)."""
     return RabbitExchange(topology.control_exchange, type=ExchangeType.FANOUT, durable=True)
@@ -90,6 +96,7 @@ async def declare_topology(broker: RabbitBroker, topology: Topology, settings: S
     dead_x = await broker.declare_exchange(dead_exchange(topology))
     dead_q = await broker.declare_queue(dead_queue(topology))
     await dead_q.bind(dead_x)
+    await broker.declare_queue(parked_queue(topology))
     tasks_x = await broker.declare_exchange(tasks_exchange(topology))
     tasks_q = await broker.declare_queue(tasks_queue(topology, settings))
     await tasks_q.bind(tasks_x, routing_key=RUN_KEY)
@@ -130,7 +137,8 @@ async def delete_topology(amqp_url: str, topology: Topology) -> None:
     connection = await aio_pika.connect(amqp_url)
     async with connection:
         delay_queues = [topology.delay_queue(band_s) for band_s in DELAY_BUCKETS_S]
-        for queue in (topology.tasks_queue, topology.dead_queue, *delay_queues):
+        queues = (topology.tasks_queue, topology.dead_queue, topology.parked_queue)
+        for queue in (*queues, *delay_queues):
             channel = await connection.channel()  # a failed delete closes its channel
             with contextlib.suppress(Exception):
                 await channel.queue_delete(queue)

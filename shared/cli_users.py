@@ -61,7 +61,6 @@ async def run(args: argparse.Namespace) -> str:
     store = open_store(settings)
     auth = AuthStore(store.db)
     try:
-        await auth.ensure_indexes()
         return await _do(auth, args)
     except UserExists as exc:
         raise UsersError(f"user {exc} exists already") from None

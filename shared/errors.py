@@ -1,6 +1,6 @@
 """Exceptions a task handler raises to tell the worker what to do.
 
-    TaskError (root)
+    HandlerSignal (root)
     ├── TaskCanceled   the task was asked to stop; the worker records `canceled`
     ├── TaskFailed     a failure worth showing the user as it is; the worker records `failed`
     └── Retry          try again later, within the task type's retry policy
@@ -12,18 +12,19 @@ shows its type and a generic message, and the worker's log has the details.
 from __future__ import annotations
 
 
-class TaskError(Exception):
-    """Root of the exceptions that steer a task's outcome."""
+class HandlerSignal(Exception):
+    """Root of the exceptions a handler raises to steer its task's outcome. (A task's stored
+    `error` is `shared.task.TaskError`, a record, not an exception.)"""
 
 
-class TaskCanceled(TaskError):
+class TaskCanceled(HandlerSignal):
     """Raised at a checkpoint of a task that was asked to stop."""
 
     def __init__(self, message: str = "canceled at a checkpoint") -> None:
         super().__init__(message)
 
 
-class TaskFailed(TaskError):
+class TaskFailed(HandlerSignal):
     """A failure whose message is safe and useful to show to the task's owner."""
 
     def __init__(self, message: str, *, type: str = "task_failed") -> None:
@@ -32,7 +33,7 @@ class TaskFailed(TaskError):
         self.message = message
 
 
-class Retry(TaskError):
+class Retry(HandlerSignal):
     """Ask for another attempt (within the task type's retry policy), after `delay_s` if given."""
 
     def __init__(self, message: str = "retry requested", *, delay_s: float | None = None) -> None:

@@ -1,6 +1,6 @@
-"""The task lifecycle: its states, the one table of allowed changes, and the compare-and-set writes.
+"""The task lifecycle: its states, their named sub-states (phases), and the one table of changes.
 
-Allowed changes (a finished task never changes state again)::
+States, and the changes allowed between them (a finished task never changes state again)::
 
     waiting ──▶ running ──▶ completed | failed
        │  │        │
@@ -9,20 +9,27 @@ Allowed changes (a finished task never changes state again)::
        ▼
     canceled
 
-`waiting → failed` exists because a task whose command can never be delivered (it was
-dead-lettered) must fail without pretending that it started.
+`waiting → failed` is for a task whose command can never be delivered (it was dead-lettered): it
+fails without pretending that it started.
 
-Every state change is a conditional update: the task document is changed only where it is still in
-one of the expected states (and, for a worker, still held by the same run). When the update matches
-nothing, someone else won the race, and the caller learns it from the `None` it gets back.
+Within a state, a task is in one phase, which says who is to move it on::
+
+    waiting    queued              its command is in the broker; the next worker to take it runs it
+    running    held                a run on a live worker holds it and will record how it ended
+    canceling  released            no run holds it; its command is queued again (a retry, a
+                                   hand-back, a lost worker's requeue), and the next run takes it
+               awaiting_children   its handler returned; it ends when its last child has
+    final      ended
+
+The phase is stored in the task (`phase`), set by the same compare-and-set as the state, so a
+query names a sub-state instead of a combination of fields. This module is pure: the writes that
+make these changes are `shared/runs.py`'s verbs, compiled by `shared/store/`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Mapping
 from enum import StrEnum
-from typing import Any
 
 
 class TaskState(StrEnum):
@@ -30,9 +37,9 @@ class TaskState(StrEnum):
 
     #: Stored and queued; no worker has started it.
     WAITING = "waiting"
-    #: A worker is running its handler.
+    #: A worker started it, and it has not ended.
     RUNNING = "running"
-    #: Cancel was asked while it ran; the handler stops at its next checkpoint.
+    #: Cancel was asked after it started; it stops at its handler's next checkpoint.
     CANCELING = "canceling"
     #: The handler returned; `result` holds what it returned.
     COMPLETED = "completed"
@@ -40,6 +47,21 @@ class TaskState(StrEnum):
     FAILED = "failed"
     #: Canceled before it ran, or stopped at a checkpoint after a cancel.
     CANCELED = "canceled"
+
+
+class Phase(StrEnum):
+    """A task's sub-state: who is to move it on next."""
+
+    #: Waiting: its command is queued for the next free worker.
+    QUEUED = "queued"
+    #: Running or canceling: a run on a live worker holds it.
+    HELD = "held"
+    #: Running or canceling: no run holds it; its command is queued again.
+    RELEASED = "released"
+    #: Running or canceling: its handler returned; it ends when its children have.
+    AWAITING_CHILDREN = "awaiting_children"
+    #: In a final state.
+    ENDED = "ended"
 
 
 class TaskGroup(StrEnum):
@@ -53,6 +75,8 @@ class TaskGroup(StrEnum):
 FINAL_STATES: frozenset[TaskState] = frozenset(
     {TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELED}
 )
+#: Started and not ended: the states in which a run may hold a task.
+ACTIVE_STATES: frozenset[TaskState] = frozenset({TaskState.RUNNING, TaskState.CANCELING})
 
 ALLOWED_CHANGES: Mapping[TaskState, frozenset[TaskState]] = {
     TaskState.WAITING: frozenset({TaskState.RUNNING, TaskState.CANCELED, TaskState.FAILED}),
@@ -63,11 +87,30 @@ ALLOWED_CHANGES: Mapping[TaskState, frozenset[TaskState]] = {
     TaskState.CANCELED: frozenset(),
 }
 
+_STARTED_PHASES = frozenset({Phase.HELD, Phase.RELEASED, Phase.AWAITING_CHILDREN})
+#: The phases each state may be in.
+STATE_PHASES: Mapping[TaskState, frozenset[Phase]] = {
+    TaskState.WAITING: frozenset({Phase.QUEUED}),
+    TaskState.RUNNING: _STARTED_PHASES,
+    TaskState.CANCELING: _STARTED_PHASES,
+    **{state: frozenset({Phase.ENDED}) for state in FINAL_STATES},
+}
+
+#: Changes of phase within an active state (a change of state may also change the phase).
+ALLOWED_PHASE_CHANGES: Mapping[Phase, frozenset[Phase]] = {
+    Phase.HELD: frozenset({Phase.RELEASED, Phase.AWAITING_CHILDREN}),
+    Phase.RELEASED: frozenset({Phase.HELD}),
+    Phase.AWAITING_CHILDREN: frozenset(),
+}
+
 GROUP_STATES: Mapping[TaskGroup, frozenset[TaskState]] = {
     TaskGroup.PENDING: frozenset({TaskState.WAITING, TaskState.RUNNING, TaskState.CANCELING}),
     TaskGroup.FAILED: frozenset({TaskState.FAILED, TaskState.CANCELED}),
     TaskGroup.FINISHED: frozenset({TaskState.COMPLETED}),
 }
+
+#: The version of a task as stored by its submission.
+FIRST_VERSION = 1
 
 
 class IllegalTransition(ValueError):
@@ -79,121 +122,33 @@ def can_change(source: TaskState, target: TaskState) -> bool:
     return target in ALLOWED_CHANGES[source]
 
 
+def can_move(source: tuple[TaskState, Phase], target: tuple[TaskState, Phase]) -> bool:
+    """Whether a task at (state, phase) `source` may move to (state, phase) `target`.
+
+    A change of state keeps the phase (a cancel asked of a held run leaves it held) unless it
+    starts the task (queued → held) or ends it (→ ended); within a state only the phase changes
+    of `ALLOWED_PHASE_CHANGES` are allowed.
+    """
+    (state, phase), (new_state, new_phase) = source, target
+    if phase not in STATE_PHASES[state] or new_phase not in STATE_PHASES[new_state]:
+        return False
+    if state == new_state:
+        return new_phase in ALLOWED_PHASE_CHANGES.get(phase, frozenset())
+    if not can_change(state, new_state):
+        return False
+    if new_state in FINAL_STATES:
+        return True
+    if state is TaskState.WAITING:
+        return new_phase is Phase.HELD
+    return new_phase == phase
+
+
 def group_of(state: TaskState) -> TaskGroup:
     """The dialog tab a task in `state` is shown under."""
     return next(group for group, states in GROUP_STATES.items() if state in states)
 
 
-#: The version of a task as stored by its submission.
-FIRST_VERSION = 1
-
-
-def utcnow() -> datetime:
-    """Now, in UTC, truncated to the millisecond that BSON dates keep."""
-    now = datetime.now(UTC)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
-
-
-def _checked_set(
-    sources: Iterable[TaskState],
-    target: TaskState,
-    at: datetime,
-    fields: Mapping[str, Any] | None,
-) -> tuple[list[TaskState], dict[str, Any]]:
-    """The sources, sorted, and what a change to `target` sets; raises if it is forbidden."""
-    source_list = sorted(set(sources))
-    if not source_list:
-        raise IllegalTransition(f"no source state given for a change to {target}")
-    for source in source_list:
-        if not can_change(source, target):
-            raise IllegalTransition(f"{source} → {target} is not an allowed change")
-    if fields and any("." in key for key in fields):
-        # Whole top-level fields only: each is set as one literal value.
-        raise ValueError("transition fields must be top-level names")
-    to_set: dict[str, Any] = {"state": target.value, "updated_at": at, **(fields or {})}
-    if target is TaskState.RUNNING:
-        to_set["started_at"] = at
-    if target in FINAL_STATES:
-        to_set["finished_at"] = at
-    return source_list, to_set
-
-
-def transition_write(
-    task_id: str,
-    sources: Iterable[TaskState],
-    target: TaskState,
-    *,
-    at: datetime,
-    fields: Mapping[str, Any] | None = None,
-    guard: Mapping[str, Any] | None = None,
-    worker: str | None = None,
-    reason: str | None = None,
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The MongoDB filter and update pipeline that move a task from any of `sources` to `target`.
-
-    One atomic write: the new state and `fields`, the version bumped by the server, and the
-    change appended to the task's own `history` (in it, `$state` is the state being replaced).
-    `guard` adds conditions to the filter (a worker's run token, say).
-    Raises `IllegalTransition` if any source may not move to `target`.
-    """
-    source_list, to_set = _checked_set(sources, target, at, fields)
-    query: dict[str, Any] = {"_id": task_id, "state": {"$in": [s.value for s in source_list]}}
-    query.update(guard or {})
-    new_version = {"$add": ["$version", 1]}
-    event = {
-        "source": "$state",
-        "target": target.value,
-        "version": new_version,
-        "at": {"$literal": at},
-        "worker": {"$literal": worker},
-        "reason": {"$literal": reason},
-    }
-    stage = {
-        **{key: {"$literal": value} for key, value in to_set.items()},
-        "version": new_version,
-        "history": {"$concatArrays": [{"$ifNull": ["$history", []]}, [event]]},
-    }
-    return query, [{"$set": stage}]
-
-
-def known_transition_write(
-    source: TaskState,
-    version: int,
-    target: TaskState,
-    *,
-    at: datetime,
-    fields: Mapping[str, Any] | None = None,
-    worker: str | None = None,
-    reason: str | None = None,
-) -> dict[str, Any]:
-    """`transition_write` for a writer that knows the task's state and version: a plain update
-    document with the same effect on a task that matches `known_filter(version)` (and so is at
-    `source`).
-
-    A plain update costs the database less than a pipeline, and, having no per-task parts, the
-    same change of many tasks can be one `update_many` (see shared/batching.py). A task that is
-    no longer at (`source`, `version`) is not changed; the caller then falls back on
-    `transition_write`, which reads state and version from the task itself.
-    """
-    _, to_set = _checked_set([source], target, at, fields)
-    event = {
-        "source": source.value,
-        "target": target.value,
-        "version": version + 1,
-        "at": at,
-        "worker": worker,
-        "reason": reason,
-    }
-    return {"$set": to_set, "$inc": {"version": 1}, "$push": {"history": event}}
-
-
-def known_filter(version: int) -> dict[str, Any]:
-    """The filter (without `_id`) of a `known_transition_write` from a task's `version`.
-
-    The version alone says the state, and the run that holds the task: every write that
-    changes a task moves its version on, state and run included (the one write that leaves it
-    alone is the clearing of the outbox mark, which no client sees). Naming the state as
-    well would change nothing, and SecantusDB plans each field of a filter, so it would cost
-    every shared statement (0.1 ms per task of a batch of five, measured).
-    """
-    return {"version": version}
+def phase_after(target: TaskState, phase: Phase | None) -> Phase | None:
+    """The phase a change to `target` leaves the task in: `ended` for a final state, else
+    `phase` (None: unchanged)."""
+    return Phase.ENDED if target in FINAL_STATES else phase

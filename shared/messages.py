@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.clock import utcnow
 from shared.ids import new_task_id
-from shared.lifecycle import TaskState, utcnow
+from shared.lifecycle import TaskState
 
 
 class Message(BaseModel):
@@ -19,11 +21,26 @@ class Message(BaseModel):
     at: datetime = Field(default_factory=utcnow)
 
 
+class TaskSnapshot(BaseModel):
+    """What a task's first run needs of it, as its submission stored it: with it, the worker
+    need not read the task back after claiming it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    owner: str
+    args: dict[str, Any]
+    created_at: datetime
+    parent_id: str | None = None
+
+
 class RunTask(Message):
-    """Run the stored task `task_id` (of type `name`); sent once per submission."""
+    """Run the stored task `task_id` (of type `name`); sent once per submission, and again for
+    each retry, hand-back or requeue (then without `snapshot`)."""
 
     task_id: str
     name: str
+    #: The task as submitted; only good for a claim of the task at its first version.
+    snapshot: TaskSnapshot | None = None
 
 
 class CancelTask(Message):

@@ -17,7 +17,7 @@ import time
 from collections import Counter as Tally
 from collections.abc import Awaitable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -32,7 +32,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from shared.lifecycle import utcnow
+from shared.clock import utcnow
+from shared.records import StoredTask
 
 T = TypeVar("T")
 
@@ -116,6 +117,13 @@ DEAD_LETTERS = Counter(
     ["reason"],
     registry=None,
 )
+COMMANDS_PARKED = Counter(
+    "tasklight_commands_parked",
+    "Dead-lettered commands moved to the parked queue: their task could not be recorded as "
+    "failed after every try.",
+    registry=None,
+)
+
 WORKERS_MISSING = Counter(
     "tasklight_workers_missing",
     "Workers this worker's janitor found silent past the TTL and marked missing.",
@@ -186,6 +194,7 @@ WORKER_REGISTRY = _registry(
     QUEUE_WAIT_SECONDS,
     TASK_RETRIES,
     DEAD_LETTERS,
+    COMMANDS_PARKED,
     WORKERS_MISSING,
     TASKS_WORKER_LOST,
 )
@@ -207,15 +216,14 @@ def submitted(names: Iterable[str]) -> None:
         TASKS_SUBMITTED.labels(name).inc(count)
 
 
-def queue_wait_s(doc: Mapping[str, Any], now: datetime) -> float | None:
+def queue_wait_s(task: StoredTask, now: datetime) -> float | None:
     """Seconds a just-claimed task waited: since its creation, or for a later run since the
-    last run ended plus the retry delay it asked for. None when the document does not say."""
-    attempts = doc.get("attempts") or []
-    last = attempts[-1] if attempts else {}
-    since = last.get("ended_at") if attempts else doc.get("created_at")
-    if not isinstance(since, datetime) or since.tzinfo is None or now.tzinfo is None:
+    last run ended plus the retry delay it asked for. None when the task does not say."""
+    last = task.attempts[-1] if task.attempts else None
+    since = task.created_at if last is None else last.ended_at
+    if since is None or since.tzinfo is None or now.tzinfo is None:
         return None
-    delay = timedelta(seconds=float(last.get("retry_in_s") or 0))
+    delay = timedelta(seconds=last.retry_in_s if last is not None else 0)
     return max(0.0, (now - since - delay).total_seconds())
 
 
@@ -230,12 +238,12 @@ def _finished(name: str, outcome: str) -> Counter:
     return TASKS_FINISHED.labels(name, outcome)
 
 
-async def timed_run(doc: Mapping[str, Any], run: Awaitable[T]) -> T:
+async def timed_run(task: StoredTask, run: Awaitable[T]) -> T:
     """Await a claimed task's handler run, counting it as started, its queue wait, its run
     time, and it among the running meanwhile."""
-    started_total, wait_seconds, run_seconds = _run_metrics(str(doc.get("name")))
+    started_total, wait_seconds, run_seconds = _run_metrics(task.name)
     started_total.inc()
-    wait_s = queue_wait_s(doc, utcnow())
+    wait_s = queue_wait_s(task, utcnow())
     if wait_s is not None:
         wait_seconds.observe(wait_s)
     started = time.perf_counter()

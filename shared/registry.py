@@ -97,13 +97,31 @@ class Registry:
         self.types[task_type.name] = task_type
 
     def task(
-        self, name: str, args_model: type[BaseModel], *, title: str, description: str = ""
+        self,
+        name: str,
+        args_model: type[BaseModel],
+        *,
+        title: str,
+        description: str = "",
+        retry: RetryPolicy | None = None,
+        on_worker_lost: Literal["requeue", "fail"] = "fail",
+        max_runs: int = 3,
     ) -> Callable[[Handler], Handler]:
-        """Decorator form of `add` for a handler function."""
+        """Decorator form of `add` for a handler function, with every option of `TaskType`
+        (the description defaults to the handler's docstring)."""
 
         def register(handler: Handler) -> Handler:
             self.add(
-                TaskType(name, title, description or (handler.__doc__ or ""), args_model, handler)
+                TaskType(
+                    name,
+                    title,
+                    description or (handler.__doc__ or ""),
+                    args_model,
+                    handler,
+                    retry=retry,
+                    on_worker_lost=on_worker_lost,
+                    max_runs=max_runs,
+                )
             )
             return handler
 
@@ -123,16 +141,16 @@ class Registry:
         return name in self.types
 
 
-def load_registry(task_modules: str = "") -> Registry:
-    """The built-in task types plus those of each module named in `task_modules`.
-
-    Each module has a `register(registry)` function (comma-separated dotted names).
-    """
-    from shared.tasktypes import builtin, demo
-
+def load_registry(task_modules: str = "", *, builtin_tasks: bool = False) -> Registry:
+    """The task types of each module named in `task_modules` (comma-separated dotted names,
+    each module with a `register(registry)` function), and with `builtin_tasks` the built-in
+    `test.*` and `demo.*` ones."""
     registry = Registry()
-    builtin.register(registry)
-    demo.register(registry)
+    if builtin_tasks:
+        from shared.tasktypes import builtin, demo
+
+        builtin.register(registry)
+        demo.register(registry)
     for module_name in filter(None, (m.strip() for m in task_modules.split(","))):
         importlib.import_module(module_name).register(registry)
     return registry

@@ -77,8 +77,13 @@ class Settings(BaseSettings):
     #: `http://127.0.0.1:<api_port>` and `http://localhost:<api_port>`.
     allowed_origins: str = ""
 
-    #: Tasks one worker process runs at once.
+    #: Tasks one worker process claims and runs at once.
     worker_concurrency: int = Field(default=8, ge=1, le=1000)
+    #: Commands one worker takes from the queue at once (unacknowledged); 0: twice
+    #: `worker_concurrency`. More than the concurrency keeps the slots busy while finished tasks'
+    #: outcomes are written; for long tasks, whose commands wait in a busy worker while another
+    #: may be idle, set it to the concurrency.
+    worker_prefetch: int = Field(default=0, ge=0, le=10000)
     worker_name: str = Field(default_factory=_default_worker_name)
     #: Seconds between a worker's heartbeats.
     heartbeat_s: float = Field(default=5.0, gt=0)
@@ -86,8 +91,16 @@ class Settings(BaseSettings):
     publish_timeout_s: float = Field(default=5.0, gt=0)
     #: Deliveries of one command before the broker dead-letters it (a crash loop guard).
     delivery_limit: int = Field(default=5, ge=1)
+    #: Tries at recording a dead-lettered command's task as failed before the command is parked
+    #: (moved to the `<namespace>.parked` queue and counted), each after a doubling backoff.
+    dead_letter_attempts: int = Field(default=5, ge=1)
+    #: Seconds before the second try of a dead-lettered command; doubles, at most 30 s.
+    dead_letter_backoff_s: float = Field(default=0.5, gt=0)
     #: Python modules whose import registers extra task types, comma separated.
     task_modules: str = ""
+    #: Register the built-in `test.*` and `demo.*` task types, for trying tasklight and for its
+    #: tests (`make run` and the tests turn it on); off in a deployment.
+    builtin_tasks: bool = False
 
     #: Seconds without a heartbeat after which a worker is missing and its tasks are ended.
     worker_ttl_s: float = Field(default=30.0, gt=0)
@@ -130,6 +143,10 @@ class Settings(BaseSettings):
     #: Trace with OpenTelemetry (needs the `otel` extra), exporting OTLP over HTTP as the
     #: standard `OTEL_*` variables say; also on when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
     otel_enabled: bool = False
+
+    def prefetch(self) -> int:
+        """The worker's prefetch (see `worker_prefetch`)."""
+        return max(self.worker_prefetch or 2 * self.worker_concurrency, self.worker_concurrency)
 
     def origins(self) -> frozenset[str]:
         """The allowed browser origins (see `allowed_origins`)."""

@@ -1,13 +1,18 @@
-"""The task document: how it is stored in MongoDB and how it is shown over REST and WebSocket."""
+"""A task as clients see it over REST and WebSocket, and the value types its fields hold.
+
+The stored form (what MongoDB holds, with the fields only the system reads) is
+`shared/records.py`'s `StoredTask`; `StoredTask.view()` makes this one.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.lifecycle import FIRST_VERSION, TaskState
+from shared.lifecycle import Phase, TaskState
 
 API_PREFIX = "/api/v1"
 
@@ -28,11 +33,43 @@ class ProgressReport(BaseModel):
     suffix: str | None = None
 
 
+class ErrorKind(StrEnum):
+    """The kinds of error tasklight itself records; a handler's `TaskFailed` may name others."""
+
+    #: Stopped after a cancel (at a checkpoint, after the grace time, or before it ran again).
+    CANCELED = "canceled"
+    #: The handler raised `TaskFailed` without naming a type of its own.
+    TASK_FAILED = "task_failed"
+    #: A failed attempt that will be retried (recorded in `attempts`).
+    RETRY = "retry"
+    #: The retry policy's attempts are used up.
+    RETRIES_EXHAUSTED = "retries_exhausted"
+    #: The handler raised something unexpected; the details are in the worker's log only.
+    INTERNAL = "internal"
+    #: The stored arguments no longer validate against the task type's model.
+    INVALID_ARGS = "invalid_args"
+    #: The worker that took the command has no task type of that name.
+    UNKNOWN_TASK_TYPE = "unknown_task_type"
+    #: The handler returned a value that is not JSON.
+    INVALID_RESULT = "invalid_result"
+    #: The worker running it stopped heartbeating.
+    WORKER_LOST = "worker_lost"
+    #: Its command could not be delivered and was dead-lettered.
+    DEAD_LETTERED = "dead_lettered"
+    #: A child task did not complete.
+    CHILD_FAILED = "child_failed"
+
+
 class TaskError(BaseModel):
     """Why a task failed: a short type and a message safe to show a user."""
 
     type: str
     message: str
+
+    @classmethod
+    def of(cls, kind: ErrorKind, message: str) -> TaskError:
+        """An error of one of tasklight's own kinds."""
+        return cls(type=kind.value, message=message)
 
 
 class WorkerRef(BaseModel):
@@ -71,6 +108,8 @@ class Task(BaseModel):
     id: str
     name: str
     state: TaskState
+    #: The sub-state: queued, held by a run, released (queued again), awaiting children, ended.
+    phase: Phase | None = None
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -90,33 +129,6 @@ class Task(BaseModel):
     #: How many times a worker started it.
     runs: int = 0
     version: int
-
-    @classmethod
-    def from_doc(cls, doc: dict[str, Any]) -> Task:
-        """The client view of a stored task document."""
-        parent_id = doc.get("parent_id")
-        return cls(
-            id=doc["_id"],
-            name=doc["name"],
-            state=doc["state"],
-            created_at=doc["created_at"],
-            started_at=doc.get("started_at"),
-            finished_at=doc.get("finished_at"),
-            updated_at=doc["updated_at"],
-            args=doc.get("args") or {},
-            result=doc.get("result"),
-            error=doc.get("error"),
-            progress_reports=doc.get("progress_reports") or [],
-            worker=doc.get("worker"),
-            parent_task=task_href(parent_id) if parent_id else None,
-            child_tasks=[task_href(child) for child in doc.get("child_ids") or []],
-            owner=doc["owner"],
-            ui=doc.get("ui"),
-            metadata=doc.get("metadata") or {},
-            attempts=doc.get("attempts") or [],
-            runs=doc.get("runs") or 0,
-            version=doc["version"],
-        )
 
 
 #: The integer range MongoDB stores (BSON int64).
@@ -144,43 +156,3 @@ def unstorable(value: Any, loc: list[str | int]) -> list[dict[str, Any]]:
         for index, item in enumerate(value):
             errors += unstorable(item, [*loc, index])
     return errors
-
-
-def new_task_doc(
-    *,
-    task_id: str,
-    name: str,
-    args: dict[str, Any],
-    owner: str,
-    at: datetime,
-    ui: UiHints | None = None,
-    metadata: dict[str, Any] | None = None,
-    parent_id: str | None = None,
-) -> dict[str, Any]:
-    """The stored form of a task that was just submitted.
-
-    Without `finished_at` (set when it finishes) and, for a task with no parent, without
-    `parent_id`: their indexes are sparse, so a task lacking them costs those indexes nothing.
-    """
-    doc: dict[str, Any] = {
-        "_id": task_id,
-        "name": name,
-        "state": TaskState.WAITING.value,
-        "created_at": at,
-        "updated_at": at,
-        "started_at": None,
-        "args": args,
-        "result": None,
-        "error": None,
-        "progress_reports": [],
-        "worker": None,
-        "run": None,
-        "child_ids": [],
-        "owner": owner,
-        "ui": ui.model_dump(exclude_none=True) if ui else None,
-        "metadata": metadata or {},
-        "version": FIRST_VERSION,
-    }
-    if parent_id is not None:
-        doc["parent_id"] = parent_id
-    return doc

@@ -10,6 +10,8 @@ TASKS = "tasks"
 WORKERS = "workers"
 #: Idempotency-Key records of `POST /tasks`, removed by TTL.
 IDEMPOTENCY_KEYS = "idempotency_keys"
+#: Submissions per user in slots of ten seconds, for the per-minute limit; removed by TTL.
+SUBMISSION_COUNTS = "submission_counts"
 #: Users: name, role, password hash.
 USERS = "users"
 #: API tokens, by the SHA-256 of the token.
@@ -50,6 +52,12 @@ class Topology:
     def dead_queue(self) -> str:
         """Queue that keeps dead-lettered commands for inspection."""
         return f"{self.namespace}.dead"
+
+    @property
+    def parked_queue(self) -> str:
+        """Queue that keeps dead-lettered commands whose task could not be recorded as failed
+        after every try: never consumed, for an operator to inspect."""
+        return f"{self.namespace}.parked"
 
     def delay_queue(self, band_s: int) -> str:
         """Queue where retried commands wait out delays of the band starting at `band_s`."""

@@ -20,8 +20,9 @@ from services.worker.app import Worker
 from shared import tracing
 from shared.auth import DEV_TOKEN
 from shared.broker import delete_topology
+from shared.migrate import migrate
 from shared.settings import Settings
-from shared.store import TaskStore, open_store
+from shared.store import Store, open_store
 from shared.topology import Topology
 from tests.backends import amqp_backend, mongo_backend
 from tests.skip_policy import (  # noqa: F401  (hooks: a skipped test fails the run)
@@ -75,7 +76,10 @@ async def settings(mongo_url: str, amqp_url: str) -> AsyncIterator[Settings]:
         # Most tests act as the built-in development user; tests/integration/test_auth.py
         # checks real users, and that none of this is accepted outside development mode.
         dev_mode=True,
+        builtin_tasks=True,
     )
+    # As `make run` and a deployment do: migrate first; the services only check the schema.
+    await migrate(test_settings)
     yield test_settings
     await drop_namespace(test_settings)
 
@@ -91,12 +95,11 @@ async def drop_namespace(settings: Settings) -> None:
 
 
 @pytest.fixture
-async def store(settings: Settings) -> AsyncIterator[TaskStore]:
-    """A store on the test's database."""
-    task_store = open_store(settings)
-    await task_store.ensure_indexes()
-    yield task_store
-    await task_store.close()
+async def store(settings: Settings) -> AsyncIterator[Store]:
+    """A store on the test's (migrated) database."""
+    test_store = open_store(settings)
+    yield test_store
+    await test_store.close()
 
 
 class ServerThread:

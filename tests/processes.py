@@ -12,7 +12,7 @@ from pathlib import Path
 from services.stack import start_replicas, stop_processes, wait_for_port
 from shared.auth import DEV_TOKEN
 from shared.settings import Settings
-from shared.store import TaskStore
+from shared.store import Store
 
 
 def service_env(settings: Settings) -> dict[str, str]:
@@ -28,6 +28,7 @@ def service_env(settings: Settings) -> dict[str, str]:
         "TASKLIGHT_WORKER_NAME": settings.worker_name,
         "TASKLIGHT_HEARTBEAT_S": "0.5",
         "TASKLIGHT_DEV_MODE": "true",
+        "TASKLIGHT_BUILTIN_TASKS": "true",
         "TASKLIGHT_TOKEN": DEV_TOKEN,
         # A revoked token is refused at once (test_auth.py covers the cache).
         "TASKLIGHT_TOKEN_CACHE_S": "0",
@@ -44,7 +45,7 @@ async def until_listening(
 
 
 async def until_workers_beat(
-    store: TaskStore,
+    store: Store,
     workers: Mapping[str, subprocess.Popen[bytes]],
     log_dir: Path,
     timeout_s: float = 30,
@@ -53,7 +54,9 @@ async def until_workers_beat(
     wanted = set(workers)
     deadline = time.monotonic() + timeout_s
     while True:
-        beating = {w["_id"] async for w in store.workers.find({"_id": {"$in": list(wanted)}})}
+        beating = {
+            w["_id"] async for w in store.workers.collection.find({"_id": {"$in": list(wanted)}})
+        }
         if beating == wanted:
             return
         for name in wanted - beating:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from shared.errors import TaskCanceled
+from shared.clock import utcnow
+from shared.ids import new_task_id
+from shared.lifecycle import Phase, TaskState
+from shared.records import StoredTask, new_task
 
 T = TypeVar("T")
 
@@ -31,52 +33,21 @@ async def eventually(
         await asyncio.sleep(interval_s)
 
 
-@dataclass
-class Report:
-    """A progress report as `MemoryContext` keeps it."""
-
-    message: str
-    code: str
-    total: int | None
-    done: int = 0
-    finished: bool = False
-
-    async def advance(self, by: int = 1) -> None:
-        self.done += by
-
-    async def finish(self) -> None:
-        self.finished = True
+def stored_task(**fields: Any) -> StoredTask:
+    """A new task as a submission stores it (`test.noop` of `dev`), with `fields` changed; a
+    `state` given without a `phase` comes with the phase it usually has."""
+    task = new_task(task_id=new_task_id(), name="test.noop", args={}, owner="dev", at=utcnow())
+    state = fields.get("state")
+    if state is not None and "phase" not in fields:
+        fields["phase"] = _USUAL_PHASE.get(TaskState(state), Phase.ENDED)
+    return StoredTask.model_validate({**task.model_dump(), **fields})
 
 
-@dataclass
-class MemoryContext:
-    """Records what a handler does; cancels after `cancel_after` checkpoints if set."""
-
-    cancel_after: int | None = None
-    reports: list[Report] = field(default_factory=list)
-    checkpoints: int = 0
-    spawned: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-
-    attempt: int = 1
-
-    @property
-    def task_id(self) -> str:
-        return "task-1"
-
-    async def report(
-        self, message: str, code: str, *, total: int | None = None, suffix: str | None = None
-    ) -> Report:
-        self.reports.append(Report(message, code, total))
-        return self.reports[-1]
-
-    async def checkpoint(self) -> None:
-        if self.cancel_after is not None and self.checkpoints >= self.cancel_after:
-            raise TaskCanceled()
-        self.checkpoints += 1
-
-    async def spawn(self, name: str, args: dict[str, Any]) -> str:
-        self.spawned.append((name, args))
-        return f"child-{len(self.spawned)}"
+_USUAL_PHASE = {
+    TaskState.WAITING: Phase.QUEUED,
+    TaskState.RUNNING: Phase.HELD,
+    TaskState.CANCELING: Phase.HELD,
+}
 
 
 class StallingProxy:

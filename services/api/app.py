@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from pymongo.errors import ConnectionFailure
 
 from services.api import api_docs, meta, observability, session, tasks, ui
 from services.api.body_limit import BodyLimitMiddleware
@@ -16,16 +15,19 @@ from services.api.problems import install_problem_handlers, problem_response
 from services.api.runtime import Runtime
 from shared.auth import DEV_USER, AuthStore
 from shared.broker import declare_topology, make_broker
+from shared.commands import Commands
+from shared.rate_limit import RateLimiter
 from shared.registry import Registry, load_registry
-from shared.service import TaskService
+from shared.runs import Runs
 from shared.settings import Settings
-from shared.store import TaskStore, open_store
+from shared.store import DatabaseUnreachable, Store, open_store
+from shared.submission import Submissions
 from shared.topology import Topology
 
 log = logging.getLogger(__name__)
 
 
-def open_auth(store: TaskStore, settings: Settings) -> AuthStore:
+def open_auth(store: Store, settings: Settings) -> AuthStore:
     """The credentials store, in the tasks' database."""
     return AuthStore(
         store.db,
@@ -58,23 +60,40 @@ async def _first_admin(auth: AuthStore, settings: Settings) -> None:
 def create_app(settings: Settings | None = None, registry: Registry | None = None) -> FastAPI:
     """The API app; it connects to the database and the broker when it starts."""
     settings = settings or Settings()
-    registry = registry or load_registry(settings.task_modules)
+    registry = registry or load_registry(
+        settings.task_modules, builtin_tasks=settings.builtin_tasks
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = open_store(settings)
         auth = open_auth(store, settings)
         broker = make_broker(settings, logger=None)
+        submissions: Submissions | None = None
         try:
-            await store.ensure_indexes()
-            await auth.ensure_indexes()
+            await store.require_schema()
             await _first_admin(auth, settings)
             await broker.connect()
-            await declare_topology(broker, Topology(settings.namespace), settings)
-            service = TaskService(store, broker, registry, settings)
-            app.state.runtime = Runtime(settings, store, service, registry, auth)
+            topology = Topology(settings.namespace)
+            await declare_topology(broker, topology, settings)
+            commands = Commands(broker, store.tasks, topology, timeout_s=settings.publish_timeout_s)
+            limiter = RateLimiter(store.rates, settings.submit_rate_per_minute)
+            submissions = Submissions(
+                store.tasks, store.idempotency, commands, registry, settings, limiter
+            )
+            app.state.runtime = Runtime(
+                settings,
+                store,
+                broker,
+                submissions,
+                Runs(store.tasks, commands, outbox_grace_s=settings.outbox_grace_s),
+                registry,
+                auth,
+            )
             yield
         finally:
+            if submissions is not None:
+                await submissions.close()
             await broker.stop()
             await store.close()
 
@@ -90,8 +109,8 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     install_problem_handlers(app)
 
-    @app.exception_handler(ConnectionFailure)
-    async def on_database_down(request: Request, exc: ConnectionFailure) -> JSONResponse:
+    @app.exception_handler(DatabaseUnreachable)
+    async def on_database_down(request: Request, exc: DatabaseUnreachable) -> JSONResponse:
         log.warning("database unavailable: %r", exc)
         return problem_response(
             "urn:tasklight:problem:unavailable",

@@ -5,13 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from services.api.outcome import Flash, FlashLevel, Outcome, OutcomeHooks
 from services.api.problems import problem_responses
 from services.api.runtime import RuntimeDep, UserDep
 from shared.lifecycle import GROUP_STATES, TaskGroup, TaskState
 from shared.task import API_PREFIX, Task
 from shared.tasktypes.demo import DEMO_VMS, POWER_OFF, POWER_ON, POWER_TASKS, vm_by_id
 from shared.tasktypes.demo import vm_power_states as derive_power_states
+from shared.waiting_page import Flash, FlashLevel, Outcome, OutcomeHooks
 
 router = APIRouter(prefix=f"{API_PREFIX}/demo", tags=["demo"], responses=problem_responses(401))
 
@@ -29,18 +29,16 @@ class VmView(BaseModel):
 
 @router.get("/vms", response_model=list[VmView])
 async def list_vms(runtime: RuntimeDep, user: UserDep) -> list[VmView]:
-    """The simulated VMs, each with the power state its completed power tasks left it in."""
-    cursor = runtime.store.tasks.find(
-        {"owner": user.name, "name": {"$in": list(POWER_TASKS)}},
-        {"name": 1, "state": 1, "result": 1, "finished_at": 1, "args": 1},
-    )
-    docs = [doc async for doc in cursor]
-    powers = derive_power_states(docs)
-    pending_states = {s.value for s in GROUP_STATES[TaskGroup.PENDING]}
+    """The simulated VMs, each with the power state its completed power tasks left it in; none
+    when the built-in task types are off (`TASKLIGHT_BUILTIN_TASKS`)."""
+    if POWER_OFF not in runtime.registry:
+        return []
+    power_tasks = await runtime.store.tasks.of_types(user.name, POWER_TASKS)
+    powers = derive_power_states(t.model_dump() for t in power_tasks)
     pending: dict[str, str] = {}
-    for doc in sorted(docs, key=lambda d: d["_id"]):
-        if doc["state"] in pending_states:
-            pending[doc["args"].get("vm", "")] = doc["_id"]
+    for task in power_tasks:
+        if task.state in GROUP_STATES[TaskGroup.PENDING]:
+            pending[str(task.args.get("vm", ""))] = task.id
     return [
         VmView(
             id=vm.id,

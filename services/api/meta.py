@@ -63,18 +63,16 @@ async def task_types(runtime: RuntimeDep, user: UserDep) -> list[TaskTypeInfo]:
 async def workers(runtime: RuntimeDep, user: UserDep) -> list[WorkerInfo]:
     """Workers that have heartbeated, newest heartbeat first, each with the running tasks the
     user may see (an administrator: all of them)."""
-    docs = [doc async for doc in runtime.store.workers.find({}).sort("last_heartbeat", -1)]
-    infos = [WorkerInfo(name=doc["_id"], **_without_id(doc)) for doc in docs]
+    infos = [
+        WorkerInfo.model_validate(record.model_dump())
+        for record in await runtime.store.workers.all()
+    ]
     if user.owner_filter is not None:
         running = [task_id for info in infos for task_id in info.tasks]
-        visible = await runtime.store.visible_ids(running, user.owner_filter)
+        visible = await runtime.store.tasks.visible_ids(running, user.owner_filter)
         for info in infos:
             info.tasks = [task_id for task_id in info.tasks if task_id in visible]
     return infos
-
-
-def _without_id(doc: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in doc.items() if k != "_id" and k in WorkerInfo.model_fields}
 
 
 @router.get("/healthz", tags=["meta"])
@@ -92,7 +90,7 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
         checks["database"] = "ok"
     except Exception as exc:
         checks["database"] = f"unavailable: {type(exc).__name__}"
-    broker_ok = await runtime.service.broker.ping(timeout=READY_TIMEOUT_S)
+    broker_ok = await runtime.broker.ping(timeout=READY_TIMEOUT_S)
     checks["broker"] = "ok" if broker_ok else "unavailable"
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse(

@@ -7,13 +7,15 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from faststream.rabbit import RabbitBroker
 
 from services.api.problems import ProblemError
 from shared.auth import CSRF_COOKIE, SESSION_COOKIE, AuthStore, Principal, Session, bearer_token
 from shared.registry import Registry
-from shared.service import TaskService
+from shared.runs import Runs
 from shared.settings import Settings
-from shared.store import TaskStore
+from shared.store import Store
+from shared.submission import Submissions
 
 CSRF_HEADER = "X-CSRF-Token"
 #: Methods that change nothing, and so need no CSRF token.
@@ -25,16 +27,24 @@ class Runtime:
     """The API's connected parts."""
 
     settings: Settings
-    store: TaskStore
-    service: TaskService
+    store: Store
+    broker: RabbitBroker
+    submissions: Submissions
+    runs: Runs
     registry: Registry
     auth: AuthStore
 
 
-def get_runtime(request: Request) -> Runtime:
+def runtime_of(request: Request) -> Runtime:
     """The runtime the app's lifespan built."""
     runtime: Runtime = request.app.state.runtime
     return runtime
+
+
+async def get_runtime(request: Request) -> Runtime:
+    """`runtime_of` as a dependency: async, because FastAPI runs a plain function dependency
+    in its thread pool: a thread hop on every request."""
+    return runtime_of(request)
 
 
 @dataclass(frozen=True)
@@ -51,7 +61,7 @@ async def authenticate(request: Request) -> Credentials | None:
     Wrong credentials are an error, not anonymity: a client that sent a token learns at once
     that it is not accepted.
     """
-    runtime = get_runtime(request)
+    runtime = runtime_of(request)
     header = request.headers.get("Authorization")
     if header is not None:
         token = bearer_token(header)

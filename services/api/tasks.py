@@ -14,18 +14,18 @@ from services.api.runtime import RuntimeDep, UserDep
 from shared.auth import Principal
 from shared.ids import is_task_id
 from shared.lifecycle import FINAL_STATES, GROUP_STATES, TaskGroup, TaskState
-from shared.service import (
-    AlreadyFinished,
+from shared.rate_limit import RateLimited
+from shared.records import StoredTask
+from shared.runs import AlreadyFinished
+from shared.submission import (
     ArgsTooLarge,
     BrokerUnavailable,
     IdempotencyKeyInFlight,
     IdempotencyKeyReused,
     InvalidSubmission,
     NewTask,
-    RateLimited,
     Submitted,
 )
-from shared.store import Doc
 from shared.task import API_PREFIX, Task, UiHints, task_href
 
 # Every route needs credentials (401); writes by cookie need the CSRF token too (403).
@@ -64,15 +64,15 @@ class TaskEvent(BaseModel):
     reason: str | None = None
 
 
-async def _owned(runtime: RuntimeDep, user: Principal, task_id: str) -> Doc:
+async def _owned(runtime: RuntimeDep, user: Principal, task_id: str) -> StoredTask:
     """The task, if it exists and the user may see it; 404 otherwise (malformed ids too).
 
     Another user's task is "not found", not "forbidden": its existence is not theirs to learn.
     """
-    doc = await runtime.store.get(task_id) if is_task_id(task_id) else None
-    if doc is None or not user.may_see(doc["owner"]):
+    task = await runtime.store.tasks.get(task_id) if is_task_id(task_id) else None
+    if task is None or not user.may_see(task.owner):
         raise ProblemError("urn:tasklight:problem:not-found", f"no task {task_id}")
-    return doc
+    return task
 
 
 @router.post(
@@ -99,26 +99,28 @@ async def submit_task(
 ) -> Task:
     """Store the task as `waiting`, queue it, and answer at once with its address."""
     try:
-        await runtime.service.check_rate(user.name)
-        if idempotency_key is None:
-            submitted = Submitted(
-                await runtime.service.submit(
+        async with runtime.submissions.counted(user.name):
+            if idempotency_key is None:
+                submitted = Submitted(
+                    await runtime.submissions.submit(
+                        submission.name,
+                        submission.args,
+                        owner=user.name,
+                        ui=submission.ui,
+                        metadata=submission.metadata,
+                    )
+                )
+            else:
+                submitted = await runtime.submissions.submit_once(
+                    idempotency_key,
                     submission.name,
                     submission.args,
                     owner=user.name,
                     ui=submission.ui,
                     metadata=submission.metadata,
                 )
-            )
-        else:
-            submitted = await runtime.service.submit_once(
-                idempotency_key,
-                submission.name,
-                submission.args,
-                owner=user.name,
-                ui=submission.ui,
-                metadata=submission.metadata,
-            )
+        if submitted.replayed:  # the answer to an earlier request: no new task to count
+            runtime.submissions.limiter.give_back(user.name)
     except SUBMISSION_ERRORS as exc:
         raise _submission_problem(exc, ["body"]) from None
     except IdempotencyKeyReused:
@@ -132,10 +134,10 @@ async def submit_task(
             "the first request with this Idempotency-Key has not finished; retry shortly",
             headers={"Retry-After": "1"},
         ) from None
-    response.headers["Location"] = task_href(submitted.doc["_id"])
+    response.headers["Location"] = task_href(submitted.task.id)
     if submitted.replayed:
         response.headers["Idempotent-Replayed"] = "true"
-    return Task.from_doc(submitted.doc)
+    return submitted.task.view()
 
 
 SUBMISSION_ERRORS = (InvalidSubmission, ArgsTooLarge, RateLimited, BrokerUnavailable)
@@ -195,13 +197,13 @@ async def submit_batch(batch: Batch, runtime: RuntimeDep, user: UserDep) -> Batc
     database commit, for up to 100 tasks. All or nothing: one invalid task refuses the batch
     (`errors[].loc` names it by index), and so does a broker that takes none of the commands."""
     try:
-        await runtime.service.check_rate(user.name, len(batch.tasks))
-        docs = await runtime.service.submit_many(
-            [NewTask(t.name, t.args, t.ui, t.metadata) for t in batch.tasks], owner=user.name
-        )
+        async with runtime.submissions.counted(user.name, len(batch.tasks)):
+            stored = await runtime.submissions.submit_many(
+                [NewTask(t.name, t.args, t.ui, t.metadata) for t in batch.tasks], owner=user.name
+            )
     except SUBMISSION_ERRORS as exc:
         raise _submission_problem(exc, ["body", "tasks"]) from None
-    return BatchResult(results=[Task.from_doc(doc) for doc in docs])
+    return BatchResult(results=[task.view() for task in stored])
 
 
 @router.get("", response_model=TaskPage, responses=problem_responses(422), summary="List tasks")
@@ -235,13 +237,13 @@ async def list_tasks(
         if not user.may_see(owner):
             return TaskPage(results=[], next=None)
         visible = owner
-    docs = await runtime.store.page(
+    found = await runtime.store.tasks.page(
         owner=visible, states=states, name=name, limit=limit + 1, before=cursor
     )
     next_url = None
-    if len(docs) > limit:
-        docs = docs[:limit]
-        params: list[tuple[str, str]] = [("limit", str(limit)), ("cursor", docs[-1]["_id"])]
+    if len(found) > limit:
+        found = found[:limit]
+        params: list[tuple[str, str]] = [("limit", str(limit)), ("cursor", found[-1].id)]
         if group is not None:
             params.append(("group", group.value))
         params.extend(("state", s.value) for s in state or [])
@@ -250,7 +252,7 @@ async def list_tasks(
         if owner is not None:
             params.append(("owner", owner))
         next_url = f"{API_PREFIX}/tasks?{urlencode(params)}"
-    return TaskPage(results=[Task.from_doc(doc) for doc in docs], next=next_url)
+    return TaskPage(results=[task.view() for task in found], next=next_url)
 
 
 class Purged(BaseModel):
@@ -281,7 +283,7 @@ async def purge_tasks(
             errors=[{"loc": ["query", "group"], "msg": "not purgeable", "type": "value_error"}],
         )
     states = GROUP_STATES[group] if group is not None else FINAL_STATES
-    deleted = await runtime.store.purge(
+    deleted = await runtime.store.tasks.purge(
         owner=user.owner_filter, states=states, finished_before=finished_before
     )
     return Purged(deleted=deleted)
@@ -292,7 +294,7 @@ async def purge_tasks(
 )
 async def get_task(task_id: str, runtime: RuntimeDep, user: UserDep) -> Task:
     """The task with its progress reports, worker, parent and children."""
-    return Task.from_doc(await _owned(runtime, user, task_id))
+    return (await _owned(runtime, user, task_id)).view()
 
 
 @router.get(
@@ -304,7 +306,8 @@ async def get_task(task_id: str, runtime: RuntimeDep, user: UserDep) -> Task:
 async def get_task_events(task_id: str, runtime: RuntimeDep, user: UserDep) -> list[TaskEvent]:
     """Every state change of the task, oldest first."""
     await _owned(runtime, user, task_id)
-    return [TaskEvent.model_validate(event) for event in await runtime.store.history(task_id)]
+    history = await runtime.store.tasks.history(task_id)
+    return [TaskEvent.model_validate(event.model_dump()) for event in history]
 
 
 @router.post(
@@ -317,7 +320,7 @@ async def get_task_events(task_id: str, runtime: RuntimeDep, user: UserDep) -> l
 async def cancel_task(task_id: str, runtime: RuntimeDep, user: UserDep) -> Task:
     """A waiting task is canceled at once; a running one stops at its next checkpoint."""
     await _owned(runtime, user, task_id)
-    return Task.from_doc(await _cancel(runtime, task_id))
+    return (await _cancel(runtime, task_id)).view()
 
 
 @router.delete(
@@ -329,29 +332,29 @@ async def cancel_task(task_id: str, runtime: RuntimeDep, user: UserDep) -> Task:
 async def delete_task(task_id: str, runtime: RuntimeDep, user: UserDep) -> Response:
     """A finished task is deleted (204); a pending one is canceled (202, as cancel does)."""
     await _owned(runtime, user, task_id)
-    if await runtime.store.delete_finished(task_id):
+    if await runtime.store.tasks.delete_finished(task_id):
         return Response(status_code=204)
     try:
         canceled = await _cancel(runtime, task_id)
     except ProblemError:
         # It finished between the two steps: delete it now.
-        if await runtime.store.delete_finished(task_id):
+        if await runtime.store.tasks.delete_finished(task_id):
             return Response(status_code=204)
         raise
     return Response(
-        Task.from_doc(canceled).model_dump_json(), status_code=202, media_type="application/json"
+        canceled.view().model_dump_json(), status_code=202, media_type="application/json"
     )
 
 
-async def _cancel(runtime: RuntimeDep, task_id: str) -> Doc:
+async def _cancel(runtime: RuntimeDep, task_id: str) -> StoredTask:
     try:
-        doc = await runtime.service.cancel(task_id)
+        task = await runtime.runs.cancel(task_id)
     except AlreadyFinished as exc:
         raise ProblemError(
             "urn:tasklight:problem:already-finished",
-            f"task {task_id} is already {exc.doc['state']}; there is nothing to cancel",
-            extra={"task": Task.from_doc(exc.doc).model_dump(mode="json")},
+            f"task {task_id} is already {exc.task.state}; there is nothing to cancel",
+            extra={"task": exc.task.view().model_dump(mode="json")},
         ) from None
-    if doc is None:
+    if task is None:
         raise ProblemError("urn:tasklight:problem:not-found", f"no task {task_id}")
-    return doc
+    return task

@@ -24,9 +24,10 @@ from services.api import demo, outcome
 from services.api.problems import ProblemError
 from services.api.runtime import RuntimeDep, UserDep, authenticate
 from services.api.tasks import _owned
+from shared import waiting_page
 from shared.auth import DEV_PASSWORD, DEV_USER, Principal
 from shared.settings import Settings
-from shared.task import API_PREFIX, Task
+from shared.task import API_PREFIX
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -135,7 +136,7 @@ PageUserDep = Annotated[Principal, Depends(page_user)]
 
 def safe_next(next_url: str | None) -> str:
     """A same-site path to go to after signing in; anything else (another site) becomes `/`."""
-    return next_url if next_url and outcome.is_local_path(next_url) else "/"
+    return next_url if next_url and waiting_page.is_local_path(next_url) else "/"
 
 
 def page(
@@ -181,7 +182,7 @@ async def wait(
 ) -> HTMLResponse:
     """The waiting page of a task: spinner and progress, then on to its next URL."""
     try:
-        task = Task.from_doc(await _owned(runtime, user, task_id))
+        task = (await _owned(runtime, user, task_id)).view()
     except ProblemError:
         return _not_found(request, runtime, user, task_id)
     header = (task.ui.header if task.ui else None) or "Working on it"
@@ -202,7 +203,7 @@ async def detail(
 ) -> HTMLResponse:
     """The detail page of a task."""
     try:
-        task = Task.from_doc(await _owned(runtime, user, task_id))
+        task = (await _owned(runtime, user, task_id)).view()
     except ProblemError:
         return _not_found(request, runtime, user, task_id)
     return page(
@@ -242,8 +243,9 @@ def install(app: FastAPI, settings: Settings) -> None:
     A module named in `settings.task_modules` may define `register_outcomes(hooks)` to add
     on-ready hooks for its task types.
     """
-    hooks = outcome.OutcomeHooks()
-    demo.register_outcomes(hooks)
+    hooks = waiting_page.OutcomeHooks()
+    if settings.builtin_tasks:
+        demo.register_outcomes(hooks)
     for module_name in filter(None, (m.strip() for m in settings.task_modules.split(","))):
         module = importlib.import_module(module_name)
         if hasattr(module, "register_outcomes"):

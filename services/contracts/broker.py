@@ -52,7 +52,7 @@ def _consumed(topology: Topology, settings: Settings) -> dict[str, tuple[type[Ba
     return {
         topology.tasks_queue: (
             RunTask,
-            "Workers take `RunTask` commands here (prefetch: the worker's concurrency) and "
+            "Workers take `RunTask` commands here (prefetch: `TASKLIGHT_WORKER_PREFETCH`) and "
             "acknowledge each only once the task's outcome is stored. A durable quorum queue: a "
             f"command delivered `TASKLIGHT_DELIVERY_LIMIT` times ({settings.delivery_limit}) is "
             f"dead-lettered to `{topology.dead_exchange}`; an undecodable one is rejected there "
@@ -91,6 +91,16 @@ def declare_publishers(broker: RabbitBroker, topology: Topology) -> None:
         title=topology.control_exchange,
         description="Broadcast a cancel to every worker (best effort: a worker also learns "
         "of `canceling` from its next write to the task).",
+    )
+    broker.publisher(
+        RabbitQueue(topology.parked_queue),
+        persist=True,
+        mandatory=True,
+        schema=RunTask,
+        title=topology.parked_queue,
+        description="A dead-lettered command whose task could not be recorded as failed after "
+        "`TASKLIGHT_DEAD_LETTER_ATTEMPTS` tries is parked here (with its headers, plus "
+        "`x-tasklight-parked-because`) for an operator; nothing consumes it.",
     )
     for band_s in DELAY_BUCKETS_S:
         queue = delay_queue(topology, band_s)

@@ -66,7 +66,7 @@ class Notifier:
         #: Open connections per user, for `ws_max_connections_per_user`.
         self.connections: Counter[str] = Counter()
         self.follower = ChangeFollower(
-            self.store.tasks, self.hub.publish_change, self.hub.resend_since
+            self.store.tasks.collection, self.hub.publish_change, self.hub.resend_since
         )
         self.server: Server | None = None
         self._follow: asyncio.Task[None] | None = None

@@ -18,7 +18,7 @@ from typing import Any
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import OperationFailure, PyMongoError
 
-from shared.lifecycle import utcnow
+from shared.clock import utcnow
 
 log = logging.getLogger(__name__)
 

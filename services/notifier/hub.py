@@ -21,8 +21,10 @@ from services.notifier.subscriptions import Subscription, SubscriptionRegistry
 from shared import metrics
 from shared.ids import is_task_id
 from shared.lifecycle import FINAL_STATES, GROUP_STATES, TaskGroup
-from shared.store import Doc, TaskStore
-from shared.task import Task
+from shared.records import StoredTask
+from shared.store import Store
+
+Doc = dict[str, Any]
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +39,13 @@ _PENDING = sorted(state.value for state in GROUP_STATES[TaskGroup.PENDING])
 
 def render(doc: Mapping[str, Any]) -> str:
     """A stored task as JSON, exactly as `GET /api/v1/tasks/{id}` shows it."""
-    return Task.from_doc(dict(doc)).model_dump_json()
+    return StoredTask.model_validate(dict(doc)).view().model_dump_json()
 
 
 class Hub:
     """The subscriptions of one notifier process and the fan-out of changes to them."""
 
-    def __init__(self, store: TaskStore, *, max_subscriptions: int = 100) -> None:
+    def __init__(self, store: Store, *, max_subscriptions: int = 100) -> None:
         self.store = store
         self.max_subscriptions = max_subscriptions
         self.registry: SubscriptionRegistry[Client] = SubscriptionRegistry()
@@ -163,7 +165,7 @@ class Hub:
         if client.owner is not None:
             query["owner"] = client.owner
         found: set[str] = set()
-        async for doc in self.store.tasks.find(query):
+        async for doc in self.store.tasks.collection.find(query):
             found.add(doc["_id"])
             yield doc
         missing = [t for t in wanted if t not in found]
@@ -174,7 +176,7 @@ class Hub:
     async def _scope_all_snapshot(
         self, owner: str | None, since_ts: datetime | None
     ) -> AsyncIterator[Doc]:
-        tasks = self.store.tasks
+        tasks = self.store.tasks.collection
         visible = _visible(owner)
         if since_ts is not None:
             query = {**visible, "updated_at": {"$gte": since_ts - CLOCK_MARGIN}}
@@ -196,12 +198,14 @@ class Hub:
         read = 0
         ids = [t for t in self.registry.task_ids() if is_task_id(t)]
         for start in range(0, len(ids), 1000):
-            async for doc in self.store.tasks.find({"_id": {"$in": ids[start : start + 1000]}}):
+            async for doc in self.store.tasks.collection.find(
+                {"_id": {"$in": ids[start : start + 1000]}}
+            ):
                 self.publish_doc(doc)
                 read += 1
         for owner in self.registry.scope_all_owners():
             query = {**_visible(owner), "updated_at": {"$gte": since - CLOCK_MARGIN}}
-            async for doc in self.store.tasks.find(query):
+            async for doc in self.store.tasks.collection.find(query):
                 self.publish_doc(doc)
                 read += 1
         return read

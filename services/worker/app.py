@@ -14,27 +14,32 @@ from pydantic import ValidationError
 from services.worker.heartbeat import heartbeat_forever
 from services.worker.janitor import Janitor
 from services.worker.probes import ProbeServer
-from services.worker.runner import Runner
+from services.worker.runner import NotTaken, Runner
 from shared import metrics, tracing
 from shared.broker import (
     control_exchange,
     dead_queue,
     declare_topology,
     make_broker,
+    parked_queue,
     tasks_exchange,
     tasks_queue,
 )
+from shared.commands import Commands
 from shared.ids import is_task_id
-from shared.lifecycle import TaskState
 from shared.logs import bound
 from shared.messages import CancelTask, RunTask
 from shared.registry import Registry, load_registry
-from shared.service import TaskService
+from shared.runs import Runs
 from shared.settings import Settings
 from shared.store import open_store
+from shared.submission import Submissions
 from shared.topology import Topology
 
 log = logging.getLogger(__name__)
+
+#: Longest wait before another try at recording a dead-lettered command.
+DEAD_LETTER_MAX_BACKOFF_S = 30.0
 
 
 class Delivery:
@@ -62,21 +67,31 @@ class Worker:
 
     def __init__(self, settings: Settings, registry: Registry | None = None) -> None:
         self.settings = settings
-        self.registry = registry or load_registry(settings.task_modules)
+        self.registry = registry or load_registry(
+            settings.task_modules, builtin_tasks=settings.builtin_tasks
+        )
         self.topology = Topology(settings.namespace)
         self.store = open_store(settings)
         self.broker = make_broker(
             settings, logger=None, graceful_timeout=settings.shutdown_grace_s + 5
         )
-        self.service = TaskService(self.store, self.broker, self.registry, settings)
+        self.commands = Commands(
+            self.broker, self.store.tasks, self.topology, timeout_s=settings.publish_timeout_s
+        )
+        self.runs = Runs(self.store.tasks, self.commands, outbox_grace_s=settings.outbox_grace_s)
+        self.submissions = Submissions(
+            self.store.tasks, self.store.idempotency, self.commands, self.registry, settings
+        )
         self.runner = Runner(
-            self.service,
+            self.runs,
+            self.submissions,
             self.registry,
             settings.worker_name,
             cancel_grace_s=settings.cancel_grace_s,
             ack_deadline_s=settings.ack_deadline_s,
+            concurrency=settings.worker_concurrency,
         )
-        self.janitor = Janitor(self.service)
+        self.janitor = Janitor(self.store, self.runs, self.commands, self.registry, settings)
         self.probes = ProbeServer(
             settings.worker_host,
             settings.worker_port,
@@ -89,7 +104,7 @@ class Worker:
         self.tasks_subscriber = self.broker.subscriber(
             tasks_queue(self.topology, self.settings),
             tasks_exchange(self.topology),
-            channel=Channel(prefetch_count=self.settings.worker_concurrency),
+            channel=Channel(prefetch_count=self.settings.prefetch()),
             ack_policy=AckPolicy.MANUAL,
         )
 
@@ -111,6 +126,9 @@ class Worker:
             ):
                 try:
                     await self.runner.handle(command, delivery.ack)
+                except NotTaken:
+                    await delivery.nack()
+                    return
                 except Exception:
                     # The outcome could not be stored: give the command back for another try,
                     # once the database answers (each requeue counts towards the delivery limit).
@@ -122,15 +140,8 @@ class Worker:
 
         @self.broker.subscriber(dead_queue(self.topology), ack_policy=AckPolicy.MANUAL)
         async def on_dead(message: RabbitMessage) -> None:
-            try:
-                with bound(worker=self.settings.worker_name):
-                    await self._fail_dead_lettered(message)
-            except Exception:
-                log.exception("dead-lettered command %r not recorded; retrying", message.message_id)
-                await self._until_database_answers()
-                await message.nack(requeue=True)
-                return
-            await message.ack()
+            with bound(worker=self.settings.worker_name):
+                await self._on_dead(message)
 
         control_queue = RabbitQueue(
             f"{self.topology.control_exchange}.{self.settings.worker_name}",
@@ -155,10 +166,51 @@ class Worker:
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, 5.0)
 
+    async def _on_dead(self, message: RabbitMessage) -> None:
+        """Fail the task of a dead-lettered command. A command whose task cannot be recorded
+        (the database refuses the write, or is away for longer) is tried again, a bounded
+        number of times with a doubling backoff, then parked: moved to the parked queue, counted
+        and logged, so it never loops."""
+        try:
+            await self._fail_dead_lettered(message)
+        except Exception as exc:
+            tries = 1 + int((message.headers or {}).get("x-delivery-count") or 0)
+            if tries >= self.settings.dead_letter_attempts:
+                await self._park(message, f"{type(exc).__name__}: {exc}"[:500])
+                return
+            log.warning(
+                "dead-lettered command %r not recorded (try %d of %d): %r",
+                message.message_id,
+                tries,
+                self.settings.dead_letter_attempts,
+                exc,
+            )
+            await self._until_database_answers()
+            backoff_s = self.settings.dead_letter_backoff_s * 2 ** (tries - 1)
+            await asyncio.sleep(min(backoff_s, DEAD_LETTER_MAX_BACKOFF_S))
+            await message.nack(requeue=True)
+            return
+        await message.ack()
+
+    async def _park(self, message: RabbitMessage, reason: str) -> None:
+        """Move a dead-lettered command to the parked queue, then acknowledge it."""
+        headers = {**(message.headers or {}), "x-tasklight-parked-because": reason}
+        await self.broker.publish(
+            message.body,
+            queue=parked_queue(self.topology),
+            persist=True,
+            mandatory=True,
+            message_id=message.message_id,
+            headers=headers,
+            timeout=self.settings.publish_timeout_s,
+        )
+        metrics.COMMANDS_PARKED.inc()
+        log.error("dead-lettered command %r parked: %s", message.message_id, reason)
+        await message.ack()
+
     async def _fail_dead_lettered(self, message: RabbitMessage) -> None:
         headers: dict[str, Any] = message.headers or {}
         reason = str(headers.get("x-first-death-reason", "rejected"))
-        metrics.DEAD_LETTERS.labels(reason).inc()
         try:
             task_id: str | None = RunTask.model_validate_json(message.body).task_id
         except ValidationError:
@@ -167,25 +219,12 @@ class Worker:
         if task_id is None:
             log.error("dead-lettered message %r names no task; dropped", message.message_id)
             return
-        error = {
-            "type": "dead_lettered",
-            "message": f"its command could not be run and was dead-lettered ({reason})",
-        }
-        ended = await self.store.transition(
-            task_id,
-            [TaskState.WAITING, TaskState.RUNNING, TaskState.CANCELING],
-            TaskState.FAILED,
-            fields={"error": error},
-            reason=f"dead-lettered: {reason}",
-        )
-        if ended is not None:
-            log.error("task %s failed: its command was dead-lettered (%s)", task_id, reason)
-            await self.service.ended(ended)
+        await self.runs.fail_undeliverable(task_id, reason)
 
     async def start(self) -> None:
         """Connect, declare the topology, start consuming, heartbeating and sweeping."""
         await self._start_probes()
-        await self.store.ensure_indexes()
+        await self.store.require_schema()
         await self.broker.connect()
         # Subscribers first: FastStream keeps the first declaration of a queue and consumes on
         # its channel. Declared by `declare_topology` first, the tasks queue would be consumed on
@@ -202,6 +241,7 @@ class Worker:
                         interval_s=self.settings.heartbeat_s,
                         concurrency=self.settings.worker_concurrency,
                         current_tasks=lambda: sorted(self.runner.running),
+                        answered=self.janitor.database_answered,
                     )
                 ),
                 asyncio.create_task(self.janitor.run_forever()),
@@ -245,7 +285,7 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         with contextlib.suppress(Exception):
-            await self.store.workers.delete_one({"_id": self.settings.worker_name})
+            await self.store.workers.remove(self.settings.worker_name)
         await self.broker.stop()
         await self.store.close()
         await self.probes.stop()

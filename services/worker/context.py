@@ -1,4 +1,4 @@
-"""The context a handler runs with: progress reports, cancel checkpoints, child tasks."""
+"""The context a handler runs with on a worker: progress reports, cancel checkpoints, children."""
 
 from __future__ import annotations
 
@@ -6,29 +6,24 @@ import asyncio
 import logging
 from typing import Any
 
-from pymongo.errors import PyMongoError
-
 from shared.errors import TaskCanceled
 from shared.lifecycle import TaskState
-from shared.service import TaskService
-from shared.store import Doc
+from shared.runs import Claim, Hold, Runs
+from shared.store.errors import DatabaseError
+from shared.submission import Submissions
 from shared.task import ProgressReport
 
 log = logging.getLogger(__name__)
-
-#: Returned by progress writes so the run learns of a cancel without asking separately.
-_STATE_ONLY = {"state": 1}
 
 
 class RunContext:
     """A `TaskContext` for one run of one task; only this run writes the task while it holds it."""
 
-    def __init__(self, service: TaskService, doc: Doc, run_id: str) -> None:
-        self.service = service
-        self._task_id: str = doc["_id"]
-        self.owner: str = doc["owner"]
-        self._attempt = 1 + sum(1 for a in doc.get("attempts") or [] if a.get("outcome") == "retry")
-        self.run_id = run_id
+    def __init__(self, runs: Runs, submissions: Submissions, claim: Claim) -> None:
+        self._runs = runs
+        self._submissions = submissions
+        self.claim = claim
+        self._attempt = claim.task.attempt_number()
         self.cancel_requested = asyncio.Event()
         #: The handler's future, so that a stopping worker can take the task back.
         self.handler: asyncio.Future[Any] | None = None
@@ -39,7 +34,7 @@ class RunContext:
     @property
     def task_id(self) -> str:
         """The id of the task being run."""
-        return self._task_id
+        return self.claim.task_id
 
     @property
     def attempt(self) -> int:
@@ -50,9 +45,8 @@ class RunContext:
         self, message: str, code: str, *, total: int | None = None, suffix: str | None = None
     ) -> RunProgress:
         """Add a progress report to the task and return it for updates."""
-        report = ProgressReport(message=message, code=code, total=total, suffix=suffix)
-        self.reports.append(report)
-        await self._write({"$push": {"progress_reports": report.model_dump(mode="json")}})
+        self.reports.append(ProgressReport(message=message, code=code, total=total, suffix=suffix))
+        await self._store_reports()
         return RunProgress(self, len(self.reports) - 1)
 
     def hand_back(self) -> None:
@@ -69,22 +63,20 @@ class RunContext:
 
     async def spawn(self, name: str, args: dict[str, Any]) -> str:
         """Submit a child task owned by this task's owner; return its id."""
-        doc = await self.service.submit(name, args, owner=self.owner, parent_id=self.task_id)
-        child_id: str = doc["_id"]
-        return child_id
+        child = await self._submissions.submit(
+            name, args, owner=self.claim.task.owner, parent_id=self.task_id
+        )
+        return child.id
 
-    async def _write(self, update: Doc) -> None:
+    async def _store_reports(self) -> None:
         try:
-            doc = await self.service.store.update_running(
-                self.task_id, self.run_id, update, projection=_STATE_ONLY
-            )
-        except PyMongoError as exc:
+            hold = await self._runs.report(self.claim, self.reports)
+        except DatabaseError as exc:
             # Progress is best effort: a database blip must not fail the task. The outcome is
             # what must be stored, and the runner insists on that.
             log.warning("progress of task %s not recorded: %r", self.task_id, exc)
             return
-        # None: the run lost the task (taken over, or failed by the liveness check); stop it.
-        if doc is None or doc["state"] == TaskState.CANCELING:
+        if hold is not Hold.HELD:  # canceled, or lost to another run: stop
             self.cancel_requested.set()
 
 
@@ -102,13 +94,9 @@ class RunProgress:
     async def advance(self, by: int = 1) -> None:
         """Add `by` to the steps done, and record it."""
         self._report.done += by
-        await self._context._write(
-            {"$set": {f"progress_reports.{self._index}.done": self._report.done}}
-        )
+        await self._context._store_reports()
 
     async def finish(self) -> None:
         """Mark this report completed."""
         self._report.state = TaskState.COMPLETED
-        await self._context._write(
-            {"$set": {f"progress_reports.{self._index}.state": TaskState.COMPLETED.value}}
-        )
+        await self._context._store_reports()

@@ -7,53 +7,35 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
-from shared.lifecycle import TaskState, utcnow
-from shared.store import TaskStore
+from shared.clock import utcnow
+from shared.store import Store
 
 log = logging.getLogger(__name__)
 
 
 async def beat(
-    store: TaskStore, name: str, *, started_at: datetime, concurrency: int, tasks: list[str]
+    store: Store, name: str, *, started_at: datetime, concurrency: int, tasks: list[str]
 ) -> None:
     """Record one heartbeat of worker `name`."""
     now = utcnow()
-    await store.workers.update_one(
-        {"_id": name},
-        {
-            "$set": {
-                "last_heartbeat": now,
-                "missing": False,
-                "started_at": started_at,
-                "concurrency": concurrency,
-                "tasks": tasks,
-            }
-        },
-        upsert=True,
+    await store.workers.beat(
+        name, at=now, started_at=started_at, concurrency=concurrency, tasks=tasks
     )
     if tasks:
-        await store.tasks.update_many(
-            {
-                # Only the tasks this process runs now: a task whose claim was stored but never
-                # answered (the database went away mid-claim) must go stale, so the janitor
-                # requeues it, rather than be kept alive by its worker's other tasks.
-                "_id": {"$in": tasks},
-                "run.worker": name,
-                "state": {"$in": [TaskState.RUNNING.value, TaskState.CANCELING.value]},
-            },
-            {"$set": {"worker.last_heartbeat": now, "updated_at": now}, "$inc": {"version": 1}},
-        )
+        await store.tasks.touch_heartbeats(tasks, name, now)
 
 
 async def heartbeat_forever(
-    store: TaskStore,
+    store: Store,
     name: str,
     *,
     interval_s: float,
     concurrency: int,
     current_tasks: Callable[[], list[str]],
+    answered: Callable[[bool], None] = lambda _: None,
 ) -> None:
-    """Beat every `interval_s` seconds until cancelled; a failed beat is logged and retried."""
+    """Beat every `interval_s` seconds until cancelled; a failed beat is logged and retried.
+    `answered` learns whether each beat reached the database."""
     started_at = utcnow()
     while True:
         try:
@@ -65,5 +47,8 @@ async def heartbeat_forever(
                 tasks=current_tasks(),
             )
         except Exception as exc:
+            answered(False)
             log.warning("heartbeat of %s failed: %r", name, exc)
+        else:
+            answered(True)
         await asyncio.sleep(interval_s)

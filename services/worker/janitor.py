@@ -3,32 +3,82 @@
 Each sweep, all compare-and-set (so janitors of several workers never do a thing twice):
 1. relays commands whose publish was never confirmed (the submitter died after storing the task);
 2. marks workers missing whose heartbeat is older than the TTL, and ends or requeues the tasks
-   they held, as each task type says;
+   they held, as each task type says (`requeues_when_lost`);
 3. ends parents whose children all ended while no one was there to notice.
+
+A worker is judged missing only from heartbeats that could have been written: while this
+janitor's own database access fails, and for one worker TTL after it comes back, no worker is
+reaped (after an outage every live worker's last heartbeat is old, through no fault of its own).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import timedelta
 
 from shared import metrics
-from shared.lifecycle import TaskState, utcnow
-from shared.registry import UnknownTaskType
-from shared.service import TaskService
-from shared.store import Doc
+from shared.clock import utcnow
+from shared.commands import Commands
+from shared.lifecycle import Phase, TaskState
+from shared.records import StoredTask
+from shared.registry import Registry, UnknownTaskType
+from shared.runs import Runs
+from shared.settings import Settings
+from shared.store import DueDispatch, Store
 
 log = logging.getLogger(__name__)
+
+
+def relays(due: DueDispatch) -> bool:
+    """Whether a task whose outbox mark is due still needs its command: it waits for its first
+    run, or was released to run again. (Any other was delivered: the mark is stale.)"""
+    return due.phase in (Phase.QUEUED, Phase.RELEASED) and due.state in (
+        TaskState.WAITING,
+        TaskState.RUNNING,
+    )
+
+
+def requeues_when_lost(task: StoredTask, registry: Registry) -> bool:
+    """Whether a running task whose worker went missing runs again elsewhere: its type says so
+    (`on_worker_lost="requeue"`) and it has runs left of `max_runs`."""
+    try:
+        task_type = registry.get(task.name)
+    except UnknownTaskType:
+        return False
+    lost = sum(1 for a in task.attempts if a.outcome == "worker_lost")
+    return task_type.on_worker_lost == "requeue" and lost + 1 < task_type.max_runs
 
 
 class Janitor:
     """Periodic repairs against one store."""
 
-    def __init__(self, service: TaskService) -> None:
-        self.service = service
-        self.store = service.store
-        self.settings = service.settings
+    def __init__(
+        self, store: Store, runs: Runs, commands: Commands, registry: Registry, settings: Settings
+    ) -> None:
+        self.store = store
+        self.runs = runs
+        self.commands = commands
+        self.registry = registry
+        self.settings = settings
+        #: Since when this process has reached the database without a failure (monotonic
+        #: seconds); None while it fails.
+        self.reachable_since: float | None = time.monotonic()
+
+    def database_answered(self, answered: bool) -> None:
+        """Record whether a database command of this process (a sweep, a heartbeat) got an
+        answer."""
+        if not answered:
+            self.reachable_since = None
+        elif self.reachable_since is None:
+            self.reachable_since = time.monotonic()
+
+    def may_judge_liveness(self) -> bool:
+        """Whether the database has answered this process for a whole worker TTL: only then
+        does an old heartbeat mean a silent worker."""
+        since = self.reachable_since
+        return since is not None and time.monotonic() - since >= self.settings.worker_ttl_s
 
     async def run_forever(self) -> None:
         """Sweep every `janitor_interval_s` until cancelled; a failed sweep is retried."""
@@ -36,7 +86,10 @@ class Janitor:
             try:
                 await self.sweep()
             except Exception as exc:
+                self.database_answered(False)
                 log.warning("janitor sweep failed: %r", exc)
+            else:
+                self.database_answered(True)
             await asyncio.sleep(self.settings.janitor_interval_s)
 
     async def sweep(self) -> None:
@@ -47,77 +100,24 @@ class Janitor:
 
     async def relay(self) -> None:
         """Publish commands whose task was stored but whose publish was never confirmed."""
-        for task in await self.store.due_dispatches(utcnow()):
-            released = (task.get("run") or {}).get("id") is None
-            runnable = task["state"] == TaskState.WAITING or (
-                task["state"] == TaskState.RUNNING and released
-            )
-            if runnable:
-                log.info("relaying the command of task %s", task["_id"])
-                await self.service.dispatch(task["_id"], task["name"])
+        for due in await self.store.tasks.due_dispatches(utcnow()):
+            if relays(due):
+                log.info("relaying the command of task %s", due.id)
+                await self.commands.run(due.id, due.name)
             else:
-                self.store.dispatched(task["_id"])
+                self.store.tasks.dispatched(due.id)
 
     async def reap_missing_workers(self) -> None:
         """Mark silent workers missing; requeue or fail what they were running."""
+        if not self.may_judge_liveness():
+            return
         cutoff = utcnow() - timedelta(seconds=self.settings.worker_ttl_s)
-        marked = await self.store.workers.update_many(
-            {"last_heartbeat": {"$lt": cutoff}, "missing": False}, {"$set": {"missing": True}}
-        )
-        metrics.WORKERS_MISSING.inc(marked.modified_count)
-        for task in await self.store.stale_running(cutoff):
-            await self._end_lost(task)
-
-    async def _end_lost(self, task: Doc) -> None:
-        run = task.get("run") or {}
-        worker = {**(task.get("worker") or {}), "missing": True}
-        reason = f"worker {worker.get('name')} went missing"
-        guard = {"run.id": run.get("id")}
-        if task["state"] == TaskState.CANCELING:
-            ended = await self.store.transition(
-                task["_id"],
-                [TaskState.CANCELING],
-                TaskState.CANCELED,
-                fields={"worker": worker, "error": {"type": "canceled", "message": reason}},
-                guard=guard,
-                reason=reason,
-            )
-        else:
-            if self._requeues(task):
-                attempt = {
-                    "worker": worker.get("name"),
-                    "outcome": "worker_lost",
-                    "error": {"type": "worker_lost", "message": reason},
-                    "ended_at": utcnow(),
-                    "retry_in_s": 0,
-                }
-                if await self.service.requeue(task, run["id"], attempt) is not None:
-                    metrics.worker_lost(task["name"], "requeued")
-                    log.warning("task %s requeued: %s", task["_id"], reason)
-                return
-            ended = await self.store.transition(
-                task["_id"],
-                [TaskState.RUNNING],
-                TaskState.FAILED,
-                fields={"worker": worker, "error": {"type": "worker_lost", "message": reason}},
-                guard=guard,
-                reason=reason,
-            )
-        if ended is not None:
-            metrics.worker_lost(task["name"], ended["state"])
-            log.warning("task %s ended %s: %s", task["_id"], ended["state"], reason)
-            await self.service.ended(ended)
-
-    def _requeues(self, task: Doc) -> bool:
-        try:
-            task_type = self.service.registry.get(task["name"])
-        except UnknownTaskType:
-            return False
-        lost = sum(1 for a in task.get("attempts") or [] if a.get("outcome") == "worker_lost")
-        return task_type.on_worker_lost == "requeue" and lost + 1 < task_type.max_runs
+        metrics.WORKERS_MISSING.inc(await self.store.workers.mark_missing(cutoff))
+        for task in await self.store.tasks.held_by_silent_workers(cutoff):
+            await self.runs.lose(task, requeue=requeues_when_lost(task, self.registry))
 
     async def finish_orphaned_parents(self) -> None:
         """End parents whose last child ended while the worker that ended it crashed."""
         quiet_since = utcnow() - timedelta(seconds=self.settings.janitor_interval_s)
-        for parent in await self.store.waiting_parents(quiet_since):
-            await self.service.finish_parent(parent["_id"])
+        for parent in await self.store.tasks.awaiting_children(quiet_since):
+            await self.runs.finish_parent(parent.id)

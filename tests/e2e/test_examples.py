@@ -28,7 +28,7 @@ from services.api.app import open_auth
 from services.stack import ROOT, free_port, stop_processes
 from shared.auth import Role
 from shared.settings import Settings
-from shared.store import TaskStore
+from shared.store import Store
 from tests.conftest import DEV_AUTH, ServerThread
 from tests.e2e.conftest import EXPECT_TIMEOUT_MS
 from tests.processes import service_env, start_stack
@@ -156,7 +156,7 @@ async def test_the_backend_example_submits_waits_cancels_and_polls(team: TeamSta
 
 
 async def test_a_page_of_another_origin_follows_the_task_its_backend_submitted_for_its_user(
-    team: TeamStack, store: TaskStore, browser: Browser
+    team: TeamStack, store: Store, browser: Browser
 ) -> None:
     auth = open_auth(store, team.settings)
     await auth.create_user("alice", Role.USER)

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, Page, ViewportSize, expect
 
 from services.stack import ROOT
 from tests.e2e.conftest import EXPECT_TIMEOUT_MS, Stack, sign_in
@@ -18,7 +18,7 @@ from tests.e2e.conftest import EXPECT_TIMEOUT_MS, Stack, sign_in
 pytestmark = pytest.mark.e2e
 
 #: The widths every page is shot at: a desktop and a phone.
-VIEWPORTS = {
+VIEWPORTS: dict[str, ViewportSize] = {
     "desktop": {"width": 1280, "height": 860},
     "phone": {"width": 390, "height": 844},
 }

@@ -22,8 +22,9 @@ import pytest
 
 from services.stack import EmbeddedMongo, start_service, stop_processes, wait_for_port
 from shared.lifecycle import FINAL_STATES, TaskState
+from shared.migrate import migrate
 from shared.settings import Settings
-from shared.store import Doc, TaskStore, open_store
+from shared.store import Store, open_store
 from tests.conftest import DEV_AUTH
 from tests.processes import service_env, until_workers_beat
 
@@ -82,7 +83,7 @@ class Services:
         self.workers[name] = start_service("worker", env, log_dir)
         return name
 
-    async def until_workers_beat(self, store: TaskStore, names: Iterable[str]) -> None:
+    async def until_workers_beat(self, store: Store, names: Iterable[str]) -> None:
         """Wait until each named worker has recorded a heartbeat (it consumes by then)."""
         await until_workers_beat(store, {name: self.workers[name] for name in names}, self.log_dir)
 
@@ -118,11 +119,13 @@ def own_mongo(
 
 
 @pytest.fixture
-def fault_settings(settings: Settings, own_mongo: EmbeddedMongo | None) -> Settings:
-    """The test's settings, on its own database server if it has one."""
+async def fault_settings(settings: Settings, own_mongo: EmbeddedMongo | None) -> Settings:
+    """The test's settings, on its own (migrated) database server if it has one."""
     if own_mongo is None:
         return settings
-    return settings.model_copy(update={"mongodb_url": own_mongo.url})
+    own = settings.model_copy(update={"mongodb_url": own_mongo.url})
+    await migrate(own)
+    return own
 
 
 @pytest.fixture
@@ -145,7 +148,7 @@ async def http(services: Services) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-async def fault_store(fault_settings: Settings) -> AsyncIterator[TaskStore]:
+async def fault_store(fault_settings: Settings) -> AsyncIterator[Store]:
     """A store on the test's database, for reading what the services recorded."""
     task_store = open_store(fault_settings)
     yield task_store
@@ -179,19 +182,21 @@ async def submit_many(
 
 
 async def until_all_final(
-    store: TaskStore, ids: list[str], *, timeout_s: float, during: Any = None
+    store: Store, ids: list[str], *, timeout_s: float, during: Any = None
 ) -> float:
     """Wait until every task in `ids` is final; the seconds it took. Fails listing stragglers."""
     started = time.monotonic()
     final = [state for state in FINAL]
     while True:
-        done = await store.tasks.count_documents({"_id": {"$in": ids}, "state": {"$in": final}})
+        done = await store.tasks.collection.count_documents(
+            {"_id": {"$in": ids}, "state": {"$in": final}}
+        )
         if done == len(ids):
             return time.monotonic() - started
         if time.monotonic() - started > timeout_s:
             stuck = [
                 (doc["_id"], doc["state"], doc.get("run"), doc.get("attempts"))
-                async for doc in store.tasks.find(
+                async for doc in store.tasks.collection.find(
                     {"_id": {"$in": ids}, "state": {"$nin": final}}
                 ).limit(5)
             ]
@@ -215,11 +220,11 @@ class Tally:
     problems: list[str] = field(default_factory=list)
 
 
-async def check_invariant(store: TaskStore, ids: list[str]) -> Tally:
+async def check_invariant(store: Store, ids: list[str]) -> Tally:
     """Count, per accepted task, how it ended and how often it was claimed and ended."""
     tally = Tally(tasks=len(ids))
-    tasks: dict[str, Doc] = {
-        doc["_id"]: doc async for doc in store.tasks.find({"_id": {"$in": ids}})
+    tasks: dict[str, dict[str, Any]] = {
+        doc["_id"]: doc async for doc in store.tasks.collection.find({"_id": {"$in": ids}})
     }
     finals: dict[str, int] = dict.fromkeys(ids, 0)
     claims: dict[str, int] = dict.fromkeys(ids, 0)
@@ -251,12 +256,12 @@ async def check_invariant(store: TaskStore, ids: list[str]) -> Tally:
     return tally
 
 
-async def assert_nothing_lost_or_doubled(store: TaskStore, ids: list[str]) -> Tally:
+async def assert_nothing_lost_or_doubled(store: Store, ids: list[str]) -> Tally:
     """The invariant of every fault test; returns the tally for the test's report."""
     tally = await check_invariant(store, ids)
     assert tally.problems == [], tally.problems[:20]
     assert (tally.losses, tally.duplicates) == (0, 0)
-    pending = await store.tasks.count_documents({"state": {"$nin": list(FINAL)}})
+    pending = await store.tasks.collection.count_documents({"state": {"$nin": list(FINAL)}})
     assert pending == 0, f"{pending} tasks left pending"
     return tally
 

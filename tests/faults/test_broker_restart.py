@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from shared.settings import Settings
-from shared.store import TaskStore
+from shared.store import Store
 from tests.faults.conftest import (
     Services,
     assert_nothing_lost_or_doubled,
@@ -51,7 +51,7 @@ async def until_broker_answers(settings: Settings, timeout_s: float = 60) -> int
 
 @pytest.mark.timeout(240)
 async def test_commands_queued_across_a_broker_restart_all_complete(
-    services: Services, http: httpx.AsyncClient, fault_store: TaskStore, settings: Settings
+    services: Services, http: httpx.AsyncClient, fault_store: Store, settings: Settings
 ) -> None:
     executable = require_rabbitmqctl()
     # Given 500 tasks queued while no worker runs

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from shared.settings import Settings
-from shared.store import TaskStore
+from shared.store import Store
 from shared.topology import Topology
 from tests.faults.conftest import (
     Services,
@@ -34,7 +34,7 @@ async def queued_commands(settings: Settings) -> int:
 
 @pytest.mark.timeout(120)
 async def test_a_command_published_twice_runs_its_task_once(
-    services: Services, http: httpx.AsyncClient, fault_store: TaskStore, settings: Settings
+    services: Services, http: httpx.AsyncClient, fault_store: Store, settings: Settings
 ) -> None:
     # Given tasks whose commands are each in the queue twice before any worker runs
     await services.start_api()
@@ -51,11 +51,11 @@ async def test_a_command_published_twice_runs_its_task_once(
     # Then each task ran once and completed once
     tally = await assert_nothing_lost_or_doubled(fault_store, ids)
     assert tally.completed == len(ids)
-    runs = [doc["runs"] async for doc in fault_store.tasks.find({"_id": {"$in": ids}})]
+    runs = [doc["runs"] async for doc in fault_store.tasks.collection.find({"_id": {"$in": ids}})]
     assert runs == [1] * len(ids)
 
     # And a copy arriving after the task ended changes nothing
-    before = {doc["_id"]: doc["version"] async for doc in fault_store.tasks.find({})}
+    before = {doc["_id"]: doc["version"] async for doc in fault_store.tasks.collection.find({})}
     for task_id in ids[:5]:
         await publish_again(settings, task_id, "test.count")
     for _ in range(100):
@@ -63,6 +63,6 @@ async def test_a_command_published_twice_runs_its_task_once(
             break
         await asyncio.sleep(0.1)
     await asyncio.sleep(1)  # the last copies taken are being looked at
-    after = {doc["_id"]: doc["version"] async for doc in fault_store.tasks.find({})}
+    after = {doc["_id"]: doc["version"] async for doc in fault_store.tasks.collection.find({})}
     assert after == before
     await assert_nothing_lost_or_doubled(fault_store, ids)

@@ -12,7 +12,7 @@ import pytest
 
 from services.worker.app import Worker
 from shared.settings import Settings
-from shared.store import TaskStore
+from shared.store import Store
 from tests.faults.conftest import require_rabbitmqctl
 from tests.integration.test_worker import read, submit
 from tests.support import eventually
@@ -51,7 +51,7 @@ async def test_a_task_longer_than_the_consumer_timeout_runs_once_to_its_end(
     short_consumer_timeout: None,
     api: httpx.AsyncClient,
     settings: Settings,
-    store: TaskStore,
+    store: Store,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # Given a worker that acknowledges a running task's command after 1 s, on a broker that
@@ -74,7 +74,7 @@ async def test_a_task_longer_than_the_consumer_timeout_runs_once_to_its_end(
 
     # Then it completed, claimed once, and no second delivery of its command ever arrived
     assert task["state"] == "completed"
-    history = [(e["source"], e["target"]) for e in await store.history(task_id)]
+    history = [(e.source, e.target) for e in await store.tasks.history(task_id)]
     assert history == [(None, "waiting"), ("waiting", "running"), ("running", "completed")]
     assert task["attempts"] == []
     log = caplog.text

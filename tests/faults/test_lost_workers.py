@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from shared.store import TaskStore
+from shared.store import Store
 from tests.faults.conftest import (
     Services,
     assert_nothing_lost_or_doubled,
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.fault
 
 @pytest.mark.timeout(180)
 async def test_a_worker_killed_mid_task_loses_nothing_and_doubles_nothing(
-    services: Services, http: httpx.AsyncClient, fault_store: TaskStore
+    services: Services, http: httpx.AsyncClient, fault_store: Store
 ) -> None:
     # Given two workers running several counting tasks each
     await services.start_api()
@@ -31,7 +31,7 @@ async def test_a_worker_killed_mid_task_loses_nothing_and_doubles_nothing(
     ids = await submit_many(http, 12, {"rounds": 10, "round_s": 0.2})
     victim = names[0]
     deadline = time.monotonic() + 30
-    while await fault_store.tasks.count_documents({"run.worker": victim}) < 2:
+    while await fault_store.tasks.collection.count_documents({"run.worker": victim}) < 2:
         assert time.monotonic() < deadline, "the victim never ran two tasks at once"
         await asyncio.sleep(0.05)
 
@@ -42,7 +42,7 @@ async def test_a_worker_killed_mid_task_loses_nothing_and_doubles_nothing(
     await until_all_final(fault_store, ids, timeout_s=90)
     tally = await assert_nothing_lost_or_doubled(fault_store, ids)
     assert tally.completed == len(ids)
-    lost = await fault_store.tasks.count_documents(
+    lost = await fault_store.tasks.collection.count_documents(
         {"attempts": {"$elemMatch": {"outcome": "worker_lost", "worker": victim}}}
     )
     assert lost >= 2, "the killed worker's tasks should have been requeued"
@@ -59,7 +59,7 @@ KILL_EVERY_S = 1.5
 # a thousand tasks take about three minutes on two cores, more on a loaded one.
 @pytest.mark.timeout(480)
 async def test_a_thousand_tasks_all_finish_while_workers_are_killed_at_random(
-    services: Services, http: httpx.AsyncClient, fault_store: TaskStore
+    services: Services, http: httpx.AsyncClient, fault_store: Store
 ) -> None:
     # Given three workers and a thousand short tasks
     started = time.monotonic()
@@ -97,7 +97,7 @@ async def test_a_thousand_tasks_all_finish_while_workers_are_killed_at_random(
     assert kills >= 3, "too few faults were injected to mean anything"
     not_completed = [
         doc
-        async for doc in fault_store.tasks.find(
+        async for doc in fault_store.tasks.collection.find(
             {"_id": {"$in": ids}, "state": {"$ne": "completed"}}
         )
     ]

@@ -34,13 +34,13 @@ from shared.auth import (
     AuthStore,
     Role,
 )
-from shared.ids import new_task_id
-from shared.lifecycle import TaskState, utcnow
+from shared.clock import utcnow
+from shared.lifecycle import TaskState
 from shared.settings import Settings
-from shared.store import TaskStore
-from shared.task import new_task_doc
+from shared.store import Store
 from tests.conftest import ServerThread
 from tests.integration.wsclient import Message, Socket, tasks_of, ws_connect
+from tests.support import stored_task
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +62,7 @@ class People:
 
     base_url: str
     tokens: dict[str, str]
-    store: TaskStore
+    store: Store
     auth: AuthStore
 
     def headers(self, actor: str) -> dict[str, str]:
@@ -78,22 +78,17 @@ class People:
 
     async def task(self, state: TaskState = TaskState.WAITING, owner: str = "alice") -> str:
         """A task stored directly in `state` (no broker: the API reads the database)."""
-        doc = new_task_doc(
-            task_id=new_task_id(), name="test.count", args={}, owner=owner, at=utcnow()
-        )
-        doc["state"] = state.value
-        if state in (TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELED):
-            doc["finished_at"] = utcnow() - timedelta(hours=1)
-        await self.store.insert(doc)
-        task_id: str = doc["_id"]
-        return task_id
+        task = stored_task(name="test.count", owner=owner, state=state)
+        if task.final:
+            task = task.model_copy(update={"finished_at": utcnow() - timedelta(hours=1)})
+        await self.store.tasks.insert(task)
+        return task.id
 
 
 @pytest.fixture
-async def people(settings: Settings, store: TaskStore) -> AsyncIterator[People]:
+async def people(settings: Settings, store: Store) -> AsyncIterator[People]:
     """alice and bob (users) and root (an administrator), each with a token; the API running."""
     auth = AuthStore(store.db)
-    await auth.ensure_indexes()
     tokens = {}
     for actor, name in NAMES.items():
         role = Role.ADMIN if actor == ADMIN else Role.USER
@@ -287,7 +282,7 @@ async def test_a_purge_by_another_user_leaves_the_owners_tasks(people: People) -
     async with people.client(OTHER) as client:
         purged = await client.delete("/api/v1/tasks", params=PURGE["params"])
     assert purged.json() == {"deleted": 0}
-    assert await people.store.get(mine) is not None
+    assert await people.store.tasks.get(mine) is not None
 
 
 async def test_a_task_submitted_by_a_user_is_theirs(people: People) -> None:
@@ -302,18 +297,18 @@ async def test_child_tasks_belong_to_the_owner_of_their_parent(people: People, w
             await client.post("/api/v1/tasks", json={"name": "test.spawn", "args": {"children": 2}})
         ).json()
         for _ in range(300):
-            doc = await people.store.get(parent["id"])
-            if doc and doc["state"] == "completed":
+            done = await people.store.tasks.get(parent["id"])
+            if done and done.state == "completed":
                 break
             await asyncio.sleep(0.1)
-        children = await people.store.children(parent["id"])
+        children = await people.store.tasks.children(parent["id"])
         assert len(children) == 2
-        assert {child["owner"] for child in children} == {"alice"}
+        assert {child.owner for child in children} == {"alice"}
         for child in children:
-            assert (await client.get(f"/api/v1/tasks/{child['_id']}")).status_code == 200
+            assert (await client.get(f"/api/v1/tasks/{child.id}")).status_code == 200
     async with people.client(OTHER) as client:
         for child in children:
-            assert (await client.get(f"/api/v1/tasks/{child['_id']}")).status_code == 404
+            assert (await client.get(f"/api/v1/tasks/{child.id}")).status_code == 404
 
 
 async def test_wrong_tokens_and_malformed_headers_are_401(people: People) -> None:
@@ -455,7 +450,7 @@ async def test_development_credentials_work_only_in_development_mode(
 
 
 async def test_the_first_administrator_comes_from_the_environment(
-    settings: Settings, store: TaskStore
+    settings: Settings, store: Store
 ) -> None:
     configured = settings.model_copy(
         update={
@@ -481,7 +476,7 @@ async def test_the_first_administrator_comes_from_the_environment(
 # ---- limits -------------------------------------------------------------------------------------
 
 
-async def test_task_args_over_the_limit_are_413(settings: Settings, store: TaskStore) -> None:
+async def test_task_args_over_the_limit_are_413(settings: Settings, store: Store) -> None:
     small = settings.model_copy(update={"max_args_bytes": 100})
     auth = AuthStore(store.db)
     await auth.create_user("carol", Role.USER)
@@ -502,7 +497,7 @@ async def test_task_args_over_the_limit_are_413(settings: Settings, store: TaskS
 
 
 async def test_submissions_over_the_per_minute_limit_are_429_with_retry_after(
-    settings: Settings, store: TaskStore
+    settings: Settings, store: Store
 ) -> None:
     limited = settings.model_copy(update={"submit_rate_per_minute": 3})
     auth = AuthStore(store.db)
@@ -633,7 +628,7 @@ async def test_a_token_in_an_auth_message_authenticates(
 
 
 async def test_a_connection_that_never_authenticates_is_closed(
-    settings: Settings, store: TaskStore
+    settings: Settings, store: Store
 ) -> None:
     quick = settings.model_copy(update={"ws_auth_timeout_s": 0.5})
     running = Notifier(quick)
@@ -663,9 +658,7 @@ async def test_the_session_cookie_authenticates_a_same_origin_socket_and_a_cross
     assert refused.value.response.status_code == 403
 
 
-async def test_subscriptions_per_connection_are_limited(
-    settings: Settings, store: TaskStore
-) -> None:
+async def test_subscriptions_per_connection_are_limited(settings: Settings, store: Store) -> None:
     few = settings.model_copy(update={"ws_max_subscriptions": 2, "dev_mode": True})
     running = Notifier(few)
     await running.start()
@@ -685,7 +678,7 @@ async def test_subscriptions_per_connection_are_limited(
         await running.stop()
 
 
-async def test_connections_per_user_are_limited(settings: Settings, store: TaskStore) -> None:
+async def test_connections_per_user_are_limited(settings: Settings, store: Store) -> None:
     few = settings.model_copy(update={"ws_max_connections_per_user": 2, "dev_mode": True})
     running = Notifier(few)
     await running.start()
@@ -736,7 +729,7 @@ async def test_workers_show_each_user_only_the_running_tasks_they_may_see(
 
 
 async def test_repeated_wrong_passwords_block_sign_in_for_that_name_only(
-    settings: Settings, store: TaskStore
+    settings: Settings, store: Store
 ) -> None:
     strict = settings.model_copy(update={"max_failed_logins": 3})
     auth = AuthStore(store.db)

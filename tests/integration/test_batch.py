@@ -10,7 +10,7 @@ from services.worker.app import Worker
 from shared.auth import DEV_TOKEN
 from shared.lifecycle import FINAL_STATES
 from shared.settings import Settings
-from shared.store import TaskStore
+from shared.store import Store
 from tests.support import eventually
 
 pytestmark = pytest.mark.integration
@@ -19,7 +19,7 @@ FINAL = {state.value for state in FINAL_STATES}
 
 
 async def test_a_batch_is_stored_queued_and_run_in_order(
-    api: httpx.AsyncClient, store: TaskStore, worker: Worker
+    api: httpx.AsyncClient, store: Store, worker: Worker
 ) -> None:
     batch = {
         "tasks": [
@@ -37,17 +37,20 @@ async def test_a_batch_is_stored_queued_and_run_in_order(
     assert results[2]["ui"]["header"] == "Third"
 
     async def states() -> list[str]:
-        docs = [await store.get(t["id"]) for t in results]
-        return [doc["state"] if doc else "missing" for doc in docs]
+        stored = [await store.tasks.get(t["id"]) for t in results]
+        return [task.state if task else "missing" for task in stored]
 
     assert await eventually(states, lambda s: set(s) <= FINAL) == ["completed"] * 3
     # Marks are cleared in batches, a little after the broker confirmed the commands.
     marked = {"dispatch_due_at": {"$exists": True}}
-    assert await eventually(lambda: store.tasks.count_documents(marked), lambda n: n == 0) == 0
+    assert (
+        await eventually(lambda: store.tasks.collection.count_documents(marked), lambda n: n == 0)
+        == 0
+    )
 
 
 async def test_one_invalid_task_refuses_the_batch_naming_it_by_index(
-    api: httpx.AsyncClient, store: TaskStore
+    api: httpx.AsyncClient, store: Store
 ) -> None:
     batch = {"tasks": [{"name": "test.noop"}, {"name": "test.count", "args": {"rounds": -1}}]}
     response = await api.post("/api/v1/tasks:batch", json=batch)
@@ -55,23 +58,23 @@ async def test_one_invalid_task_refuses_the_batch_naming_it_by_index(
     problem = response.json()
     assert problem["type"] == "urn:tasklight:problem:invalid-task"
     assert problem["errors"][0]["loc"] == ["body", "tasks", 1, "args", "rounds"]
-    assert await store.tasks.count_documents({}) == 0
+    assert await store.tasks.collection.count_documents({}) == 0
 
 
 @pytest.mark.parametrize("count", [0, 101])
 async def test_a_batch_holds_1_to_100_tasks(
-    api: httpx.AsyncClient, store: TaskStore, count: int
+    api: httpx.AsyncClient, store: Store, count: int
 ) -> None:
     response = await api.post(
         "/api/v1/tasks:batch", json={"tasks": [{"name": "test.noop"}] * count}
     )
     assert response.status_code == 422
     assert response.json()["errors"][0]["loc"] == ["body", "tasks"]
-    assert await store.tasks.count_documents({}) == 0
+    assert await store.tasks.collection.count_documents({}) == 0
 
 
 async def test_the_python_client_submits_many_in_batches_of_100(
-    settings: Settings, api: httpx.AsyncClient, store: TaskStore
+    settings: Settings, api: httpx.AsyncClient, store: Store
 ) -> None:
     async with TasklightClient(
         str(api.base_url), f"ws://127.0.0.1:{settings.notifier_port}/ws", token=DEV_TOKEN
@@ -79,4 +82,4 @@ async def test_the_python_client_submits_many_in_batches_of_100(
         stored = await client.submit_many([{"name": "test.noop"}] * 150)
     assert len(stored) == 150
     assert len({task["id"] for task in stored}) == 150
-    assert await store.tasks.count_documents({}) == 150
+    assert await store.tasks.collection.count_documents({}) == 150

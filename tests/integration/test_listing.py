@@ -5,23 +5,19 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from shared.ids import new_task_id
-from shared.lifecycle import TaskState, utcnow
-from shared.store import TaskStore
-from shared.task import new_task_doc
+from shared.lifecycle import TaskState
+from shared.store import Store
+from tests.support import stored_task
 
 pytestmark = pytest.mark.integration
 
 
-async def seed(store: TaskStore, states: list[TaskState], owner: str = "dev") -> list[str]:
+async def seed(store: Store, states: list[TaskState], owner: str = "dev") -> list[str]:
     ids = []
     for state in states:
-        doc = new_task_doc(
-            task_id=new_task_id(), name="test.count", args={}, owner=owner, at=utcnow()
-        )
-        doc["state"] = state.value
-        await store.insert(doc)
-        ids.append(doc["_id"])
+        task = stored_task(name="test.count", owner=owner, state=state)
+        await store.tasks.insert(task)
+        ids.append(task.id)
     return ids
 
 
@@ -32,7 +28,7 @@ async def listed(api: httpx.AsyncClient, query: str) -> list[str]:
 
 
 async def test_groups_hold_the_states_of_the_dialog_tabs_newest_first(
-    api: httpx.AsyncClient, store: TaskStore
+    api: httpx.AsyncClient, store: Store
 ) -> None:
     w, r, cing, done, fail, cncl = await seed(store, list(TaskState))
     assert await listed(api, "group=pending") == [cing, r, w]
@@ -43,7 +39,7 @@ async def test_groups_hold_the_states_of_the_dialog_tabs_newest_first(
 
 
 async def test_other_owners_tasks_and_other_names_are_not_listed(
-    api: httpx.AsyncClient, store: TaskStore
+    api: httpx.AsyncClient, store: Store
 ) -> None:
     [mine] = await seed(store, [TaskState.WAITING])
     await seed(store, [TaskState.WAITING], owner="someone-else")
@@ -52,7 +48,7 @@ async def test_other_owners_tasks_and_other_names_are_not_listed(
 
 
 async def test_pages_follow_next_until_every_task_was_seen_once(
-    api: httpx.AsyncClient, store: TaskStore
+    api: httpx.AsyncClient, store: Store
 ) -> None:
     ids = await seed(store, [TaskState.COMPLETED] * 7)
     seen: list[str] = []

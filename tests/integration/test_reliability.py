@@ -12,15 +12,19 @@ import httpx
 import pytest
 
 from services.worker.app import Worker
-from shared.ids import new_task_id
-from shared.lifecycle import TaskState, utcnow
-from shared.service import submission_digest
+from shared import metrics
+from shared.clock import utcnow
+from shared.lifecycle import Phase, TaskState
+from shared.messages import RunTask
+from shared.records import Run
 from shared.settings import Settings
-from shared.store import TaskStore
-from shared.task import new_task_doc
+from shared.store import Change, Store
+from shared.store.tasks import document
+from shared.submission import submission_digest
+from shared.task import WorkerRef
 from shared.topology import RUN_KEY, Topology
 from tests.integration.test_worker import read, submit, until_state
-from tests.support import eventually
+from tests.support import eventually, stored_task
 
 pytestmark = pytest.mark.integration
 
@@ -47,24 +51,27 @@ async def quick_worker(quick: Settings) -> AsyncIterator[Worker]:
     await running.stop(grace_s=0)
 
 
-async def store_orphan(store: TaskStore, name: str, args: dict[str, Any], **fields: Any) -> str:
+async def store_orphan(store: Store, name: str, args: dict[str, Any], **fields: Any) -> str:
     """A task left `running` by a worker that died long ago (no heartbeat for a minute)."""
-    task_id = new_task_id()
-    doc = new_task_doc(task_id=task_id, name=name, args=args, owner="dev", at=utcnow())
-    await store.insert(doc)
+    task = stored_task(name=name, args=args)
+    await store.tasks.insert(task)
     long_ago = utcnow() - timedelta(minutes=1)
-    await store.transition(
-        task_id,
-        [TaskState.WAITING],
-        TaskState.RUNNING,
-        fields={
-            "worker": {"name": "dead-worker", "last_heartbeat": long_ago, "missing": False},
-            "run": {"id": "dead-run", "worker": "dead-worker"},
-            "runs": 1,
-            **fields,
-        },
+    claimed = await store.tasks.apply(
+        task.id,
+        Change(
+            sources=frozenset({TaskState.WAITING}),
+            target=TaskState.RUNNING,
+            phase=Phase.HELD,
+            fields={
+                "worker": WorkerRef(name="dead-worker", last_heartbeat=long_ago),
+                "run": Run(id="dead-run", worker="dead-worker"),
+                "runs": 1,
+                **fields,
+            },
+        ),
     )
-    return task_id
+    assert claimed is not None
+    return task.id
 
 
 async def test_a_retryable_failure_is_retried_after_a_broker_delay_until_it_succeeds(
@@ -93,7 +100,7 @@ async def test_retries_stop_at_the_types_limit_and_the_task_fails_saying_so(
 
 
 async def test_a_requeueable_task_of_a_missing_worker_runs_again_elsewhere(
-    api: httpx.AsyncClient, quick_worker: Worker, store: TaskStore
+    api: httpx.AsyncClient, quick_worker: Worker, store: Store
 ) -> None:
     task_id = await store_orphan(store, "test.count", {"rounds": 1, "round_s": 0})
     task = await until_state(api, task_id, ("completed", "failed"))
@@ -105,7 +112,7 @@ async def test_a_requeueable_task_of_a_missing_worker_runs_again_elsewhere(
 
 
 async def test_a_task_of_a_missing_worker_that_must_not_rerun_fails_saying_why(
-    api: httpx.AsyncClient, quick_worker: Worker, store: TaskStore
+    api: httpx.AsyncClient, quick_worker: Worker, store: Store
 ) -> None:
     task_id = await store_orphan(store, "test.fail", {"after_s": 0})
     task = await until_state(api, task_id, ("completed", "failed"))
@@ -114,9 +121,9 @@ async def test_a_task_of_a_missing_worker_that_must_not_rerun_fails_saying_why(
 
 
 async def test_a_worker_that_stops_heartbeating_is_listed_as_missing(
-    api: httpx.AsyncClient, quick_worker: Worker, store: TaskStore
+    api: httpx.AsyncClient, quick_worker: Worker, store: Store
 ) -> None:
-    await store.workers.insert_one(
+    await store.workers.collection.insert_one(
         {"_id": "silent", "last_heartbeat": utcnow() - timedelta(minutes=5), "missing": False}
     )
     workers = await eventually(
@@ -128,31 +135,28 @@ async def test_a_worker_that_stops_heartbeating_is_listed_as_missing(
 
 
 async def test_a_stored_task_whose_publish_never_happened_is_relayed_and_runs(
-    api: httpx.AsyncClient, quick_worker: Worker, store: TaskStore
+    api: httpx.AsyncClient, quick_worker: Worker, store: Store
 ) -> None:
     # As if the API died between storing the task and publishing its command.
-    task_id = new_task_id()
-    doc = new_task_doc(
-        task_id=task_id,
-        name="test.count",
-        args={"rounds": 1, "round_s": 0},
-        owner="dev",
-        at=utcnow(),
-    )
-    await store.insert(doc, dispatch_due_at=utcnow())
+    stored = stored_task(name="test.count", args={"rounds": 1, "round_s": 0})
+    await store.tasks.insert(stored, dispatch_due_at=utcnow())
+    task_id = stored.id
     task = await until_state(api, task_id)
     assert task["state"] == "completed"
     # Marks are cleared in batches, a little after the broker confirmed the commands.
     marked = {"dispatch_due_at": {"$exists": True}}
-    assert await eventually(lambda: store.tasks.count_documents(marked), lambda n: n == 0) == 0
+    assert (
+        await eventually(lambda: store.tasks.collection.count_documents(marked), lambda n: n == 0)
+        == 0
+    )
 
 
 async def test_an_undecodable_command_is_dead_lettered_its_task_fails_and_the_queue_moves_on(
-    api: httpx.AsyncClient, worker: Worker, settings: Settings, store: TaskStore
+    api: httpx.AsyncClient, worker: Worker, settings: Settings, store: Store
 ) -> None:
-    task_id = new_task_id()
-    doc = new_task_doc(task_id=task_id, name="test.count", args={}, owner="dev", at=utcnow())
-    await store.insert(doc)
+    stored = stored_task(name="test.count")
+    await store.tasks.insert(stored)
+    task_id = stored.id
     connection = await aio_pika.connect(settings.amqp_url)
     async with connection:
         channel = await connection.channel()
@@ -166,6 +170,53 @@ async def test_an_undecodable_command_is_dead_lettered_its_task_fails_and_the_qu
     assert failed["started_at"] is None
     after = await submit(api, "test.count", rounds=1, round_s=0)
     assert (await until_state(api, after))["state"] == "completed"
+
+
+async def test_a_dead_lettered_command_whose_task_cannot_be_recorded_is_parked_not_looped(
+    settings: Settings, store: Store
+) -> None:
+    # A task document the database refuses to change (its history is not an array): failing
+    # it can never succeed. Its dead-lettered command must be tried a bounded number of times,
+    # then parked and counted, while the other dead letters are still handled.
+    topology = Topology(settings.namespace)
+    poison = stored_task(name="test.count")
+    await store.tasks.collection.insert_one({**document(poison), "history": "not an array"})
+    healthy = stored_task(name="test.count")
+    await store.tasks.insert(healthy)
+    parked_before = metrics.sample(metrics.WORKER_REGISTRY, "tasklight_commands_parked_total")
+    dead_settings = settings.model_copy(
+        update={"dead_letter_attempts": 3, "dead_letter_backoff_s": 0.05}
+    )
+    worker = Worker(dead_settings)
+    await worker.start()
+    try:
+        connection = await aio_pika.connect(settings.amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            dead = await channel.get_exchange(topology.dead_exchange)
+            for task in (poison, healthy):
+                body = RunTask(task_id=task.id, name=task.name).model_dump_json().encode()
+                await dead.publish(aio_pika.Message(body, message_id=task.id), routing_key="")
+
+            async def parked() -> int:
+                queue = await channel.declare_queue(topology.parked_queue, passive=True)
+                return queue.declaration_result.message_count or 0
+
+            assert await eventually(parked, lambda n: n > 0) == 1
+            queue = await channel.declare_queue(topology.parked_queue, passive=True)
+            message = await queue.get(timeout=5)
+            assert message.message_id == poison.id
+            assert "x-tasklight-parked-because" in (message.headers or {})
+            await message.ack()
+        failed = await eventually(
+            lambda: store.tasks.get(healthy.id), lambda t: t is not None and t.final
+        )
+        assert failed is not None
+        assert failed.state is TaskState.FAILED
+    finally:
+        await worker.stop()
+    parked_after = metrics.sample(metrics.WORKER_REGISTRY, "tasklight_commands_parked_total")
+    assert parked_after == parked_before + 1
 
 
 async def test_a_stopping_worker_hands_a_running_task_back_and_another_finishes_it(
@@ -232,7 +283,7 @@ async def test_canceling_a_parent_cancels_its_children_and_the_parent_ends_cance
 
 
 async def test_a_cancel_racing_a_completion_has_exactly_one_winner(
-    api: httpx.AsyncClient, worker: Worker, store: TaskStore
+    api: httpx.AsyncClient, worker: Worker, store: Store
 ) -> None:
     ids = [await submit(api, "test.count", rounds=2, round_s=0.01) for _ in range(20)]
     for i, task_id in enumerate(ids):
@@ -241,15 +292,15 @@ async def test_a_cancel_racing_a_completion_has_exactly_one_winner(
         assert response.status_code in (202, 409)
     for task_id in ids:
         task = await until_state(api, task_id)
-        events = await store.history(task_id)
-        finals = [e for e in events if e["target"] in ("completed", "failed", "canceled")]
+        events = await store.tasks.history(task_id)
+        finals = [e for e in events if e.target in ("completed", "failed", "canceled")]
         assert len(finals) == 1
-        assert finals[0]["target"] == task["state"]
+        assert finals[0].target == task["state"]
         assert task["state"] in ("completed", "canceled")
 
 
 async def test_the_same_idempotency_key_and_body_return_the_same_task(
-    api: httpx.AsyncClient, store: TaskStore
+    api: httpx.AsyncClient, store: Store
 ) -> None:
     body = {"name": "test.count", "args": {"rounds": 1}}
     headers = {"Idempotency-Key": "order-42"}
@@ -261,11 +312,11 @@ async def test_the_same_idempotency_key_and_body_return_the_same_task(
     other = await api.post("/api/v1/tasks", json={**body, "args": {"rounds": 2}}, headers=headers)
     assert other.status_code == 422
     assert other.json()["type"] == "urn:tasklight:problem:idempotency-key-reused"
-    assert await store.tasks.count_documents({}) == 1
+    assert await store.tasks.collection.count_documents({}) == 1
 
 
 async def test_a_duplicate_while_the_first_request_is_in_flight_is_409(
-    api: httpx.AsyncClient, store: TaskStore
+    api: httpx.AsyncClient, store: Store
 ) -> None:
     body = {"name": "test.count", "args": {}}
     # Concurrent duplicates: one wins; the other is the same task or a 409, never a second task.
@@ -274,9 +325,9 @@ async def test_a_duplicate_while_the_first_request_is_in_flight_is_409(
     )
     assert {a.status_code for a in answers} <= {202, 409}
     assert len({a.json()["id"] for a in answers if a.status_code == 202}) == 1
-    assert await store.tasks.count_documents({}) == 1
+    assert await store.tasks.collection.count_documents({}) == 1
     # Deterministically: a key whose first request (same body) has not finished yet.
-    await store.idempotency.insert_one(
+    await store.idempotency.collection.insert_one(
         {
             "_id": {"owner": "dev", "key": "in-flight"},
             "digest": submission_digest("test.count", {}, None, None),
@@ -290,9 +341,9 @@ async def test_a_duplicate_while_the_first_request_is_in_flight_is_409(
 
 
 async def test_finished_tasks_expire_by_ttl_and_can_be_purged(
-    api: httpx.AsyncClient, worker: Worker, store: TaskStore, settings: Settings
+    api: httpx.AsyncClient, worker: Worker, store: Store, settings: Settings
 ) -> None:
-    indexes = await store.tasks.index_information()
+    indexes = await store.tasks.collection.index_information()
     assert indexes["finished_at_1"]["expireAfterSeconds"] == settings.retention_s
     done = await submit(api, "test.count", rounds=0)
     await until_state(api, done)

@@ -20,7 +20,7 @@ import pytest
 
 from services.stack import free_port, replica_name, start_replicas, stop_processes
 from shared.settings import Settings
-from shared.store import TaskStore
+from shared.store import Store
 from tests.conftest import DEV_AUTH
 from tests.integration.wsclient import Message, Socket, tasks_of, ws_connect
 from tests.processes import service_env, until_listening, until_workers_beat
@@ -44,7 +44,7 @@ class Replica:
 
 @pytest.fixture
 async def replicas(
-    settings: Settings, store: TaskStore, tmp_path: Path
+    settings: Settings, store: Store, tmp_path: Path
 ) -> AsyncIterator[list[Replica]]:
     """Two of each service, on the test's database and queues; workers run one task at a time,
     so that a slow task cannot be taken by one worker while the other idles."""

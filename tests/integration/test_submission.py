@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from shared.settings import Settings
-from shared.store import TaskStore
+from shared.store import Store
 from shared.topology import Topology
 
 pytestmark = pytest.mark.integration
@@ -15,12 +15,12 @@ pytestmark = pytest.mark.integration
 PROBLEM = "application/problem+json"
 
 
-async def assert_no_task_stored(store: TaskStore) -> None:
-    assert await store.tasks.count_documents({}) == 0
+async def assert_no_task_stored(store: Store) -> None:
+    assert await store.tasks.collection.count_documents({}) == 0
 
 
 async def test_an_unknown_task_type_is_422_naming_the_name_field(
-    api: httpx.AsyncClient, store: TaskStore
+    api: httpx.AsyncClient, store: Store
 ) -> None:
     response = await api.post("/api/v1/tasks", json={"name": "no.such", "args": {}})
     assert response.status_code == 422
@@ -33,7 +33,7 @@ async def test_an_unknown_task_type_is_422_naming_the_name_field(
 
 
 async def test_bad_arguments_are_422_naming_the_argument(
-    api: httpx.AsyncClient, store: TaskStore
+    api: httpx.AsyncClient, store: Store
 ) -> None:
     response = await api.post(
         "/api/v1/tasks", json={"name": "test.count", "args": {"rounds": "many"}}
@@ -55,7 +55,7 @@ async def test_bad_arguments_are_422_naming_the_argument(
     ],
 )
 async def test_malformed_bodies_get_a_problem_and_no_task(
-    api: httpx.AsyncClient, store: TaskStore, body: bytes, status: int
+    api: httpx.AsyncClient, store: Store, body: bytes, status: int
 ) -> None:
     response = await api.post(
         "/api/v1/tasks", content=body, headers={"content-type": "application/json"}
@@ -67,7 +67,7 @@ async def test_malformed_bodies_get_a_problem_and_no_task(
 
 
 async def test_a_body_over_the_configured_limit_is_413(
-    api: httpx.AsyncClient, settings: Settings, store: TaskStore
+    api: httpx.AsyncClient, settings: Settings, store: Store
 ) -> None:
     big = "x" * (settings.max_body_bytes + 1)
     response = await api.post("/api/v1/tasks", json={"name": "test.count", "metadata": {"x": big}})
@@ -92,7 +92,7 @@ async def test_unknown_or_malformed_ids_are_404(api: httpx.AsyncClient, path: st
 
 
 async def test_an_unroutable_command_is_503_with_retry_after_and_leaves_no_task(
-    api: httpx.AsyncClient, settings: Settings, store: TaskStore
+    api: httpx.AsyncClient, settings: Settings, store: Store
 ) -> None:
     # The broker takes the publish but cannot route it: the mandatory publish comes back.
     connection = await aio_pika.connect(settings.amqp_url)

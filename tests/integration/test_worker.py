@@ -12,7 +12,7 @@ from services.worker.app import Worker
 from shared.broker import make_broker, publish_command, tasks_exchange
 from shared.messages import RunTask
 from shared.settings import Settings
-from shared.store import TaskStore
+from shared.store import Store
 from shared.topology import RUN_KEY, Topology
 from tests.support import eventually
 
@@ -66,7 +66,7 @@ async def test_a_failing_task_ends_failed_with_its_message(
 
 
 async def test_a_command_delivered_twice_runs_the_task_once(
-    api: httpx.AsyncClient, settings: Settings, store: TaskStore
+    api: httpx.AsyncClient, settings: Settings, store: Store
 ) -> None:
     # Two workers, and the same command published a second time while the first copy runs.
     workers = [Worker(settings.model_copy(update={"worker_name": f"w{i}"})) for i in (1, 2)]
@@ -82,13 +82,13 @@ async def test_a_command_delivered_twice_runs_the_task_once(
         for w in workers:
             await w.stop()
     assert task["state"] == "completed"
-    events = await store.history(task_id)
-    assert [e["target"] for e in events] == ["waiting", "running", "completed"]
+    events = await store.tasks.history(task_id)
+    assert [e.target for e in events] == ["waiting", "running", "completed"]
     assert (await read(api, task_id))["version"] == task["version"]
 
 
 async def test_a_command_for_a_finished_task_does_not_run_it_again(
-    api: httpx.AsyncClient, worker: Worker, settings: Settings, store: TaskStore
+    api: httpx.AsyncClient, worker: Worker, settings: Settings, store: Store
 ) -> None:
     task_id = await submit(api, "test.count", rounds=1, round_s=0)
     done = await until_state(api, task_id)
@@ -96,7 +96,7 @@ async def test_a_command_for_a_finished_task_does_not_run_it_again(
     await asyncio.sleep(0.5)
     again = await read(api, task_id)
     assert (again["state"], again["version"]) == ("completed", done["version"])
-    assert len(await store.history(task_id)) == 3
+    assert len(await store.tasks.history(task_id)) == 3
 
 
 async def test_a_spawning_task_links_its_children_and_completes_after_them(
@@ -114,7 +114,7 @@ async def test_a_spawning_task_links_its_children_and_completes_after_them(
 
 
 async def test_a_waiting_task_is_canceled_at_once_and_a_worker_later_skips_it(
-    api: httpx.AsyncClient, settings: Settings, store: TaskStore
+    api: httpx.AsyncClient, settings: Settings, store: Store
 ) -> None:
     task_id = await submit(api, "test.count", rounds=1, round_s=0)
     response = await api.post(f"/api/v1/tasks/{task_id}/cancel")
@@ -127,7 +127,7 @@ async def test_a_waiting_task_is_canceled_at_once_and_a_worker_later_skips_it(
     finally:
         await late.stop()
     assert (await read(api, task_id))["state"] == "canceled"
-    assert [e["target"] for e in await store.history(task_id)] == ["waiting", "canceled"]
+    assert [e.target for e in await store.tasks.history(task_id)] == ["waiting", "canceled"]
 
 
 async def test_a_running_task_stops_at_its_next_checkpoint_and_ends_canceled(

@@ -12,9 +12,9 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 
 from shared.auth import DEV_TOKEN
+from shared.records import new_task
 from shared.settings import Settings
-from shared.store import TaskStore
-from shared.task import new_task_doc
+from shared.store import Store
 
 Message = dict[str, Any]
 
@@ -81,11 +81,11 @@ def tasks_of(messages: list[Message], task_id: str | None = None) -> list[Messag
     ]
 
 
-async def insert_task(store: TaskStore, task_id: str, *, metadata: Message | None = None) -> None:
+async def insert_task(store: Store, task_id: str, *, metadata: Message | None = None) -> None:
     """Store a `waiting` task directly (no broker): the notifier only reads the database."""
-    from shared.lifecycle import utcnow
+    from shared.clock import utcnow
 
-    doc = new_task_doc(
+    task = new_task(
         task_id=task_id, name="test.count", args={}, owner="dev", at=utcnow(), metadata=metadata
     )
-    await store.insert(doc)
+    await store.tasks.insert(task)

@@ -22,8 +22,7 @@ from services.contracts import CONTRACTS, CONTRACTS_DIR, render
 from services.contracts.defaults import default_settings
 from services.contracts.websocket import server_examples
 from services.notifier import protocol
-from shared.registry import Registry
-from shared.service import TaskService
+from shared.commands import Commands
 from shared.store import TaskStore
 from shared.topology import Topology
 
@@ -152,7 +151,7 @@ def test_the_asyncapi_document_is_sound(name: str) -> None:
             payload_validator(document, message).validate(example["payload"])
 
 
-# The broker: what the worker consumes and what TaskService publishes.
+# The broker: what the worker consumes and what `Commands` publishes.
 
 
 def consumed(document: dict[str, Any]) -> dict[str, str]:
@@ -210,15 +209,18 @@ class RecordingBroker:
         self.published.append((exchange_name, queue_name or routing_key, message))
 
 
-async def test_every_publish_of_the_task_service_is_a_channel_of_the_broker_document() -> None:
+async def test_every_publish_of_the_commands_is_a_channel_of_the_broker_document() -> None:
     recorder = RecordingBroker()
     settings = default_settings()
-    service = TaskService(
-        cast(TaskStore, MagicMock()), cast(RabbitBroker, recorder), Registry(), settings
+    commands = Commands(
+        cast(RabbitBroker, recorder),
+        cast(TaskStore, MagicMock()),
+        Topology(settings.namespace),
+        timeout_s=settings.publish_timeout_s,
     )
-    await service.dispatch("t1", "test.noop")
-    await service.dispatch("t2", "test.noop", delay_s=3)
-    await service._broadcast_cancel("t3")  # the publish a cancel of a running task makes
+    await commands.run("t1", "test.noop")
+    await commands.run("t2", "test.noop", delay_s=3)
+    await commands.cancel("t3")  # the publish a cancel of a running task makes
     assert len(recorder.published) == 3
 
     channels = published(rendered("asyncapi-broker.json"))

@@ -111,6 +111,18 @@ def test_app_services_start_only_after_their_backends_are_healthy(
     assert depends_on[backend].get("condition") == "service_healthy"
 
 
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_app_services_start_only_after_the_database_is_migrated(
+    compose: dict[str, Any], name: str
+) -> None:
+    """Given an app service, it waits for the one-shot migrate to have succeeded."""
+    depends_on = service(compose, name)["depends_on"]
+    assert depends_on["migrate"]["condition"] == "service_completed_successfully"
+    migrate = service(compose, "migrate")
+    assert migrate["command"] == ["python", "-m", "shared.migrate"]
+    assert migrate["depends_on"]["mongo"]["condition"] == "service_healthy"
+
+
 def test_the_worker_runs_two_replicas(compose: dict[str, Any]) -> None:
     """Two workers side by side show that a task runs on exactly one of them."""
     assert service(compose, "worker").get("deploy", {}).get("replicas") == 2

@@ -13,7 +13,7 @@ import pytest
 
 from shared.errors import TaskCanceled, TaskFailed
 from shared.registry import load_registry
-from tests.support import MemoryContext
+from shared.tasks import MemoryContext
 
 EXAMPLE_DIR = Path(__file__).resolve().parents[2] / "examples" / "reports"
 # What PYTHONPATH=examples/reports does for the services.

@@ -365,3 +365,14 @@ def test_the_example_secret_joins_the_mongodb_replica_set() -> None:
     """Change streams need a replica set: the URL names one and does not connect directly."""
     url = find("Secret", "tasklight-secrets")["stringData"]["MONGODB_URL"]
     assert mongo_url_problem(url) is None
+
+
+def test_a_job_migrates_the_database_the_services_use() -> None:
+    """The services refuse an unmigrated database: a Job runs the migrate step on it."""
+    job = find("Job", "tasklight-migrate")
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["python", "-m", "shared.migrate"]
+    url = {e["name"]: e for e in container["env"]}["MONGODB_URL"]
+    api = find("Deployment", "tasklight-api")["spec"]["template"]["spec"]["containers"][0]
+    assert url == {e["name"]: e for e in api["env"]}["MONGODB_URL"]
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "OnFailure"

@@ -9,7 +9,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from shared import metrics
-from shared.lifecycle import utcnow
+from shared.clock import utcnow
+from shared.task import Attempt
+from tests.support import stored_task
 
 
 def families(registry: CollectorRegistry) -> set[str]:
@@ -35,6 +37,7 @@ def test_a_worker_serves_the_task_lifecycle() -> None:
         "tasklight_task_queue_wait_seconds",
         "tasklight_task_retries",
         "tasklight_dead_letters",
+        "tasklight_commands_parked",
         "tasklight_workers_missing",
         "tasklight_tasks_worker_lost",
     }
@@ -90,7 +93,7 @@ async def test_a_run_counts_as_started_waited_ran_and_running_meanwhile() -> Non
     wait_sum = metrics.sample(registry, "tasklight_task_queue_wait_seconds_sum", labels)
     runs = metrics.sample(registry, "tasklight_task_run_seconds_count", labels)
     run_sum = metrics.sample(registry, "tasklight_task_run_seconds_sum", labels)
-    doc = {"name": "unit.run", "created_at": utcnow() - timedelta(seconds=2)}
+    doc = stored_task(name="unit.run", created_at=utcnow() - timedelta(seconds=2))
     gate = asyncio.Event()
 
     async def handler() -> str:
@@ -123,7 +126,7 @@ async def test_a_handler_that_raises_is_still_timed_and_no_longer_running() -> N
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError):
-        await metrics.timed_run({"name": "unit.raise"}, handler())
+        await metrics.timed_run(stored_task(name="unit.raise"), handler())
 
     assert metrics.sample(registry, "tasklight_task_run_seconds_count", labels) == runs + 1
     assert metrics.sample(registry, "tasklight_tasks_running") == running
@@ -131,14 +134,18 @@ async def test_a_handler_that_raises_is_still_timed_and_no_longer_running() -> N
 
 def test_the_queue_wait_of_a_later_run_counts_from_the_release_after_its_retry_delay() -> None:
     now = utcnow()
-    first = {"created_at": now - timedelta(seconds=30)}
-    retried = {
-        "created_at": now - timedelta(seconds=30),
-        "attempts": [{"ended_at": now - timedelta(seconds=5), "retry_in_s": 4.0}],
-    }
+    first = stored_task(created_at=now - timedelta(seconds=30))
+    retried = first.model_copy(
+        update={
+            "attempts": [
+                Attempt(outcome="retry", ended_at=now - timedelta(seconds=5), retry_in_s=4.0)
+            ]
+        }
+    )
+    unknown = first.model_copy(update={"attempts": [Attempt(outcome="retry")]})
     assert metrics.queue_wait_s(first, now) == pytest.approx(30)
     assert metrics.queue_wait_s(retried, now) == pytest.approx(1)
-    assert metrics.queue_wait_s({}, now) is None
+    assert metrics.queue_wait_s(unknown, now) is None
 
 
 def test_finished_retried_and_lost_tasks_are_counted_by_type_and_outcome() -> None:

@@ -10,6 +10,7 @@ import pytest
 from pydantic import BaseModel
 
 from shared.registry import Registry, TaskType, UnknownTaskType, load_registry
+from shared.retries import RetryPolicy
 
 
 class NoArgs(BaseModel):
@@ -20,9 +21,10 @@ async def nothing(args: NoArgs, ctx: Any) -> None:
     """Do nothing."""
 
 
-def test_the_builtin_types_are_always_loaded() -> None:
-    names = {t.name for t in load_registry()}
-    assert {"test.count", "test.fail", "test.spawn"} <= names
+def test_the_builtin_types_are_loaded_only_when_asked_for() -> None:
+    names = {t.name for t in load_registry(builtin_tasks=True)}
+    assert {"test.count", "test.fail", "test.spawn", "demo.vm_power_off"} <= names
+    assert {t.name for t in load_registry()} == set()
 
 
 def test_a_name_can_be_registered_only_once() -> None:
@@ -43,6 +45,16 @@ def test_the_decorator_registers_a_handler_with_its_docstring_as_description() -
     assert registry.get("x.nothing").description == "Do nothing."
 
 
+def test_the_decorator_takes_every_option_of_a_task_type() -> None:
+    registry = Registry()
+    policy = RetryPolicy(max_attempts=5)
+    registry.task(
+        "x.nothing", NoArgs, title="Nothing", retry=policy, on_worker_lost="requeue", max_runs=7
+    )(nothing)
+    task_type = registry.get("x.nothing")
+    assert (task_type.retry, task_type.on_worker_lost, task_type.max_runs) == (policy, "requeue", 7)
+
+
 def test_modules_named_in_settings_register_their_types() -> None:
     module = types.ModuleType("tasklight_test_plugin")
 
@@ -55,11 +67,10 @@ def test_modules_named_in_settings_register_their_types() -> None:
         registry = load_registry(" tasklight_test_plugin , ")
     finally:
         del sys.modules[module.__name__]
-    assert "plugin.nothing" in registry
-    assert "test.count" in registry
+    assert {t.name for t in registry} == {"plugin.nothing"}
 
 
 def test_a_type_publishes_the_json_schema_of_its_arguments() -> None:
-    schema = load_registry().get("test.count").schema()
+    schema = load_registry(builtin_tasks=True).get("test.count").schema()
     assert schema["properties"]["rounds"]["minimum"] == 0
     assert schema["additionalProperties"] is False

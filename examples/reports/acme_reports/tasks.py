@@ -12,19 +12,24 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from acme_reports.render import Section, figures_for, to_csv, to_html
-from shared.errors import TaskFailed
-from shared.lifecycle import TaskState
-from shared.registry import Registry, TaskContext, TaskType
-from shared.retries import RetryPolicy
-from shared.task import Task
-
-if TYPE_CHECKING:
-    from services.api.outcome import OutcomeHooks
+from shared.tasks import (
+    Flash,
+    FlashLevel,
+    Outcome,
+    OutcomeHooks,
+    Registry,
+    RetryPolicy,
+    Task,
+    TaskContext,
+    TaskFailed,
+    TaskState,
+    TaskType,
+)
 
 NAME = "reports.render"
 
@@ -120,7 +125,6 @@ def register(registry: Registry) -> None:
 
 def register_outcomes(hooks: OutcomeHooks) -> None:
     """Where the waiting page goes when a report is done (the api calls this; workers never)."""
-    from services.api.outcome import Flash, FlashLevel, Outcome
 
     @hooks.on_ready(NAME)
     def report_ready(task: Task) -> Outcome | None:

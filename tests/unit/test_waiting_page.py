@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from services.api.demo import register_outcomes
-from services.api.outcome import Flash, FlashLevel, Outcome, OutcomeHooks, default_outcome
 from shared.lifecycle import TaskState
 from shared.task import Task
+from shared.waiting_page import Flash, FlashLevel, Outcome, OutcomeHooks, default_outcome
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 TASK_ID = "0190c2a8-0000-7000-8000-000000000001"

@@ -6,8 +6,8 @@ import pytest
 
 from shared.errors import TaskCanceled, TaskFailed
 from shared.registry import WaitForChildren
+from shared.tasks import MemoryContext
 from shared.tasktypes.builtin import CountArgs, FailArgs, SpawnArgs, count, fail, spawn
-from tests.support import MemoryContext
 
 
 async def test_count_reports_one_progress_step_per_round_and_returns_the_count() -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from shared.errors import TaskCanceled
 from shared.registry import load_registry
+from shared.tasks import MemoryContext
 from shared.tasktypes.demo import (
     POWER_OFF,
     POWER_ON,
@@ -18,7 +19,6 @@ from shared.tasktypes.demo import (
     power_on,
     vm_power_states,
 )
-from tests.support import MemoryContext
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -87,7 +87,7 @@ async def test_a_power_task_canceled_before_the_call_changes_nothing() -> None:
 
 
 def test_the_registry_loads_the_demo_types() -> None:
-    registry = load_registry()
+    registry = load_registry(builtin_tasks=True)
 
     assert POWER_OFF in registry
     assert POWER_ON in registry

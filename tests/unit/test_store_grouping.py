@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from shared.batching import _Batcher
+from shared.store.grouping import _Batcher
 
 
 class Recorder:

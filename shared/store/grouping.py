@@ -10,7 +10,6 @@ answer: whether its own write applied, its own document, its own error.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import logging
 import uuid
@@ -20,11 +19,19 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 import bson
+from bson.errors import InvalidDocument
 from pymongo import UpdateMany
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
+from pymongo.errors import (
+    BulkWriteError,
+    DocumentTooLarge,
+    DuplicateKeyError,
+    ExecutionTimeout,
+    OperationFailure,
+    WTimeoutError,
+)
 
-from shared.lifecycle import utcnow
+from shared.clock import utcnow
 
 Doc = dict[str, Any]
 T = TypeVar("T")
@@ -81,6 +88,13 @@ class _Batcher(Generic[T, R]):
         try:
             await self._send(batch)
         except Exception as exc:
+            if len(batch) > 1 and refused_whole(exc):
+                # One member's bad document must not fail the others: each goes alone, so
+                # only the guilty one gets the error.
+                for item in batch:
+                    if not item[1].done():
+                        await self._run([item])
+                return
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
@@ -91,6 +105,19 @@ class _Batcher(Generic[T, R]):
             self._flush()
             if self._sending is not None:
                 await asyncio.gather(self._sending, return_exceptions=True)
+
+
+def refused_whole(exc: Exception) -> bool:
+    """Whether `exc` says the database (or the driver, before sending) refused a whole command
+    for what it holds, having applied none of it: safe to send its members again one by one.
+
+    Not so for a lost connection or a timeout, after which some of it may have applied: such an
+    outcome is unknown, and every member's caller must resolve it."""
+    if isinstance(exc, InvalidDocument | DocumentTooLarge | RecursionError):
+        return True  # raised while encoding, before anything was sent
+    return isinstance(exc, OperationFailure) and not isinstance(
+        exc, BulkWriteError | ExecutionTimeout | WTimeoutError
+    )
 
 
 class _SharedCommand(Generic[T, R]):
@@ -223,53 +250,3 @@ class SharedReads(_SharedCommand[str, Doc | None]):
         found = {doc["_id"]: doc async for doc in self._collection.find({"_id": {"$in": ids}})}
         for task_id, future in batch:
             future.set_result(found.get(task_id))
-
-
-#: The outbox mark: a task whose command may not have been published yet carries it (the time
-#: after which the relay publishes the command again).
-MARK = "dispatch_due_at"
-
-
-class DispatchMarks:
-    """Clears outbox marks in batches: one write for all the commands confirmed meanwhile.
-
-    A mark left behind by a crash costs a second publish of its command after
-    `outbox_grace_s`, which the claim drops; so a batch that fails is logged and dropped too.
-    """
-
-    #: Seconds a confirmed mark waits for others to be cleared with it. Nobody waits for a mark
-    #: to go, and a crash costs only republishes, so it may wait long enough to share its
-    #: statement even at a modest rate (about 1.5 ms of server time saved per mark shared).
-    LINGER_S = 0.05
-
-    def __init__(self, collection: AsyncCollection[Doc]) -> None:
-        self._collection = collection
-        self._pending: list[str] = []
-        self._flusher: asyncio.Task[None] | None = None
-
-    def clear(self, task_id: str) -> None:
-        """Clear one task's mark soon."""
-        self._pending.append(task_id)
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush_soon(), context=contextvars.Context())
-
-    async def _flush_soon(self) -> None:
-        await asyncio.sleep(self.LINGER_S)
-        await self.flush()
-
-    async def flush(self) -> None:
-        """Clear every pending mark now."""
-        while self._pending:
-            batch, self._pending = self._pending[:1000], self._pending[1000:]
-            try:
-                await self._collection.update_many({"_id": {"$in": batch}}, {"$unset": {MARK: ""}})
-            except Exception as exc:
-                log.warning("clearing %d outbox marks failed: %r; the relay will", len(batch), exc)
-
-    async def close(self) -> None:
-        """Clear what is pending; no more batches after."""
-        if self._flusher is not None and not self._flusher.done():
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
-        await self.flush()

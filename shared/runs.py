@@ -1,0 +1,528 @@
+"""Every change of a task after it is stored, as named verbs (as Pulp's task model has a method
+for each change).
+
+    claim             waiting/queued, or running/released  →  running/held by a new run
+    report            progress of a held task (learns of a cancel or a lost hold)
+    release           running/held → running/released, queued again (a retry, a hand-back)
+    await_children    held → awaiting_children; ends with its children (`finish_parent`)
+    complete, fail    held → completed | failed
+    end_canceled      canceling/held → canceled (the handler stopped after a cancel)
+    cancel            waiting → canceled; running → canceling (and its children)
+    lose              held by a worker that went missing → released, failed or canceled
+    fail_undeliverable  a dead-lettered command's task → failed
+    finish_parent     awaiting_children → completed | failed | canceled, once every child ended
+    decline           a command for a task no run can claim: end it if nobody else will
+
+Each verb is one compare-and-set (`shared/store/change.py`): when it matches nothing, someone
+else moved the task first, and the verb says so in what it returns. Each verb owns its write,
+its metric, and its consequences: a task that ends lets its parent end (`finish_parent`); a
+released task's command is queued again. Callers (the worker's runner and janitor, the api's
+cancel) say what happens; none builds a write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import Any
+
+from shared import metrics
+from shared.clock import utcnow
+from shared.commands import Commands
+from shared.ids import new_task_id
+from shared.lifecycle import ACTIVE_STATES, FIRST_VERSION, Phase, TaskState
+from shared.messages import TaskSnapshot
+from shared.records import Run, StoredTask
+from shared.store import ANY_RUN, Change
+from shared.store.dispatch_marks import MARK
+from shared.store.tasks import TaskStore
+from shared.task import Attempt, ErrorKind, ProgressReport, TaskError, WorkerRef
+
+log = logging.getLogger(__name__)
+
+_HELD = frozenset({Phase.HELD})
+
+
+class AlreadyFinished(RuntimeError):
+    """The task is already in a final state."""
+
+    def __init__(self, task: StoredTask) -> None:
+        super().__init__(f"task {task.id} already {task.state}")
+        self.task = task
+
+
+class Hold(Enum):
+    """What a held task's run learns from a write to it."""
+
+    #: Still held; go on.
+    HELD = "held"
+    #: Still held, and a cancel was asked: stop at the next checkpoint.
+    CANCELING = "canceling"
+    #: No longer held by this run (taken over, or failed by the liveness check): stop.
+    LOST = "lost"
+
+
+@dataclass
+class Claim:
+    """A run's hold on a task."""
+
+    #: The task as the claim left it.
+    task: StoredTask
+    run_id: str
+    worker: str
+    #: The task's version while only this run changed it since the claim; None once unknown.
+    version: int | None = None
+
+    @property
+    def task_id(self) -> str:
+        """The id of the held task."""
+        return self.task.id
+
+
+class Runs:
+    """The verbs, on one task store and one command channel."""
+
+    def __init__(self, tasks: TaskStore, commands: Commands, *, outbox_grace_s: float) -> None:
+        self.tasks = tasks
+        self.commands = commands
+        self.outbox_grace_s = outbox_grace_s
+
+    # --- a worker's run --------------------------------------------------------------------
+
+    async def claim(
+        self, task_id: str, worker: str, snapshot: TaskSnapshot | None = None, name: str = ""
+    ) -> Claim | None:
+        """Start a new run of `task_id` on `worker`; None if the task is not claimable (another
+        delivery claimed it, it was canceled, it ended).
+
+        A waiting task is at its first version unless something changed it while it waited, so
+        the claim is first tried as a known-version write that the claims of other tasks share
+        (one statement; the batch's write id is the run's id), then as the compare-and-set that
+        reads the state from the task, then as the claim of a released task. A task claimed at
+        its first version is as its submission stored it: with the command's `snapshot` (and
+        `name`), the claim knows the task without reading it back.
+        """
+
+        def first_claim(run_id: str, at: datetime) -> Change:
+            return claim_change(TaskState.WAITING, worker, run_id, at)
+
+        run_id = await self.tasks.apply_at_version(
+            task_id, TaskState.WAITING, FIRST_VERSION, first_claim
+        )
+        if run_id is not None and snapshot is not None and name:
+            return Claim(first_run(task_id, name, snapshot, worker, run_id), run_id, worker, 2)
+        if run_id is None:
+            run_id = new_task_id()
+            if not await self.tasks.apply_blind(task_id, first_claim(run_id, utcnow())):
+                return await self._claim_released(task_id, worker)
+        task = await self.tasks.get_shared(task_id)
+        # Ours unless, in the instant between, it was canceled and ended: then it is not.
+        if task is None or task.run_id != run_id:
+            return None
+        return Claim(task, run_id, worker, version=task.version)
+
+    async def _claim_released(self, task_id: str, worker: str) -> Claim | None:
+        run_id = new_task_id()
+        change = claim_change(TaskState.RUNNING, worker, run_id, utcnow())
+        task = await self.tasks.apply(task_id, change)
+        if task is None or task.run_id != run_id:
+            return None
+        return Claim(task, run_id, worker)
+
+    async def report(self, claim: Claim, reports: list[ProgressReport]) -> Hold:
+        """Store the run's progress reports (all of them: this run is their only writer)."""
+        change = Change(
+            sources=ACTIVE_STATES,
+            phases=_HELD,
+            run_id=claim.run_id,
+            fields={"progress_reports": reports},
+        )
+        claim.version = None  # moved on; a later end no longer knows it
+        state = await self.tasks.apply_then_state(claim.task_id, change)
+        if state is None:
+            return Hold.LOST
+        return Hold.CANCELING if state is TaskState.CANCELING else Hold.HELD
+
+    async def release(
+        self, claim: Claim, attempt: Attempt, *, delay_s: float = 0, error: TaskError | None = None
+    ) -> bool:
+        """Give a held running task back to the queue, to run again after `delay_s`: its
+        attempt is recorded, and its outbox mark makes sure its command is published again.
+
+        A task that is being canceled meanwhile is not released but ended `canceled`. False
+        if this run no longer held it.
+        """
+        if await self._release(claim.task, claim.run_id, attempt, delay_s=delay_s):
+            return True
+        return await self._end_canceled(claim, TaskError.of(ErrorKind.CANCELED, "canceled"), [])
+
+    async def _release(
+        self, task: StoredTask, run_id: str | None, attempt: Attempt, *, delay_s: float
+    ) -> bool:
+        due = utcnow() + timedelta(seconds=delay_s + self.outbox_grace_s)
+        change = Change(
+            sources=frozenset({TaskState.RUNNING}),
+            phases=_HELD,
+            phase=Phase.RELEASED,
+            run_id=run_id,
+            fields={"run": Run(id=None, released=attempt.outcome), MARK: due},
+            push={"attempts": attempt},
+        )
+        if not await self.tasks.apply_blind(task.id, change):
+            return False
+        metrics.requeued(task.name, attempt.outcome)
+        try:
+            await self.commands.run(task.id, task.name, delay_s=delay_s)
+        except Exception as exc:
+            # The outbox mark stays: the relay publishes the command when it is due.
+            log.warning("requeue of task %s not confirmed (%r); the relay will", task.id, exc)
+        return True
+
+    async def await_children(self, claim: Claim, join_result: Any) -> bool:
+        """The handler returned `WaitForChildren`: free the worker; the task ends with its
+        children. False if this run no longer held it."""
+        change = Change(
+            sources=ACTIVE_STATES,
+            phases=_HELD,
+            phase=Phase.AWAITING_CHILDREN,
+            run_id=claim.run_id,
+            fields={"join_result": join_result},
+        )
+        if not await self.tasks.apply_blind(claim.task_id, change):
+            return False
+        await self.finish_parent(claim.task_id)
+        return True
+
+    async def complete(self, claim: Claim, result: Any, reports: list[ProgressReport]) -> bool:
+        """The handler returned `result`. False if this run no longer held the task."""
+        return await self._end(claim, TaskState.COMPLETED, {"result": result}, reports)
+
+    async def fail(self, claim: Claim, error: TaskError, reports: list[ProgressReport]) -> bool:
+        """The handler failed with `error` (or the task could not run). False if this run no
+        longer held the task."""
+        return await self._end(claim, TaskState.FAILED, {"error": error}, reports)
+
+    async def end_canceled(
+        self, claim: Claim, error: TaskError, reports: list[ProgressReport]
+    ) -> bool:
+        """The handler stopped after a cancel (at a checkpoint, or stopped after the grace
+        time). One that gave up with no cancel asked has failed instead. False if this run no
+        longer held the task."""
+        if await self._end_canceled(claim, error, reports):
+            return True
+        message = "the handler stopped without a cancel request"
+        return await self.fail(claim, TaskError.of(ErrorKind.CANCELED, message), reports)
+
+    async def _end_canceled(
+        self, claim: Claim, error: TaskError, reports: list[ProgressReport]
+    ) -> bool:
+        change = Change(
+            sources=frozenset({TaskState.CANCELING}),
+            target=TaskState.CANCELED,
+            phases=_HELD,
+            run_id=claim.run_id,
+            fields=_end_fields(TaskState.CANCELED, {"error": error}, reports),
+            worker=claim.worker,
+        )
+        if not await self.tasks.apply_blind(claim.task_id, change):
+            return False
+        await self._ended(claim.task, TaskState.CANCELED)
+        return True
+
+    async def _end(
+        self,
+        claim: Claim,
+        target: TaskState,
+        fields: dict[str, Any],
+        reports: list[ProgressReport],
+    ) -> bool:
+        change = end_change(
+            target, claim.run_id, _end_fields(target, fields, reports), claim.worker
+        )
+        written = False
+        if claim.version is not None:
+            # Nothing but the claim changed the task: the end shares a statement with other
+            # tasks' ends of the same outcome (a miss just costs the compare-and-set below).
+            version = claim.version
+            written = (
+                await self.tasks.apply_at_version(
+                    claim.task_id, TaskState.RUNNING, version, lambda _id, _at: change
+                )
+                is not None
+            )
+        if not written:
+            written = await self.tasks.apply_blind(claim.task_id, change)
+        if not written:
+            log.warning(
+                "task %s was taken from run %s before it ended", claim.task_id, claim.run_id
+            )
+            return False
+        await self._ended(claim.task, target)
+        return True
+
+    # --- the api's cancel ------------------------------------------------------------------
+
+    async def cancel(self, task_id: str) -> StoredTask | None:
+        """Cancel a task and its children: `waiting` ends `canceled` now; `running` becomes
+        `canceling`, and the run that holds it stops it at its next checkpoint (a released
+        task, which nobody runs, ends `canceled` at once).
+
+        Returns the task after the change (or as it is, if already `canceling`), None if it
+        does not exist; raises `AlreadyFinished` for a finished task.
+        """
+        task = await self._cancel_one(task_id)
+        if task is None:
+            return None
+        for child in await self.tasks.children(task_id):
+            if not child.final:
+                with contextlib.suppress(AlreadyFinished):
+                    await self.cancel(child.id)
+        if not task.final:
+            await self.finish_parent(task_id)
+        return await self.tasks.get(task_id) or task
+
+    async def _cancel_one(self, task_id: str) -> StoredTask | None:
+        # Each step is a compare-and-set; losing one means the state moved on, so look again.
+        for _ in range(5):
+            reason = "canceled before it ran"
+            task = await self.tasks.apply(
+                task_id,
+                Change(
+                    sources=frozenset({TaskState.WAITING}),
+                    target=TaskState.CANCELED,
+                    fields={"error": TaskError.of(ErrorKind.CANCELED, reason)},
+                    reason=reason,
+                ),
+            )
+            if task is not None:
+                await self._ended(task, TaskState.CANCELED)
+                return task
+            task = await self.tasks.apply(
+                task_id,
+                Change(
+                    sources=frozenset({TaskState.RUNNING}),
+                    target=TaskState.CANCELING,
+                    reason="cancel requested",
+                ),
+            )
+            if task is not None:
+                if task.phase is Phase.RELEASED:
+                    return await self._end_released_cancel(task)
+                if task.phase is Phase.HELD:
+                    await self.commands.cancel(task_id)
+                return task
+            current = await self.tasks.get(task_id)
+            if current is None:
+                return None
+            if current.final:
+                raise AlreadyFinished(current)
+            if current.state is TaskState.CANCELING:
+                return current
+        raise RuntimeError(f"cancel of task {task_id} kept losing races")
+
+    async def _end_released_cancel(self, task: StoredTask) -> StoredTask:
+        """End a `canceling` task that no run holds (it was queued again): nobody will."""
+        reason = "canceled while queued again"
+        ended = await self.tasks.apply(
+            task.id,
+            Change(
+                sources=frozenset({TaskState.CANCELING}),
+                target=TaskState.CANCELED,
+                phases=frozenset({Phase.RELEASED}),
+                fields={"error": TaskError.of(ErrorKind.CANCELED, reason)},
+                reason=reason,
+            ),
+        )
+        if ended is None:
+            return await self.tasks.get(task.id) or task
+        await self._ended(ended, TaskState.CANCELED)
+        return ended
+
+    # --- repairs: the janitor and the dead-letter queue ------------------------------------
+
+    async def lose(self, task: StoredTask, *, requeue: bool) -> TaskState | None:
+        """The worker holding `task` went missing: a task being canceled ends `canceled`; one
+        whose type allows it (`requeue`) runs again elsewhere; any other fails. What became of
+        it (`running` for requeued), or None if the run had moved it on meanwhile."""
+        worker = (task.worker or WorkerRef(name="unknown")).model_copy(update={"missing": True})
+        reason = f"worker {worker.name} went missing"
+        if task.state is TaskState.RUNNING and requeue:
+            attempt = Attempt(
+                outcome="worker_lost",
+                worker=worker.name,
+                error=TaskError.of(ErrorKind.WORKER_LOST, reason),
+                ended_at=utcnow(),
+            )
+            if not await self._release(task, task.run_id, attempt, delay_s=0):
+                return None
+            metrics.worker_lost(task.name, "requeued")
+            log.warning("task %s requeued: %s", task.id, reason)
+            return TaskState.RUNNING
+        target = TaskState.CANCELED if task.state is TaskState.CANCELING else TaskState.FAILED
+        kind = ErrorKind.CANCELED if target is TaskState.CANCELED else ErrorKind.WORKER_LOST
+        ended = await self.tasks.apply(
+            task.id,
+            Change(
+                sources=frozenset({task.state}),
+                target=target,
+                phases=_HELD,
+                run_id=task.run_id,
+                fields={"worker": worker, "error": TaskError.of(kind, reason)},
+                reason=reason,
+            ),
+        )
+        if ended is None:
+            return None
+        metrics.worker_lost(task.name, target.value)
+        log.warning("task %s ended %s: %s", task.id, target.value, reason)
+        await self._ended(ended, target)
+        return target
+
+    async def fail_undeliverable(self, task_id: str, reason: str) -> bool:
+        """The task's command was dead-lettered (`reason` is RabbitMQ's): the task fails, unless
+        it already ended. Whether it was failed now."""
+        metrics.DEAD_LETTERS.labels(reason).inc()
+        message = f"its command could not be run and was dead-lettered ({reason})"
+        ended = await self.tasks.apply(
+            task_id,
+            Change(
+                sources=frozenset({TaskState.WAITING, *ACTIVE_STATES}),
+                target=TaskState.FAILED,
+                fields={"error": TaskError.of(ErrorKind.DEAD_LETTERED, message)},
+                reason=f"dead-lettered: {reason}",
+            ),
+        )
+        if ended is None:
+            return False
+        log.error("task %s failed: its command was dead-lettered (%s)", task_id, reason)
+        await self._ended(ended, TaskState.FAILED)
+        return True
+
+    async def decline(self, task_id: str) -> None:
+        """A delivered command whose task this worker could not claim. A task being canceled
+        that no run holds (its command was queued again) ends `canceled` here; any other is
+        someone else's to move on (the run holding it, or the janitor), so nothing is done."""
+        current = await self.tasks.get(task_id)
+        if current is None:
+            log.info("task %s no longer exists; dropping its command", task_id)
+        elif current.final:
+            log.info("task %s already %s; not running it again", task_id, current.state)
+        elif current.state is TaskState.CANCELING and current.phase is Phase.RELEASED:
+            await self._end_released_cancel(current)
+        else:
+            log.info("task %s is held by another run; dropping this copy", task_id)
+
+    # --- parents ---------------------------------------------------------------------------
+
+    async def finish_parent(self, parent_id: str) -> None:
+        """End a task that awaits its children, if they have all ended: completed if every child
+        completed; canceled if it was being canceled; else failed. Called after each child ends,
+        and by the janitor for parents left behind by a crash."""
+        parent = await self.tasks.get(parent_id)
+        if parent is None or parent.phase is not Phase.AWAITING_CHILDREN or parent.final:
+            return
+        children = await self.tasks.children(parent_id)
+        if any(not child.final for child in children):
+            return
+        not_completed = [c for c in children if c.state is not TaskState.COMPLETED]
+        fields: dict[str, Any]
+        sources = ACTIVE_STATES
+        if not not_completed:
+            target, fields = TaskState.COMPLETED, {"result": parent.join_result}
+        elif parent.state is TaskState.CANCELING:
+            target = TaskState.CANCELED
+            sources = frozenset({TaskState.CANCELING})
+            error = TaskError.of(ErrorKind.CANCELED, "canceled with its children")
+            fields = {"error": error}
+        else:
+            target = TaskState.FAILED
+            message = f"{len(not_completed)} of {len(children)} child tasks did not complete"
+            fields = {"error": TaskError.of(ErrorKind.CHILD_FAILED, message)}
+        ended = await self.tasks.apply(
+            parent_id,
+            Change(
+                sources=sources,
+                target=target,
+                phases=frozenset({Phase.AWAITING_CHILDREN}),
+                run_id=ANY_RUN,
+                fields=fields,
+            ),
+        )
+        if ended is not None:
+            await self._ended(ended, target)
+
+    async def _ended(self, task: StoredTask, state: TaskState) -> None:
+        """A task reached a final state: count it; its parent may now be able to end too."""
+        metrics.finished(task.name, state.value)
+        if task.parent_id is not None:
+            await self.finish_parent(task.parent_id)
+
+
+def first_run(
+    task_id: str, name: str, snapshot: TaskSnapshot, worker: str, run_id: str
+) -> StoredTask:
+    """A task as its first claim left it, from what its submission stored."""
+    at = utcnow()
+    return StoredTask(
+        id=task_id,
+        name=name,
+        state=TaskState.RUNNING,
+        phase=Phase.HELD,
+        owner=snapshot.owner,
+        created_at=snapshot.created_at,
+        updated_at=at,
+        started_at=at,
+        args=snapshot.args,
+        parent_id=snapshot.parent_id,
+        worker=WorkerRef(name=worker, last_heartbeat=at),
+        run=Run(id=run_id, worker=worker),
+        runs=1,
+        version=FIRST_VERSION + 1,
+    )
+
+
+def end_change(target: TaskState, run_id: str, fields: dict[str, Any], worker: str) -> Change:
+    """The run `run_id` ends the task it holds in `target`, storing `fields`."""
+    return Change(
+        sources=ACTIVE_STATES,
+        target=target,
+        phases=_HELD,
+        run_id=run_id,
+        fields=fields,
+        worker=worker,
+    )
+
+
+def claim_change(source: TaskState, worker: str, run_id: str, at: datetime) -> Change:
+    """A new run on `worker` takes a task: a waiting one (its first run) or a released one. The
+    claim also clears the outbox mark: it proves the command was delivered."""
+    return Change(
+        sources=frozenset({source}),
+        target=TaskState.RUNNING if source is TaskState.WAITING else None,
+        phases=frozenset({Phase.QUEUED if source is TaskState.WAITING else Phase.RELEASED}),
+        phase=Phase.HELD,
+        fields={
+            "worker": WorkerRef(name=worker, last_heartbeat=at, missing=False),
+            "run": Run(id=run_id, worker=worker),
+        },
+        inc={"runs": 1},
+        unset=frozenset({MARK}),
+        worker=worker if source is TaskState.WAITING else None,
+    )
+
+
+def _end_fields(
+    target: TaskState, fields: dict[str, Any], reports: list[ProgressReport]
+) -> dict[str, Any]:
+    """What an end stores besides the state: `result` and `error` (one of them None), and the
+    run's reports, those still running ending in the task's final state."""
+    stored = {"result": None, "error": None, **fields}
+    if reports:
+        stored["progress_reports"] = [
+            r.model_copy(update={"state": target}) if r.state is TaskState.RUNNING else r
+            for r in reports
+        ]
+    return stored

@@ -1,0 +1,270 @@
+"""Submitting tasks: validate, store as `waiting` with the outbox mark, queue the command."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from pydantic import ValidationError
+
+from shared import metrics
+from shared.clock import utcnow
+from shared.commands import Commands
+from shared.ids import new_task_id
+from shared.rate_limit import RateLimiter
+from shared.records import StoredTask, new_task
+from shared.registry import Registry
+from shared.settings import Settings
+from shared.store import IdempotencyKeys, KeyRecord, TaskStore
+from shared.store.rates import NO_COUNTERS
+from shared.task import UiHints, unstorable
+
+log = logging.getLogger(__name__)
+
+#: Seconds after which a pending Idempotency-Key whose request never finished may be reused.
+ABANDONED_KEY_S = 60
+
+
+class InvalidSubmission(ValueError):
+    """The task type is unknown or its arguments do not validate; `errors` says where."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__("invalid task submission")
+        self.errors = errors
+
+
+class ArgsTooLarge(ValueError):
+    """The task's arguments, as JSON, are larger than `max_args_bytes`."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"args: {size} bytes as JSON, more than the {limit} allowed")
+        self.size = size
+        self.limit = limit
+
+
+class BrokerUnavailable(RuntimeError):
+    """The broker did not take the command; nothing was left behind, try again later."""
+
+
+class IdempotencyKeyReused(ValueError):
+    """The Idempotency-Key was used before with another request body."""
+
+
+class IdempotencyKeyInFlight(RuntimeError):
+    """A request with the same Idempotency-Key is being processed right now."""
+
+
+def submission_digest(
+    name: str, args: dict[str, Any], ui: UiHints | None, metadata: dict[str, Any] | None
+) -> str:
+    """What identifies a request body under an Idempotency-Key."""
+    body = {"name": name, "args": args, "ui": ui and ui.model_dump(), "metadata": metadata}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """One task of a batch submission."""
+
+    name: str
+    args: dict[str, Any]
+    ui: UiHints | None = None
+    metadata: dict[str, Any] | None = None
+
+
+@dataclass
+class Submitted:
+    """A submission's task, and whether it is the answer to an earlier identical request."""
+
+    task: StoredTask
+    replayed: bool = False
+
+
+@dataclass
+class Submissions:
+    """Validates submissions, stores them as waiting tasks and queues their commands."""
+
+    tasks: TaskStore
+    idempotency: IdempotencyKeys
+    commands: Commands
+    registry: Registry
+    settings: Settings
+    #: The per-minute allowance of each user (the api's; a worker starting children has none).
+    limiter: RateLimiter = field(default_factory=lambda: RateLimiter(NO_COUNTERS, 0))
+
+    async def close(self) -> None:
+        """Add the counts not yet shared with other api replicas."""
+        await self.limiter.close()
+
+    def validate(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        """The validated arguments for task type `name`, in their stored (JSON) form."""
+        size = len(json.dumps(args, separators=(",", ":"), default=str))
+        if size > self.settings.max_args_bytes:
+            raise ArgsTooLarge(size, self.settings.max_args_bytes)
+        if name not in self.registry:
+            known = ", ".join(t.name for t in self.registry)
+            raise InvalidSubmission(
+                [{"loc": ["name"], "msg": f"unknown task type {name!r}; known: {known}"}]
+            )
+        try:
+            model = self.registry.get(name).args_model.model_validate(args)
+        except ValidationError as exc:
+            raise InvalidSubmission(
+                [
+                    {"loc": ["args", *err["loc"]], "msg": err["msg"], "type": err["type"]}
+                    for err in exc.errors(include_url=False, include_context=False)
+                ]
+            ) from None
+        return model.model_dump(mode="json")
+
+    @contextlib.asynccontextmanager
+    async def counted(self, owner: str, count: int = 1) -> AsyncIterator[None]:
+        """Count `count` submissions of `owner` against their per-minute allowance for the
+        block (raising `RateLimited` if it is used up); a block that raises gives them back.
+
+        Child tasks are not counted: a parent's spawns are the worker's doing, not the user's.
+        """
+        await self.limiter.take(owner, count)
+        try:
+            yield
+        except BaseException:
+            self.limiter.give_back(owner, count)
+            raise
+
+    def _new(
+        self,
+        name: str,
+        args: dict[str, Any],
+        *,
+        owner: str,
+        ui: UiHints | None,
+        metadata: dict[str, Any] | None,
+        parent_id: str | None = None,
+    ) -> StoredTask:
+        """A valid submission as a new task; raises `InvalidSubmission` or `ArgsTooLarge`."""
+        valid_args = self.validate(name, args)
+        errors = unstorable(valid_args, ["args"]) + unstorable(metadata, ["metadata"])
+        if errors:
+            raise InvalidSubmission(errors)
+        return new_task(
+            task_id=new_task_id(),
+            name=name,
+            args=valid_args,
+            owner=owner,
+            at=utcnow(),
+            ui=ui,
+            metadata=metadata,
+            parent_id=parent_id,
+        )
+
+    def _due(self) -> Any:
+        return utcnow() + timedelta(seconds=self.settings.outbox_grace_s)
+
+    async def submit(
+        self,
+        name: str,
+        args: dict[str, Any],
+        *,
+        owner: str,
+        ui: UiHints | None = None,
+        metadata: dict[str, Any] | None = None,
+        parent_id: str | None = None,
+    ) -> StoredTask:
+        """Store a task as `waiting` and queue its command; return the stored task.
+
+        The task is stored with its outbox mark (`dispatch_due_at`). If the broker confirms the
+        command, the mark is removed; if it refuses it, the task is removed again and
+        `BrokerUnavailable` raised; if this process dies in between, the relay publishes the
+        command later. So a caller that got a task back can count on it reaching a final state.
+        """
+        task = self._new(name, args, owner=owner, ui=ui, metadata=metadata, parent_id=parent_id)
+        await self.tasks.insert(task, dispatch_due_at=self._due())
+        try:
+            await self.commands.run(task.id, name, snapshot=task.snapshot())
+        except Exception as exc:
+            log.warning("publish of task %s failed: %r; removing it", task.id, exc)
+            await self.tasks.discard_unqueued([task.id], parent_id=parent_id)
+            raise BrokerUnavailable(str(exc) or type(exc).__name__) from exc
+        metrics.submitted([name])
+        return task
+
+    async def submit_many(self, items: list[NewTask], *, owner: str) -> list[StoredTask]:
+        """Store several top-level tasks in one write and queue their commands together.
+
+        All are validated first: one invalid item refuses the whole batch (`InvalidSubmission`,
+        each error's `loc` starting with the item's index). If the broker confirms none of the
+        commands, nothing is kept and `BrokerUnavailable` is raised; commands it did confirm
+        are never taken back, so when only some fail, every task is kept and the relay
+        publishes the rest after `outbox_grace_s`: a batch is accepted whole or not at all.
+        """
+        tasks: list[StoredTask] = []
+        errors: list[dict[str, Any]] = []
+        for index, item in enumerate(items):
+            try:
+                tasks.append(
+                    self._new(item.name, item.args, owner=owner, ui=item.ui, metadata=item.metadata)
+                )
+            except InvalidSubmission as exc:
+                errors += [{**err, "loc": [index, *err["loc"]]} for err in exc.errors]
+        if errors:
+            raise InvalidSubmission(errors)
+        await self.tasks.insert_many(tasks, dispatch_due_at=self._due())
+        outcomes = await asyncio.gather(
+            *(self.commands.run(task.id, task.name, snapshot=task.snapshot()) for task in tasks),
+            return_exceptions=True,
+        )
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        if failures and len(failures) == len(tasks):
+            log.warning("publish of a batch of %d failed: %r; removing it", len(tasks), failures[0])
+            await self.tasks.discard_unqueued([task.id for task in tasks])
+            raise BrokerUnavailable(str(failures[0]) or type(failures[0]).__name__)
+        if failures:
+            log.warning(
+                "%d of %d commands not confirmed; the relay will", len(failures), len(tasks)
+            )
+        metrics.submitted(task.name for task in tasks)
+        return tasks
+
+    async def submit_once(
+        self,
+        key: str,
+        name: str,
+        args: dict[str, Any],
+        *,
+        owner: str,
+        ui: UiHints | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Submitted:
+        """`submit` under an Idempotency-Key: the same key and body give the same task."""
+        self.validate(name, args)
+        digest = submission_digest(name, args, ui, metadata)
+        now = utcnow()
+        record = KeyRecord(owner=owner, key=key, digest=digest, created_at=now)
+        existing = await self.idempotency.reserve(record)
+        if existing is not None:
+            if existing.digest != digest:
+                raise IdempotencyKeyReused(key)
+            if existing.task_id is not None:
+                done = await self.tasks.get(existing.task_id)
+                if done is not None:
+                    return Submitted(done, replayed=True)
+            age_s = (now - existing.created_at).total_seconds()
+            if existing.task_id is None and age_s < ABANDONED_KEY_S:
+                raise IdempotencyKeyInFlight(key)
+            # The first request died half-way (or its task was purged): take the key over.
+            if not await self.idempotency.take_over(existing, record):
+                raise IdempotencyKeyInFlight(key)
+        try:
+            task = await self.submit(name, args, owner=owner, ui=ui, metadata=metadata)
+        except BaseException:
+            await self.idempotency.release(record)
+            raise
+        await self.idempotency.complete(record, task.id)
+        return Submitted(task)

@@ -1,0 +1,206 @@
+"""The verbs of `shared/runs.py` on the real database and broker: each change happens once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from shared.broker import declare_topology, make_broker
+from shared.clock import utcnow
+from shared.commands import Commands
+from shared.lifecycle import Phase, TaskState
+from shared.runs import AlreadyFinished, Runs
+from shared.settings import Settings
+from shared.store import Store
+from shared.task import Attempt, ErrorKind, TaskError
+from shared.topology import Topology
+from tests.support import stored_task
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def runs(settings: Settings, store: Store) -> AsyncIterator[Runs]:
+    """The verbs on the test's database and a real broker."""
+    broker = make_broker(settings, logger=None)
+    await broker.connect()
+    topology = Topology(settings.namespace)
+    await declare_topology(broker, topology, settings)
+    commands = Commands(broker, store.tasks, topology, timeout_s=5)
+    yield Runs(store.tasks, commands, outbox_grace_s=settings.outbox_grace_s)
+    await broker.stop()
+
+
+async def waiting(store: Store, count: int, **fields: object) -> list[str]:
+    tasks = [stored_task(**fields) for _ in range(count)]
+    for task in tasks:
+        await store.tasks.insert(task, dispatch_due_at=utcnow())
+    return [task.id for task in tasks]
+
+
+async def test_claims_sent_together_tell_each_caller_whether_its_own_applied(
+    store: Store, runs: Runs
+) -> None:
+    ids = await waiting(store, 3)
+    # Changed while it waited: its version is no longer the first, so its claim misses the
+    # shared statement and must still succeed by the general compare-and-set.
+    await store.tasks.collection.update_one({"_id": ids[2]}, {"$inc": {"version": 1}})
+    # Sent together: two claims of the same task (exactly one may win), and one of each other.
+    claims = await asyncio.gather(
+        runs.claim(ids[0], "w1"),
+        runs.claim(ids[0], "w2"),
+        runs.claim(ids[1], "w1"),
+        runs.claim(ids[2], "w1"),
+    )
+    assert sum(claim is not None for claim in claims[:2]) == 1
+    assert claims[2] is not None
+    assert claims[3] is not None
+    winner = claims[0] or claims[1]
+    assert winner is not None
+    tasks = [await store.tasks.get(task_id) for task_id in ids]
+    assert [(t.state, t.phase) for t in tasks if t] == [(TaskState.RUNNING, Phase.HELD)] * 3
+    assert tasks[0] is not None
+    assert tasks[0].run_id == winner.run_id
+    assert tasks[0].worker is not None
+    assert tasks[0].worker.name == winner.worker
+    # Both forms record the same history, and clear the outbox mark: the command was delivered.
+    for task in tasks:
+        assert task is not None
+        assert [e.target for e in task.history] == [TaskState.WAITING, TaskState.RUNNING]
+        assert task.history[-1].version == task.version
+        assert task.dispatch_due_at is None
+    assert await store.tasks.due_dispatches(utcnow()) == []
+
+
+async def test_ends_sent_together_apply_only_for_the_run_that_holds_each_task(
+    store: Store, runs: Runs
+) -> None:
+    ids = await waiting(store, 3)
+    claims = [await runs.claim(task_id, "w1") for task_id in ids]
+    assert None not in claims
+    first, second, third = (claim for claim in claims if claim is not None)
+    # The second is held by another run than its caller thinks: it must not end.
+    second.run_id = first.run_id
+    # A wrong version falls back on the general compare-and-set, which applies.
+    assert third.version is not None
+    third.version += 5
+    ended = await asyncio.gather(
+        runs.complete(first, None, []),
+        runs.complete(second, None, []),
+        runs.complete(third, {"$odd key": 1}, []),
+    )
+    assert list(ended) == [True, False, True]
+    tasks = [await store.tasks.get(task_id) for task_id in ids]
+    assert [t.state for t in tasks if t] == [
+        TaskState.COMPLETED,
+        TaskState.RUNNING,
+        TaskState.COMPLETED,
+    ]
+    assert tasks[2] is not None
+    assert tasks[2].result == {"$odd key": 1}
+    assert tasks[0] is not None
+    assert [e.target for e in tasks[0].history][-1] is TaskState.COMPLETED
+
+
+async def test_a_released_task_runs_again_on_the_next_claim_and_counts_its_runs(
+    store: Store, runs: Runs
+) -> None:
+    [task_id] = await waiting(store, 1)
+    claim = await runs.claim(task_id, "w1")
+    assert claim is not None
+    attempt = Attempt(outcome="retry", worker="w1", error=TaskError.of(ErrorKind.RETRY, "again"))
+    assert await runs.release(claim, attempt)
+    released = await store.tasks.get(task_id)
+    assert released is not None
+    assert (released.state, released.phase, released.run_id) == (
+        TaskState.RUNNING,
+        Phase.RELEASED,
+        None,
+    )
+    assert released.dispatch_due_at is not None  # until its command is confirmed again
+    again = await runs.claim(task_id, "w2")
+    assert again is not None
+    assert again.task.runs == 2
+    assert again.task.attempt_number() == 2
+    # The first run, still thinking it holds the task, can no longer end it.
+    assert not await runs.complete(claim, None, [])
+    assert await runs.complete(again, None, [])
+
+
+async def test_cancel_ends_a_waiting_task_now_and_a_finished_one_is_refused(
+    store: Store, runs: Runs
+) -> None:
+    [task_id] = await waiting(store, 1)
+    canceled = await runs.cancel(task_id)
+    assert canceled is not None
+    assert (canceled.state, canceled.phase) == (TaskState.CANCELED, Phase.ENDED)
+    with pytest.raises(AlreadyFinished):
+        await runs.cancel(task_id)
+    assert await runs.cancel("no-such-task") is None
+
+
+async def test_cancel_of_a_released_task_ends_it_since_no_run_will(
+    store: Store, runs: Runs
+) -> None:
+    [task_id] = await waiting(store, 1)
+    claim = await runs.claim(task_id, "w1")
+    assert claim is not None
+    assert await runs.release(claim, Attempt(outcome="hand_back", worker="w1"))
+    canceled = await runs.cancel(task_id)
+    assert canceled is not None
+    assert canceled.state is TaskState.CANCELED
+    assert canceled.error is not None
+    assert canceled.error.message == "canceled while queued again"
+
+
+async def test_a_lost_worker_s_task_is_requeued_or_failed_as_its_type_says(
+    store: Store, runs: Runs
+) -> None:
+    ids = await waiting(store, 2)
+    for task_id in ids:
+        assert await runs.claim(task_id, "gone") is not None
+    held = [await store.tasks.get(task_id) for task_id in ids]
+    assert held[0] is not None
+    assert held[1] is not None
+    assert await runs.lose(held[0], requeue=True) is TaskState.RUNNING
+    assert await runs.lose(held[1], requeue=False) is TaskState.FAILED
+    # The janitor of another worker coming second changes nothing.
+    assert await runs.lose(held[1], requeue=False) is None
+    requeued, failed = [await store.tasks.get(task_id) for task_id in ids]
+    assert requeued is not None
+    assert failed is not None
+    assert requeued.phase is Phase.RELEASED
+    assert [a.outcome for a in requeued.attempts] == ["worker_lost"]
+    assert failed.error is not None
+    assert failed.error.type == ErrorKind.WORKER_LOST
+    assert failed.worker is not None
+    assert failed.worker.missing
+
+
+async def test_a_parent_ends_once_its_last_child_has(store: Store, runs: Runs) -> None:
+    [parent_id] = await waiting(store, 1)
+    parent = await runs.claim(parent_id, "w1")
+    assert parent is not None
+    children = await waiting(store, 2, parent_id=parent_id)
+    assert await runs.await_children(parent, "joined")
+    for child_id in children:
+        assert (await store.tasks.get(parent_id) or parent.task).state is TaskState.RUNNING
+        claim = await runs.claim(child_id, "w1")
+        assert claim is not None
+        assert await runs.complete(claim, None, [])
+    done = await store.tasks.get(parent_id)
+    assert done is not None
+    assert (done.state, done.result) == (TaskState.COMPLETED, "joined")
+
+
+async def test_an_undeliverable_command_fails_its_task_once(store: Store, runs: Runs) -> None:
+    [task_id] = await waiting(store, 1)
+    assert await runs.fail_undeliverable(task_id, "delivery_limit")
+    assert not await runs.fail_undeliverable(task_id, "delivery_limit")
+    task = await store.tasks.get(task_id)
+    assert task is not None
+    assert task.state is TaskState.FAILED
+    assert task.error is not None
+    assert task.error.type == ErrorKind.DEAD_LETTERED

@@ -1,0 +1,71 @@
+"""Migrate makes every index (replacing older ones), and services refuse an unmigrated database."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from shared.records import StoredTask
+from shared.store import SchemaOutdated, Store
+from tests.support import stored_task
+
+pytestmark = pytest.mark.integration
+
+
+async def test_a_service_refuses_a_database_that_lacks_an_index(store: Store) -> None:
+    await store.require_schema()  # the fixture's database is migrated
+    await store.tasks.collection.drop_index("parent_id_1")
+    with pytest.raises(SchemaOutdated, match="tasklight-server migrate"):
+        await store.require_schema()
+    assert await store.migrate() == ["created tasks(parent_id +1)"]
+    await store.require_schema()
+
+
+async def test_migrate_replaces_older_indexes_even_when_several_run_at_once(store: Store) -> None:
+    # Indexes from an earlier version (not sparse, another TTL) are replaced, not an error.
+    await store.tasks.collection.drop_index("parent_id_1")
+    await store.tasks.collection.drop_index("finished_at_1")
+    await store.tasks.collection.create_index("parent_id")
+    await store.tasks.collection.create_index("finished_at", expireAfterSeconds=60)
+    with pytest.raises(SchemaOutdated):
+        await store.require_schema()
+    await asyncio.gather(*(store.migrate() for _ in range(5)))
+    indexes = await store.tasks.collection.index_information()
+    assert indexes["parent_id_1"].get("sparse") is True
+    assert indexes["finished_at_1"].get("sparse") is True
+    assert indexes["finished_at_1"]["expireAfterSeconds"] == 30 * 24 * 3600
+    # A new retention setting changes the TTL and keeps the index sparse.
+    await Store(store.client, store.db.name, retention_s=123).migrate()
+    indexes = await store.tasks.collection.index_information()
+    assert indexes["finished_at_1"]["expireAfterSeconds"] == 123
+    assert indexes["finished_at_1"].get("sparse") is True
+    assert await store.migrate() == ["changed the TTL of tasks(finished_at +1)"]
+
+
+async def test_migrate_records_the_phase_of_tasks_stored_before_phases(store: Store) -> None:
+    released = {"_id": "t-released", "state": "running", "run": {"id": None}}
+    held = {"_id": "t-held", "state": "running", "run": {"id": "r1"}}
+    parent = {
+        "_id": "t-parent",
+        "state": "canceling",
+        "run": {"id": "r2"},
+        "awaiting_children": True,
+    }
+    done = {"_id": "t-done", "state": "completed"}
+    base = stored_task().model_dump(by_alias=True, exclude={"phase", "id"})
+    for older in (released, held, parent, done):
+        await store.tasks.collection.insert_one({**base, **older})
+    assert await store.migrate() == ["recorded the phase of 4 older tasks"]
+    phases = {
+        doc["_id"]: doc["phase"]
+        async for doc in store.tasks.collection.find({"_id": {"$regex": "^t-"}})
+    }
+    assert phases == {
+        "t-released": "released",
+        "t-held": "held",
+        "t-parent": "awaiting_children",
+        "t-done": "ended",
+    }
+    # And before migrating, reading one implies the same phase.
+    assert StoredTask.model_validate({**base, **released}).phase.value == "released"

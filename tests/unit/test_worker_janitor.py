@@ -1,0 +1,94 @@
+"""The janitor's rules: which stranded commands to relay, which lost tasks run again."""
+
+from __future__ import annotations
+
+import time
+from typing import Literal, cast
+
+import pytest
+from pydantic import BaseModel
+
+from services.worker.janitor import Janitor, relays, requeues_when_lost
+from shared.commands import Commands
+from shared.lifecycle import Phase, TaskState
+from shared.registry import Registry, TaskType
+from shared.runs import Runs
+from shared.settings import Settings
+from shared.store import DueDispatch, Store
+from shared.task import Attempt
+from tests.support import stored_task
+
+
+class Args(BaseModel):
+    pass
+
+
+async def handler(args: Args, ctx: object) -> None:
+    """Nothing."""
+
+
+@pytest.mark.parametrize(
+    ("state", "phase", "relayed"),
+    [
+        (TaskState.WAITING, Phase.QUEUED, True),  # stored, never confirmed
+        (TaskState.RUNNING, Phase.RELEASED, True),  # released, its requeue never confirmed
+        (TaskState.RUNNING, Phase.HELD, False),  # delivered: a stale mark
+        (TaskState.CANCELING, Phase.RELEASED, False),  # the cancel ends it; no run needed
+        (TaskState.RUNNING, Phase.AWAITING_CHILDREN, False),
+        (TaskState.COMPLETED, Phase.ENDED, False),
+    ],
+)
+def test_only_a_task_that_still_needs_its_command_is_relayed(
+    state: TaskState, phase: Phase, relayed: bool
+) -> None:
+    assert relays(DueDispatch("t1", "unit.t", state, phase)) is relayed
+
+
+def registry(on_worker_lost: Literal["requeue", "fail"], max_runs: int = 3) -> Registry:
+    found = Registry()
+    found.add(
+        TaskType("unit.t", "T", "", Args, handler, on_worker_lost=on_worker_lost, max_runs=max_runs)
+    )
+    return found
+
+
+def lost(times: int) -> list[Attempt]:
+    return [Attempt(outcome="worker_lost") for _ in range(times)]
+
+
+def test_a_lost_task_runs_again_only_if_its_type_says_so_and_runs_are_left() -> None:
+    task = stored_task(name="unit.t", state=TaskState.RUNNING)
+    assert requeues_when_lost(task, registry("requeue"))
+    assert not requeues_when_lost(task, registry("fail"))
+    twice = task.model_copy(update={"attempts": lost(2)})
+    assert not requeues_when_lost(twice, registry("requeue", max_runs=3))
+    assert requeues_when_lost(twice, registry("requeue", max_runs=4))
+    # Retries are not losses: they do not use up the runs a loss may take.
+    retried = task.model_copy(update={"attempts": [Attempt(outcome="retry")] * 5})
+    assert requeues_when_lost(retried, registry("requeue"))
+
+
+def test_a_lost_task_of_a_type_this_worker_does_not_know_fails() -> None:
+    assert not requeues_when_lost(stored_task(name="unit.unknown"), registry("requeue"))
+
+
+def janitor(ttl_s: float) -> Janitor:
+    settings = Settings(worker_ttl_s=ttl_s)
+    return Janitor(cast(Store, None), cast(Runs, None), cast(Commands, None), Registry(), settings)
+
+
+def test_liveness_is_judged_only_after_a_whole_ttl_of_database_answers() -> None:
+    watcher = janitor(ttl_s=30)
+    # Just started: the heartbeats it reads may predate an outage it did not see.
+    assert not watcher.may_judge_liveness()
+    watcher.reachable_since = time.monotonic() - 31
+    assert watcher.may_judge_liveness()
+    # An outage: every live worker's heartbeat ages meanwhile, through no fault of its own.
+    watcher.database_answered(False)
+    assert not watcher.may_judge_liveness()
+    watcher.database_answered(True)
+    assert not watcher.may_judge_liveness()
+    assert watcher.reachable_since is not None
+    watcher.reachable_since -= 31
+    watcher.database_answered(True)  # answers keep the time it came back
+    assert watcher.may_judge_liveness()
