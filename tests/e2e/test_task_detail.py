@@ -16,7 +16,8 @@ async def test_the_detail_page_shows_progress_worker_children_and_history_live(
     page: Page, stack: Stack, artifacts_dir: Path
 ) -> None:
     # Given a task that starts two child tasks
-    parent = await stack.submit("test.spawn", {"children": 2, "rounds": 3, "round_s": 0.4})
+    # (long enough to be seen running on a busy machine)
+    parent = await stack.submit("test.spawn", {"children": 2, "rounds": 4, "round_s": 1.5})
 
     # When its detail page is open while it runs
     await page.goto(f"/tasks/{parent['id']}")
