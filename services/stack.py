@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -66,6 +66,10 @@ def reachable(url: str, default_port: int) -> bool:
         return False
 
 
+class PortTaken(RuntimeError):
+    """The port a server is to listen on is in use already."""
+
+
 class EmbeddedMongo:
     """A SecantusDB server process: a real MongoDB wire-protocol server with change streams."""
 
@@ -83,7 +87,13 @@ class EmbeddedMongo:
         return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
 
     def start(self, timeout_s: float = 30.0) -> None:
-        """Start the server and wait until it listens."""
+        """Start the server and wait until it listens; raises `PortTaken` if another process
+        listens on its port already (it would answer in the server's stead)."""
+        if port_taken("127.0.0.1", self.port):
+            raise PortTaken(
+                f"port {self.port} is already in use by another process; set "
+                "TASKLIGHT_EMBEDDED_MONGO_PORT to a free port, or MONGODB_URL to use that server"
+            )
         executable = shutil.which(
             "secantusd-py", path=str(Path(sys.executable).parent)
         ) or shutil.which("secantusd-py")
@@ -150,6 +160,7 @@ def start_service(
 
 #: Replica i (from 0) of the api and of the notifier listens on the configured port + i * this.
 REPLICA_PORT_STRIDE = 10
+DEFAULT_API_METRICS_PORT: int = Settings.model_fields["api_metrics_port"].default
 
 
 def replica_ports(settings: Settings, replicas: int) -> list[tuple[int, int]]:
@@ -199,10 +210,81 @@ def start_replicas(
             probes = int(env.get("TASKLIGHT_WORKER_PORT") or 0)
             probe_port = probes + (number - 1) * REPLICA_PORT_STRIDE if probes else 0
             replica_env["TASKLIGHT_WORKER_PORT"] = str(probe_port)
+            # And each api's metrics port likewise.
+            metrics = int(env.get("TASKLIGHT_API_METRICS_PORT") or DEFAULT_API_METRICS_PORT)
+            metrics_port = metrics + (number - 1) * REPLICA_PORT_STRIDE if metrics else 0
+            replica_env["TASKLIGHT_API_METRICS_PORT"] = str(metrics_port)
         for name in SERVICES:
             process_name = replica_name(name, number, len(ports))
             processes[process_name] = start_service(name, replica_env, log_dir, process_name)
     return processes
+
+
+#: Seconds a stopping worker may take beyond `shutdown_grace_s`: its broker connection waits that
+#: much longer for handlers (`graceful_timeout` in services/worker/app.py) before it closes.
+WORKER_STOP_MARGIN_S = 5.0
+#: Seconds the launcher waits beyond that before it kills a worker (a slow machine).
+WORKER_KILL_SLACK_S = 5.0
+#: Seconds the launcher gives any other service to stop.
+SERVICE_STOP_S = 10.0
+
+
+def stop_timeout_s(name: str, settings: Settings) -> float:
+    """Seconds the launcher lets the process `name` (`api`, `worker`, `worker-2`, ...) stop
+    after SIGTERM before it kills it. A worker gets more than its own grace and its broker's
+    margin, so that its running tasks finish or are handed back, never killed."""
+    if name.split("-", 1)[0] == "worker":
+        return settings.shutdown_grace_s + WORKER_STOP_MARGIN_S + WORKER_KILL_SLACK_S
+    return SERVICE_STOP_S
+
+
+def stop_stack(
+    processes: dict[str, subprocess.Popen[bytes]],
+    settings: Settings,
+    say: Callable[[str], None] = print,
+) -> None:
+    """SIGTERM every process, say what it waits for, and wait for each up to its
+    `stop_timeout_s`; kill (and say so) one that outstays it."""
+    running = {name: p for name, p in processes.items() if p.poll() is None}
+    for process in running.values():
+        process.terminate()
+    workers = sorted(n for n in running if n.split("-", 1)[0] == "worker")
+    if workers:
+        say(
+            f"stopping: waiting up to {stop_timeout_s(workers[0], settings):.0f} s for "
+            f"{', '.join(workers)} to finish running tasks (grace "
+            f"{settings.shutdown_grace_s:g} s) or hand them back to the queue"
+        )
+    started = time.monotonic()
+    for name, process in running.items():
+        left_s = max(0.0, started + stop_timeout_s(name, settings) - time.monotonic())
+        try:
+            process.wait(left_s)
+        except subprocess.TimeoutExpired:
+            say(f"{name} did not stop within {stop_timeout_s(name, settings):.0f} s; killing it")
+            process.kill()
+            process.wait()
+
+
+def port_taken(host: str, port: int) -> bool:
+    """Whether something listens on `host:port` already (binding it fails)."""
+    with socket.socket() as sock:
+        # Lingering connections of a server that just stopped do not count as taken.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def taken_ports(wanted: Sequence[tuple[str, str, int]]) -> list[str]:
+    """Which of (what, host, port) cannot be listened on, each as a line saying so."""
+    return [
+        f"{what}: {host}:{port} is already in use by another process"
+        for what, host, port in wanted
+        if port_taken(host, port)
+    ]
 
 
 def stop_processes(processes: Iterable[subprocess.Popen[bytes]], timeout_s: float = 15.0) -> None:
@@ -272,6 +354,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         try:
             mongo.start()
+        except PortTaken as exc:
+            print(f"cannot start the embedded database: {exc}")
+            return 1
         except Exception as exc:
             print(f"could not start the embedded database: {exc} (see {mongo.log_path})")
             return 1
@@ -294,6 +379,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     print("database migrated: " + ("; ".join(done) if done else "up to date"))
     ports = replica_ports(settings, replicas)
+    taken = taken_ports(
+        [("api", settings.api_host, api_port) for api_port, _ in ports]
+        + [("notifier", settings.notifier_host, notifier_port) for _, notifier_port in ports]
+    )
+    if taken:
+        hint = "set TASKLIGHT_API_PORT and TASKLIGHT_NOTIFIER_PORT to free ports"
+        print("\n".join(["cannot start:", *taken, hint]))
+        if mongo:
+            mongo.stop()
+        return 1
     processes = start_replicas(env, ports)
     stopping = False
 
@@ -329,10 +424,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"start-up failed: {exc}")
         return 1
     finally:
-        stop_processes(processes.values())
+        stop_stack(processes, settings)
         if mongo:
             mongo.stop()
-        print("stopped")
+        print("stopped", flush=True)
 
 
 if __name__ == "__main__":

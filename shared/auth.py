@@ -27,10 +27,12 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from shared.clock import utcnow
+from shared.offload import Busy, Offload
 from shared.topology import API_TOKENS, FAILED_LOGINS, SESSIONS, USERS, WS_TICKETS
 
 Doc = dict[str, Any]
@@ -46,6 +48,10 @@ CSRF_COOKIE = "tasklight_csrf"
 
 #: The window in which `max_failed_logins` wrong passwords for one name block its sign-in.
 FAILED_LOGIN_WINDOW = timedelta(minutes=15)
+
+#: Password checks that may wait for a thread, per thread (`password_checks_at_once`); one more
+#: is refused at once (`Busy`) instead of queueing.
+PASSWORD_CHECKS_WAITING = 8
 
 #: Most tokens remembered at once by one process.
 TOKEN_CACHE_SIZE = 10_000
@@ -160,6 +166,8 @@ class AuthStore:
         session_ttl_s: int = 8 * 3600,
         ticket_ttl_s: int = 60,
         max_failed_logins: int = 10,
+        max_failed_logins_per_address: int = 50,
+        password_checks_at_once: int = 2,
         token_cache_s: float = 0,
     ) -> None:
         self.dev_mode = dev_mode
@@ -168,6 +176,13 @@ class AuthStore:
         self.token_cache_s = token_cache_s
         self._token_cache: dict[str, tuple[Principal, float]] = {}
         self.max_failed_logins = max_failed_logins
+        self.max_failed_logins_per_address = max_failed_logins_per_address
+        #: Password checks run here, off the event loop and a few at once.
+        self.password_checks = Offload(
+            password_checks_at_once,
+            max_waiting=PASSWORD_CHECKS_WAITING * password_checks_at_once,
+            name="password-check",
+        )
         self.session_ttl_s = session_ttl_s
         self.ticket_ttl_s = ticket_ttl_s
         self.users = db[USERS]
@@ -269,31 +284,75 @@ class AuthStore:
             self._token_cache[digest] = (principal, time.monotonic() + self.token_cache_s)
         return principal
 
-    async def by_password(self, name: str, password: str) -> Principal | None:
-        """The user, if the password is theirs.
+    async def by_password(
+        self, name: str, password: str, *, address: str | None = None
+    ) -> Principal | None:
+        """The user, if the password is theirs; `address` is the client's, when known.
 
-        After `max_failed_logins` wrong passwords for one name within `FAILED_LOGIN_WINDOW`,
-        raises `TooManyFailedLogins` until the window ends, right or wrong password: guessing
-        is slowed to that many tries per window, per name, on every api replica.
+        After `max_failed_logins` wrong passwords for one name, or
+        `max_failed_logins_per_address` from one address (whatever the names), within
+        `FAILED_LOGIN_WINDOW`, raises `TooManyFailedLogins` until that window ends, right or
+        wrong password: guessing is slowed to that many tries per window, per name and per
+        address, on every api replica. Each attempt is counted before its password is checked,
+        so that guesses sent at once are held to the limit as well as guesses in a row.
+        Raises `Busy` when too many password checks are pending in this process.
         """
-        failures = await self.failed_logins.find_one({"_id": name})
-        if failures is not None and failures["count"] >= self.max_failed_logins:
-            wait = failures["expires_at"] - utcnow()
-            if wait.total_seconds() > 0:
-                raise TooManyFailedLogins(max(1, math.ceil(wait.total_seconds())))
-        principal = await self._check_password(name, password)
-        if principal is None:
-            await self.failed_logins.update_one(
-                {"_id": name},
+        limits = {f"name:{name}": self.max_failed_logins}
+        if address:
+            limits[f"address:{address}"] = self.max_failed_logins_per_address
+        counted = {key: await self._count_attempt(key) for key in limits}
+        over = [doc for key, doc in counted.items() if doc["count"] > limits[key]]
+        if over:
+            wait_s = max((doc["expires_at"] - utcnow()).total_seconds() for doc in over)
+            raise TooManyFailedLogins(max(1, math.ceil(wait_s)))
+        try:
+            principal = await self._check_password(name, password)
+        except Busy:
+            # Not checked, so not a failure: a user retrying while sign-ins are busy must not
+            # lock themselves out.
+            for key in limits:
+                await self._take_back_attempt(key)
+            raise
+        if principal is not None:
+            # The password was known: the name's failures are forgiven, the address's are not
+            # (one account of one's own must not reset the count of guesses at others).
+            await self._forget_attempts(f"name:{name}")
+            if address:
+                await self._take_back_attempt(f"address:{address}")
+        return principal
+
+    # The failed sign-in counters: one document per name or address, removed (TTL index) when
+    # its window ends. Each query in a method of its own.
+
+    async def _count_attempt(self, key: str) -> Doc:
+        """Count one more attempt for `key` in its window (a new window if none is open); the
+        counter after it, with `count` and `expires_at`."""
+        while True:
+            doc: Doc | None = await self.failed_logins.find_one_and_update(
+                {"_id": key},
                 {
                     "$inc": {"count": 1},
                     "$setOnInsert": {"expires_at": utcnow() + FAILED_LOGIN_WINDOW},
                 },
                 upsert=True,
+                return_document=ReturnDocument.AFTER,
             )
-        elif failures is not None:
-            await self.failed_logins.delete_one({"_id": name})
-        return principal
+            assert doc is not None  # an upsert returns the document
+            if doc["expires_at"] > utcnow():
+                return doc
+            # Its window is over and the TTL monitor (once a minute) has not removed it yet:
+            # remove it (unless another request just did) and count in a new window.
+            await self.failed_logins.delete_one({"_id": key, "expires_at": doc["expires_at"]})
+
+    async def _take_back_attempt(self, key: str) -> None:
+        """Uncount one attempt of `key` (it was not a failure)."""
+        await self.failed_logins.update_one(
+            {"_id": key, "count": {"$gt": 0}}, {"$inc": {"count": -1}}
+        )
+
+    async def _forget_attempts(self, key: str) -> None:
+        """Forget every attempt of `key`."""
+        await self.failed_logins.delete_one({"_id": key})
 
     async def _check_password(self, name: str, password: str) -> Principal | None:
         if name == DEV_USER:
@@ -302,9 +361,9 @@ class AuthStore:
         doc = await self.users.find_one({"_id": name})
         if doc is None or "password" not in doc:
             # Spend the same time as a real check, so timing does not tell which names exist.
-            check_password(password, _DUMMY_HASH)
+            await self.password_checks.run(check_password, password, _DUMMY_HASH)
             return None
-        if not check_password(password, doc["password"]):
+        if not await self.password_checks.run(check_password, password, doc["password"]):
             return None
         return Principal(name, Role(doc["role"]))
 

@@ -180,3 +180,6 @@ class WorkerRecord(BaseModel):
     started_at: datetime | None = None
     concurrency: int = 0
     tasks: list[str] = Field(default_factory=list)
+    #: The process and its host, for operators (administrators see them in /api/v1/workers).
+    pid: int | None = None
+    host: str | None = None

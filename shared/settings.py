@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import socket
+import secrets
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 def _default_worker_name() -> str:
-    return f"{os.getpid()}@{socket.gethostname()}"
+    # Shown to users in their tasks: nothing of the machine (the process id and host name are
+    # in the worker's heartbeat, for administrators: GET /api/v1/workers).
+    return f"worker-{secrets.token_hex(4)}"
 
 
 class Settings(BaseSettings):
@@ -38,6 +40,17 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    #: Where the api serves its Prometheus metrics (and /healthz, /readyz), apart from what
+    #: users reach: operators scrape this port. 0: a free one (logged).
+    api_metrics_port: int = Field(default=8003, ge=0, le=65535)
+    #: The api's address as browsers reach it (`https://tasks.example.com`): URLs the api
+    #: builds (the notifier's, in pages) use it, never the request's Host header. Empty: a
+    #: Host naming one of `origins()` is used, any other Host gets `http://127.0.0.1:<api_port>`.
+    public_url: str = ""
+    #: Addresses (or networks, `10.0.0.0/8`) of the proxies in front of the api, comma
+    #: separated, or `*` for any: only a request from one of them has its X-Forwarded-For
+    #: (the client's address) and X-Forwarded-Proto believed. Empty: none is.
+    trusted_proxies: str = ""
     notifier_host: str = "127.0.0.1"
     notifier_port: int = 8001
     #: Where a worker answers /healthz, /readyz and /metrics; port 0: a free one (logged).
@@ -62,6 +75,14 @@ class Settings(BaseSettings):
     #: Wrong passwords for one user name within 15 minutes after which its sign-in answers 429
     #: until the 15 minutes are over (API tokens are not affected).
     max_failed_logins: int = Field(default=10, ge=1)
+    #: Wrong passwords (for any names) from one client address within 15 minutes after which
+    #: its sign-ins answer 429 until the 15 minutes are over; set above what one office behind
+    #: one address may get wrong.
+    max_failed_logins_per_address: int = Field(default=50, ge=1)
+    #: Password checks (scrypt, some 16 MiB and tens of ms each) one api process runs at once,
+    #: off its event loop; more sign-ins wait, and beyond 8 times this many waiting, one is
+    #: refused with 503 `sign-in-busy`.
+    password_checks_at_once: int = Field(default=2, ge=1, le=64)
     #: Seconds a process remembers whose an API token is, saving two reads per request; a
     #: revoked token keeps working for at most this long. 0: ask the database every time.
     token_cache_s: float = Field(default=10.0, ge=0)
@@ -84,6 +105,8 @@ class Settings(BaseSettings):
     #: outcomes are written; for long tasks, whose commands wait in a busy worker while another
     #: may be idle, set it to the concurrency.
     worker_prefetch: int = Field(default=0, ge=0, le=10000)
+    #: The worker's name in its tasks (which users see) and in /api/v1/workers; by default a
+    #: random `worker-<8 hex digits>` per process.
     worker_name: str = Field(default_factory=_default_worker_name)
     #: Seconds between a worker's heartbeats.
     heartbeat_s: float = Field(default=5.0, gt=0)
@@ -143,6 +166,21 @@ class Settings(BaseSettings):
     #: Trace with OpenTelemetry (needs the `otel` extra), exporting OTLP over HTTP as the
     #: standard `OTEL_*` variables say; also on when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
     otel_enabled: bool = False
+
+    @field_validator("public_url")
+    @classmethod
+    def _an_http_url(cls, value: str) -> str:
+        parts = urlsplit(value.strip())
+        if value and (parts.scheme not in ("http", "https") or not parts.netloc):
+            raise ValueError("must be an http:// or https:// URL, e.g. https://tasks.example.com")
+        return value.strip().rstrip("/")
+
+    def public_origin(self) -> str | None:
+        """The origin of `public_url` (`scheme://host[:port]`), or None when it is not set."""
+        if not self.public_url:
+            return None
+        parts = urlsplit(self.public_url.strip())
+        return f"{parts.scheme}://{parts.netloc}"
 
     def prefetch(self) -> int:
         """The worker's prefetch (see `worker_prefetch`)."""

@@ -18,13 +18,14 @@ from shared import metrics
 from shared.clock import utcnow
 from shared.commands import Commands
 from shared.ids import new_task_id
+from shared.jsonlimits import violations
 from shared.rate_limit import RateLimiter
 from shared.records import StoredTask, new_task
 from shared.registry import Registry
 from shared.settings import Settings
 from shared.store import IdempotencyKeys, KeyRecord, TaskStore
 from shared.store.rates import NO_COUNTERS
-from shared.task import UiHints, unstorable
+from shared.task import UiHints
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,7 @@ class Submissions:
     ) -> StoredTask:
         """A valid submission as a new task; raises `InvalidSubmission` or `ArgsTooLarge`."""
         valid_args = self.validate(name, args)
-        errors = unstorable(valid_args, ["args"]) + unstorable(metadata, ["metadata"])
+        errors = violations(valid_args, ["args"]) + violations(metadata, ["metadata"])
         if errors:
             raise InvalidSubmission(errors)
         return new_task(

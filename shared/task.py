@@ -129,30 +129,3 @@ class Task(BaseModel):
     #: How many times a worker started it.
     runs: int = 0
     version: int
-
-
-#: The integer range MongoDB stores (BSON int64).
-_INT64 = range(-(2**63), 2**63)
-
-
-def unstorable(value: Any, loc: list[str | int]) -> list[dict[str, Any]]:
-    """Where JSON `value` holds what MongoDB cannot store: a key with a NUL character, or an
-    integer outside 64 bits. Each as a validation error at its location under `loc`."""
-    if isinstance(value, bool):
-        return []
-    if isinstance(value, int):
-        if value in _INT64:
-            return []
-        return [{"loc": loc, "msg": "integers must fit in 64 bits", "type": "int_too_large"}]
-    errors: list[dict[str, Any]] = []
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if "\x00" in str(key):
-                errors.append(
-                    {"loc": [*loc, key], "msg": "keys must not hold NUL", "type": "key_nul"}
-                )
-            errors += unstorable(item, [*loc, key])
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            errors += unstorable(item, [*loc, index])
-    return errors

@@ -14,6 +14,7 @@ from enum import StrEnum
 from pydantic import BaseModel
 
 from shared.lifecycle import FINAL_STATES, TaskState
+from shared.local_path import local_path
 from shared.task import Task
 
 
@@ -74,14 +75,18 @@ class OutcomeHooks:
             if inspect.isawaitable(computed):
                 computed = await computed
             if computed is not None:
-                return computed
+                # A hook may build its URL from the task's arguments: the same rule holds.
+                target = local_path(computed.next_url)
+                if computed.next_url is not None and target is None:
+                    target = f"/tasks/{task.id}"
+                return computed.model_copy(update={"next_url": target})
         return default_outcome(task)
 
 
 def default_outcome(task: Task) -> Outcome:
     """The outcome from the task's `ui` hints, or, without them, its detail page and state."""
     ui = task.ui
-    next_url = ui.next_url if ui and is_local_path(ui.next_url) else f"/tasks/{task.id}"
+    next_url = (local_path(ui.next_url) if ui else None) or f"/tasks/{task.id}"
     if task.state is TaskState.COMPLETED:
         level = FlashLevel.SUCCESS
         message = (ui.success_message if ui else None) or f"Task {task.name} completed."
@@ -96,10 +101,3 @@ def default_outcome(task: Task) -> Outcome:
         next_url=next_url,
         flash=Flash(level=level, message=message),
     )
-
-
-def is_local_path(url: str | None) -> bool:
-    """Whether `url` is a path on this site: the only kind of `next_url` a page follows."""
-    # `ui.next_url` comes from whoever submitted the task, a sign-in's `next` from any link:
-    # never another site (an open redirect) or a `javascript:` URL.
-    return url is not None and url.startswith("/") and not url.startswith(("//", "/\\"))

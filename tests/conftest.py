@@ -69,6 +69,7 @@ async def settings(mongo_url: str, amqp_url: str) -> AsyncIterator[Settings]:
         database=f"test_{unique}",
         namespace=f"test.{unique}",
         api_port=free_port(),
+        api_metrics_port=free_port(),
         notifier_port=free_port(),
         worker_port=0,  # several workers may run at once: each probe server on a free port
         heartbeat_s=0.5,
@@ -114,6 +115,9 @@ class ServerThread:
                 log_config=None,
                 lifespan="on",
                 timeout_graceful_shutdown=5,
+                # As `python -m services.api` runs it: the app decides whose X-Forwarded-* to
+                # believe (TASKLIGHT_TRUSTED_PROXIES), not uvicorn.
+                proxy_headers=False,
             )
         )
         self.task: asyncio.Task[None] | None = None

@@ -28,7 +28,7 @@ from websockets.http11 import Request
 from services.api.app import create_app
 from services.api.ui import UiSettings
 from services.notifier.app import Notifier
-from services.worker.probes import ProbeServer
+from shared.probes import ProbeServer
 from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +41,6 @@ TOOL_TIMEOUT_S = 60
 OTHER_VARIABLES = {
     "MONGODB_URL": "Settings.mongodb_url",
     "AMQP_URL": "Settings.amqp_url",
-    "FORWARDED_ALLOW_IPS": "uvicorn, in the api: whose X-Forwarded-Proto to trust",
 }
 #: Seconds a stopping worker may take beyond `shutdown_grace_s`: the worker's broker waits that
 #: much longer for its handlers (`graceful_timeout=shutdown_grace_s + 5` in services/worker/app.py),
@@ -80,6 +79,22 @@ def ui_settings_from(env: Mapping[str, str]) -> UiSettings:
 def worker_stop_s(settings: Settings) -> float:
     """The longest a worker with these settings may take to stop gracefully after SIGTERM."""
     return settings.shutdown_grace_s + WORKER_STOP_MARGIN_S
+
+
+def metrics_port(name: str, settings: Settings) -> int:
+    """The port the service `name` serves /metrics on: the api's own metrics port, else the
+    service's port."""
+    if name == "api":
+        return settings.api_metrics_port
+    return service_port(name, settings)
+
+
+async def serves_metrics(service: str, path: str) -> bool:
+    """Whether the service answers GET `path` on its metrics port."""
+    if service == "api":
+        status, _, _ = await ProbeServer("127.0.0.1", 0, {})._answer("GET", path)
+        return status != HTTPStatus.NOT_FOUND
+    return await answers(service, path)
 
 
 def service_port(name: str, settings: Settings) -> int:

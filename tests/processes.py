@@ -24,6 +24,7 @@ def service_env(settings: Settings) -> dict[str, str]:
         "TASKLIGHT_DATABASE": settings.database,
         "TASKLIGHT_NAMESPACE": settings.namespace,
         "TASKLIGHT_API_PORT": str(settings.api_port),
+        "TASKLIGHT_API_METRICS_PORT": str(settings.api_metrics_port),
         "TASKLIGHT_NOTIFIER_PORT": str(settings.notifier_port),
         "TASKLIGHT_WORKER_NAME": settings.worker_name,
         "TASKLIGHT_HEARTBEAT_S": "0.5",

@@ -7,10 +7,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from shared.auth import AuthStore, Role
 from shared.clock import utcnow
 from shared.ids import new_task_id
 from shared.lifecycle import Phase, TaskState
 from shared.records import StoredTask, new_task
+from shared.store import Store
 
 T = TypeVar("T")
 
@@ -31,6 +33,14 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout_s} s; last value: {value!r}")
         await asyncio.sleep(interval_s)
+
+
+async def admin_headers(store: Store, name: str = "root") -> dict[str, str]:
+    """The Authorization header of a new administrator in the test's database: what only
+    operators see (the workers' fields, every user's tasks) needs one."""
+    auth = AuthStore(store.db)
+    await auth.create_user(name, Role.ADMIN)
+    return {"Authorization": f"Bearer {await auth.issue_token(name)}"}
 
 
 def stored_task(**fields: Any) -> StoredTask:

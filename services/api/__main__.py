@@ -20,7 +20,8 @@ def main() -> None:
         host=settings.api_host,
         port=settings.api_port,
         log_config=None,
-        proxy_headers=True,
+        # The app believes X-Forwarded-* only from TASKLIGHT_TRUSTED_PROXIES (services/api/app.py).
+        proxy_headers=False,
     )
 
 

@@ -8,14 +8,19 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from services.api import api_docs, meta, observability, session, tasks, ui
 from services.api.body_limit import BodyLimitMiddleware
+from services.api.headers import SecurityHeadersMiddleware
+from services.api.json_body import JsonBodyMiddleware
 from services.api.problems import install_problem_handlers, problem_response
 from services.api.runtime import Runtime
+from shared import metrics
 from shared.auth import DEV_USER, AuthStore
 from shared.broker import declare_topology, make_broker
 from shared.commands import Commands
+from shared.probes import ProbeServer
 from shared.rate_limit import RateLimiter
 from shared.registry import Registry, load_registry
 from shared.runs import Runs
@@ -35,6 +40,8 @@ def open_auth(store: Store, settings: Settings) -> AuthStore:
         session_ttl_s=settings.session_ttl_s,
         ticket_ttl_s=settings.ws_ticket_ttl_s,
         max_failed_logins=settings.max_failed_logins,
+        max_failed_logins_per_address=settings.max_failed_logins_per_address,
+        password_checks_at_once=settings.password_checks_at_once,
         token_cache_s=settings.token_cache_s,
     )
 
@@ -57,6 +64,19 @@ async def _first_admin(auth: AuthStore, settings: Settings) -> None:
         log.info("created the administrator %r", settings.admin_user)
 
 
+async def _start_probes(probes: ProbeServer) -> None:
+    # Not fatal, as for a worker: the api serves its users without its metrics port.
+    try:
+        await probes.start()
+    except OSError as exc:
+        log.error(
+            "api metrics not served: cannot listen on %s:%d (%s); set TASKLIGHT_API_METRICS_PORT",
+            probes.host,
+            probes.port,
+            exc,
+        )
+
+
 def create_app(settings: Settings | None = None, registry: Registry | None = None) -> FastAPI:
     """The API app; it connects to the database and the broker when it starts."""
     settings = settings or Settings()
@@ -69,8 +89,17 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         store = open_store(settings)
         auth = open_auth(store, settings)
         broker = make_broker(settings, logger=None)
+        probes = ProbeServer(
+            settings.api_host,
+            settings.api_metrics_port,
+            {"database": store.ping, "broker": lambda: broker.ping(timeout=2.0)},
+            registry=metrics.API_REGISTRY,
+            service="api",
+        )
+        app.state.probes = probes
         submissions: Submissions | None = None
         try:
+            await _start_probes(probes)
             await store.require_schema()
             await _first_admin(auth, settings)
             await broker.connect()
@@ -92,6 +121,8 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
             )
             yield
         finally:
+            await probes.stop()
+            auth.password_checks.close()
             if submissions is not None:
                 await submissions.close()
             await broker.stop()
@@ -105,8 +136,13 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         # Served by api_docs from local assets instead of FastAPI's CDN pages.
         docs_url=None,
         redoc_url=None,
+        # A slash redirect would be built from the Host header (an open redirect).
+        redirect_slashes=False,
     )
+    # Added innermost first: the size limit reads the body before the JSON rule parses it.
+    app.add_middleware(JsonBodyMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeadersMiddleware)
     install_problem_handlers(app)
 
     @app.exception_handler(DatabaseUnreachable)
@@ -125,4 +161,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     api_docs.install(app)
     ui.install(app, settings)
     observability.install(app)
+    if settings.trusted_proxies:
+        # Outermost: who the client is and which scheme it used, as the trusted proxy says.
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     return app

@@ -30,14 +30,21 @@ class TaskTypeInfo(BaseModel):
 
 
 class WorkerInfo(BaseModel):
-    """A worker process, its last heartbeat, and the tasks it runs now."""
+    """A worker process, its last heartbeat, and the tasks it runs now; the rest (when it
+    started, how many tasks it takes, its process id and host) for administrators only."""
 
     name: str
-    started_at: datetime | None = None
     last_heartbeat: datetime | None = None
     missing: bool = False
-    concurrency: int | None = None
     tasks: list[str] = []
+    started_at: datetime | None = None
+    concurrency: int | None = None
+    pid: int | None = None
+    host: str | None = None
+
+
+#: What a user who is not an administrator sees of a worker.
+USER_FIELDS = frozenset({"name", "last_heartbeat", "missing", "tasks"})
 
 
 @router.get(
@@ -61,17 +68,20 @@ async def task_types(runtime: RuntimeDep, user: UserDep) -> list[TaskTypeInfo]:
     responses=problem_responses(401),
 )
 async def workers(runtime: RuntimeDep, user: UserDep) -> list[WorkerInfo]:
-    """Workers that have heartbeated, newest heartbeat first, each with the running tasks the
-    user may see (an administrator: all of them)."""
-    infos = [
-        WorkerInfo.model_validate(record.model_dump())
-        for record in await runtime.store.workers.all()
-    ]
-    if user.owner_filter is not None:
-        running = [task_id for info in infos for task_id in info.tasks]
-        visible = await runtime.store.tasks.visible_ids(running, user.owner_filter)
-        for info in infos:
-            info.tasks = [task_id for task_id in info.tasks if task_id in visible]
+    """Workers that have heartbeated, newest heartbeat first. An administrator sees all of
+    them, with all their fields; a user only the workers running their tasks, with those tasks,
+    the name, heartbeat and whether it is missing."""
+    records = await runtime.store.workers.all()
+    if user.owner_filter is None:
+        return [WorkerInfo.model_validate(record.model_dump()) for record in records]
+    running = [task_id for record in records for task_id in record.tasks]
+    visible = await runtime.store.tasks.visible_ids(running, user.owner_filter)
+    infos = []
+    for record in records:
+        theirs = [task_id for task_id in record.tasks if task_id in visible]
+        if theirs:
+            shown = record.model_dump(include=set(USER_FIELDS))
+            infos.append(WorkerInfo.model_validate({**shown, "tasks": theirs}))
     return infos
 
 

@@ -1,4 +1,5 @@
-"""The API's observability: a correlation id, a span and metrics per request, and /metrics.
+"""The API's observability: a correlation id, a span and metrics per request (served to
+operators on the metrics port, `TASKLIGHT_API_METRICS_PORT`, never on the port users reach).
 
 The correlation id comes from the request's `X-Correlation-ID` (or `X-Request-ID`) when it is a
 sensible token, else a new one; it goes back in the answer's `X-Correlation-ID`, onto every line
@@ -12,7 +13,6 @@ import time
 import uuid
 
 from fastapi import FastAPI
-from fastapi.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared import metrics, tracing
@@ -93,10 +93,5 @@ def _route(scope: Scope) -> str | None:
 
 
 def install(app: FastAPI) -> None:
-    """Add the middleware (outermost, so it sees every answer) and `GET /metrics`."""
+    """Add the middleware (outermost, so it sees every answer)."""
     app.add_middleware(ObservabilityMiddleware)
-
-    @app.get("/metrics", include_in_schema=False)
-    async def prometheus_metrics() -> Response:
-        """The api's metrics, in Prometheus text format."""
-        return Response(metrics.exposition(metrics.API_REGISTRY), media_type=metrics.CONTENT_TYPE)

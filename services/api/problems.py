@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
@@ -19,6 +19,9 @@ PROBLEM_JSON = "application/problem+json"
 #: problem type URN → (HTTP status, title); the one table of what can go wrong.
 PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "urn:tasklight:problem:malformed-json": (400, "The request body is not valid JSON"),
+    "urn:tasklight:problem:too-deep": (400, "The JSON nests too deeply"),
+    "urn:tasklight:problem:invalid-header": (400, "A request header is malformed or repeated"),
+    "urn:tasklight:problem:unsupported-media-type": (415, "The request body must be JSON"),
     "urn:tasklight:problem:invalid-request": (422, "The request does not validate"),
     "urn:tasklight:problem:invalid-task": (422, "Unknown task type or invalid arguments"),
     "urn:tasklight:problem:unauthorized": (401, "Authentication required"),
@@ -30,6 +33,7 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "urn:tasklight:problem:args-too-large": (413, "The task's arguments are too large"),
     "urn:tasklight:problem:rate-limited": (429, "Too many submissions; slow down"),
     "urn:tasklight:problem:too-many-failed-sign-ins": (429, "Too many wrong passwords lately"),
+    "urn:tasklight:problem:sign-in-busy": (503, "Too many sign-ins at once; retry shortly"),
     "urn:tasklight:problem:already-finished": (409, "The task has already finished"),
     "urn:tasklight:problem:idempotency-key-reused": (
         422,
@@ -41,6 +45,7 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     ),
     "urn:tasklight:problem:broker-unavailable": (503, "The task queue cannot take tasks now"),
     "urn:tasklight:problem:unavailable": (503, "A backing service is unavailable"),
+    # Any other HTTP error the framework raises, with its own status (none is known to remain).
     "urn:tasklight:problem:http": (400, "Bad request"),
     "urn:tasklight:problem:internal": (500, "Internal error"),
 }
@@ -49,7 +54,17 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
 class Problem(BaseModel):
     """RFC 9457 problem details, with `errors` naming each bad field when there are any."""
 
-    type: str
+    # Every type, with its status and title, in the OpenAPI document (docs/contracts/).
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-problem-types": {
+                type_: {"status": status, "title": title}
+                for type_, (status, title) in PROBLEM_TYPES.items()
+            }
+        }
+    )
+
+    type: str = Field(json_schema_extra={"enum": list(PROBLEM_TYPES)})
     title: str
     status: int
     detail: str | None = None

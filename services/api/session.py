@@ -20,6 +20,7 @@ from services.api.runtime import (
     UserDep,
 )
 from shared.auth import CSRF_COOKIE, SESSION_COOKIE, Principal, Role, TooManyFailedLogins
+from shared.offload import Busy
 from shared.task import API_PREFIX
 
 router = APIRouter(prefix=API_PREFIX, tags=["session"])
@@ -61,20 +62,28 @@ def _user(principal: Principal) -> UserInfo:
 @router.post(
     "/session",
     response_model=SessionInfo,
-    responses=problem_responses(400, 401, 422, 429),
+    responses=problem_responses(400, 401, 415, 422, 429, 503),
     summary="Sign in",
 )
 async def sign_in(
     body: SignIn, request: Request, response: Response, runtime: RuntimeDep
 ) -> SessionInfo:
     """Check a user name and password and start a session (the cookies)."""
+    # The peer's address: a proxy's X-Forwarded-For only counts from TASKLIGHT_TRUSTED_PROXIES.
+    address = request.client.host if request.client else None
     try:
-        principal = await runtime.auth.by_password(body.username, body.password)
+        principal = await runtime.auth.by_password(body.username, body.password, address=address)
     except TooManyFailedLogins as exc:
         raise ProblemError(
             "urn:tasklight:problem:too-many-failed-sign-ins",
             str(exc),
             headers={"Retry-After": str(exc.retry_after_s)},
+        ) from None
+    except Busy:
+        raise ProblemError(
+            "urn:tasklight:problem:sign-in-busy",
+            "too many sign-ins are being checked at once; retry in a second",
+            headers={"Retry-After": "1"},
         ) from None
     if principal is None:
         raise ProblemError("urn:tasklight:problem:bad-credentials", "wrong user name or password")

@@ -13,6 +13,7 @@ from services.api.problems import ProblemError, problem_responses
 from services.api.runtime import RuntimeDep, UserDep
 from shared.auth import Principal
 from shared.ids import is_task_id
+from shared.jsonlimits import TOO_DEEP
 from shared.lifecycle import FINAL_STATES, GROUP_STATES, TaskGroup, TaskState
 from shared.rate_limit import RateLimited
 from shared.records import StoredTask
@@ -79,7 +80,7 @@ async def _owned(runtime: RuntimeDep, user: Principal, task_id: str) -> StoredTa
     "",
     status_code=202,
     response_model=Task,
-    responses=problem_responses(400, 403, 409, 413, 422, 429, 503),
+    responses=problem_responses(400, 403, 409, 413, 415, 422, 429, 503),
     summary="Submit a task",
 )
 async def submit_task(
@@ -147,8 +148,10 @@ def _submission_problem(exc: Exception, loc: list[str | int]) -> ProblemError:
     """The problem for a refused submission; `loc` is where the submission is in the body."""
     if isinstance(exc, InvalidSubmission):
         errors = [{**err, "loc": [*loc, *err["loc"]]} for err in exc.errors]
+        # Too deep is the same problem wherever it is, in the body or in a task's free JSON.
+        deep = any(err.get("type") == TOO_DEEP for err in errors)
         return ProblemError(
-            "urn:tasklight:problem:invalid-task",
+            "urn:tasklight:problem:too-deep" if deep else "urn:tasklight:problem:invalid-task",
             "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors),
             errors=errors,
         )
@@ -189,7 +192,7 @@ class BatchResult(BaseModel):
     ":batch",
     status_code=202,
     response_model=BatchResult,
-    responses=problem_responses(400, 403, 413, 422, 429, 503),
+    responses=problem_responses(400, 403, 413, 415, 422, 429, 503),
     summary="Submit up to 100 tasks at once",
 )
 async def submit_batch(batch: Batch, runtime: RuntimeDep, user: UserDep) -> BatchResult:

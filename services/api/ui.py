@@ -12,7 +12,7 @@ import os
 from html import escape
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -21,11 +21,13 @@ from pydantic import BaseModel
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.api import demo, outcome
+from services.api.headers import page_csp
 from services.api.problems import ProblemError
 from services.api.runtime import RuntimeDep, UserDep, authenticate
 from services.api.tasks import _owned
 from shared import waiting_page
 from shared.auth import DEV_PASSWORD, DEV_USER, Principal
+from shared.local_path import local_path
 from shared.settings import Settings
 from shared.task import API_PREFIX
 
@@ -83,16 +85,32 @@ class ClientConfig(BaseModel):
     role: str
 
 
+def page_origin(request: Request, settings: Settings) -> str:
+    """The origin the page of `request` is on, as far as URLs the api builds go.
+
+    Never what the Host header says unchecked: `settings.public_url` when set, else the
+    request's own origin if it is one of the allowed ones, else the api's local address.
+    """
+    public = settings.public_origin()
+    if public is not None:
+        return public
+    asked = f"{request.url.scheme}://{request.url.netloc}"
+    if asked in settings.origins():
+        return asked
+    return f"http://127.0.0.1:{settings.api_port}"
+
+
 def notifier_url(request: Request, settings: Settings) -> str:
     """The notifier's WebSocket URL for a browser that loaded `request`."""
     configured = UiSettings().notifier_public_url
-    scheme = "wss" if request.url.scheme == "https" else "ws"
-    if configured.startswith("/"):
-        # Same origin as the page, with the Host it was asked for (the gateway passes it on).
-        return f"{scheme}://{request.url.netloc}{configured}"
-    if configured:
+    if configured and not configured.startswith("/"):
         return configured
-    host = request.url.hostname or "127.0.0.1"
+    origin = urlsplit(page_origin(request, settings))
+    scheme = "wss" if origin.scheme == "https" else "ws"
+    if configured:
+        # Same origin as the page (a gateway routes the path to the notifier).
+        return f"{scheme}://{origin.netloc}{configured}"
+    host = origin.hostname or "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
     return f"{scheme}://{host}:{settings.notifier_port}/ws"
@@ -136,7 +154,7 @@ PageUserDep = Annotated[Principal, Depends(page_user)]
 
 def safe_next(next_url: str | None) -> str:
     """A same-site path to go to after signing in; anything else (another site) becomes `/`."""
-    return next_url if next_url and waiting_page.is_local_path(next_url) else "/"
+    return local_path(next_url) or "/"
 
 
 def page(
@@ -167,7 +185,8 @@ def page(
         body=body,
         data=data_script,
     )
-    return HTMLResponse(html, status_code=status_code, headers={"Cache-Control": "no-store"})
+    headers = {"Cache-Control": "no-store", "Content-Security-Policy": page_csp(url)}
+    return HTMLResponse(html, status_code=status_code, headers=headers)
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -234,7 +253,9 @@ async def login(request: Request, runtime: RuntimeDep, next: str | None = None) 
     if runtime.settings.dev_mode:
         hint = DEV_HINT.format(user=DEV_USER, password=DEV_PASSWORD)
     html = LOGIN_PAGE.format(next=escape(target), hint=hint)
-    return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+    return HTMLResponse(
+        html, headers={"Cache-Control": "no-store", "Content-Security-Policy": page_csp("/")}
+    )
 
 
 def install(app: FastAPI, settings: Settings) -> None:

@@ -129,7 +129,10 @@ class Notifier:
         # A browser always names the page's origin. Another site's page must not open a socket
         # that the browser authenticates with our cookie (cross-site WebSocket hijacking).
         # Scripts send no Origin; they authenticate with a token and are not at risk.
-        origin = request.headers.get("Origin")
+        origins = request.headers.get_all("Origin")
+        if len(origins) > 1:
+            return _plain(HTTPStatus.BAD_REQUEST, "the Origin header must be sent once\n")
+        origin = origins[0] if origins else None
         if origin is not None and origin.rstrip("/") not in self.origins:
             log.warning("refused a WebSocket from origin %r", origin)
             return _plain(HTTPStatus.FORBIDDEN, f"origin {origin} is not allowed\n")

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from shared.jsonlimits import MAX_DOCUMENT_DEPTH, JsonRefused, loads
+
 #: Task ids one `subscribe` may name.
 MAX_TASK_IDS = 1000
 #: Longest subscription (or ping) id.
@@ -80,9 +82,9 @@ ClientMessage = Subscribe | Unsubscribe | Ping | Auth
 def parse(text: str) -> ClientMessage:
     """The client message in a text frame; raises `ProtocolError` saying what is wrong."""
     try:
-        data = json.loads(text)
-    except ValueError:
-        raise ProtocolError("malformed-message", "the frame is not JSON") from None
+        data = loads(text, max_depth=MAX_DOCUMENT_DEPTH)
+    except JsonRefused as exc:
+        raise ProtocolError("malformed-message", f"the frame is not JSON we take: {exc}") from None
     if not isinstance(data, dict):
         raise ProtocolError("malformed-message", "the frame is not a JSON object")
     raw_id = data.get("id")

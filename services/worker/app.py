@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 from typing import Any
 
 from faststream import AckPolicy
@@ -13,7 +15,6 @@ from pydantic import ValidationError
 
 from services.worker.heartbeat import heartbeat_forever
 from services.worker.janitor import Janitor
-from services.worker.probes import ProbeServer
 from services.worker.runner import NotTaken, Runner
 from shared import metrics, tracing
 from shared.broker import (
@@ -29,6 +30,7 @@ from shared.commands import Commands
 from shared.ids import is_task_id
 from shared.logs import bound
 from shared.messages import CancelTask, RunTask
+from shared.probes import ProbeServer
 from shared.registry import Registry, load_registry
 from shared.runs import Runs
 from shared.settings import Settings
@@ -247,8 +249,10 @@ class Worker:
                 asyncio.create_task(self.janitor.run_forever()),
             ]
         log.info(
-            "worker %s consuming %s with concurrency %d",
+            "worker %s (pid %d on %s) consuming %s with concurrency %d",
             self.settings.worker_name,
+            os.getpid(),
+            socket.gethostname(),
             self.topology.tasks_queue,
             self.settings.worker_concurrency,
         )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from collections.abc import Callable
 from datetime import datetime
 
@@ -19,7 +21,13 @@ async def beat(
     """Record one heartbeat of worker `name`."""
     now = utcnow()
     await store.workers.beat(
-        name, at=now, started_at=started_at, concurrency=concurrency, tasks=tasks
+        name,
+        at=now,
+        started_at=started_at,
+        concurrency=concurrency,
+        tasks=tasks,
+        pid=os.getpid(),
+        host=socket.gethostname(),
     )
     if tasks:
         await store.tasks.touch_heartbeats(tasks, name, now)

@@ -20,22 +20,30 @@ class WorkerStore:
         self.collection = collection
 
     async def beat(
-        self, name: str, *, at: datetime, started_at: datetime, concurrency: int, tasks: list[str]
+        self,
+        name: str,
+        *,
+        at: datetime,
+        started_at: datetime,
+        concurrency: int,
+        tasks: list[str],
+        pid: int | None = None,
+        host: str | None = None,
     ) -> None:
-        """Record one heartbeat of worker `name` and the tasks it runs now."""
-        await self.collection.update_one(
-            {"_id": name},
-            {
-                "$set": {
-                    "last_heartbeat": at,
-                    "missing": False,
-                    "started_at": started_at,
-                    "concurrency": concurrency,
-                    "tasks": tasks,
-                }
-            },
-            upsert=True,
-        )
+        """Record one heartbeat of worker `name` and the tasks it runs now (with its process
+        id and host, when given: for operators, never shown to users)."""
+        fields: Doc = {
+            "last_heartbeat": at,
+            "missing": False,
+            "started_at": started_at,
+            "concurrency": concurrency,
+            "tasks": tasks,
+        }
+        if pid is not None:
+            fields["pid"] = pid
+        if host is not None:
+            fields["host"] = host
+        await self.collection.update_one({"_id": name}, {"$set": fields}, upsert=True)
 
     async def mark_missing(self, heartbeat_before: datetime) -> int:
         """Mark missing the workers whose last heartbeat is before `heartbeat_before`; how many

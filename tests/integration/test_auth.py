@@ -728,6 +728,43 @@ async def test_workers_show_each_user_only_the_running_tasks_they_may_see(
         await client.post(f"/api/v1/tasks/{task_id}/cancel")
 
 
+async def test_workers_show_a_user_only_theirs_and_an_admin_the_process_and_host(
+    people: People, worker: Any
+) -> None:
+    import os
+    import socket
+
+    async with people.client(OWNER) as client:
+        submitted = await client.post(
+            "/api/v1/tasks", json={"name": "test.count", "args": {"rounds": 50, "round_s": 0.1}}
+        )
+        task_id = submitted.json()["id"]
+
+    async def listed(actor: str) -> list[dict[str, Any]]:
+        async with people.client(actor) as client:
+            answer: list[dict[str, Any]] = (await client.get("/api/v1/workers")).json()
+        return answer
+
+    for _ in range(100):
+        if any(task_id in w["tasks"] for w in await listed(ADMIN)):
+            break
+        await asyncio.sleep(0.1)
+    (seen_by_admin,) = [w for w in await listed(ADMIN) if task_id in w["tasks"]]
+    assert (seen_by_admin["pid"], seen_by_admin["host"]) == (os.getpid(), socket.gethostname())
+    assert seen_by_admin["concurrency"] is not None
+    (seen_by_owner,) = await listed(OWNER)
+    assert seen_by_owner["tasks"] == [task_id]
+    assert {k for k, v in seen_by_owner.items() if v is not None} == {
+        "name",
+        "last_heartbeat",
+        "missing",
+        "tasks",
+    }
+    assert await listed(OTHER) == []  # no worker runs a task of theirs
+    async with people.client(OWNER) as client:
+        await client.post(f"/api/v1/tasks/{task_id}/cancel")
+
+
 async def test_repeated_wrong_passwords_block_sign_in_for_that_name_only(
     settings: Settings, store: Store
 ) -> None:
@@ -789,3 +826,135 @@ async def test_websocket_matrix_every_user_may_ping_and_unsubscribe(
         await socket.subscribe("s", scope="all")
         await socket.send({"type": "unsubscribe", "id": "s"})
         assert await socket.recv() == {"type": "unsubscribed", "id": "s"}
+
+
+# ---- sign-in under attack ------------------------------------------------------------------
+
+
+async def _sign_in(base_url: str, username: str, password: str, **headers: str) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=base_url, headers=headers) as client:
+        return await client.post(
+            "/api/v1/session", json={"username": username, "password": password}
+        )
+
+
+async def test_wrong_passwords_sent_at_once_for_one_name_are_held_to_the_limit(
+    settings: Settings, store: Store
+) -> None:
+    """Each attempt is counted before its password is checked: twenty guesses sent together
+    get as many checks as three sent one after another."""
+    strict = settings.model_copy(update={"max_failed_logins": 3})
+    await AuthStore(store.db).create_user("frank", Role.USER, password="frank-password")
+    base_url = f"http://127.0.0.1:{strict.api_port}"
+    async with ServerThread(create_app(strict), strict.api_port):
+        answers = await asyncio.gather(
+            *(_sign_in(base_url, "frank", f"guess-{i}") for i in range(20))
+        )
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses == [401] * 3 + [429] * 17, statuses
+
+
+async def test_failed_sign_ins_from_one_address_are_limited_whatever_the_names(
+    settings: Settings, store: Store
+) -> None:
+    """Random names avoid the limit per name; the one per address catches them, and the
+    client's own X-Forwarded-For does not change its address (no proxy is trusted)."""
+    strict = settings.model_copy(update={"max_failed_logins_per_address": 5})
+    await AuthStore(store.db).create_user("gina", Role.USER, password="gina-password")
+    base_url = f"http://127.0.0.1:{strict.api_port}"
+    async with ServerThread(create_app(strict), strict.api_port):
+        statuses = [
+            (
+                await _sign_in(
+                    base_url, f"random-{i}", "guess", **{"X-Forwarded-For": f"198.51.100.{i}"}
+                )
+            ).status_code
+            for i in range(7)
+        ]
+        blocked = await _sign_in(base_url, "gina", "gina-password")
+    assert statuses == [401] * 5 + [429] * 2
+    assert blocked.status_code == 429
+    assert blocked.json()["type"] == "urn:tasklight:problem:too-many-failed-sign-ins"
+
+
+async def test_behind_a_trusted_proxy_the_forwarded_client_address_is_the_one_counted(
+    settings: Settings, store: Store
+) -> None:
+    proxied = settings.model_copy(
+        update={"max_failed_logins_per_address": 2, "trusted_proxies": "127.0.0.1"}
+    )
+    await AuthStore(store.db).create_user("hana", Role.USER, password="hana-password")
+    base_url = f"http://127.0.0.1:{proxied.api_port}"
+    one, two = {"X-Forwarded-For": "198.51.100.1"}, {"X-Forwarded-For": "198.51.100.2"}
+    async with ServerThread(create_app(proxied), proxied.api_port):
+        first = [(await _sign_in(base_url, f"n{i}", "guess", **one)).status_code for i in range(3)]
+        other = await _sign_in(base_url, "hana", "hana-password", **two)
+    assert first == [401, 401, 429]
+    assert other.status_code == 200
+
+
+@pytest.fixture
+def slow_checks(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Password checks that take 0.1 s longer, recording their threads and most at once."""
+    import threading
+    import time
+
+    from shared import auth as auth_module
+
+    real = auth_module.check_password
+    lock = threading.Lock()
+    seen: dict[str, Any] = {"threads": set(), "running": 0, "most": 0}
+
+    def check(password: str, stored: str) -> bool:
+        with lock:
+            seen["threads"].add(threading.get_ident())
+            seen["running"] += 1
+            seen["most"] = max(seen["most"], seen["running"])
+        try:
+            time.sleep(0.1)
+            return real(password, stored)
+        finally:
+            with lock:
+                seen["running"] -= 1
+
+    monkeypatch.setattr(auth_module, "check_password", check)
+    return seen
+
+
+async def test_password_checks_run_off_the_event_loop_a_bounded_number_at_once(
+    settings: Settings, store: Store, slow_checks: dict[str, Any]
+) -> None:
+    import threading
+
+    bounded = settings.model_copy(update={"password_checks_at_once": 2})
+    await AuthStore(store.db).create_user("ivan", Role.USER, password="ivan-password")
+    base_url = f"http://127.0.0.1:{bounded.api_port}"
+    async with ServerThread(create_app(bounded), bounded.api_port):
+        answers = await asyncio.gather(
+            _sign_in(base_url, "ivan", "ivan-password"),
+            *(_sign_in(base_url, f"nobody-{i}", "guess") for i in range(7)),
+        )
+    assert [a.status_code for a in answers] == [200] + [401] * 7
+    assert threading.get_ident() not in slow_checks["threads"]  # never on the event loop
+    assert slow_checks["most"] == 2
+
+
+async def test_sign_ins_beyond_what_may_wait_get_503_and_are_not_counted_as_failures(
+    settings: Settings, store: Store, slow_checks: dict[str, Any]
+) -> None:
+    one_at_a_time = settings.model_copy(
+        update={"password_checks_at_once": 1, "max_failed_logins": 100}
+    )
+    await AuthStore(store.db).create_user("jane", Role.USER, password="jane-password")
+    base_url = f"http://127.0.0.1:{one_at_a_time.api_port}"
+    async with ServerThread(create_app(one_at_a_time), one_at_a_time.api_port):
+        answers = await asyncio.gather(*(_sign_in(base_url, "jane", "guess") for _ in range(30)))
+    busy = [a for a in answers if a.status_code == 503]
+    checked = [a for a in answers if a.status_code == 401]
+    assert len(busy) + len(checked) == 30
+    assert busy, "every sign-in waited"
+    assert busy[0].json()["type"] == "urn:tasklight:problem:sign-in-busy"
+    assert busy[0].headers["Retry-After"] == "1"
+    counter = await store.db["failed_logins"].find_one({"_id": "name:jane"})
+    assert counter is not None
+    assert counter["count"] == len(checked)

@@ -100,7 +100,7 @@ def json_lines() -> Iterator[io.StringIO]:
 async def test_one_task_moves_the_metrics_of_the_api_the_worker_and_the_notifier(
     settings: Settings, api: httpx.AsyncClient, worker: Worker, notifier: Notifier
 ) -> None:
-    api_url = f"http://127.0.0.1:{settings.api_port}/metrics"
+    api_url = f"http://127.0.0.1:{settings.api_metrics_port}/metrics"
     worker_url = f"http://127.0.0.1:{worker.probes.port}/metrics"
     notifier_url = f"http://127.0.0.1:{settings.notifier_port}/metrics"
     assert worker.probes.port != 0

@@ -24,7 +24,7 @@ from shared.submission import submission_digest
 from shared.task import WorkerRef
 from shared.topology import RUN_KEY, Topology
 from tests.integration.test_worker import read, submit, until_state
-from tests.support import eventually, stored_task
+from tests.support import admin_headers, eventually, stored_task
 
 pytestmark = pytest.mark.integration
 
@@ -126,8 +126,9 @@ async def test_a_worker_that_stops_heartbeating_is_listed_as_missing(
     await store.workers.collection.insert_one(
         {"_id": "silent", "last_heartbeat": utcnow() - timedelta(minutes=5), "missing": False}
     )
+    admin = await admin_headers(store)  # a user sees only the workers running their tasks
     workers = await eventually(
-        lambda: api.get("/api/v1/workers"),
+        lambda: api.get("/api/v1/workers", headers=admin),
         lambda r: any(w["name"] == "silent" and w["missing"] for w in r.json()),
     )
     [me] = [w for w in workers.json() if w["name"] == quick_worker.settings.worker_name]
@@ -241,6 +242,38 @@ async def test_a_stopping_worker_hands_a_running_task_back_and_another_finishes_
         await second.stop(grace_s=0)
     assert task["state"] == "completed"
     assert task["worker"]["name"] == "second"
+
+
+async def test_a_task_handed_back_on_shutdown_is_started_at_once_by_a_running_worker(
+    api: httpx.AsyncClient, settings: Settings
+) -> None:
+    """Handed back means queued again: the other worker starts it within a couple of seconds,
+    not after the janitor's worker TTL (30 s by default, which these settings keep)."""
+    workers = {
+        name: Worker(settings.model_copy(update={"worker_name": name})) for name in ("one", "two")
+    }
+    for running in workers.values():
+        await running.start()
+    try:
+        task_id = await submit(api, "test.count", rounds=100, round_s=0.1)
+        first = await eventually(
+            lambda: read(api, task_id),
+            lambda t: t["state"] == "running" and bool(t["progress_reports"]),
+        )
+        holder = first["worker"]["name"]
+        (other,) = set(workers) - {holder}
+        await workers.pop(holder).stop(grace_s=0.1)
+        handed = await read(api, task_id)
+        assert [a["outcome"] for a in handed["attempts"]] == ["hand_back"]
+        taken = await eventually(
+            lambda: read(api, task_id),
+            lambda t: t["runs"] == 2 and t["worker"]["name"] == other,
+            timeout_s=3,
+        )
+        assert taken["state"] == "running"
+    finally:
+        for running in workers.values():
+            await running.stop(grace_s=0)
 
 
 async def test_a_stopping_worker_lets_a_short_task_finish_within_the_grace_time(

@@ -60,14 +60,3 @@ def test_the_id_floor_sorts_below_every_id_created_from_then_on() -> None:
     later = new_task_id()
     assert floor <= later
     assert task_id_floor(0) < floor
-
-
-def test_what_mongodb_cannot_store_is_found_with_its_location() -> None:
-    from shared.task import unstorable
-
-    value = {"ok": [1, True, 2**63 - 1], "a\x00b": 1, "deep": [{"n": -(2**63) - 1}]}
-    assert [e["loc"] for e in unstorable(value, ["metadata"])] == [
-        ["metadata", "a\x00b"],
-        ["metadata", "deep", 0, "n"],
-    ]
-    assert unstorable(None, ["metadata"]) == []

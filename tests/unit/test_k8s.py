@@ -21,7 +21,9 @@ from tests.deployment import (
     ROOT,
     SERVICE_PREFIXES,
     answers,
+    metrics_port,
     mongo_url_problem,
+    serves_metrics,
     service_port,
     settings_from,
     ui_settings_from,
@@ -262,8 +264,8 @@ async def test_metrics_are_scraped_where_the_service_serves_them(service: str) -
     )
     assert annotations.get("prometheus.io/scrape") == "true", f"{service} is not scraped"
     port = int(annotations["prometheus.io/port"])
-    assert port == service_port(service, service_settings(service))
-    assert await answers(service, annotations["prometheus.io/path"])
+    assert port == metrics_port(service, service_settings(service))
+    assert await serves_metrics(service, annotations["prometheus.io/path"])
 
 
 def test_a_stopping_worker_gets_more_time_than_its_grace_before_it_is_killed() -> None:

@@ -24,20 +24,44 @@ def page_request(scheme: str, host: str) -> Request:
     )
 
 
+#: Settings of a deployment reached as tasks.example.com (and tasklight.example.com over TLS).
+KNOWN = Settings(
+    notifier_port=8001,
+    allowed_origins="http://tasks.example.com:8000,https://tasklight.example.com",
+)
+
+
 def test_by_default_pages_use_the_notifier_port_of_their_own_host(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("TASKLIGHT_NOTIFIER_PUBLIC_URL", raising=False)
     request = page_request("http", "tasks.example.com:8000")
 
-    assert notifier_url(request, Settings(notifier_port=8001)) == "ws://tasks.example.com:8001/ws"
+    assert notifier_url(request, KNOWN) == "ws://tasks.example.com:8001/ws"
+
+
+@pytest.mark.parametrize("public_url", ["", "/ws"])
+def test_a_host_the_deployment_does_not_know_is_never_used(
+    monkeypatch: pytest.MonkeyPatch, public_url: str
+) -> None:
+    monkeypatch.setenv("TASKLIGHT_NOTIFIER_PUBLIC_URL", public_url)
+    request = page_request("http", "evil.example")
+
+    assert "evil.example" not in notifier_url(request, KNOWN)
+    assert "evil.example" not in notifier_url(request, Settings())
+
+
+def test_the_public_url_wins_over_any_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKLIGHT_NOTIFIER_PUBLIC_URL", "/ws")
+    public = Settings(public_url="https://tasklight.example.com/")
+    for host in ("evil.example", "tasks.example.com:8000", "127.0.0.1:8000"):
+        assert notifier_url(page_request("http", host), public) == "wss://tasklight.example.com/ws"
 
 
 @pytest.mark.parametrize(
     ("scheme", "host", "expected"),
     [
-        ("http", "localhost:8000", "ws://localhost:8000/ws"),
-        ("http", "127.0.0.1:8000", "ws://127.0.0.1:8000/ws"),
+        ("http", "tasks.example.com:8000", "ws://tasks.example.com:8000/ws"),
         ("https", "tasklight.example.com", "wss://tasklight.example.com/ws"),
     ],
 )
@@ -47,7 +71,7 @@ def test_a_path_means_the_page_origin_behind_a_gateway(
     """Given `/ws`, a page gets its own scheme (ws or wss), host and port: the gateway's."""
     monkeypatch.setenv("TASKLIGHT_NOTIFIER_PUBLIC_URL", "/ws")
 
-    assert notifier_url(page_request(scheme, host), Settings(notifier_port=8001)) == expected
+    assert notifier_url(page_request(scheme, host), KNOWN) == expected
 
 
 def test_a_full_url_is_used_as_it_is(monkeypatch: pytest.MonkeyPatch) -> None:

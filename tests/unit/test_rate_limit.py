@@ -92,7 +92,7 @@ async def test_two_replicas_see_each_other_after_a_sync_and_the_database_cost_is
     with pytest.raises(RateLimited):
         await first.take("u")
     # 160 submissions cost a handful of database commands, not one (or more) each.
-    assert counters.commands <= 8
+    assert counters.commands <= 160 // 8
     await first.close()
     await second.close()
 

@@ -107,3 +107,24 @@ def test_a_next_url_off_this_site_is_not_followed(next_url: str) -> None:
     outcome = default_outcome(task("completed", ui={**UI, "next_url": next_url}))
 
     assert outcome.next_url == f"/tasks/{TASK_ID}"
+
+
+@pytest.mark.parametrize("next_url", ["/\t/evil.example", "/\n/evil.example", " //evil.example"])
+def test_a_next_url_a_browser_reads_as_another_site_is_not_followed(next_url: str) -> None:
+    outcome = default_outcome(task("completed", ui={**UI, "next_url": next_url}))
+
+    assert outcome.next_url == f"/tasks/{TASK_ID}"
+
+
+async def test_a_hook_is_held_to_the_same_rule_as_the_hints() -> None:
+    """A hook may build its URL from the task's arguments, which a user chose."""
+    hooks = OutcomeHooks()
+
+    @hooks.on_ready("test.count")
+    def from_args(done: Task) -> Outcome:
+        return Outcome(ready=True, state=done.state, next_url=str(done.args["back"]))
+
+    off_site = await hooks.outcome(task("completed", args={"back": "/\t/evil.example"}))
+    assert off_site.next_url == f"/tasks/{TASK_ID}"
+    local = await hooks.outcome(task("completed", args={"back": "/reports/\n7"}))
+    assert local.next_url == "/reports/7"

@@ -1,6 +1,8 @@
 // The sign-in page: post the user name and password as JSON (a form of another site cannot),
 // then go on to the page that sent us here.
 
+import { localPath } from "/static/ui/local-path.js";
+
 const form = document.getElementById("login-form");
 const error = document.getElementById("login-error");
 
@@ -22,8 +24,8 @@ form.addEventListener("submit", async (event) => {
       body: JSON.stringify({ username: data.get("username"), password: data.get("password") }),
     });
     if (response.ok) {
-      // The server made `next` a path on this site; nothing else is followed.
-      location.assign(form.dataset.next || "/");
+      // The server made `next` a path on this site; checked again: nothing else is followed.
+      location.assign(localPath(form.dataset.next) || "/");
       return;
     }
     const problem = await response.json().catch(() => ({}));

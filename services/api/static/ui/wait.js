@@ -3,6 +3,7 @@
 
 import { isFinal, setFlash } from "/static/tasklight.js";
 import { fill, formatDuration, h, progressBar, stateLabel, taskDurationMs } from "/static/ui/dom.js";
+import { localPath } from "/static/ui/local-path.js";
 import { startShell } from "/static/ui/shell.js";
 
 const initial = JSON.parse(document.getElementById("page-data").textContent);
@@ -57,9 +58,8 @@ async function goOn(task) {
   try {
     const outcome = await tl.outcome(task.id);
     if (outcome.flash) setFlash(outcome.flash);
-    if (outcome.next_url && /^https?:$/.test(new URL(outcome.next_url, location.href).protocol)) {
-      next = outcome.next_url;
-    }
+    // The server applies the same rule; a page never leaves the site whatever it is told.
+    next = localPath(outcome.next_url) || next;
   } catch (error) {
     setFlash({ level: task.state === "completed" ? "success" : "error", message: `Task ${task.name} ${task.state}.` });
   }

@@ -1,7 +1,8 @@
-"""The worker's own small HTTP server: /healthz, /readyz and /metrics, for probes and scrapes.
+"""A small HTTP server for operators: /healthz, /readyz and /metrics, for probes and scrapes.
 
-A worker otherwise serves nothing, so this is plain asyncio (no web framework): one GET per
-connection, answered and closed.
+A worker otherwise serves nothing; the api serves its users on another port, and its metrics
+are not theirs to read. So this is plain asyncio (no web framework): one GET per connection,
+answered and closed.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
+
+from prometheus_client import CollectorRegistry
 
 from shared import metrics
 
@@ -30,19 +33,29 @@ Check = Callable[[], Awaitable[object]]
 
 class ProbeServer:
     """Answers GET /healthz (the process runs), /readyz (every check passes; else 503) and
-    /metrics (the worker's Prometheus metrics)."""
+    /metrics (the Prometheus metrics of `registry`: the worker's unless told otherwise)."""
 
-    def __init__(self, host: str, port: int, checks: dict[str, Check]) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        checks: dict[str, Check],
+        *,
+        registry: CollectorRegistry = metrics.WORKER_REGISTRY,
+        service: str = "worker",
+    ) -> None:
         self.host = host
         self.port = port
         self.checks = checks
+        self.registry = registry
+        self.service = service
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
         """Listen; with port 0 on a free port, which `port` then holds (and the log says)."""
         self._server = await asyncio.start_server(self._serve, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
-        log.info("worker probes and metrics on http://%s:%d/", self.host, self.port)
+        log.info("%s probes and metrics on http://%s:%d/", self.service, self.host, self.port)
 
     async def stop(self) -> None:
         """Stop listening and close open connections."""
@@ -92,7 +105,7 @@ class ProbeServer:
             status = HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE
             return status, "application/json", json.dumps(body).encode()
         if path == "/metrics":
-            return HTTPStatus.OK, metrics.CONTENT_TYPE, metrics.exposition(metrics.WORKER_REGISTRY)
+            return HTTPStatus.OK, metrics.CONTENT_TYPE, metrics.exposition(self.registry)
         return HTTPStatus.NOT_FOUND, "text/plain", b"not found: /healthz, /readyz, /metrics\n"
 
 
