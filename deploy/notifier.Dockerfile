@@ -1,5 +1,5 @@
 # The tasklight notifier image. Build context: the repository root (see docker-compose.yml).
-# The three service Dockerfiles differ only in their last lines; keep them alike.
+# The service Dockerfiles differ only in their last lines; keep them alike.
 
 # Build stage: install the project, without its dev extras, into a virtualenv.
 FROM python:3.11-slim AS build

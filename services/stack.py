@@ -1,7 +1,8 @@
 """`python -m services.stack` (what `make run` calls): the whole system on its embedded defaults.
 
 Starts SecantusDB (unless `MONGODB_URL` is set), checks RabbitMQ at `AMQP_URL`, starts the api,
-worker and notifier processes, prints where to open them, and stops everything on Ctrl-C.
+worker, notifier and webhook sender processes, prints where to open them, and stops everything
+on Ctrl-C.
 `--replicas N` (what `make scale-demo` calls) starts N of each, side by side on the same database
 and queues: they need no coordination of their own beyond what RabbitMQ and MongoDB do.
 """
@@ -141,7 +142,7 @@ class EmbeddedMongo:
             self.process.wait()
 
 
-SERVICES = ("api", "worker", "notifier")
+SERVICES = ("api", "worker", "notifier", "webhooks")
 
 
 def start_service(
@@ -180,9 +181,13 @@ def replica_name(service: str, number: int, replicas: int) -> str:
 
 
 def start_replicas(
-    env: dict[str, str], ports: Sequence[tuple[int, int]], log_dir: Path | None = None
+    env: dict[str, str],
+    ports: Sequence[tuple[int, int]],
+    log_dir: Path | None = None,
+    services: Sequence[str] = SERVICES,
 ) -> dict[str, subprocess.Popen[bytes]]:
-    """Start an api, a worker and a notifier per (api port, notifier port) in `ports`, all on
+    """Start an api, a worker, a notifier and a webhook sender per (api port, notifier port) in
+    `ports` (or only the named `services` of each), all on
     the database and broker of `env`; the processes by name (`api`, or `api-1`, `api-2`, ...).
 
     Each api sends its pages to the notifier of its own replica, and every notifier accepts pages
@@ -214,7 +219,11 @@ def start_replicas(
             metrics = int(env.get("TASKLIGHT_API_METRICS_PORT") or DEFAULT_API_METRICS_PORT)
             metrics_port = metrics + (number - 1) * REPLICA_PORT_STRIDE if metrics else 0
             replica_env["TASKLIGHT_API_METRICS_PORT"] = str(metrics_port)
-        for name in SERVICES:
+            # And each webhook sender's probes likewise.
+            senders = int(env.get("TASKLIGHT_WEBHOOKS_PORT") or 0)
+            sender_port = senders + (number - 1) * REPLICA_PORT_STRIDE if senders else 0
+            replica_env["TASKLIGHT_WEBHOOKS_PORT"] = str(sender_port)
+        for name in services:
             process_name = replica_name(name, number, len(ports))
             processes[process_name] = start_service(name, replica_env, log_dir, process_name)
     return processes
@@ -343,6 +352,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TASKLIGHT_DEV_MODE", "true")
     os.environ.setdefault("TASKLIGHT_BUILTIN_TASKS", "true")
     os.environ.setdefault("TASKLIGHT_LOG_FORMAT", "text")
+    # Trying webhooks out means a receiver on this machine: allowed here, never by default.
+    os.environ.setdefault("TASKLIGHT_WEBHOOK_ALLOW_LOOPBACK", "true")
     settings = Settings()
     env = dict(os.environ)
     mongo: EmbeddedMongo | None = None

@@ -159,6 +159,40 @@ class Settings(BaseSettings):
     #: Compress WebSocket messages (permessage-deflate); costs ~50 KiB of memory per connection.
     ws_compression: bool = False
 
+    #: Where the webhook sender answers /healthz, /readyz and /metrics; port 0: a free one.
+    webhooks_host: str = "127.0.0.1"
+    webhooks_port: int = Field(default=8004, ge=0, le=65535)
+    #: Let webhooks go to loopback addresses (127.0.0.0/8, ::1): for development and tests.
+    webhook_allow_loopback: bool = False
+    #: Networks webhooks may go to although they are not public, comma separated CIDRs
+    #: (`10.20.0.0/16,fd00::/8`); every other private, link-local or reserved address is refused.
+    webhook_allowed_networks: str = ""
+    #: Seconds one delivery attempt may take, connecting included; longer is a failed attempt.
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    #: Seconds before the first retry of a failed delivery; each retry waits twice as long (a
+    #: random half of it taken off), up to `webhook_retry_max_interval_s`.
+    webhook_retry_base_s: float = Field(default=10.0, gt=0)
+    #: The longest wait between two attempts of a delivery (1 hour).
+    webhook_retry_max_interval_s: float = Field(default=3600.0, gt=0)
+    #: Seconds a delivery is retried for, from when it was recorded or replayed (24 hours);
+    #: then it is marked failed.
+    webhook_retry_window_s: float = Field(default=24 * 3600.0, gt=0)
+    #: Deliveries to one endpoint that fail for good one after another (no success between)
+    #: after which the endpoint is disabled, with the reason shown to its owner.
+    webhook_disable_after_failures: int = Field(default=5, ge=1)
+    #: Seconds a rotated-out endpoint secret goes on signing deliveries, beside the new one.
+    webhook_secret_overlap_s: int = Field(default=24 * 3600, ge=0)
+    #: Delivery attempts one sender makes at once, over all endpoints.
+    webhook_concurrency: int = Field(default=32, ge=1, le=1000)
+    #: Delivery attempts one sender makes at once to one endpoint: a slow one holds only these.
+    webhook_endpoint_concurrency: int = Field(default=4, ge=1, le=100)
+    #: Seconds between the sender's looks for due retries and changed endpoints.
+    webhook_poll_s: float = Field(default=1.0, gt=0)
+    #: Endpoints one user may register.
+    webhook_max_endpoints: int = Field(default=20, ge=1)
+    #: Seconds a delivery and its attempts are kept after it was recorded or replayed (7 days).
+    webhook_retention_s: int = Field(default=7 * 24 * 3600, ge=60)
+
     #: Log level of the services.
     log_level: str = "INFO"
     #: `json`: one JSON object per line (for log collectors); `text`: plain lines for people.

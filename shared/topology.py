@@ -22,6 +22,12 @@ SESSIONS = "sessions"
 WS_TICKETS = "ws_tickets"
 #: Wrong passwords per user name in the current window; removed by TTL.
 FAILED_LOGINS = "failed_logins"
+#: Webhook endpoints: a user's receivers of task events, with their signing secrets.
+WEBHOOK_ENDPOINTS = "webhook_endpoints"
+#: Webhook deliveries: one event for one endpoint, with its attempts; removed by TTL.
+WEBHOOK_DELIVERIES = "webhook_deliveries"
+#: Where the webhook sender is in the tasks change stream (its resume token).
+WEBHOOK_CURSORS = "webhook_cursors"
 
 #: Routing key of `RunTask` commands on the tasks exchange.
 RUN_KEY = "run"

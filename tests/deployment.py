@@ -46,9 +46,14 @@ OTHER_VARIABLES = {
 #: much longer for its handlers (`graceful_timeout=shutdown_grace_s + 5` in services/worker/app.py),
 #: then it closes its connections.
 WORKER_STOP_MARGIN_S = 5.0
-#: The three services with their module and the setting prefix of their address
-#: (`TASKLIGHT_<PREFIX>_HOST`, `TASKLIGHT_<PREFIX>_PORT`).
-SERVICE_PREFIXES = {"api": "API", "worker": "WORKER", "notifier": "NOTIFIER"}
+#: The services with the setting prefix of their address (`TASKLIGHT_<PREFIX>_HOST`,
+#: `TASKLIGHT_<PREFIX>_PORT`).
+SERVICE_PREFIXES = {
+    "api": "API",
+    "worker": "WORKER",
+    "notifier": "NOTIFIER",
+    "webhooks": "WEBHOOKS",
+}
 
 
 def service_variables() -> frozenset[str]:
@@ -145,7 +150,8 @@ async def answers(service: str, path: str) -> bool:
             await notifier.store.close()
         # None: the handshake goes on (the WebSocket path); else the plain HTTP answer.
         return response is None or response.status_code != HTTPStatus.NOT_FOUND
-    if service == "worker":
+    if service in ("worker", "webhooks"):
+        # The webhook sender serves the same probe server, with its own metrics.
         status, _, _ = await ProbeServer("127.0.0.1", 0, {})._answer("GET", path)
         return status != HTTPStatus.NOT_FOUND
     raise ValueError(f"no service {service!r}")

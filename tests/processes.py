@@ -14,6 +14,9 @@ from shared.auth import DEV_TOKEN
 from shared.settings import Settings
 from shared.store import Store
 
+#: The services a task needs: what the test stacks start.
+TASK_SERVICES = ("api", "worker", "notifier")
+
 
 def service_env(settings: Settings) -> dict[str, str]:
     """The test's settings as the environment variables the services read."""
@@ -28,6 +31,8 @@ def service_env(settings: Settings) -> dict[str, str]:
         "TASKLIGHT_NOTIFIER_PORT": str(settings.notifier_port),
         "TASKLIGHT_WORKER_NAME": settings.worker_name,
         "TASKLIGHT_HEARTBEAT_S": "0.5",
+        # Several stacks may run on one machine: the sender's probes on a free port.
+        "TASKLIGHT_WEBHOOKS_PORT": "0",
         "TASKLIGHT_DEV_MODE": "true",
         "TASKLIGHT_BUILTIN_TASKS": "true",
         "TASKLIGHT_TOKEN": DEV_TOKEN,
@@ -71,8 +76,11 @@ async def start_stack(
     env: dict[str, str], settings: Settings, log_dir: Path
 ) -> dict[str, subprocess.Popen[bytes]]:
     """An api, a worker and a notifier on `env`, once the api and the notifier listen (at
-    `settings`' ports); stop them with `stop_processes`."""
-    processes = start_replicas(env, [(settings.api_port, settings.notifier_port)], log_dir)
+    `settings`' ports); stop them with `stop_processes`. No webhook sender: the tests that need
+    one start it (on a busy machine every process more slows the others' start)."""
+    processes = start_replicas(
+        env, [(settings.api_port, settings.notifier_port)], log_dir, services=TASK_SERVICES
+    )
     try:
         await until_listening(processes["api"], settings.api_port)
         await until_listening(processes["notifier"], settings.notifier_port)

@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from services.api import api_docs, meta, observability, session, tasks, ui
+from services.api import api_docs, meta, observability, session, tasks, ui, webhooks, webhooks_page
 from services.api.body_limit import BodyLimitMiddleware
 from services.api.headers import SecurityHeadersMiddleware
 from services.api.json_body import JsonBodyMiddleware
@@ -157,9 +157,11 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
 
     app.include_router(session.router)
     app.include_router(tasks.router)
+    app.include_router(webhooks.router)
     app.include_router(meta.router)
     api_docs.install(app)
     ui.install(app, settings)
+    app.include_router(webhooks_page.router)
     observability.install(app)
     if settings.trusted_proxies:
         # Outermost: who the client is and which scheme it used, as the trusted proxy says.

@@ -43,6 +43,12 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
         409,
         "A request with this Idempotency-Key is being processed",
     ),
+    "urn:tasklight:problem:webhook-destination-refused": (
+        422,
+        "Webhooks may not be sent to that address",
+    ),
+    "urn:tasklight:problem:too-many-webhooks": (409, "The most webhook endpoints allowed"),
+    "urn:tasklight:problem:delivery-in-flight": (409, "The delivery is being attempted now"),
     "urn:tasklight:problem:broker-unavailable": (503, "The task queue cannot take tasks now"),
     "urn:tasklight:problem:unavailable": (503, "A backing service is unavailable"),
     # Any other HTTP error the framework raises, with its own status (none is known to remain).

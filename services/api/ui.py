@@ -310,6 +310,7 @@ FRAME = """<!doctype html>
       <span>Background tasks</span>
       <span id="tasks-badge" class="badge" data-count="0" aria-label="0 pending">0</span>
     </button>
+    <a class="nav-link" href="/webhooks">Webhooks</a>
     <span class="user" title="Signed in as {user} ({role})" data-role="{role}">{user}</span>
     <button type="button" id="sign-out" class="link-button">Sign out</button>
   </div>

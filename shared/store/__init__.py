@@ -4,6 +4,7 @@
     ├── tasks         TaskStore: task documents, read as `StoredTask`s and changed by `Change`s
     ├── workers       WorkerStore: heartbeats
     ├── idempotency   IdempotencyKeys: Idempotency-Key records
+    ├── webhooks      WebhookStore: webhook endpoints, deliveries, the sender's stream cursor
     ├── rates         RateCounters: submissions per user and slot, for the rate limit
     └── schema        indexes, made by `migrate` and checked by every service at start
 
@@ -26,6 +27,7 @@ from shared.store.idempotency import IdempotencyKeys, KeyRecord
 from shared.store.rates import RateCounters
 from shared.store.schema import SchemaOutdated
 from shared.store.tasks import DueDispatch, TaskStore
+from shared.store.webhooks import WebhookStore
 from shared.store.workers import WorkerStore
 from shared.topology import IDEMPOTENCY_KEYS, SUBMISSION_COUNTS, TASKS, WORKERS
 
@@ -41,6 +43,7 @@ __all__ = [
     "SchemaOutdated",
     "Store",
     "TaskStore",
+    "WebhookStore",
     "WorkerStore",
     "open_store",
     "outcome_unknown",
@@ -59,6 +62,7 @@ class Store:
         *,
         retention_s: int = 30 * 24 * 3600,
         idempotency_ttl_s: int = 24 * 3600,
+        webhook_retention_s: int = 7 * 24 * 3600,
         outbox_grace_s: float = 0.1,
     ) -> None:
         self.client = client
@@ -69,6 +73,7 @@ class Store:
         self.tasks = TaskStore(self.db[TASKS], mark_hold_s=outbox_grace_s / 2)
         self.workers = WorkerStore(self.db[WORKERS])
         self.idempotency = IdempotencyKeys(self.db[IDEMPOTENCY_KEYS])
+        self.webhooks = WebhookStore(self.db, retention_s=webhook_retention_s)
         self.rates = RateCounters(self.db[SUBMISSION_COUNTS])
 
     async def ping(self) -> None:
@@ -99,5 +104,6 @@ def open_store(settings: Settings) -> Store:
         settings.database,
         retention_s=settings.retention_s,
         idempotency_ttl_s=settings.idempotency_ttl_s,
+        webhook_retention_s=settings.webhook_retention_s,
         outbox_grace_s=settings.outbox_grace_s,
     )

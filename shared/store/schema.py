@@ -31,6 +31,8 @@ from shared.topology import (
     SESSIONS,
     SUBMISSION_COUNTS,
     TASKS,
+    WEBHOOK_DELIVERIES,
+    WEBHOOK_ENDPOINTS,
     WS_TICKETS,
 )
 
@@ -105,6 +107,26 @@ def indexes(*, retention_s: int, idempotency_ttl_s: int) -> list[Index]:
         Index(SESSIONS, (("expires_at", ASCENDING),), ttl_s=0, why="expired sessions go"),
         Index(WS_TICKETS, (("expires_at", ASCENDING),), ttl_s=0, why="expired tickets go"),
         Index(FAILED_LOGINS, (("expires_at", ASCENDING),), ttl_s=0, why="old failures go"),
+        Index(
+            WEBHOOK_ENDPOINTS, (("owner", ASCENDING), ("_id", DESCENDING)), why="a user's webhooks"
+        ),
+        Index(
+            WEBHOOK_DELIVERIES,
+            (("next_attempt_at", ASCENDING),),
+            sparse=True,
+            why="the sender's due deliveries (only pending ones have the field)",
+        ),
+        Index(
+            WEBHOOK_DELIVERIES,
+            (("endpoint_id", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)),
+            why="an endpoint's deliveries, newest first",
+        ),
+        Index(
+            WEBHOOK_DELIVERIES,
+            (("expires_at", ASCENDING),),
+            ttl_s=0,
+            why="deliveries go after the webhook retention time",
+        ),
     ]
 
 

@@ -55,6 +55,9 @@ class Services:
     api: subprocess.Popen[bytes] | None = None
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     started_workers: int = 0
+    #: The webhook sender, once started.
+    sender: subprocess.Popen[bytes] | None = None
+    started_senders: int = 0
 
     def __post_init__(self) -> None:
         self.env = {**service_env(self.settings), **QUICK_ENV}
@@ -93,9 +96,26 @@ class Services:
         process.send_signal(signal.SIGKILL)
         process.wait()
 
+    def start_sender(self, env: dict[str, str] | None = None) -> None:
+        """Start a webhook sender (with `env` on top of the services' environment)."""
+        self.started_senders += 1
+        log_dir = self.log_dir / f"webhooks-{self.started_senders}"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.sender = start_service("webhooks", {**self.env, **(env or {})}, log_dir)
+
+    def kill_sender(self) -> None:
+        """SIGKILL the webhook sender, as a crash would."""
+        assert self.sender is not None
+        self.sender.send_signal(signal.SIGKILL)
+        self.sender.wait()
+        self.sender = None
+
     def stop_all(self) -> None:
         """Terminate every process (SIGTERM, then SIGKILL after a while)."""
         processes = [*self.workers.values(), *([self.api] if self.api else [])]
+        if self.sender is not None:
+            processes.append(self.sender)
+            self.sender = None
         stop_processes(processes, STOP_TIMEOUT_S)
         self.workers.clear()
         self.api = None

@@ -43,7 +43,12 @@ from schemathesis.specs.openapi.checks import (
 from schemathesis.specs.openapi.schemas import OpenApiSchema
 
 from services.worker.app import Worker
+from shared.clock import utcnow
+from shared.ids import new_task_id
 from shared.settings import Settings
+from shared.store import open_store
+from shared.webhooks.events import EventType, delivery_id
+from shared.webhooks.records import Delivery, DeliveryState
 from tests.support import eventually
 
 pytestmark = pytest.mark.integration
@@ -84,6 +89,10 @@ NO_SUCCESS_EXPECTED = {
 }
 
 TASKS = "/api/v1/tasks"
+WEBHOOKS = "/api/v1/webhooks"
+#: A webhook destination every run may register: a public address, so no name is looked up (no
+#: sender runs: nothing is sent there).
+PUBLIC_URL = "https://1.1.1.1/tasklight-fuzz"
 #: The submission's schema, which the sharpened document narrows to the registered types.
 SUBMISSION_SCHEMA = "Submission"
 
@@ -130,6 +139,9 @@ class Run:
     headers: dict[str, str]
     statuses: dict[str, dict[str, Counter[int]]] = field(default_factory=dict)
     findings: dict[tuple[str, str, str, int | None], Finding] = field(default_factory=dict)
+    #: Webhook endpoints with one delivery each, (endpoint id, delivery id), offered to the
+    #: operations that take them.
+    hooks: list[tuple[str, str]] = field(default_factory=list)
     #: Operations no request of which can break the document (a free-form string path parameter
     #: and nothing else, say): they get no invalid requests, and the summary says so.
     nothing_to_negate: list[str] = field(default_factory=list)
@@ -196,10 +208,10 @@ class Run:
                 ids = [*task_ids, *(self.submit_waiting() for _ in range(FRESH_TASKS))]
             for example in operation.get_strategies_from_examples():
                 self.drive(operation, example, "examples")
-            positive = cases(operation, GenerationMode.POSITIVE, ids)
+            positive = cases(operation, GenerationMode.POSITIVE, ids, self.hooks)
             self.drive(operation, positive, GenerationMode.POSITIVE.value)
             if negative:
-                invalid = cases(operation, GenerationMode.NEGATIVE, ids)
+                invalid = cases(operation, GenerationMode.NEGATIVE, ids, self.hooks)
                 self.drive(operation, invalid, GenerationMode.NEGATIVE.value)
 
     def submit_waiting(self) -> str:
@@ -267,14 +279,30 @@ def takes_task_id(operation: Operation) -> bool:
 
 
 def cases(
-    operation: Operation, mode: GenerationMode, task_ids: list[str]
+    operation: Operation,
+    mode: GenerationMode,
+    task_ids: list[str],
+    hooks: list[tuple[str, str]] | None = None,
 ) -> st.SearchStrategy[AnyCase]:
     """Generated requests for `operation`; where it takes a task id (in its path, or as the
-    list's cursor), valid ones name an existing task half the time, to reach its success path."""
+    list's cursor), valid ones name an existing task half the time, to reach its success path;
+    where it takes a webhook endpoint (and delivery), one of `hooks` (endpoint id, delivery id)."""
     generated = operation.as_strategy(generation_mode=mode)
-    if mode is not GenerationMode.POSITIVE or not task_ids:
+    if mode is not GenerationMode.POSITIVE or not (task_ids or hooks):
         return generated
-    if takes_task_id(operation):
+    if operation.get_parameter("endpoint_id", "path") is not None:
+        if not hooks:
+            return generated
+        delivery = operation.get_parameter("delivery_id", "path") is not None
+        known = [
+            operation.as_strategy(
+                path_parameters={"endpoint_id": e, **({"delivery_id": d} if delivery else {})}
+            )
+            for e, d in hooks
+        ]
+    elif not task_ids:
+        return generated
+    elif takes_task_id(operation):
         known = [operation.as_strategy(path_parameters={"task_id": i}) for i in task_ids]
     elif operation.get_parameter("cursor", "query") is not None:
         known = [operation.as_strategy(query={"cursor": i}) for i in task_ids]
@@ -321,6 +349,44 @@ def _hoisted(args_schema: dict[str, Any], components: dict[str, Any], prefix: st
     for name, definition in defs.items():
         components[renamed[name]] = rewrite(definition)
     return rewrite(args_schema)
+
+
+def with_public_destinations(document: dict[str, Any]) -> OpenApiSchema:
+    """The document with a new endpoint's `url` narrowed to `PUBLIC_URL`, so that generated
+    registrations are accepted (any other is refused, or needs a name looked up)."""
+    document = copy.deepcopy(document)
+    endpoint = document["components"]["schemas"]["EndpointIn"]
+    endpoint["properties"]["url"] = {"type": "string", "enum": [PUBLIC_URL]}
+    return schemathesis.openapi.from_dict(document)
+
+
+async def seed_webhooks(api: httpx.AsyncClient, settings: Settings) -> list[tuple[str, str]]:
+    """Two webhook endpoints, each with one recorded delivery (as the sender records them)."""
+    store = open_store(settings)
+    hooks = []
+    try:
+        for n in range(2):
+            made = await api.post(WEBHOOKS, json={"url": PUBLIC_URL, "events": ["task.failed"]})
+            assert made.status_code == 201, made.text
+            endpoint = made.json()
+            now = utcnow()
+            delivery = Delivery(
+                id=delivery_id(endpoint["id"], f"task-{n}", "ended"),
+                endpoint_id=endpoint["id"],
+                owner=endpoint["owner"],
+                task_id=new_task_id(),
+                event=EventType.FAILED,
+                payload='{"type":"task.failed"}',
+                state=DeliveryState.FAILED,
+                window_from=now,
+                created_at=now,
+                updated_at=now,
+            )
+            assert await store.webhooks.deliveries.record([delivery]) == 1
+            hooks.append((endpoint["id"], delivery.id))
+    finally:
+        await store.close()
+    return hooks
 
 
 async def submit(api: httpx.AsyncClient, name: str, args: dict[str, Any], **extra: Any) -> str:
@@ -375,6 +441,9 @@ async def every_task_id(api: httpx.AsyncClient) -> list[str]:
     return [task["id"] for task in response.json()["results"]]
 
 
+# About 60 requests for each of 30 operations, each a real round trip: a loaded machine takes
+# minutes.
+@pytest.mark.timeout(300)
 async def test_every_operation_keeps_to_the_openapi_document(
     api: httpx.AsyncClient, settings: Settings
 ) -> None:
@@ -393,6 +462,7 @@ async def test_every_operation_keeps_to_the_openapi_document(
     )
     operations = ordered_operations(schema)
     run = Run(base_url, headers)
+    run.hooks = await seed_webhooks(api, settings)
 
     # 1. With a worker at work, the reads meet running, completed and failed tasks, a parent and
     #    its child, and a live worker.
@@ -414,6 +484,10 @@ async def test_every_operation_keeps_to_the_openapi_document(
         submissions.as_strategy(),
         "registered types",
         MAX_EXAMPLES * SUBMISSION_FACTOR,
+    )
+    registrations = with_public_destinations(schema.raw_schema)[WEBHOOKS]["POST"]
+    await asyncio.to_thread(
+        run.drive, registrations, registrations.as_strategy(), "public destination"
     )
     await asyncio.to_thread(run.fuzz, operations, await every_task_id(api), True)
 

@@ -23,7 +23,7 @@ from shared.settings import Settings
 from shared.store import Store
 from tests.conftest import DEV_AUTH
 from tests.integration.wsclient import Message, Socket, tasks_of, ws_connect
-from tests.processes import service_env, until_listening, until_workers_beat
+from tests.processes import TASK_SERVICES, service_env, until_listening, until_workers_beat
 from tests.support import eventually
 
 pytestmark = pytest.mark.integration
@@ -51,7 +51,7 @@ async def replicas(
     ports = [(settings.api_port, settings.notifier_port)]
     ports += [(free_port(), free_port()) for _ in range(REPLICAS - 1)]
     env = {**service_env(settings), "TASKLIGHT_WORKER_CONCURRENCY": "1"}
-    processes = start_replicas(env, ports, tmp_path)
+    processes = start_replicas(env, ports, tmp_path, services=TASK_SERVICES)
     try:
         for number, (api_port, notifier_port) in enumerate(ports, 1):
             await until_listening(processes[replica_name("api", number, REPLICAS)], api_port)

@@ -32,7 +32,7 @@ from tests.deployment import (
 )
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
-APP_SERVICES = ("api", "worker", "notifier")
+APP_SERVICES = ("api", "worker", "notifier", "webhooks")
 BACKENDS = ("rabbitmq", "mongo")
 GATEWAY = "gateway"
 #: Compose's units of a duration such as `stop_grace_period: 1m30s`, in seconds.

@@ -41,6 +41,7 @@ DEPLOYMENTS = {
     "api": "tasklight-api",
     "worker": "tasklight-worker",
     "notifier": "tasklight-notifier",
+    "webhooks": "tasklight-webhooks",
 }
 PROBES = ("startupProbe", "livenessProbe", "readinessProbe")
 

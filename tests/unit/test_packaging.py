@@ -90,3 +90,11 @@ def test_the_client_imports_nothing_of_the_server() -> None:
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 imported.add(node.module.split(".")[0])
     assert not imported & {"shared", "services", "tests", "pymongo", "faststream"}
+
+
+def test_the_clients_webhook_events_are_the_servers() -> None:
+    from tasklight.cli_webhooks import EVENT_TYPES
+
+    from shared.webhooks.events import EventType
+
+    assert set(EVENT_TYPES) == {event.value for event in EventType}

@@ -18,6 +18,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from tasklight import cli_webhooks
 from tasklight.client import TasklightClient
 from tasklight.errors import (
     ApiError,
@@ -122,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     wait.add_argument("id", nargs="?")
     wait.add_argument("--all", action="store_true", help="wait until no task is pending")
     wait.add_argument("--timeout", type=float, default=600.0, help="seconds (%(default)s)")
+    cli_webhooks.add_parser(commands, common)
     return parser
 
 
@@ -139,6 +141,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _run(args: argparse.Namespace) -> int:
+    if args.command == "webhooks":
+        try:
+            print(await cli_webhooks.run(args))
+        except cli_webhooks.WebhooksError as exc:
+            _fail(args, "refused", str(exc))
+            return exc.status
+        return EXIT_OK
     async with TasklightClient(args.api_url, args.ws_url, token=args.token) as client:
         try:
             return await _command(client, args)

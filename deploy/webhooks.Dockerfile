@@ -1,0 +1,25 @@
+# The tasklight webhook sender image. Build context: the repository root (see docker-compose.yml).
+# The service Dockerfiles differ only in their last lines; keep them alike.
+
+# Build stage: install the project, without its dev extras, into a virtualenv.
+FROM python:3.11-slim AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/tasklight
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY shared ./shared
+COPY services ./services
+RUN /opt/tasklight/bin/pip install ".[otel]"
+
+# Run stage: the virtualenv alone, run by an unprivileged user.
+FROM python:3.11-slim
+ENV PATH=/opt/tasklight/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin tasklight
+COPY --from=build /opt/tasklight /opt/tasklight
+USER tasklight
+# Probes and metrics only (TASKLIGHT_WEBHOOKS_PORT); what it sends comes from the database.
+EXPOSE 8004
+CMD ["python", "-m", "services.webhooks"]

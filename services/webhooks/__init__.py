@@ -1,0 +1,1 @@
+"""The webhook sender: records each task event its owners' endpoints want, then sends it."""

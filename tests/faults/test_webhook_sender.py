@@ -1,0 +1,123 @@
+"""The webhook sender killed with SIGKILL while deliveries wait for their retries (and while it
+records the endings of tasks), then started again: every event of every task reaches the
+receiver, and an event sent more than once always carries the same `webhook-id`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import httpx
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from shared.store import Store
+from shared.webhooks.records import DeliveryState
+from tests.faults.conftest import Services, submit_many, until_all_final
+from tests.webhook_receiver import Received, Receiver
+
+pytestmark = pytest.mark.fault
+
+SENDER_ENV = {
+    "TASKLIGHT_WEBHOOK_ALLOW_LOOPBACK": "true",
+    "TASKLIGHT_WEBHOOK_RETRY_BASE_S": "0.3",
+    "TASKLIGHT_WEBHOOK_RETRY_MAX_INTERVAL_S": "1",
+    "TASKLIGHT_WEBHOOK_RETRY_WINDOW_S": "300",
+    "TASKLIGHT_WEBHOOK_TIMEOUT_S": "2",
+    "TASKLIGHT_WEBHOOK_POLL_S": "0.2",
+}
+TASKS_BEFORE = 20
+TASKS_WHILE_DOWN = 10
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """A real HTTP receiver on 127.0.0.1."""
+    async with Receiver() as running:
+        yield running
+
+
+async def until(condition: Callable[[], Awaitable[bool]], what: str, timeout_s: float = 60) -> None:
+    """Wait for `condition()` to hold; fail naming `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not await condition():
+        assert time.monotonic() < deadline, f"never: {what}"
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.timeout(300)
+async def test_a_sender_killed_mid_retry_loses_no_event_and_repeats_only_with_the_same_id(
+    services: Services, http: httpx.AsyncClient, fault_store: Store, receiver: Receiver
+) -> None:
+    # Given a receiver that is down (503) and a sender retrying deliveries to it
+    healthy = False
+    answered: list[Received] = []
+
+    async def answer(request: Received) -> tuple[int, dict[str, str]]:
+        if healthy:
+            answered.append(request)
+            return 204, {}
+        return 503, {}
+
+    receiver.behaviours["/hook"] = answer
+    services.env.update(SENDER_ENV)
+    await services.start_api()
+    worker = services.start_worker(concurrency=4)
+    await services.until_workers_beat(fault_store, [worker])
+    created = await http.post(
+        "/api/v1/webhooks",
+        json={"url": receiver.url("/hook"), "events": ["task.started", "task.completed"]},
+    )
+    assert created.status_code == 201, created.text
+    secret = created.json()["secret"]
+    services.start_sender()
+    deliveries = fault_store.webhooks.deliveries.collection
+
+    async def following() -> bool:
+        place = await fault_store.webhooks.cursor.load()
+        return place is not None and place.token is not None
+
+    await until(following, "the sender follows the tasks' changes")
+    ids = await submit_many(http, TASKS_BEFORE, {"rounds": 2, "round_s": 0.2}, parallel=5)
+
+    async def retrying() -> bool:
+        retried = await deliveries.count_documents({"attempts.1": {"$exists": True}})
+        return retried >= 5
+
+    await until(retrying, "deliveries being retried")
+
+    # When the sender is killed in the middle of its retries, more tasks end while it is down,
+    # and a new sender starts
+    services.kill_sender()
+    ids += await submit_many(http, TASKS_WHILE_DOWN, {"rounds": 1, "round_s": 0.1}, parallel=5)
+    await until_all_final(fault_store, ids, timeout_s=90)
+    services.start_sender()
+    healthy = True
+
+    # Then every event of every task is delivered, and nothing is left to send
+    expected = {(task_id, kind) for task_id in ids for kind in ("task.started", "task.completed")}
+
+    async def all_answered() -> bool:
+        got = {(r.json["data"]["id"], r.json["type"]) for r in answered}
+        return expected <= got
+
+    await until(all_answered, "every event answered by the receiver", timeout_s=120)
+
+    async def all_settled() -> bool:
+        pending = await deliveries.count_documents({"state": {"$ne": "succeeded"}})
+        return pending == 0
+
+    await until(all_settled, "every delivery recorded as succeeded")
+    stored = [d async for d in deliveries.find({})]
+    assert len(stored) == len(expected)
+    assert {d["state"] for d in stored} == {DeliveryState.SUCCEEDED.value}
+    # An event that came more than once came with the same webhook-id, each signed validly.
+    ids_of_event: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for request in receiver.at("/hook"):
+        body = Webhook(secret).verify(request.body, request.headers)
+        ids_of_event[(body["data"]["id"], body["type"])].add(request.webhook_id)
+    assert set(ids_of_event) == expected
+    assert all(len(webhook_ids) == 1 for webhook_ids in ids_of_event.values())
+    assert len({next(iter(v)) for v in ids_of_event.values()}) == len(expected)
