@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install js-deps prerequisites screenshots run scale-demo test test-unit test-integration lint format contracts bench clean
+.PHONY: install js-deps prerequisites screenshots run scale-demo test test-unit test-integration test-faults lint format contracts bench clean
 
 install: $(STAMP)
 
@@ -46,6 +46,11 @@ test-unit: install
 
 test-integration: prerequisites install js-deps
 	$(PY) -m pytest tests/integration tests/e2e
+
+## The fault tests alone (part of `make test` too): processes killed, a RabbitMQ cluster's nodes
+## killed and paused, a worker cut off in a network namespace; their figures close the output.
+test-faults: prerequisites install
+	$(PY) -m pytest tests/faults
 
 lint: install js-deps
 	$(VENV)/bin/ruff check .

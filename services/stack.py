@@ -372,7 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"could not start the embedded database: {exc} (see {mongo.log_path})")
             return 1
         env["MONGODB_URL"] = mongo.url
-    if not reachable(settings.amqp_url, 5672):
+    if not any(reachable(address, 5672) for address in settings.amqp_addresses()):
         print(
             f"RabbitMQ is not reachable at {settings.amqp_url}.\n"
             "Start one with `rabbitmq-server -detached` (Debian's rabbitmq-server package), or\n"

@@ -10,6 +10,23 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+def parse_amqp_addresses(amqp_url: str) -> list[str]:
+    """The addresses of a comma-separated `AMQP_URL`, in order, each a whole `amqp://` or
+    `amqps://` URL; ValueError for none, or for anything else."""
+    addresses = [part.strip() for part in amqp_url.split(",") if part.strip()]
+    if not addresses:
+        raise ValueError("no broker address given")
+    for address in addresses:
+        parsed = urlsplit(address)
+        if parsed.scheme not in ("amqp", "amqps") or not parsed.hostname:
+            shown = address.replace(f":{parsed.password}@", ":***@") if parsed.password else address
+            raise ValueError(
+                f"{shown!r} is not an AMQP address (amqp://user:password@host:port/vhost; "
+                "several of one cluster separated by commas)"
+            )
+    return addresses
+
+
 def _default_worker_name() -> str:
     # Shown to users in their tasks: nothing of the machine (the process id and host name are
     # in the worker's heartbeat, for administrators: GET /api/v1/workers).
@@ -29,6 +46,8 @@ class Settings(BaseSettings):
         default="mongodb://127.0.0.1:27017/?directConnection=true",
         validation_alias=AliasChoices("MONGODB_URL", "TASKLIGHT_MONGODB_URL"),
     )
+    #: RabbitMQ: one address, or the addresses of a cluster's nodes, comma separated; each
+    #: process connects to the first that answers and moves to the next when it loses it.
     amqp_url: str = Field(
         default="amqp://guest:guest@127.0.0.1:5672/",
         validation_alias=AliasChoices("AMQP_URL", "TASKLIGHT_AMQP_URL"),
@@ -112,6 +131,18 @@ class Settings(BaseSettings):
     heartbeat_s: float = Field(default=5.0, gt=0)
     #: Seconds a broker publish waits for its confirm before the API gives up.
     publish_timeout_s: float = Field(default=5.0, gt=0)
+    #: Seconds between AMQP heartbeats (unless an address asks otherwise, `?heartbeat=`): a
+    #: broker node that stops answering without closing (paused, cut off) is given up, and the
+    #: next address tried, after about three times this.
+    amqp_heartbeat_s: int = Field(default=10, ge=1, le=600)
+    #: Seconds one attempt to connect to one broker address may take.
+    amqp_connect_timeout_s: float = Field(default=5.0, gt=0)
+    #: Seconds between attempts to connect after one failed (each attempt: the next address).
+    amqp_reconnect_s: float = Field(default=1.0, gt=0)
+    #: Replicas of each quorum queue when it is first declared (`x-quorum-initial-group-size`):
+    #: 3 on a cluster of three nodes. 0: RabbitMQ's own default. Fixed once a queue exists:
+    #: RabbitMQ refuses a declaration that asks for another number.
+    quorum_group_size: int = Field(default=0, ge=0, le=99)
     #: Deliveries of one command before the broker dead-letters it (a crash loop guard).
     delivery_limit: int = Field(default=5, ge=1)
     #: Tries at recording a dead-lettered command's task as failed before the command is parked
@@ -200,6 +231,16 @@ class Settings(BaseSettings):
     #: Trace with OpenTelemetry (needs the `otel` extra), exporting OTLP over HTTP as the
     #: standard `OTEL_*` variables say; also on when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
     otel_enabled: bool = False
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp_addresses(cls, value: str) -> str:
+        parse_amqp_addresses(value)
+        return value
+
+    def amqp_addresses(self) -> list[str]:
+        """The broker addresses of `amqp_url`, in the order they are tried."""
+        return parse_amqp_addresses(self.amqp_url)
 
     @field_validator("public_url")
     @classmethod

@@ -66,7 +66,13 @@ class Topology:
         return f"{self.namespace}.parked"
 
     def delay_queue(self, band_s: int) -> str:
-        """Queue where retried commands wait out delays of the band starting at `band_s`."""
+        """Quorum queue where retried commands wait out delays of the band starting at `band_s`."""
+        return f"{self.namespace}.retry.{band_s}s"
+
+    def classic_delay_queue(self, band_s: int) -> str:
+        """The classic queue that held the band's retries before they moved to quorum queues
+        (RabbitMQ cannot change a queue's type): it drains into the tasks exchange as its
+        messages expire, and is no longer published to."""
         return f"{self.namespace}.delay.{band_s}s"
 
     @property

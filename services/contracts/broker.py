@@ -40,7 +40,8 @@ The RabbitMQ topology of tasklight (namespace `tasklight`, the default; every na
 exchange `tasklight.tasks` (persistent, mandatory, publisher-confirmed); workers consume it from
 the durable quorum queue `tasklight.tasks`, which dead-letters a command delivered
 `TASKLIGHT_DELIVERY_LIMIT` times to the fanout exchange `tasklight.dead`. Retried commands wait
-out their delay in `tasklight.delay.<band>s` and expire back to `tasklight.tasks`. Cancel requests
+out their delay in the quorum queues `tasklight.retry.<band>s` and expire back (at least once) to
+`tasklight.tasks`. Cancel requests
 are broadcast on the fanout exchange `tasklight.control` to one exclusive queue per worker.
 Every message body is JSON; its `message_id` is the task id for `RunTask`.
 """
@@ -71,7 +72,7 @@ def _consumed(topology: Topology, settings: Settings) -> dict[str, tuple[type[Ba
     }
 
 
-def declare_publishers(broker: RabbitBroker, topology: Topology) -> None:
+def declare_publishers(broker: RabbitBroker, topology: Topology, settings: Settings) -> None:
     """Declare, for the document, the publishes `TaskService` makes."""
     broker.publisher(
         exchange=tasks_exchange(topology),
@@ -103,7 +104,7 @@ def declare_publishers(broker: RabbitBroker, topology: Topology) -> None:
         "`x-tasklight-parked-because`) for an operator; nothing consumes it.",
     )
     for band_s in DELAY_BUCKETS_S:
-        queue = delay_queue(topology, band_s)
+        queue = delay_queue(topology, band_s, settings)
         broker.publisher(
             RabbitQueue(queue.name),
             persist=True,
@@ -121,7 +122,7 @@ def broker_document(settings: Settings | None = None) -> dict[str, Any]:
     settings = settings or default_settings(worker_name=WORKER_NAME)
     worker = Worker(settings, Registry())
     topology = worker.topology
-    declare_publishers(worker.broker, topology)
+    declare_publishers(worker.broker, topology, settings)
     specification = AsyncAPI(
         worker.broker,
         title="tasklight broker topology",

@@ -140,7 +140,9 @@ class Worker:
                     return
             await delivery.ack()
 
-        @self.broker.subscriber(dead_queue(self.topology), ack_policy=AckPolicy.MANUAL)
+        @self.broker.subscriber(
+            dead_queue(self.topology, self.settings), ack_policy=AckPolicy.MANUAL
+        )
         async def on_dead(message: RabbitMessage) -> None:
             with bound(worker=self.settings.worker_name):
                 await self._on_dead(message)
@@ -199,7 +201,7 @@ class Worker:
         headers = {**(message.headers or {}), "x-tasklight-parked-because": reason}
         await self.broker.publish(
             message.body,
-            queue=parked_queue(self.topology),
+            queue=parked_queue(self.topology, self.settings),
             persist=True,
             mandatory=True,
             message_id=message.message_id,

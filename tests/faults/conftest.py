@@ -25,7 +25,8 @@ from shared.lifecycle import FINAL_STATES, TaskState
 from shared.migrate import migrate
 from shared.settings import Settings
 from shared.store import Store, open_store
-from tests.conftest import DEV_AUTH
+from tests.cluster import RabbitCluster, cluster_directory, scripts_dir
+from tests.conftest import DEV_AUTH, drop_namespace
 from tests.processes import service_env, until_workers_beat
 
 FINAL = {state.value for state in FINAL_STATES}
@@ -234,6 +235,9 @@ class Tally:
     completed: int = 0
     #: Tasks not in a final state (lost or stuck): must be zero.
     losses: int = 0
+    #: Of those, tasks not stored at all (lost), and stored but not final (stuck).
+    missing: int = 0
+    stuck: int = 0
     #: Tasks with more than one final event (completed twice): must be zero.
     duplicates: int = 0
     requeues: int = 0
@@ -259,6 +263,8 @@ async def check_invariant(store: Store, ids: list[str]) -> Tally:
         doc = tasks.get(task_id)
         if doc is None or doc["state"] not in FINAL:
             tally.losses += 1
+            tally.missing += doc is None
+            tally.stuck += doc is not None
             tally.problems.append(f"{task_id}: {doc and doc['state']} (not final)")
             continue
         tally.completed += doc["state"] == TaskState.COMPLETED
@@ -284,6 +290,86 @@ async def assert_nothing_lost_or_doubled(store: Store, ids: list[str]) -> Tally:
     pending = await store.tasks.collection.count_documents({"state": {"$nin": list(FINAL)}})
     assert pending == 0, f"{pending} tasks left pending"
     return tally
+
+
+#: Every fault test's figures, shown together at the end of the session (`report_figures`).
+FIGURES: list[tuple[str, dict[str, Any]]] = []
+
+
+def report_figures(test: str, **figures: Any) -> None:
+    """Print a fault test's figures (recovery time, lost, stuck, duplicated, ...), and keep them
+    for the session's summary, which pytest shows even where it captured the print."""
+    line = " ".join(f"{key}={_shown(value)}" for key, value in figures.items())
+    print(f"\n{test}: {line}")
+    FIGURES.append((test, figures))
+
+
+def _shown(value: Any) -> str:
+    return f"{value:.1f}" if isinstance(value, float) else str(value)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The session's fault figures, one line per test."""
+    if not FIGURES:
+        return
+    terminalreporter.section("fault figures")
+    for test, figures in FIGURES:
+        line = " ".join(f"{key}={_shown(value)}" for key, value in figures.items())
+        terminalreporter.write_line(f"{test}: {line}")
+
+
+def unavailable_in_ci(message: str) -> None:
+    """Skip for want of something on this machine; under CI (`CI` set), fail instead."""
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def rabbit_cluster() -> Iterator[RabbitCluster]:
+    """Three RabbitMQ nodes in one cluster (tests/cluster.py), for the session; each test that
+    harms a node leaves all three running again."""
+    if scripts_dir() is None:
+        unavailable_in_ci("rabbitmq-server is not installed: cannot start a RabbitMQ cluster")
+    cluster = RabbitCluster(cluster_directory())
+    try:
+        started_s = cluster.start()
+    except BaseException:
+        cluster.stop()
+        raise
+    report_figures("rabbitmq cluster", nodes=cluster.size, started_in_s=started_s)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+#: What the services of a cluster test get besides QUICK_ENV: three replicas per quorum queue,
+#: and heartbeats quick enough that a paused node is given up within about 9 s.
+CLUSTER_ENV = {"TASKLIGHT_QUORUM_GROUP_SIZE": "3", "TASKLIGHT_AMQP_HEARTBEAT_S": "2"}
+
+
+@pytest.fixture
+async def cluster_settings(
+    fault_settings: Settings, rabbit_cluster: RabbitCluster
+) -> AsyncIterator[Settings]:
+    """The test's settings on the cluster (every node's address), with its own namespace there."""
+    on_cluster = fault_settings.model_copy(
+        update={"amqp_url": rabbit_cluster.amqp_url, "quorum_group_size": 3, "amqp_heartbeat_s": 2}
+    )
+    yield on_cluster
+    await drop_namespace(on_cluster)
+
+
+@pytest.fixture
+async def cluster_services(cluster_settings: Settings, tmp_path: Path) -> AsyncIterator[Services]:
+    """The test's services on the cluster (none started yet); all stopped after the test."""
+    running = Services(cluster_settings, tmp_path)
+    running.env.update(CLUSTER_ENV)
+    try:
+        yield running
+    finally:
+        await asyncio.to_thread(running.stop_all)
 
 
 def require_rabbitmqctl() -> str:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-import aio_pika
 import httpx
 import pytest
 
+from shared.broker import connect_first
 from shared.settings import Settings
 from shared.store import Store
 from shared.topology import Topology
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.fault
 
 async def queued_commands(settings: Settings) -> int:
     """Commands in the tasks queue that no consumer holds."""
-    connection = await aio_pika.connect(settings.amqp_url)
+    connection = await connect_first(settings.amqp_url)
     async with connection:
         channel = await connection.channel()
         queue = await channel.declare_queue(Topology(settings.namespace).tasks_queue, passive=True)
