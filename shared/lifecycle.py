@@ -19,6 +19,8 @@ Within a state, a task is in one phase, which says who is to move it on::
     canceling  released            no run holds it; its command is queued again (a retry, a
                                    hand-back, a lost worker's requeue), and the next run takes it
                awaiting_children   its handler returned; it ends when its last child has
+               awaiting_answer     its handler asked its owner a question (`ctx.ask`); the
+                                   answer (or the question's timeout) queues it again
     final      ended
 
 The phase is stored in the task (`phase`), set by the same compare-and-set as the state, so a
@@ -60,6 +62,8 @@ class Phase(StrEnum):
     RELEASED = "released"
     #: Running or canceling: its handler returned; it ends when its children have.
     AWAITING_CHILDREN = "awaiting_children"
+    #: Running or canceling: its handler asked a question; no run holds it until the answer.
+    AWAITING_ANSWER = "awaiting_answer"
     #: In a final state.
     ENDED = "ended"
 
@@ -87,7 +91,9 @@ ALLOWED_CHANGES: Mapping[TaskState, frozenset[TaskState]] = {
     TaskState.CANCELED: frozenset(),
 }
 
-_STARTED_PHASES = frozenset({Phase.HELD, Phase.RELEASED, Phase.AWAITING_CHILDREN})
+_STARTED_PHASES = frozenset(
+    {Phase.HELD, Phase.RELEASED, Phase.AWAITING_CHILDREN, Phase.AWAITING_ANSWER}
+)
 #: The phases each state may be in.
 STATE_PHASES: Mapping[TaskState, frozenset[Phase]] = {
     TaskState.WAITING: frozenset({Phase.QUEUED}),
@@ -98,9 +104,11 @@ STATE_PHASES: Mapping[TaskState, frozenset[Phase]] = {
 
 #: Changes of phase within an active state (a change of state may also change the phase).
 ALLOWED_PHASE_CHANGES: Mapping[Phase, frozenset[Phase]] = {
-    Phase.HELD: frozenset({Phase.RELEASED, Phase.AWAITING_CHILDREN}),
+    Phase.HELD: frozenset({Phase.RELEASED, Phase.AWAITING_CHILDREN, Phase.AWAITING_ANSWER}),
     Phase.RELEASED: frozenset({Phase.HELD}),
     Phase.AWAITING_CHILDREN: frozenset(),
+    # Answered (or timed out with a default): queued again, for a run that replays the handler.
+    Phase.AWAITING_ANSWER: frozenset({Phase.RELEASED}),
 }
 
 GROUP_STATES: Mapping[TaskGroup, frozenset[TaskState]] = {

@@ -7,15 +7,45 @@
         assert (report.done, report.total, report.finished) == (3, 3, True)
 
 A handler that runs on a worker gets a context with the same methods that writes to the
-database; this one records what the handler did, and can be told to cancel.
+database; this one records what the handler did, can be told to cancel, and answers the
+questions the handler asks from `answers` (in the order asked, or by key):
+
+    ctx = MemoryContext(answers=[APPROVE])
+    await power_off(args, ctx)
+    assert ctx.questions[0].title == "Power off db-01?"
+
+A question beyond the answers given raises `AnswerNeeded`, as on a worker, where the task would
+then wait; `TIMED_OUT` as an answer stands for a timeout: the question's default is returned,
+or, without one, `TaskFailed` of type `no_answer` is raised (how the task would end).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
-from shared.errors import TaskCanceled
+from shared.clock import utcnow
+from shared.errors import TaskCanceled, TaskFailed
+from shared.questions import (
+    AnswerNeeded,
+    AskedQuestion,
+    Question,
+    answer_errors,
+    asked,
+    key_of,
+    no_answer_message,
+)
+from shared.task import ErrorKind
+
+
+class _TimedOut(Enum):
+    TIMED_OUT = "timed out"
+
+
+#: An answer to give `MemoryContext` for a question whose timeout passes unanswered.
+TIMED_OUT = _TimedOut.TIMED_OUT
 
 
 @dataclass
@@ -53,6 +83,10 @@ class MemoryContext:
     #: (type name, arguments) of each child task the handler started.
     spawned: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     cancel_requested: bool = False
+    #: The answers `ask` returns: in the order the questions are asked, or by question key.
+    answers: Sequence[Any] | Mapping[str, Any] = field(default_factory=list)
+    #: Each question the handler asked, as a task stores it (with its key and deadline).
+    questions: list[AskedQuestion] = field(default_factory=list)
 
     def cancel(self) -> None:
         """Ask the handler to stop at its next checkpoint."""
@@ -77,3 +111,27 @@ class MemoryContext:
         """Record a child task; its id is `child-<n>`."""
         self.spawned.append((name, args))
         return f"child-{len(self.spawned)}"
+
+    async def ask(self, question: Question) -> Any:
+        """The answer given for `question` (it is a checkpoint too); raises `AnswerNeeded` when
+        none was given, and `ValueError` for a given answer that the question would refuse."""
+        await self.checkpoint()
+        place = len(self.questions) + 1
+        stored = asked(question, key_of(question, place), utcnow())
+        self.questions.append(stored)
+        if isinstance(self.answers, Mapping):
+            if stored.key not in self.answers:
+                raise AnswerNeeded(stored)
+            answer = self.answers[stored.key]
+        elif place <= len(self.answers):
+            answer = self.answers[place - 1]
+        else:
+            raise AnswerNeeded(stored)
+        if answer is TIMED_OUT:
+            if stored.default is None:
+                raise TaskFailed(no_answer_message(stored), type=ErrorKind.NO_ANSWER.value)
+            return stored.default
+        wrong = answer_errors(stored, answer)
+        if wrong:
+            raise ValueError(f"{answer!r} does not answer {stored.key!r}: {wrong}")
+        return answer

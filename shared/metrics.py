@@ -136,6 +136,14 @@ TASKS_WORKER_LOST = Counter(
     registry=None,
 )
 
+QUESTIONS = Counter(
+    "tasklight_questions",
+    "Questions handlers asked their task's owner, by how each went: asked, answered, "
+    "defaulted (its timeout answered the default) or expired (its task failed: no answer).",
+    ["task_type", "outcome"],
+    registry=None,
+)
+
 # --- the notifier ----------------------------------------------------------------------------
 
 WS_CONNECTIONS = Gauge(
@@ -183,7 +191,7 @@ def _registry(*collectors: Collector) -> CollectorRegistry:
 
 
 #: What the api serves.
-API_REGISTRY = _registry(TASKS_SUBMITTED, HTTP_REQUESTS, HTTP_DURATION)
+API_REGISTRY = _registry(TASKS_SUBMITTED, HTTP_REQUESTS, HTTP_DURATION, QUESTIONS)
 #: What a worker serves.
 WORKER_REGISTRY = _registry(
     TASKS_SUBMITTED,
@@ -197,6 +205,7 @@ WORKER_REGISTRY = _registry(
     COMMANDS_PARKED,
     WORKERS_MISSING,
     TASKS_WORKER_LOST,
+    QUESTIONS,
 )
 #: What the notifier serves.
 NOTIFIER_REGISTRY = _registry(WS_CONNECTIONS, WS_PUSHES)
@@ -218,12 +227,17 @@ def submitted(names: Iterable[str]) -> None:
 
 def queue_wait_s(task: StoredTask, now: datetime) -> float | None:
     """Seconds a just-claimed task waited: since its creation, or for a later run since the
-    last run ended plus the retry delay it asked for. None when the task does not say."""
+    last run ended plus the retry delay it asked for, or since the answer that queued it again.
+    None when the task does not say."""
     last = task.attempts[-1] if task.attempts else None
     since = task.created_at if last is None else last.ended_at
+    delay = timedelta(seconds=last.retry_in_s if last is not None else 0)
+    answer = task.answers[-1] if task.answers else None
+    if answer is not None and (since is None or answer.at > since):
+        # Queued again by an answer: the wait for a person is not a wait for a worker.
+        since, delay = answer.at, timedelta(0)
     if since is None or since.tzinfo is None or now.tzinfo is None:
         return None
-    delay = timedelta(seconds=last.retry_in_s if last is not None else 0)
     return max(0.0, (now - since - delay).total_seconds())
 
 
@@ -281,6 +295,11 @@ def requeued(name: str, reason: str) -> None:
 def worker_lost(name: str, action: str) -> None:
     """A task whose worker went missing was requeued, failed or canceled."""
     TASKS_WORKER_LOST.labels(name, action).inc()
+
+
+def question(name: str, outcome: str) -> None:
+    """A question of a task of type `name` was asked, answered, defaulted or expired."""
+    QUESTIONS.labels(name, outcome).inc()
 
 
 def sample(

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.lifecycle import FINAL_STATES, FIRST_VERSION, Phase, TaskState
 from shared.messages import TaskSnapshot
+from shared.questions import Answer, AskedQuestion
 from shared.task import Attempt, ProgressReport, Task, TaskError, UiHints, WorkerRef, task_href
 
 
@@ -68,6 +69,10 @@ class StoredTask(BaseModel):
     dispatch_due_at: datetime | None = None
     #: What a parent completes with once its children have all completed.
     join_result: Any = None
+    #: The question its handler asked, while it waits for the answer (absent otherwise).
+    question: AskedQuestion | None = None
+    #: The answers its questions got, oldest first: a run replaying the handler reads them.
+    answers: list[Answer] = Field(default_factory=list)
 
     @model_validator(mode="before")
     @classmethod
@@ -125,6 +130,8 @@ class StoredTask(BaseModel):
             metadata=self.metadata,
             attempts=self.attempts,
             runs=self.runs,
+            question=self.question,
+            answers=self.answers,
             version=self.version,
         )
 

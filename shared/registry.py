@@ -9,6 +9,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel
 
+from shared.questions import Question
 from shared.retries import RetryPolicy
 
 
@@ -23,7 +24,8 @@ class Progress(Protocol):
 
 
 class TaskContext(Protocol):
-    """What a handler can do besides computing: report, check for cancel, start children."""
+    """What a handler can do besides computing: report, check for cancel, start children, ask
+    its owner."""
 
     @property
     def task_id(self) -> str:
@@ -43,6 +45,14 @@ class TaskContext(Protocol):
 
     async def spawn(self, name: str, args: dict[str, Any]) -> str:
         """Submit a child task of this one; return its id."""
+
+    async def ask(self, question: Question) -> Any:
+        """The owner's answer to `question`: a choice's value, or the form's object.
+
+        Without a stored answer yet, the run ends here (the worker's slot is freed) and the task
+        waits for one; the answer runs the handler again from its start, and this call then
+        returns it. Steps before it therefore run again: make them idempotent, or ask first.
+        """
 
 
 @dataclass(frozen=True)

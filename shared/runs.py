@@ -5,9 +5,13 @@ for each change).
     report            progress of a held task (learns of a cancel or a lost hold)
     release           running/held → running/released, queued again (a retry, a hand-back)
     await_children    held → awaiting_children; ends with its children (`finish_parent`)
+    await_answer      held → awaiting_answer: the handler asked its owner; no run holds it
+    answer            awaiting_answer → released, queued again with the answer stored
+    expire_question   awaiting_answer past its deadline → released with the default, or failed
     complete, fail    held → completed | failed
     end_canceled      canceling/held → canceled (the handler stopped after a cancel)
-    cancel            waiting → canceled; running → canceling (and its children)
+    cancel            waiting → canceled; running → canceling (and its children); one that
+                      no run holds (released, awaiting an answer) then → canceled at once
     lose              held by a worker that went missing → released, failed or canceled
     fail_undeliverable  a dead-lettered command's task → failed
     finish_parent     awaiting_children → completed | failed | canceled, once every child ended
@@ -35,6 +39,7 @@ from shared.commands import Commands
 from shared.ids import new_task_id
 from shared.lifecycle import ACTIVE_STATES, FIRST_VERSION, Phase, TaskState
 from shared.messages import TaskSnapshot
+from shared.questions import Answer, AskedQuestion, no_answer_message
 from shared.records import Run, StoredTask
 from shared.store import ANY_RUN, Change
 from shared.store.dispatch_marks import MARK
@@ -44,6 +49,9 @@ from shared.task import Attempt, ErrorKind, ProgressReport, TaskError, WorkerRef
 log = logging.getLogger(__name__)
 
 _HELD = frozenset({Phase.HELD})
+_ASKING = frozenset({Phase.AWAITING_ANSWER})
+#: Phases of an active task that no run holds and no command will reach: a cancel ends it.
+_UNHELD = frozenset({Phase.RELEASED, Phase.AWAITING_ANSWER})
 
 
 class AlreadyFinished(RuntimeError):
@@ -196,6 +204,95 @@ class Runs:
         await self.finish_parent(claim.task_id)
         return True
 
+    # --- questions to the task's owner ------------------------------------------------------
+
+    async def await_answer(self, claim: Claim, question: AskedQuestion, attempt: Attempt) -> bool:
+        """The handler asked `question`, which has no answer yet: the task waits for it with the
+        question stored, held by no run (its worker's slot is free) and with no command queued.
+
+        A task being canceled meanwhile asks nothing: it ends `canceled`. False if this run no
+        longer held it.
+        """
+        change = Change(
+            sources=frozenset({TaskState.RUNNING}),
+            phases=_HELD,
+            phase=Phase.AWAITING_ANSWER,
+            run_id=claim.run_id,
+            fields={"question": question, "run": Run(id=None, released=attempt.outcome)},
+            push={"attempts": attempt},
+        )
+        if await self.tasks.apply_blind(claim.task_id, change):
+            metrics.question(claim.task.name, "asked")
+            return True
+        error = TaskError.of(ErrorKind.CANCELED, "canceled as it asked a question")
+        return await self._end_canceled(claim, error, [])
+
+    async def answer(
+        self, task_id: str, key: str, value: Any, *, by: str | None
+    ) -> StoredTask | None:
+        """Store `value` as the answer to the question `key` that the task waits on, and queue
+        it again: a run on any worker replays its handler, whose `ask` then returns it. `by`
+        is who answered (None: the question's timeout, answering its default).
+
+        The task after the change, or None if it was not waiting on that question (answered
+        already, canceled, ended): a question is answered once.
+        """
+        at = utcnow()
+        due = at + timedelta(seconds=self.outbox_grace_s)
+        change = Change(
+            sources=frozenset({TaskState.RUNNING}),
+            phases=_ASKING,
+            phase=Phase.RELEASED,
+            guard={"question.key": key},
+            fields={MARK: due, "run": Run(id=None, released="answered")},
+            push={"answers": Answer(key=key, value=value, by=by, at=at, timed_out=by is None)},
+            unset=frozenset({"question"}),
+        )
+        task = await self.tasks.apply(task_id, change)
+        if task is None:
+            return None
+        metrics.question(task.name, "answered" if by is not None else "defaulted")
+        try:
+            await self.commands.run(task_id, task.name)
+        except Exception as exc:
+            # The outbox mark stays: the relay publishes the command when it is due.
+            log.warning(
+                "command of answered task %s not confirmed (%r); the relay will", task_id, exc
+            )
+        return task
+
+    async def expire_question(self, task: StoredTask) -> TaskState | None:
+        """The question `task` waits on is past its deadline: its default becomes the answer
+        (the task runs again), or, with no default, the task fails `no_answer`. A task being
+        canceled ends `canceled` instead. What became of it, or None if it had moved on."""
+        question = task.question
+        if task.state is TaskState.CANCELING:
+            canceled = await self._end_unheld_cancel(task)
+            return canceled.state if canceled.final else None
+        if question is None:
+            return None
+        if question.default is not None:
+            answered = await self.answer(task.id, question.key, question.default, by=None)
+            return None if answered is None else TaskState.RUNNING
+        reason = no_answer_message(question)
+        ended = await self.tasks.apply(
+            task.id,
+            Change(
+                sources=frozenset({TaskState.RUNNING}),
+                target=TaskState.FAILED,
+                phases=_ASKING,
+                guard={"question.key": question.key},
+                fields={"error": TaskError.of(ErrorKind.NO_ANSWER, reason)},
+                unset=frozenset({"question"}),
+                reason=reason,
+            ),
+        )
+        if ended is None:
+            return None
+        metrics.question(task.name, "expired")
+        await self._ended(ended, TaskState.FAILED)
+        return TaskState.FAILED
+
     async def complete(self, claim: Claim, result: Any, reports: list[ProgressReport]) -> bool:
         """The handler returned `result`. False if this run no longer held the task."""
         return await self._end(claim, TaskState.COMPLETED, {"result": result}, reports)
@@ -309,8 +406,8 @@ class Runs:
                 ),
             )
             if task is not None:
-                if task.phase is Phase.RELEASED:
-                    return await self._end_released_cancel(task)
+                if task.phase in _UNHELD:
+                    return await self._end_unheld_cancel(task)
                 if task.phase is Phase.HELD:
                     await self.commands.cancel(task_id)
                 return task
@@ -320,19 +417,27 @@ class Runs:
             if current.final:
                 raise AlreadyFinished(current)
             if current.state is TaskState.CANCELING:
+                # One that nobody holds was left between the cancel's two steps: end it now.
+                if current.phase in _UNHELD:
+                    return await self._end_unheld_cancel(current)
                 return current
         raise RuntimeError(f"cancel of task {task_id} kept losing races")
 
-    async def _end_released_cancel(self, task: StoredTask) -> StoredTask:
-        """End a `canceling` task that no run holds (it was queued again): nobody will."""
-        reason = "canceled while queued again"
+    async def _end_unheld_cancel(self, task: StoredTask) -> StoredTask:
+        """End a `canceling` task that no run holds (it was queued again, or waits for an
+        answer): nobody else will."""
+        if task.phase is Phase.AWAITING_ANSWER:
+            reason = "canceled while waiting for an answer"
+        else:
+            reason = "canceled while queued again"
         ended = await self.tasks.apply(
             task.id,
             Change(
                 sources=frozenset({TaskState.CANCELING}),
                 target=TaskState.CANCELED,
-                phases=frozenset({Phase.RELEASED}),
+                phases=_UNHELD,
                 fields={"error": TaskError.of(ErrorKind.CANCELED, reason)},
+                unset=frozenset({"question"}),
                 reason=reason,
             ),
         )
@@ -410,8 +515,8 @@ class Runs:
             log.info("task %s no longer exists; dropping its command", task_id)
         elif current.final:
             log.info("task %s already %s; not running it again", task_id, current.state)
-        elif current.state is TaskState.CANCELING and current.phase is Phase.RELEASED:
-            await self._end_released_cancel(current)
+        elif current.state is TaskState.CANCELING and current.phase in _UNHELD:
+            await self._end_unheld_cancel(current)
         else:
             log.info("task %s is held by another run; dropping this copy", task_id)
 

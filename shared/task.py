@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.lifecycle import Phase, TaskState
+from shared.questions import Answer, AskedQuestion
 
 API_PREFIX = "/api/v1"
 
@@ -58,6 +59,8 @@ class ErrorKind(StrEnum):
     DEAD_LETTERED = "dead_lettered"
     #: A child task did not complete.
     CHILD_FAILED = "child_failed"
+    #: Its question's timeout passed without an answer, and the question had no default.
+    NO_ANSWER = "no_answer"
 
 
 class TaskError(BaseModel):
@@ -128,4 +131,8 @@ class Task(BaseModel):
     attempts: list[Attempt] = Field(default_factory=list)
     #: How many times a worker started it.
     runs: int = 0
+    #: The question its handler asked, while it waits for the answer (phase `awaiting_answer`).
+    question: AskedQuestion | None = None
+    #: The answers its questions got, oldest first (`by` None: the question's timeout).
+    answers: list[Answer] = Field(default_factory=list)
     version: int

@@ -22,6 +22,9 @@
             await step.advance()
             return {"size_gib": args.size_gib}
 
+A handler may ask its task's owner a question and wait for the answer without holding a worker:
+`await ctx.ask(Question.approval("Power off db-01?"))` (docs/questions.md).
+
 Name the module in `TASKLIGHT_TASK_MODULES` for the api and the workers. A module may also
 define `register_outcomes(hooks: OutcomeHooks)` for where the waiting page goes when its tasks
 end. Test a handler by calling it with a `MemoryContext` (docs/architecture.md has a whole
@@ -30,13 +33,19 @@ example). Nothing else of tasklight is meant to be imported by task authors.
 
 from shared.errors import HandlerSignal, Retry, TaskCanceled, TaskFailed
 from shared.lifecycle import TaskState
-from shared.memory_context import MemoryContext, MemoryReport
+from shared.memory_context import TIMED_OUT, MemoryContext, MemoryReport
+from shared.questions import APPROVE, DENY, AnswerNeeded, Choice, Question
 from shared.registry import Progress, Registry, TaskContext, TaskType, WaitForChildren
 from shared.retries import RetryPolicy
 from shared.task import Task, TaskError
 from shared.waiting_page import Flash, FlashLevel, Outcome, OutcomeHooks
 
 __all__ = [
+    "APPROVE",
+    "DENY",
+    "TIMED_OUT",
+    "AnswerNeeded",
+    "Choice",
     "Flash",
     "FlashLevel",
     "HandlerSignal",
@@ -45,6 +54,7 @@ __all__ = [
     "Outcome",
     "OutcomeHooks",
     "Progress",
+    "Question",
     "Registry",
     "Retry",
     "RetryPolicy",

@@ -81,6 +81,12 @@ export interface Task {
   metadata: Record<string, unknown>;
   attempts: Attempt[];
   runs: number;
+  /** Who moves it on: "queued", "held", "released", "awaiting_children", "awaiting_answer", "ended". */
+  phase: string;
+  /** While it waits for its owner's answer: the question its handler asked. */
+  question?: Record<string, unknown> | null;
+  /** Every answer given to it. */
+  answers?: Array<Record<string, unknown>>;
 }
 
 /** One state change of a task (`GET /tasks/{id}/events`). */

@@ -581,6 +581,19 @@ export class TaskLight {
   }
 
   /**
+   * Answer the question a task asked (`task.question`): `answer` is a choice's value or the
+   * form's object; `question` its key, so that an answer meant for an earlier question is
+   * refused (409). Resolves with the task, queued again to go on with the answer.
+   */
+  async answer(taskId, answer, { question } = {}) {
+    const body = { answer };
+    if (question) body.question = question;
+    const task = await this._request("POST", `/tasks/${encodeURIComponent(taskId)}/answer`, body);
+    this.ingest(task);
+    return task;
+  }
+
+  /**
    * Delete a finished task (resolves with null), or cancel a pending one (resolves with the task,
    * now `canceled` or `canceling`).
    */

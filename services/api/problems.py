@@ -35,6 +35,8 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "urn:tasklight:problem:too-many-failed-sign-ins": (429, "Too many wrong passwords lately"),
     "urn:tasklight:problem:sign-in-busy": (503, "Too many sign-ins at once; retry shortly"),
     "urn:tasklight:problem:already-finished": (409, "The task has already finished"),
+    "urn:tasklight:problem:not-asking": (409, "The task is not waiting for this answer"),
+    "urn:tasklight:problem:invalid-answer": (422, "The answer does not fit the question"),
     "urn:tasklight:problem:idempotency-key-reused": (
         422,
         "The Idempotency-Key was used before with another request body",

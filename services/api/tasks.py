@@ -1,4 +1,4 @@
-"""Routes under /api/v1/tasks: submit, read, list, cancel and delete tasks."""
+"""Routes under /api/v1/tasks: submit, read, list, cancel, answer and delete tasks."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from services.api.runtime import RuntimeDep, UserDep
 from shared.auth import Principal
 from shared.ids import is_task_id
 from shared.jsonlimits import TOO_DEEP
-from shared.lifecycle import FINAL_STATES, GROUP_STATES, TaskGroup, TaskState
+from shared.lifecycle import FINAL_STATES, GROUP_STATES, Phase, TaskGroup, TaskState
+from shared.questions import answer_errors
 from shared.rate_limit import RateLimited
 from shared.records import StoredTask
 from shared.runs import AlreadyFinished
@@ -324,6 +325,62 @@ async def cancel_task(task_id: str, runtime: RuntimeDep, user: UserDep) -> Task:
     """A waiting task is canceled at once; a running one stops at its next checkpoint."""
     await _owned(runtime, user, task_id)
     return (await _cancel(runtime, task_id)).view()
+
+
+class AnswerBody(BaseModel):
+    """The answer to the question a task waits on: a choice's value, or the form's object."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    answer: Any = Field(examples=["approve"])
+    question: str | None = Field(
+        default=None,
+        max_length=100,
+        description="The key of the question answered: refused (409) if it is no longer the "
+        "one the task waits on, so an answer to a question seen earlier is never taken for "
+        "another",
+    )
+
+
+@router.post(
+    "/{task_id}/answer",
+    status_code=202,
+    response_model=Task,
+    responses=problem_responses(400, 403, 404, 409, 422),
+    summary="Answer the question a task asked",
+)
+async def answer_task(task_id: str, body: AnswerBody, runtime: RuntimeDep, user: UserDep) -> Task:
+    """Answer the task's `question` (its owner, or an admin); the task runs on with it, on any
+    worker. `422` for an answer the question refuses (not one of its choices, or not valid for
+    its form's schema), `409` if it waits on no question, or on another one (answered already,
+    timed out, canceled)."""
+    task = await _owned(runtime, user, task_id)
+    question = task.question
+    if task.phase is not Phase.AWAITING_ANSWER or question is None:
+        raise _not_asking(task, f"task {task_id} is not waiting for an answer")
+    if body.question is not None and body.question != question.key:
+        raise _not_asking(task, f"task {task_id} no longer waits on question {body.question!r}")
+    errors = answer_errors(question, body.answer)
+    if errors:
+        located = [{**error, "loc": ["body", "answer", *error["loc"]]} for error in errors]
+        raise ProblemError(
+            "urn:tasklight:problem:invalid-answer",
+            "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in located),
+            errors=located,
+        )
+    answered = await runtime.runs.answer(task_id, question.key, body.answer, by=user.name)
+    if answered is None:
+        current = await runtime.store.tasks.get(task_id) or task
+        raise _not_asking(current, f"question {question.key!r} of task {task_id} is settled")
+    return answered.view()
+
+
+def _not_asking(task: StoredTask, detail: str) -> ProblemError:
+    return ProblemError(
+        "urn:tasklight:problem:not-asking",
+        detail,
+        extra={"task": task.view().model_dump(mode="json")},
+    )
 
 
 @router.delete(

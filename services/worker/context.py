@@ -1,4 +1,5 @@
-"""The context a handler runs with on a worker: progress reports, cancel checkpoints, children."""
+"""The context a handler runs with on a worker: progress reports, cancel checkpoints, children,
+and questions to the task's owner."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import asyncio
 import logging
 from typing import Any
 
+from shared.clock import utcnow
 from shared.errors import TaskCanceled
 from shared.lifecycle import TaskState
+from shared.questions import AnswerNeeded, AskedQuestion, Question, asked, key_of
 from shared.runs import Claim, Hold, Runs
 from shared.store.errors import DatabaseError
 from shared.submission import Submissions
@@ -30,6 +33,11 @@ class RunContext:
         self.handed_back = False
         #: The reports as stored: this run is their only writer, so the copy stays exact.
         self.reports: list[ProgressReport] = []
+        #: The answers earlier runs' questions got, by key; and how many this run asked.
+        self._answers = {answer.key: answer.value for answer in claim.task.answers}
+        self._asked = 0
+        #: The first question of this run that had no answer: the task waits for it.
+        self.question: AskedQuestion | None = None
 
     @property
     def task_id(self) -> str:
@@ -67,6 +75,19 @@ class RunContext:
             name, args, owner=self.claim.task.owner, parent_id=self.task_id
         )
         return child.id
+
+    async def ask(self, question: Question) -> Any:
+        """The stored answer to `question`, matched by its key; without one, raise
+        `AnswerNeeded`: the runner then stores the question and frees this worker's slot."""
+        await self.checkpoint()
+        self._asked += 1
+        key = key_of(question, self._asked)
+        if key in self._answers:
+            return self._answers[key]
+        if self.question is None:
+            self.question = asked(question, key, utcnow())
+        # Even a handler that swallowed the first signal waits for the first question.
+        raise AnswerNeeded(self.question)
 
     async def _store_reports(self) -> None:
         try:

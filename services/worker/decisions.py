@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import to_jsonable_python
 
 from shared.errors import Retry, TaskCanceled, TaskFailed
+from shared.questions import AskedQuestion
 from shared.records import StoredTask
 from shared.registry import Registry, TaskType, UnknownTaskType, WaitForChildren
 from shared.task import ErrorKind, TaskError
@@ -60,7 +61,14 @@ class AwaitChildren:
     result: Any
 
 
-Decision = Complete | Fail | EndCanceled | RetryLater | HandBack | AwaitChildren
+@dataclass(frozen=True)
+class AwaitAnswer:
+    """It asked `question`, which has no answer yet: it waits, holding no worker."""
+
+    question: AskedQuestion
+
+
+Decision = Complete | Fail | EndCanceled | RetryLater | HandBack | AwaitChildren | AwaitAnswer
 
 #: Why a handler that was stopped without reaching a checkpoint ended canceled.
 STOPPED_AFTER_GRACE = "stopped after the cancel grace time without reaching a checkpoint"
@@ -99,6 +107,16 @@ def after_stop(*, handed_back: bool) -> Decision:
     if handed_back:
         return HandBack()
     return EndCanceled(TaskError.of(ErrorKind.CANCELED, STOPPED_AFTER_GRACE))
+
+
+def after_asking(decision: Decision, question: AskedQuestion | None) -> Decision:
+    """What becomes of a run that ended as `decision`, given the first of its questions that had
+    no answer (`question`). Such a run waits for the answer whatever its handler did after the
+    question (a handler that caught the signal cannot have the answer it went on without);
+    only a stop (a cancel, or the worker's shutdown) still ends it as a stop."""
+    if question is None or isinstance(decision, EndCanceled | HandBack):
+        return decision
+    return AwaitAnswer(question)
 
 
 def after_error(exc: Exception, task_type: TaskType, attempt: int) -> Decision:

@@ -4,7 +4,8 @@ Each sweep, all compare-and-set (so janitors of several workers never do a thing
 1. relays commands whose publish was never confirmed (the submitter died after storing the task);
 2. marks workers missing whose heartbeat is older than the TTL, and ends or requeues the tasks
    they held, as each task type says (`requeues_when_lost`);
-3. ends parents whose children all ended while no one was there to notice.
+3. ends parents whose children all ended while no one was there to notice;
+4. settles questions whose timeout passed: the default is answered, or the task fails.
 
 A worker is judged missing only from heartbeats that could have been written: while this
 janitor's own database access fails, and for one worker TTL after it comes back, no worker is
@@ -97,6 +98,7 @@ class Janitor:
         await self.relay()
         await self.reap_missing_workers()
         await self.finish_orphaned_parents()
+        await self.settle_unanswered()
 
     async def relay(self) -> None:
         """Publish commands whose task was stored but whose publish was never confirmed."""
@@ -121,3 +123,11 @@ class Janitor:
         quiet_since = utcnow() - timedelta(seconds=self.settings.janitor_interval_s)
         for parent in await self.store.tasks.awaiting_children(quiet_since):
             await self.runs.finish_parent(parent.id)
+
+    async def settle_unanswered(self) -> None:
+        """Answer the default of each question past its timeout, or fail its task (no answer);
+        end a task being canceled while it waited."""
+        for task in await self.store.tasks.unanswered(utcnow()):
+            outcome = await self.runs.expire_question(task)
+            if outcome is not None:
+                log.info("question of task %s timed out: the task is %s", task.id, outcome.value)

@@ -3,6 +3,9 @@
     claim (runs.claim) ─▶ handler ─▶ decisions.decide ─▶ one verb of shared/runs.py
     └──────── a slot ────────┘
 
+A handler that asks a question with no answer yet (`ctx.ask` raises `AnswerNeeded`) ends its run
+with `Runs.await_answer`: the task waits for its owner, holding no worker slot.
+
 The runner owns what happens around the handler (its cancel grace, the hand-back on shutdown,
 the early ack of a long task, insisting on the outcome through a database outage); what becomes
 of the task is `decisions.py`'s to decide and `runs.py`'s to write.
@@ -24,6 +27,7 @@ from typing import Any, TypeVar
 from services.worker import decisions
 from services.worker.context import RunContext
 from services.worker.decisions import (
+    AwaitAnswer,
     AwaitChildren,
     Complete,
     Decision,
@@ -36,6 +40,7 @@ from shared import metrics
 from shared.clock import utcnow
 from shared.lifecycle import Phase
 from shared.messages import RunTask
+from shared.questions import AnswerNeeded
 from shared.registry import Registry
 from shared.runs import Claim, Runs
 from shared.store import DatabaseError, outcome_unknown
@@ -177,7 +182,7 @@ class Runner:
             decision = await metrics.timed_run(claim.task, self._call_handler(claim, context))
         finally:
             del self.running[claim.task_id]
-        return decision, context.reports
+        return decisions.after_asking(decision, context.question), context.reports
 
     async def _call_handler(self, claim: Claim, context: RunContext) -> Decision:
         prepared = decisions.prepare(claim.task, self.registry)
@@ -189,6 +194,8 @@ class Runner:
         stopper = asyncio.ensure_future(self._stop_after_grace(context, handler))
         try:
             returned = await handler
+        except AnswerNeeded as signal:
+            return AwaitAnswer(signal.question)
         except asyncio.CancelledError:
             if _current_task_cancelling():
                 raise  # this worker's own task is being cancelled, not the handler
@@ -230,6 +237,8 @@ class Runner:
                 await self.runs.release(claim, self._attempt("hand_back", None, 0))
             case AwaitChildren(result):
                 await self.runs.await_children(claim, result)
+            case AwaitAnswer(question):
+                await self.runs.await_answer(claim, question, self._attempt("asked", None, 0))
 
     def _attempt(self, outcome: str, error: Any, delay_s: float) -> Attempt:
         return Attempt(

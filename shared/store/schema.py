@@ -81,6 +81,12 @@ def indexes(*, retention_s: int, idempotency_ttl_s: int) -> list[Index]:
         Index(TASKS, ((MARK, ASCENDING),), sparse=True, why="the outbox relay"),
         Index(
             TASKS,
+            (("question.deadline", ASCENDING),),
+            sparse=True,
+            why="questions whose timeout passed (only a task that waits for an answer has one)",
+        ),
+        Index(
+            TASKS,
             (("finished_at", ASCENDING),),
             sparse=True,
             ttl_s=retention_s,

@@ -60,11 +60,14 @@ def document(task: StoredTask, dispatch_due_at: datetime | None = None) -> Doc:
 
     Without `finished_at` (set when it finishes) and, for a task with no parent, without
     `parent_id`: their indexes are sparse, so a task lacking them costs those indexes nothing.
+    Nor with `question` and `answers` before it asks anything.
     """
     doc: Doc = stored(task)
-    for sparse in ("finished_at", "parent_id", "join_result", MARK):
+    for sparse in ("finished_at", "parent_id", "join_result", "question", MARK):
         if doc.get(sparse) is None:
             doc.pop(sparse, None)
+    if not doc.get("answers"):
+        doc.pop("answers", None)
     if task.ui is not None:
         doc["ui"] = task.ui.model_dump(exclude_none=True)
     if dispatch_due_at is not None:
@@ -205,6 +208,21 @@ class TaskStore:
             "updated_at": {"$lt": updated_before},
         }
         return await self._find(query, limit=limit)
+
+    async def unanswered(self, now: datetime, limit: int = 100) -> list[StoredTask]:
+        """Tasks waiting for an answer that nobody will give in time: their question's deadline
+        is past, or they are being canceled (a cancel that stopped between its two steps)."""
+        due = await self._find(
+            {"question.deadline": {"$lte": now}, "phase": Phase.AWAITING_ANSWER.value},
+            sort=[("question.deadline", ASCENDING)],
+            limit=limit,
+        )
+        canceling = await self._find(
+            {"state": TaskState.CANCELING.value, "phase": Phase.AWAITING_ANSWER.value},
+            limit=limit,
+        )
+        seen = {task.id for task in due}
+        return due + [task for task in canceling if task.id not in seen]
 
     # --- writes ---------------------------------------------------------------------------
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.errors import Retry, TaskFailed
+from shared.questions import Question
 from shared.registry import Registry, TaskContext, TaskType, WaitForChildren
 from shared.retries import RetryPolicy
 
@@ -46,6 +47,35 @@ class SpawnArgs(BaseModel):
     children: int = Field(default=3, ge=1, le=100, description="How many child tasks to start.")
     rounds: int = Field(default=3, ge=0, le=100_000, description="Rounds each child counts.")
     round_s: float = Field(default=1.0, ge=0, le=3600, description="Seconds a child's round takes.")
+
+
+class AskArgs(BaseModel):
+    """Arguments of `test.ask`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    questions: int = Field(default=1, ge=1, le=5, description="Questions asked one after another.")
+    form: bool = Field(default=False, description="Ask with a small form instead of approve/deny.")
+    timeout_s: float = Field(
+        default=3600, gt=0, le=86400, description="Seconds each question waits for an answer."
+    )
+    default: Literal["approve", "deny"] | None = Field(
+        default=None, description="The answer a question's timeout takes; none: the task fails."
+    )
+
+
+#: The small form `test.ask` asks with: one field of each kind the web UI draws.
+ASK_FORM: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "reason": {"type": "string", "title": "Reason", "minLength": 3, "maxLength": 200},
+        "copies": {"type": "integer", "title": "Copies", "minimum": 1, "maximum": 10, "default": 1},
+        "size": {"type": "string", "title": "Size", "enum": ["small", "large"]},
+        "notify": {"type": "boolean", "title": "Tell the team"},
+    },
+    "required": ["reason", "copies"],
+    "additionalProperties": False,
+}
 
 
 class NoopArgs(BaseModel):
@@ -96,6 +126,26 @@ async def spawn(args: SpawnArgs, ctx: TaskContext) -> WaitForChildren:
     return WaitForChildren(result={"children": args.children})
 
 
+async def ask(args: AskArgs, ctx: TaskContext) -> dict[str, Any]:
+    """Ask `questions` questions in turn (approve / deny, or a small form); return the answers."""
+    progress = await ctx.report("Asking", "test.ask", total=args.questions, suffix="answered")
+    answers = []
+    for number in range(1, args.questions + 1):
+        title = f"Question {number} of {args.questions}"
+        if args.form:
+            question = Question(
+                title=title, text="Fill in the form.", form=ASK_FORM, timeout_s=args.timeout_s
+            )
+        else:
+            question = Question.approval(
+                title, "Approve or deny.", timeout_s=args.timeout_s, default=args.default
+            )
+        answers.append(await ctx.ask(question))
+        await progress.advance()
+    await progress.finish()
+    return {"answers": answers}
+
+
 def register(registry: Registry) -> None:
     """Add the built-in types to `registry`."""
     # Counting again from the start is harmless, so a count survives the loss of its worker.
@@ -126,3 +176,4 @@ def register(registry: Registry) -> None:
         )
     )
     registry.add(TaskType("test.spawn", "Spawn children", spawn.__doc__ or "", SpawnArgs, spawn))
+    registry.add(TaskType("test.ask", "Ask and wait", ask.__doc__ or "", AskArgs, ask))

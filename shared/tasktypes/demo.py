@@ -16,7 +16,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.errors import TaskFailed
 from shared.lifecycle import TaskState
+from shared.questions import APPROVE, Question
 from shared.registry import Registry, TaskContext, TaskType
 
 #: Task type that powers a VM off.
@@ -42,6 +44,8 @@ class DemoVm:
     id: str
     name: str
     provider: str
+    #: Serves production: powering it off waits for its owner's approval.
+    production: bool = False
 
 
 #: The simulated VMs; every one starts powered on.
@@ -49,9 +53,10 @@ DEMO_VMS: tuple[DemoVm, ...] = (
     DemoVm("vm-web-01", "web-01", "RHEV"),
     DemoVm("vm-db-01", "db-01", "VMware"),
     DemoVm("vm-batch-07", "batch-07", "EC2"),
+    DemoVm("vm-erp-01", "erp-01", "VMware", production=True),
 )
 
-VmId = Literal["vm-web-01", "vm-db-01", "vm-batch-07"]
+VmId = Literal["vm-web-01", "vm-db-01", "vm-batch-07", "vm-erp-01"]
 
 
 class VmPowerArgs(BaseModel):
@@ -63,6 +68,12 @@ class VmPowerArgs(BaseModel):
     delay_s: float = Field(
         default=3.0, ge=0, le=600, description="Seconds the simulated provider call takes."
     )
+    approval_timeout_s: float = Field(
+        default=600,
+        gt=0,
+        le=86400,
+        description="Seconds a production VM's power-off waits for approval; then it fails.",
+    )
 
 
 def vm_by_id(vm_id: str) -> DemoVm | None:
@@ -73,6 +84,9 @@ def vm_by_id(vm_id: str) -> DemoVm | None:
 async def _change_power(args: VmPowerArgs, ctx: TaskContext, target: Power) -> dict[str, Any]:
     vm = vm_by_id(args.vm)
     label = vm.name if vm else args.vm
+    if target is Power.OFF and vm is not None and vm.production:
+        # Asked before anything is done: the run after the answer starts from here again.
+        await _approve_power_off(vm, ctx, args.approval_timeout_s)
     verb = "Powering off" if target is Power.OFF else "Powering on"
     progress = await ctx.report(f"{verb} {label}", "demo.vm_power", total=1)
     await ctx.checkpoint()
@@ -82,8 +96,23 @@ async def _change_power(args: VmPowerArgs, ctx: TaskContext, target: Power) -> d
     return {"vm": args.vm, "power": target.value}
 
 
+async def _approve_power_off(vm: DemoVm, ctx: TaskContext, timeout_s: float) -> None:
+    """Ask the owner to approve powering off a production VM; fail unless they do."""
+    question = Question.approval(
+        f"Power off {vm.name}?",
+        f"{vm.name} serves production: powering it off stops it for everyone who uses it.",
+        approve="Power off",
+        deny="Keep it running",
+        danger=True,
+        timeout_s=timeout_s,
+    )
+    if await ctx.ask(question) != APPROVE:
+        raise TaskFailed(f"powering off {vm.name} was not approved", type="not_approved")
+
+
 async def power_off(args: VmPowerArgs, ctx: TaskContext) -> dict[str, Any]:
-    """Power a simulated VM off, after a delay that stands for the provider's API call."""
+    """Power a simulated VM off, after a delay that stands for the provider's API call; a
+    production VM only once its owner approved."""
     return await _change_power(args, ctx, Power.OFF)
 
 

@@ -20,6 +20,7 @@ from services.stack import ROOT, stop_processes
 from shared.auth import DEV_TOKEN
 from shared.settings import Settings
 from tests.processes import service_env, start_stack
+from tests.support import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -124,6 +125,31 @@ async def test_wait_all_fails_on_timeout_naming_the_pending_tasks(stack: Stack) 
     assert "Traceback" not in err
     status, out, _ = await stack.cli("cancel", long_id)
     assert status == 0
+
+
+async def test_show_names_the_question_a_task_waits_on_and_answer_answers_it(
+    stack: Stack,
+) -> None:
+    status, out, _ = await stack.cli("--json", "submit", "test.ask")
+    assert status == 0
+    task_id = json.loads(out)["id"]
+
+    async def shown() -> tuple[int, str, str]:
+        return await stack.cli("show", task_id)
+
+    status, out, _ = await eventually(shown, lambda s: "waits for an answer" in s[1])
+    assert "question-1: Question 1 of 1 (approve | deny; by " in out
+
+    status, _, err = await stack.cli("answer", task_id, "maybe")
+    assert status == 2
+    assert "must be one of ['approve', 'deny']" in err
+    status, out, _ = await stack.cli("answer", task_id, "approve", "--question", "question-1")
+    assert (status, out.strip()) == (0, f"{task_id} answered; it goes on (released)")
+    status, out, _ = await stack.cli("wait", task_id, "--timeout", "30")
+    assert out.strip() == f'{task_id} completed: {{"answers": ["approve"]}}'
+    status, _, err = await stack.cli("answer", task_id, "approve")
+    assert status == 2
+    assert "HTTP 409" in err
 
 
 async def test_expected_failures_are_one_line_messages(stack: Stack) -> None:

@@ -35,7 +35,8 @@ from shared.auth import (
     Role,
 )
 from shared.clock import utcnow
-from shared.lifecycle import TaskState
+from shared.lifecycle import Phase, TaskState
+from shared.questions import Question, asked
 from shared.settings import Settings
 from shared.store import Store
 from tests.conftest import ServerThread
@@ -76,9 +77,15 @@ class People:
             base_url=self.base_url, headers=self.headers(actor), follow_redirects=False
         )
 
-    async def task(self, state: TaskState = TaskState.WAITING, owner: str = "alice") -> str:
-        """A task stored directly in `state` (no broker: the API reads the database)."""
+    async def task(
+        self, state: TaskState = TaskState.WAITING, owner: str = "alice", phase: Phase | None = None
+    ) -> str:
+        """A task stored directly in `state` (no broker: the API reads the database); in the
+        phase `awaiting_answer`, with a question."""
         task = stored_task(name="test.count", owner=owner, state=state)
+        if phase is Phase.AWAITING_ANSWER:
+            question = asked(Question.approval("Go on?"), "question-1", utcnow())
+            task = task.model_copy(update={"phase": phase, "question": question})
         if task.final:
             task = task.model_copy(update={"finished_at": utcnow() - timedelta(hours=1)})
         await self.store.tasks.insert(task)
@@ -127,6 +134,14 @@ async def _on_task(
 def _task_call(method: str, path: str, state: TaskState = TaskState.WAITING) -> Call:
     async def call(client: httpx.AsyncClient, people: People) -> httpx.Response:
         return await _on_task(client, people, method, path, state)
+
+    return call
+
+
+def _answer_call() -> Call:
+    async def call(client: httpx.AsyncClient, people: People) -> httpx.Response:
+        task_id = await people.task(TaskState.RUNNING, phase=Phase.AWAITING_ANSWER)
+        return await client.post(f"/api/v1/tasks/{task_id}/answer", json={"answer": "approve"})
 
     return call
 
@@ -187,6 +202,8 @@ MATRIX = [
         _task_call("POST", "/api/v1/tasks/{id}/cancel"),
         _same(202, 404, 202, 401),
     ),
+    # Only the owner or an administrator answers a task's question; to anyone else it is not there.
+    Endpoint("POST", "/api/v1/tasks/{task_id}/answer", _answer_call(), _same(202, 404, 202, 401)),
     Endpoint(
         "DELETE",
         "/api/v1/tasks/{task_id}",

@@ -95,6 +95,8 @@ WEBHOOKS = "/api/v1/webhooks"
 PUBLIC_URL = "https://1.1.1.1/tasklight-fuzz"
 #: The submission's schema, which the sharpened document narrows to the registered types.
 SUBMISSION_SCHEMA = "Submission"
+#: The answer's schema, which the sharpened document narrows to what `test.ask` asks.
+ANSWER_SCHEMA = "AnswerBody"
 
 
 def bounded(examples: int) -> settings:
@@ -313,9 +315,11 @@ def cases(
 
 def sharpened(document: dict[str, Any], task_types: list[dict[str, Any]]) -> OpenApiSchema:
     """The document with its `Submission` narrowed to the registered task types: `name` one of
-    them and `args` valid for it. The responses stay as they are, and so do the checks."""
+    them and `args` valid for it; and its answers to the approve / deny of `test.ask`. The
+    responses stay as they are, and so do the checks."""
     document = copy.deepcopy(document)
     components = document["components"]["schemas"]
+    components[ANSWER_SCHEMA]["properties"]["answer"] = {"enum": ["approve", "deny"]}
     submission = components[SUBMISSION_SCHEMA]
     variants = []
     for task_type in task_types:
@@ -397,20 +401,21 @@ async def submit(api: httpx.AsyncClient, name: str, args: dict[str, Any], **extr
     return task_id
 
 
-async def reaches(api: httpx.AsyncClient, task_id: str, *states: str) -> None:
-    """Wait until the task is in one of `states`."""
+async def reaches(api: httpx.AsyncClient, task_id: str, *states: str, of: str = "state") -> None:
+    """Wait until the task is in one of `states` (or phases, `of="phase"`)."""
 
     async def state() -> str:
         response = await api.get(f"{TASKS}/{task_id}")
         assert response.status_code == 200, response.text
-        current: str = response.json()["state"]
+        current: str = response.json()[of]
         return current
 
     await eventually(state, lambda current: current in states, timeout_s=30)
 
 
 async def seed_with_worker(api: httpx.AsyncClient, settings: Settings) -> Worker:
-    """A running worker, and tasks that it completed, failed, spawned a child for, and runs."""
+    """A running worker, and tasks that it completed, failed, spawned a child for, runs, and
+    one whose question waits for an answer."""
     worker = Worker(settings)
     await worker.start()
     try:
@@ -424,21 +429,24 @@ async def seed_with_worker(api: httpx.AsyncClient, settings: Settings) -> Worker
         )
         parent = await submit(api, "test.spawn", {"children": 1, "rounds": 0, "round_s": 0})
         running = await submit(api, "test.count", {"rounds": 1000, "round_s": 1})
+        asking = await submit(api, "test.ask", {})
         await reaches(api, completed, "completed")
         await reaches(api, failed, "failed")
         await reaches(api, parent, "completed")
         await reaches(api, running, "running")
+        await reaches(api, asking, "awaiting_answer", of="phase")
     except BaseException:
         await asyncio.wait_for(worker.stop(grace_s=0), timeout=60)
         raise
     return worker
 
 
-async def every_task_id(api: httpx.AsyncClient) -> list[str]:
-    """The ids of the tasks the API lists."""
+async def every_task_id(api: httpx.AsyncClient, phase: str | None = None) -> list[str]:
+    """The ids of the tasks the API lists (those in `phase`, if given)."""
     response = await api.get(TASKS, params={"limit": 500})
     assert response.status_code == 200, response.text
-    return [task["id"] for task in response.json()["results"]]
+    tasks = response.json()["results"]
+    return [task["id"] for task in tasks if phase in (None, task["phase"])]
 
 
 # About 60 requests for each of 30 operations, each a real round trip: a loaded machine takes
@@ -477,7 +485,8 @@ async def test_every_operation_keeps_to_the_openapi_document(
     # 2. With no worker, so that whatever the run submits only waits: submissions of the
     #    registered types, then every operation, with valid and invalid requests, writes too.
     task_types = (await api.get("/api/v1/task-types")).json()
-    submissions = sharpened(schema.raw_schema, task_types)[TASKS]["POST"]
+    sharp = sharpened(schema.raw_schema, task_types)
+    submissions = sharp[TASKS]["POST"]
     await asyncio.to_thread(
         run.drive,
         submissions,
@@ -485,6 +494,14 @@ async def test_every_operation_keeps_to_the_openapi_document(
         "registered types",
         MAX_EXAMPLES * SUBMISSION_FACTOR,
     )
+    # Answers that the question waiting for one takes (once; then 409), before anything else
+    # (a cancel, say) can settle it.
+    answers = sharp[f"{TASKS}/{{task_id}}/answer"]["POST"]
+    asking = await every_task_id(api, phase="awaiting_answer")
+    assert asking, "no task waits for an answer"
+    # A few suffice: the first answer is taken, and every later one is 409.
+    to_asking = st.one_of([answers.as_strategy(path_parameters={"task_id": i}) for i in asking])
+    await asyncio.to_thread(run.drive, answers, to_asking, "asked questions", 5)
     registrations = with_public_destinations(schema.raw_schema)[WEBHOOKS]["POST"]
     await asyncio.to_thread(
         run.drive, registrations, registrations.as_strategy(), "public destination"

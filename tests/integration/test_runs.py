@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
 
 import pytest
 
@@ -11,12 +13,13 @@ from shared.broker import declare_topology, make_broker
 from shared.clock import utcnow
 from shared.commands import Commands
 from shared.lifecycle import Phase, TaskState
-from shared.runs import AlreadyFinished, Runs
+from shared.questions import AskedQuestion, Question, asked
+from shared.runs import AlreadyFinished, Claim, Runs
 from shared.settings import Settings
-from shared.store import Store
+from shared.store import Change, Store
 from shared.task import Attempt, ErrorKind, TaskError
 from shared.topology import Topology
-from tests.support import stored_task
+from tests.support import eventually, stored_task
 
 pytestmark = pytest.mark.integration
 
@@ -204,3 +207,135 @@ async def test_an_undeliverable_command_fails_its_task_once(store: Store, runs: 
     assert task.state is TaskState.FAILED
     assert task.error is not None
     assert task.error.type == ErrorKind.DEAD_LETTERED
+
+
+# --- questions --------------------------------------------------------------------------------
+
+
+def approval(run_after: datetime, **fields: Any) -> AskedQuestion:
+    """An approve / deny question as a run stores it, asked at `run_after`."""
+    return asked(Question.approval("Go on?", **fields), "question-1", run_after)
+
+
+async def asking(store: Store, runs: Runs, **fields: Any) -> tuple[str, Claim]:
+    """A task whose run asked `approval(**fields)`: it waits for the answer."""
+    [task_id] = await waiting(store, 1)
+    claim = await runs.claim(task_id, "w1")
+    assert claim is not None
+    assert await runs.await_answer(claim, approval(utcnow(), **fields), ASKED)
+    return task_id, claim
+
+
+ASKED = Attempt(outcome="asked", worker="w1")
+
+
+async def test_a_question_frees_the_run_and_one_answer_queues_the_task_again(
+    store: Store, runs: Runs
+) -> None:
+    task_id, claim = await asking(store, runs)
+    waits = await store.tasks.get(task_id)
+    assert waits is not None
+    assert (waits.state, waits.phase, waits.run_id) == (
+        TaskState.RUNNING,
+        Phase.AWAITING_ANSWER,
+        None,
+    )
+    assert waits.question is not None
+    assert waits.question.key == "question-1"
+    assert waits.dispatch_due_at is None  # no command queued while it waits
+    # The run that asked no longer holds it: it can end nothing.
+    assert not await runs.complete(claim, None, [])
+    # Two answers at once: exactly one is taken.
+    first, second = await asyncio.gather(
+        runs.answer(task_id, "question-1", "approve", by="alice"),
+        runs.answer(task_id, "question-1", "deny", by="bob"),
+    )
+    assert (first is None) != (second is None)
+    answered = await store.tasks.get(task_id)
+    assert answered is not None
+    assert (answered.phase, answered.question) == (Phase.RELEASED, None)
+    [answer] = answered.answers
+    taken = ("approve", "alice") if first is not None else ("deny", "bob")
+    assert (answer.key, answer.value, answer.by, answer.timed_out) == ("question-1", *taken, False)
+    # Its command was queued again: a run on any worker claims it, with the answer in hand.
+    again = await runs.claim(task_id, "w2")
+    assert again is not None
+    assert [a.value for a in again.task.answers] == [answer.value]
+    assert await runs.answer(task_id, "question-1", "approve", by="alice") is None
+
+
+async def test_an_answer_to_another_question_than_the_one_asked_is_not_taken(
+    store: Store, runs: Runs
+) -> None:
+    task_id, _ = await asking(store, runs)
+    assert await runs.answer(task_id, "question-2", "approve", by="alice") is None
+    still = await store.tasks.get(task_id)
+    assert still is not None
+    assert (still.phase, still.answers) == (Phase.AWAITING_ANSWER, [])
+
+
+async def test_a_question_past_its_timeout_takes_its_default_or_fails_the_task(
+    store: Store, runs: Runs
+) -> None:
+    defaulted_id, _ = await asking(store, runs, timeout_s=0.001, default="deny")
+    failed_id, _ = await asking(store, runs, timeout_s=0.001)
+    future_id, _ = await asking(store, runs, timeout_s=3600)
+    due = await eventually(lambda: store.tasks.unanswered(utcnow()), lambda tasks: len(tasks) == 2)
+    assert {task.id for task in due} == {defaulted_id, failed_id}
+    outcomes = {task.id: await runs.expire_question(task) for task in due}
+    assert outcomes == {defaulted_id: TaskState.RUNNING, failed_id: TaskState.FAILED}
+    # A second janitor coming after changes nothing.
+    assert [await runs.expire_question(task) for task in due] == [None, None]
+    defaulted, failed = [await store.tasks.get(i) for i in (defaulted_id, failed_id)]
+    assert defaulted is not None
+    assert failed is not None
+    assert defaulted.phase is Phase.RELEASED
+    assert [(a.value, a.by, a.timed_out) for a in defaulted.answers] == [("deny", None, True)]
+    assert failed.error is not None
+    assert (failed.error.type, failed.question) == (ErrorKind.NO_ANSWER, None)
+    assert "no answer to 'Go on?'" in failed.error.message
+    assert await store.tasks.unanswered(utcnow()) == []
+    future = await store.tasks.get(future_id)
+    assert future is not None
+    assert future.phase is Phase.AWAITING_ANSWER
+
+
+async def test_cancel_ends_a_task_that_waits_for_an_answer_at_once(
+    store: Store, runs: Runs
+) -> None:
+    task_id, _ = await asking(store, runs)
+    canceled = await runs.cancel(task_id)
+    assert canceled is not None
+    assert (canceled.state, canceled.phase, canceled.question) == (
+        TaskState.CANCELED,
+        Phase.ENDED,
+        None,
+    )
+    assert canceled.error is not None
+    assert canceled.error.message == "canceled while waiting for an answer"
+    assert await runs.answer(task_id, "question-1", "approve", by="alice") is None
+
+
+async def test_a_cancel_stopped_between_its_two_steps_is_finished_by_the_janitor(
+    store: Store, runs: Runs
+) -> None:
+    # A crash after `running → canceling` left a task that nobody holds nor will answer.
+    task_id, _ = await asking(store, runs)
+    await store.tasks.apply(
+        task_id, Change(sources=frozenset({TaskState.RUNNING}), target=TaskState.CANCELING)
+    )
+    [stranded] = await store.tasks.unanswered(utcnow())
+    assert await runs.expire_question(stranded) is TaskState.CANCELED
+
+
+async def test_a_run_that_asks_after_a_cancel_ends_canceled_instead(
+    store: Store, runs: Runs
+) -> None:
+    [task_id] = await waiting(store, 1)
+    claim = await runs.claim(task_id, "w1")
+    assert claim is not None
+    await runs.cancel(task_id)  # the broadcast has not reached the run yet
+    assert await runs.await_answer(claim, approval(utcnow()), ASKED)
+    task = await store.tasks.get(task_id)
+    assert task is not None
+    assert (task.state, task.question) == (TaskState.CANCELED, None)

@@ -13,6 +13,7 @@ from pymongo.errors import DuplicateKeyError
 from shared.clock import utcnow
 from shared.ids import new_task_id
 from shared.lifecycle import FIRST_VERSION, STATE_PHASES, Phase, TaskState, can_move
+from shared.questions import Question, asked
 from shared.records import new_task
 from shared.store import Change, Store
 from shared.store.tasks import document
@@ -24,6 +25,9 @@ pytestmark = pytest.mark.integration
 async def twins_at(store: Store, state: TaskState, phase: Phase) -> tuple[str, str]:
     """Two identical tasks (but for their ids) stored in `state` and `phase`, first version."""
     task = stored_task(state=state, phase=phase)
+    if phase is Phase.AWAITING_ANSWER:
+        question = asked(Question.approval("Go on?"), "question-1", utcnow())
+        task = task.model_copy(update={"question": question})
     twin = task.model_copy(update={"id": new_task_id()})
     await store.tasks.collection.insert_many([document(task), document(twin)])
     return task.id, twin.id
@@ -45,7 +49,7 @@ def move(source: tuple[TaskState, Phase], target: tuple[TaskState, Phase]) -> Ch
         fields={"result": {"$odd key": [1]}},
         push={"attempts": {"outcome": "retry"}},
         inc={"runs": 1},
-        unset=frozenset({"dispatch_due_at"}),
+        unset=frozenset({"dispatch_due_at", "question"}),
         worker="w1",
         reason="because",
     )
@@ -53,6 +57,15 @@ def move(source: tuple[TaskState, Phase], target: tuple[TaskState, Phase]) -> Ch
 
 POINTS = [(state, phase) for state in TaskState for phase in STATE_PHASES[state]]
 MOVES = [(s, t) for s, t in itertools.product(POINTS, POINTS) if s != t and can_move(s, t)]
+_ASKING = (TaskState.RUNNING, Phase.AWAITING_ANSWER)
+#: The moves of a question, named so that the test below cannot lose them from its list.
+QUESTION_MOVES = [
+    ((TaskState.RUNNING, Phase.HELD), _ASKING),  # await_answer
+    (_ASKING, (TaskState.RUNNING, Phase.RELEASED)),  # answer, or a timeout's default
+    (_ASKING, (TaskState.FAILED, Phase.ENDED)),  # a timeout with no default
+    (_ASKING, (TaskState.CANCELING, Phase.AWAITING_ANSWER)),  # cancel, then at once:
+    ((TaskState.CANCELING, Phase.AWAITING_ANSWER), (TaskState.CANCELED, Phase.ENDED)),
+]
 
 
 async def test_both_compiled_forms_of_every_allowed_move_leave_the_same_document(
@@ -61,6 +74,7 @@ async def test_both_compiled_forms_of_every_allowed_move_leave_the_same_document
     # One description of a change, two forms: the compare-and-set pipeline (which reads the
     # state being replaced from the task) and the known-version plain update (which shares a
     # statement with other tasks'). Both, on identical tasks, must store the same thing.
+    assert set(QUESTION_MOVES) <= set(MOVES)
     at = utcnow()
     for source, target in MOVES:
         change = move(source, target)
@@ -80,6 +94,7 @@ async def test_both_compiled_forms_of_every_allowed_move_leave_the_same_document
         assert docs[0] is not None
         assert (docs[0]["state"], docs[0]["phase"]) == (target[0].value, target[1].value)
         assert docs[0]["version"] == FIRST_VERSION + 1
+        assert "question" not in docs[0]
 
 
 async def test_a_change_from_where_the_task_no_longer_is_matches_nothing(store: Store) -> None:

@@ -70,11 +70,12 @@ def test_the_three_dialog_groups_partition_the_states_as_the_tasks_dialog_shows_
     ]
 
 
-Q, H, REL, AWAIT, END = (
+Q, H, REL, AWAIT, ASK, END = (
     Phase.QUEUED,
     Phase.HELD,
     Phase.RELEASED,
     Phase.AWAITING_CHILDREN,
+    Phase.AWAITING_ANSWER,
     Phase.ENDED,
 )
 #: Every (state, phase) move a task makes, written out from the module docstring.
@@ -85,12 +86,16 @@ EXPECTED_MOVES = {
     ((R, H), (R, REL)),  # retry, hand-back, a lost worker's requeue
     ((R, REL), (R, H)),  # the claim of a released task
     ((R, H), (R, AWAIT)),  # the handler returned WaitForChildren
+    ((R, H), (R, ASK)),  # the handler asked a question that has no answer yet
+    ((R, ASK), (R, REL)),  # the answer (or the timeout's default) queues it again
     ((CING, H), (CING, REL)),
     ((CING, REL), (CING, H)),
     ((CING, H), (CING, AWAIT)),
-    *(((R, p), (CING, p)) for p in (H, REL, AWAIT)),  # a cancel keeps who is to move it on
-    *(((s, p), (f, END)) for s in (R, CING) for p in (H, REL, AWAIT) for f in (DONE, FAIL)),
-    *(((CING, p), (CNCL, END)) for p in (H, REL, AWAIT)),
+    ((CING, H), (CING, ASK)),
+    ((CING, ASK), (CING, REL)),
+    *(((R, p), (CING, p)) for p in (H, REL, AWAIT, ASK)),  # a cancel keeps who is to move it on
+    *(((s, p), (f, END)) for s in (R, CING) for p in (H, REL, AWAIT, ASK) for f in (DONE, FAIL)),
+    *(((CING, p), (CNCL, END)) for p in (H, REL, AWAIT, ASK)),
 }
 ALL_POINTS = [(state, phase) for state in TaskState for phase in Phase]
 
@@ -104,5 +109,5 @@ def test_every_pair_of_states_and_phases_moves_exactly_as_the_docstring_draws() 
 
 def test_each_state_has_its_phases_and_final_states_only_ended() -> None:
     assert STATE_PHASES[W] == {Q}
-    assert STATE_PHASES[R] == STATE_PHASES[CING] == {H, REL, AWAIT}
+    assert STATE_PHASES[R] == STATE_PHASES[CING] == {H, REL, AWAIT, ASK}
     assert all(STATE_PHASES[final] == {END} for final in FINAL_STATES)

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from shared import metrics
 from shared.clock import utcnow
+from shared.questions import Answer
 from shared.task import Attempt
 from tests.support import stored_task
 
@@ -24,6 +25,7 @@ def test_the_api_serves_submissions_and_its_requests() -> None:
         "tasklight_tasks_submitted",
         "tasklight_http_requests",
         "tasklight_http_request_duration_seconds",
+        "tasklight_questions",
     }
 
 
@@ -40,6 +42,7 @@ def test_a_worker_serves_the_task_lifecycle() -> None:
         "tasklight_commands_parked",
         "tasklight_workers_missing",
         "tasklight_tasks_worker_lost",
+        "tasklight_questions",
     }
 
 
@@ -146,6 +149,15 @@ def test_the_queue_wait_of_a_later_run_counts_from_the_release_after_its_retry_d
     assert metrics.queue_wait_s(first, now) == pytest.approx(30)
     assert metrics.queue_wait_s(retried, now) == pytest.approx(1)
     assert metrics.queue_wait_s(unknown, now) is None
+
+
+def test_the_queue_wait_after_an_answer_counts_from_the_answer_not_from_the_question() -> None:
+    # The run asked an hour ago; the answer came 2 s ago: the task waited 2 s for a worker.
+    now = utcnow()
+    asked = Attempt(outcome="asked", ended_at=now - timedelta(hours=1))
+    answer = Answer(key="question-1", value="approve", by="dev", at=now - timedelta(seconds=2))
+    task = stored_task(attempts=[asked], answers=[answer])
+    assert metrics.queue_wait_s(task, now) == pytest.approx(2)
 
 
 def test_finished_retried_and_lost_tasks_are_counted_by_type_and_outcome() -> None:

@@ -6,8 +6,17 @@ import pytest
 
 from shared.errors import TaskCanceled, TaskFailed
 from shared.registry import WaitForChildren
-from shared.tasks import MemoryContext
-from shared.tasktypes.builtin import CountArgs, FailArgs, SpawnArgs, count, fail, spawn
+from shared.tasks import APPROVE, DENY, MemoryContext
+from shared.tasktypes.builtin import (
+    AskArgs,
+    CountArgs,
+    FailArgs,
+    SpawnArgs,
+    ask,
+    count,
+    fail,
+    spawn,
+)
 
 
 async def test_count_reports_one_progress_step_per_round_and_returns_the_count() -> None:
@@ -46,3 +55,12 @@ def test_count_arguments_default_to_one_second_rounds_and_refuse_negative_rounds
         CountArgs(rounds=-1)
     with pytest.raises(ValueError, match="Extra inputs"):
         CountArgs.model_validate({"rounds": 1, "times": 3})
+
+
+async def test_ask_asks_each_question_in_turn_and_returns_the_answers() -> None:
+    ctx = MemoryContext(answers=[APPROVE, DENY])
+    assert await ask(AskArgs(questions=2), ctx) == {"answers": [APPROVE, DENY]}
+    assert [q.title for q in ctx.questions] == ["Question 1 of 2", "Question 2 of 2"]
+    assert (ctx.reports[0].done, ctx.reports[0].finished) == (2, True)
+    details = {"reason": "month end", "copies": 2}
+    assert await ask(AskArgs(form=True), MemoryContext(answers=[details])) == {"answers": [details]}

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from shared.errors import TaskCanceled
+from shared.errors import TaskCanceled, TaskFailed
 from shared.registry import load_registry
-from shared.tasks import MemoryContext
+from shared.tasks import APPROVE, DENY, AnswerNeeded, MemoryContext
 from shared.tasktypes.demo import (
     POWER_OFF,
     POWER_ON,
@@ -95,4 +95,28 @@ def test_the_registry_loads_the_demo_types() -> None:
         "vm-web-01",
         "vm-db-01",
         "vm-batch-07",
+        "vm-erp-01",
     ]
+
+
+async def test_powering_off_a_production_vm_asks_first_and_needs_approval() -> None:
+    args = VmPowerArgs(vm="vm-erp-01", delay_s=0)
+    unasked = MemoryContext()
+    with pytest.raises(AnswerNeeded):
+        await power_off(args, unasked)
+    # It asks before it does anything: the run after the answer does it all once.
+    assert (unasked.reports, [q.title for q in unasked.questions]) == ([], ["Power off erp-01?"])
+    assert await power_off(args, MemoryContext(answers=[APPROVE])) == {
+        "vm": "vm-erp-01",
+        "power": "off",
+    }
+    with pytest.raises(TaskFailed) as denied:
+        await power_off(args, MemoryContext(answers=[DENY]))
+    assert denied.value.type == "not_approved"
+
+
+async def test_other_vms_and_powering_on_ask_nothing() -> None:
+    ctx = MemoryContext()
+    await power_off(VmPowerArgs(vm="vm-web-01", delay_s=0), ctx)
+    await power_on(VmPowerArgs(vm="vm-erp-01", delay_s=0), ctx)
+    assert ctx.questions == []

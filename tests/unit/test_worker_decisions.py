@@ -7,6 +7,7 @@ from pydantic import BaseModel
 
 from services.worker import decisions
 from services.worker.decisions import (
+    AwaitAnswer,
     AwaitChildren,
     Complete,
     EndCanceled,
@@ -14,6 +15,8 @@ from services.worker.decisions import (
     HandBack,
     RetryLater,
 )
+from shared.clock import utcnow
+from shared.questions import Question, asked
 from shared.registry import Registry, TaskType, WaitForChildren
 from shared.retries import RetryPolicy
 from shared.task import TaskError
@@ -121,3 +124,15 @@ def test_a_task_this_worker_cannot_run_fails_with_the_reason() -> None:
     ready = decisions.prepare(stored_task(name="unit.t", args={"n": 3}), registry)
     assert not isinstance(ready, Fail)
     assert ready[1] == Args(n=3)
+
+
+def test_a_run_with_an_unanswered_question_waits_for_it_unless_it_was_stopped() -> None:
+    question = asked(Question.approval("Go on?"), "question-1", utcnow())
+    waits = AwaitAnswer(question)
+    assert decisions.after_asking(Complete(None), None) == Complete(None)
+    # A handler that caught the signal and went on cannot have had the answer.
+    assert decisions.after_asking(Complete("guessed"), question) == waits
+    assert decisions.after_asking(Fail(TaskError(type="x", message="y")), question) == waits
+    stopped = EndCanceled(TaskError(type="canceled", message="canceled"))
+    assert decisions.after_asking(stopped, question) == stopped
+    assert decisions.after_asking(HandBack(), question) == HandBack()

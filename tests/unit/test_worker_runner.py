@@ -13,8 +13,10 @@ from pymongo.errors import AutoReconnect
 
 from services.worker.decisions import STOPPED_AFTER_GRACE
 from services.worker.runner import NotTaken, Runner
+from shared.clock import utcnow
 from shared.lifecycle import Phase, TaskState
 from shared.messages import RunTask
+from shared.questions import Answer, AskedQuestion, Question
 from shared.records import Run, StoredTask
 from shared.registry import Registry, TaskContext, TaskType
 from shared.retries import RetryPolicy
@@ -27,12 +29,26 @@ from tests.support import eventually, stored_task
 WORKER = "w1"
 
 
+#: Events a "gated ask" handler waits on before it asks, by task id.
+GATES: dict[str, asyncio.Event] = {}
+
+
 class Args(BaseModel):
     mode: str = "return"
 
 
 async def handler(args: Args, ctx: TaskContext) -> Any:
     """Ends as `mode` says."""
+    if args.mode == "ask":
+        return {"answer": await ctx.ask(Question.approval("Go on?"))}
+    if args.mode == "gated ask":
+        await GATES.setdefault(ctx.task_id, asyncio.Event()).wait()
+        return {"answer": await ctx.ask(Question.approval("Go on?"))}
+    if args.mode == "swallow":
+        try:
+            await ctx.ask(Question.approval("Go on?"))
+        except BaseException:
+            return {"answer": "made up"}
     if args.mode == "return":
         step = await ctx.report("working", "unit.work", total=1)
         await step.advance()
@@ -111,6 +127,9 @@ class FakeRuns:
     async def await_children(self, claim: Claim, result: Any) -> bool:
         return await self._end("await_children", result)
 
+    async def await_answer(self, claim: Claim, question: AskedQuestion, attempt: Any) -> bool:
+        return await self._end("await_answer", (question.key, attempt.outcome))
+
 
 def runner_on(runs: FakeRuns, **options: Any) -> Runner:
     registry = Registry()
@@ -119,8 +138,8 @@ def runner_on(runs: FakeRuns, **options: Any) -> Runner:
     return Runner(cast(Runs, runs), cast(Submissions, None), registry, WORKER, **options)
 
 
-def queued(runs: FakeRuns, mode: str) -> RunTask:
-    task = stored_task(name="unit.t", args={"mode": mode})
+def queued(runs: FakeRuns, mode: str, **fields: Any) -> RunTask:
+    task = stored_task(name="unit.t", args={"mode": mode}, **fields)
     runs.tasks.stored[task.id] = task
     return RunTask(task_id=task.id, name="unit.t")
 
@@ -206,6 +225,35 @@ async def test_an_outcome_is_stored_through_a_database_outage() -> None:
     runs = FakeRuns(failing_ends=2)
     await runner_on(runs).handle(queued(runs, "retry"), never_acked)
     assert runs.calls == [("release", ("retry", 3))]
+
+
+@pytest.mark.parametrize("mode", ["ask", "swallow"])
+async def test_a_question_without_an_answer_ends_the_run_waiting_for_it(mode: str) -> None:
+    runs = FakeRuns()
+    runner = runner_on(runs)
+    await runner.handle(queued(runs, mode), never_acked)
+    assert runs.calls == [("await_answer", ("question-1", "asked"))]
+    assert runner.running == {}
+
+
+async def test_the_run_after_the_answer_finds_it_where_the_question_is_asked_again() -> None:
+    runs = FakeRuns()
+    answer = Answer(key="question-1", value="approve", by="alice", at=utcnow())
+    await runner_on(runs).handle(queued(runs, "ask", answers=[answer]), never_acked)
+    assert runs.calls == [("complete", {"answer": "approve"})]
+
+
+async def test_a_run_asked_to_cancel_asks_nothing() -> None:
+    runs = FakeRuns()
+    runner = runner_on(runs)
+    command = queued(runs, "gated ask")
+    handling = asyncio.create_task(runner.handle(command, never_acked))
+    await until_running(runner, command.task_id)
+    await runner.request_cancel(command.task_id)
+    # Only now does the handler reach its question.
+    GATES.setdefault(command.task_id, asyncio.Event()).set()
+    await asyncio.wait_for(handling, 5)
+    assert [verb for verb, _ in runs.calls] == ["end_canceled"]
 
 
 @pytest.mark.parametrize("mode", ["return", "retry"])

@@ -1,4 +1,4 @@
-"""`tasklight`: submit, get, list, cancel and wait for tasks from a shell or a test script.
+"""`tasklight`: submit, get, list, cancel, answer and wait for tasks from a shell or a script.
 
 Exit status: 0 done; 1 the task failed or was canceled; 2 bad usage or input the API refused;
 3 the API or notifier is unreachable; 4 no such task; 5 a wait timed out (the pending tasks are
@@ -116,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument("id")
     cancel = commands.add_parser("cancel", parents=[common], help="cancel a task")
     cancel.add_argument("id")
+    answer = commands.add_parser(
+        "answer", parents=[common], help="answer the question a task waits on"
+    )
+    answer.add_argument("id")
+    answer.add_argument("answer", help="a choice's value, or the form's answer as a JSON object")
+    answer.add_argument("--question", help="the question's key: refused if no longer asked")
 
     wait = commands.add_parser(
         "wait", parents=[common], help="wait for a task, or (--all) until nothing is pending"
@@ -201,6 +207,11 @@ async def _command(client: TasklightClient, args: argparse.Namespace) -> int:
         task = await client.cancel(args.id)
         _print(args, task, f"{task['id']} {task['state']}")
         return EXIT_OK
+    if args.command == "answer":
+        _, value = parse_arg(f"answer={args.answer}")
+        task = await client.answer(args.id, value, question=args.question)
+        _print(args, task, f"{task['id']} answered; it goes on ({task['phase']})")
+        return EXIT_OK
     return await _wait(client, args)
 
 
@@ -266,6 +277,13 @@ def _detail(task: Task) -> str:
         lines.append(
             f"  progress: {report['message']} {report['done']}/{report.get('total') or '?'}"
             f" ({report['state']})"
+        )
+    question = task.get("question")
+    if question:
+        options = [c["value"] for c in question.get("choices") or []] or ["a JSON object"]
+        lines.append(
+            f"  waits for an answer to {question['key']}: {question['title']}"
+            f" ({' | '.join(options)}; by {question['deadline']})"
         )
     if task.get("parent_task"):
         lines.append(f"  parent: {task['parent_task']}")

@@ -165,6 +165,15 @@ class TasklightClient:
             builtins.list[dict[str, Any]], await self._call("GET", f"{_API}/tasks/{task_id}/events")
         )
 
+    async def answer(self, task_id: str, answer: Any, *, question: str | None = None) -> Task:
+        """Answer the question the task waits on (`question`: its key, refused unless it is
+        still the one asked); raises `ApiError`: 422 for an answer it refuses, 409 if it waits
+        on no question (or another one)."""
+        body: dict[str, Any] = {"answer": answer}
+        if question is not None:
+            body["question"] = question
+        return await self._call("POST", f"{_API}/tasks/{task_id}/answer", json=body)  # type: ignore[no-any-return]
+
     async def _call(self, method: str, url: str, **kwargs: Any) -> Any:
         try:
             response = await self._http.request(method, url, **kwargs)

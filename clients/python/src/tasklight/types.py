@@ -49,7 +49,7 @@ class WorkerInfo(TypedDict):
 class Attempt(TypedDict, total=False):
     """A run that did not end its task: retried, its worker lost, or handed back."""
 
-    outcome: str  # "retry", "worker_lost", "hand_back"
+    outcome: str  # "retry", "worker_lost", "hand_back", "asked"
     worker: str | None
     error: TaskError | None
     ended_at: str | None
@@ -79,6 +79,13 @@ class Task(TypedDict, total=False):
     metadata: dict[str, Any]
     attempts: list[Attempt]
     runs: int
+    #: Who moves it on: "queued", "held", "released", "awaiting_children", "awaiting_answer",
+    #: "ended".
+    phase: str
+    #: While it waits for its owner's answer: the question its handler asked.
+    question: dict[str, Any] | None
+    #: Every answer given to it.
+    answers: list[dict[str, Any]]
 
 
 def is_final(state: str) -> bool:

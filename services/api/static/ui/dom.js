@@ -182,6 +182,7 @@ const ATTEMPT_LABELS = {
   retry: "failed, retried",
   worker_lost: "its worker went missing; requeued",
   hand_back: "handed back when its worker stopped",
+  asked: "asked its owner a question, and waited for the answer",
 };
 
 /** Why a run did not end its task, for people. */

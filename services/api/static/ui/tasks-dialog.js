@@ -17,6 +17,7 @@ import {
   trapFocus,
   updateProgressBar,
 } from "/static/ui/dom.js";
+import { showQuestionInRow } from "/static/ui/question.js";
 
 const GROUPS = ["pending", "failed", "finished"];
 const EMPTY_TEXT = {
@@ -259,6 +260,7 @@ export class TasksDialog {
     button.setAttribute("aria-label", label);
     button.title = pending ? "Cancel" : "Delete";
     button.disabled = task.state === "canceling";
+    showQuestionInRow(row, task, this.tl);
   }
 
   _fillDuration(row, task) {

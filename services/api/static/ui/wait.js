@@ -4,6 +4,7 @@
 import { isFinal, setFlash } from "/static/tasklight.js";
 import { fill, formatDuration, h, progressBar, stateLabel, taskDurationMs } from "/static/ui/dom.js";
 import { localPath } from "/static/ui/local-path.js";
+import { showQuestionOnWaitPage } from "/static/ui/question.js";
 import { startShell } from "/static/ui/shell.js";
 
 const initial = JSON.parse(document.getElementById("page-data").textContent);
@@ -48,6 +49,7 @@ function render(task) {
   stateEl.textContent = isFinal(task.state)
     ? `${stateLabel(task.state)}. Moving on…`
     : `${phase}${task.state === "running" && duration !== null ? ` for ${formatDuration(duration)}` : ""}`;
+  showQuestionOnWaitPage(document.querySelector(".wait"), task, tl);
 }
 
 async function goOn(task) {
