@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any
 
 #: Every benchmark, in the order `python -m bench` runs them.
-BENCHMARKS = ("limits", "peer_celery", "throughput", "notifier_latency", "notifier_fanout")
+BENCHMARKS = (
+    "limits",
+    "peer_celery",
+    "throughput",
+    "notifier_latency",
+    "notifier_fanout",
+    "notifier_slow_readers",
+)
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 

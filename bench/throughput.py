@@ -112,7 +112,7 @@ async def _bench_user(mongodb_url: str) -> str:
     store = open_store(Settings(mongodb_url=mongodb_url, database="bench"))
     try:
         await store.migrate()
-        auth = AuthStore(store.db)
+        auth = AuthStore(store.accounts)
         await auth.create_user("bench", Role.USER)
         return await auth.issue_token("bench")
     finally:

@@ -16,6 +16,7 @@ of it works once development mode is off.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import math
@@ -27,13 +28,9 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from pymongo import ReturnDocument
-from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
-
 from shared.clock import utcnow
 from shared.offload import Busy, Offload
-from shared.topology import API_TOKENS, FAILED_LOGINS, SESSIONS, USERS, WS_TICKETS
+from shared.store.accounts import Accounts, AlreadyStored, GrantRecord, UserRecord
 
 Doc = dict[str, Any]
 
@@ -122,6 +119,11 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def credential_digest(secret: str) -> str:
+    """How a token or session secret is stored and looked up: its SHA-256, never the secret."""
+    return _digest(secret)
+
+
 def hash_password(password: str) -> str:
     """A salted scrypt hash of a password, with its parameters, for `check_password`."""
     salt = secrets.token_bytes(16)
@@ -156,11 +158,11 @@ def valid_user_name(name: str) -> bool:
 
 
 class AuthStore:
-    """Users, API tokens, sessions and WebSocket tickets in one MongoDB database."""
+    """Users, API tokens, sessions and WebSocket tickets: the rules, on the stored `Accounts`."""
 
     def __init__(
         self,
-        db: AsyncDatabase[Doc],
+        accounts: Accounts,
         *,
         dev_mode: bool = False,
         session_ttl_s: int = 8 * 3600,
@@ -170,11 +172,14 @@ class AuthStore:
         password_checks_at_once: int = 2,
         token_cache_s: float = 0,
     ) -> None:
+        self.accounts = accounts
         self.dev_mode = dev_mode
         #: Seconds a token's owner is remembered in this process (0: every request asks the
         #: database); a revoked token keeps working here for at most that long.
         self.token_cache_s = token_cache_s
         self._token_cache: dict[str, tuple[Principal, float]] = {}
+        #: Look-ups in flight, by token digest: requests with the same token share one.
+        self._token_lookups: dict[str, asyncio.Future[Principal | None]] = {}
         self.max_failed_logins = max_failed_logins
         self.max_failed_logins_per_address = max_failed_logins_per_address
         #: Password checks run here, off the event loop and a few at once.
@@ -185,11 +190,6 @@ class AuthStore:
         )
         self.session_ttl_s = session_ttl_s
         self.ticket_ttl_s = ticket_ttl_s
-        self.users = db[USERS]
-        self.tokens = db[API_TOKENS]
-        self.sessions = db[SESSIONS]
-        self.tickets = db[WS_TICKETS]
-        self.failed_logins = db[FAILED_LOGINS]
 
     # Users and their credentials: the CLI and the API's start-up manage these.
 
@@ -201,44 +201,35 @@ class AuthStore:
             )
         if name == DEV_USER:
             raise ValueError(f"{DEV_USER!r} is the built-in development user")
-        doc: Doc = {"_id": name, "role": role.value, "created_at": utcnow()}
-        if password is not None:
-            doc["password"] = hash_password(password)
+        hashed = None if password is None else hash_password(password)
         try:
-            await self.users.insert_one(doc)
-        except DuplicateKeyError:
+            await self.accounts.add_user(UserRecord(name, role.value, hashed))
+        except AlreadyStored:
             raise UserExists(name) from None
 
     async def set_password(self, name: str, password: str) -> None:
         """Replace a user's password; raises `NoSuchUser`."""
-        result = await self.users.update_one(
-            {"_id": name}, {"$set": {"password": hash_password(password)}}
-        )
-        if result.matched_count == 0:
+        if not await self.accounts.set_password_hash(name, hash_password(password)):
             raise NoSuchUser(name)
 
     async def issue_token(self, name: str, label: str = "") -> str:
         """A new API token for a user; only its hash is kept, so this is the one time it shows."""
-        if await self.users.count_documents({"_id": name}, limit=1) == 0:
+        if await self.accounts.user(name) is None:
             raise NoSuchUser(name)
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        await self.tokens.insert_one(
-            {"_id": _digest(token), "user": name, "label": label, "created_at": utcnow()}
-        )
+        await self.accounts.add_token(_digest(token), name, label)
         return token
 
     async def revoke_tokens(self, name: str) -> int:
         """Revoke every API token of a user; how many there were."""
-        return (await self.tokens.delete_many({"user": name})).deleted_count
+        return await self.accounts.remove_tokens(name)
 
     async def list_users(self) -> list[Doc]:
         """Every user with their role and number of tokens, by name."""
-        counts: dict[str, int] = {}
-        async for token in self.tokens.find({}, {"user": 1}):
-            counts[token["user"]] = counts.get(token["user"], 0) + 1
+        counts = await self.accounts.token_counts()
         return [
-            {"name": doc["_id"], "role": doc["role"], "tokens": counts.get(doc["_id"], 0)}
-            async for doc in self.users.find({}).sort("_id", 1)
+            {"name": user.name, "role": user.role, "tokens": counts.get(user.name, 0)}
+            for user in await self.accounts.all_users()
         ]
 
     async def ensure_admin(self, name: str, *, password: str | None, token: str | None) -> bool:
@@ -252,32 +243,41 @@ class AuthStore:
         except UserExists:
             return False
         if token:
-            await self.tokens.update_one(
-                {"_id": _digest(token)},
-                {"$setOnInsert": {"user": name, "label": "configured", "created_at": utcnow()}},
-                upsert=True,
-            )
+            await self.accounts.add_token(_digest(token), name, "configured", keep=True)
         return True
 
     # Authentication: credentials in, the principal out (or None).
 
     async def _principal(self, name: str) -> Principal | None:
-        doc = await self.users.find_one({"_id": name}, {"role": 1})
-        return None if doc is None else Principal(name, Role(doc["role"]))
+        roles = await self.accounts.roles([name])
+        return Principal(name, Role(roles[name])) if name in roles else None
 
     def _dev(self) -> Principal:
         return Principal(DEV_USER, Role.USER, dev=True)
 
     async def by_token(self, token: str) -> Principal | None:
-        """The owner of an API token."""
+        """The owner of an API token.
+
+        Remembered for `token_cache_s`; when that runs out under load, the requests with the
+        same token that arrive meanwhile share one look-up instead of each making their own.
+        """
         if self.dev_mode and hmac.compare_digest(token, DEV_TOKEN):
             return self._dev()
         digest = _digest(token)
         cached = self._token_cache.get(digest)
         if cached is not None and cached[1] > time.monotonic():
             return cached[0]
-        doc = await self.tokens.find_one({"_id": digest}, {"user": 1})
-        principal = None if doc is None else await self._principal(doc["user"])
+        pending = self._token_lookups.get(digest)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        lookup = asyncio.ensure_future(self._look_up_token(digest))
+        self._token_lookups[digest] = lookup
+        lookup.add_done_callback(lambda _: self._token_lookups.pop(digest, None))
+        return await asyncio.shield(lookup)
+
+    async def _look_up_token(self, digest: str) -> Principal | None:
+        user = await self.accounts.token_user(digest)
+        principal = None if user is None else await self._principal(user)
         if principal is not None and self.token_cache_s > 0:
             if len(self._token_cache) >= TOKEN_CACHE_SIZE:
                 self._token_cache.clear()  # crude, and rare: a cache, not a store
@@ -300,10 +300,12 @@ class AuthStore:
         limits = {f"name:{name}": self.max_failed_logins}
         if address:
             limits[f"address:{address}"] = self.max_failed_logins_per_address
-        counted = {key: await self._count_attempt(key) for key in limits}
-        over = [doc for key, doc in counted.items() if doc["count"] > limits[key]]
+        counted = {
+            key: await self.accounts.count_attempt(key, FAILED_LOGIN_WINDOW) for key in limits
+        }
+        over = [count for key, count in counted.items() if count.count > limits[key]]
         if over:
-            wait_s = max((doc["expires_at"] - utcnow()).total_seconds() for doc in over)
+            wait_s = max((count.expires_at - utcnow()).total_seconds() for count in over)
             raise TooManyFailedLogins(max(1, math.ceil(wait_s)))
         try:
             principal = await self._check_password(name, password)
@@ -311,61 +313,28 @@ class AuthStore:
             # Not checked, so not a failure: a user retrying while sign-ins are busy must not
             # lock themselves out.
             for key in limits:
-                await self._take_back_attempt(key)
+                await self.accounts.take_back_attempt(key)
             raise
         if principal is not None:
             # The password was known: the name's failures are forgiven, the address's are not
             # (one account of one's own must not reset the count of guesses at others).
-            await self._forget_attempts(f"name:{name}")
+            await self.accounts.forget_attempts(f"name:{name}")
             if address:
-                await self._take_back_attempt(f"address:{address}")
+                await self.accounts.take_back_attempt(f"address:{address}")
         return principal
-
-    # The failed sign-in counters: one document per name or address, removed (TTL index) when
-    # its window ends. Each query in a method of its own.
-
-    async def _count_attempt(self, key: str) -> Doc:
-        """Count one more attempt for `key` in its window (a new window if none is open); the
-        counter after it, with `count` and `expires_at`."""
-        while True:
-            doc: Doc | None = await self.failed_logins.find_one_and_update(
-                {"_id": key},
-                {
-                    "$inc": {"count": 1},
-                    "$setOnInsert": {"expires_at": utcnow() + FAILED_LOGIN_WINDOW},
-                },
-                upsert=True,
-                return_document=ReturnDocument.AFTER,
-            )
-            assert doc is not None  # an upsert returns the document
-            if doc["expires_at"] > utcnow():
-                return doc
-            # Its window is over and the TTL monitor (once a minute) has not removed it yet:
-            # remove it (unless another request just did) and count in a new window.
-            await self.failed_logins.delete_one({"_id": key, "expires_at": doc["expires_at"]})
-
-    async def _take_back_attempt(self, key: str) -> None:
-        """Uncount one attempt of `key` (it was not a failure)."""
-        await self.failed_logins.update_one(
-            {"_id": key, "count": {"$gt": 0}}, {"$inc": {"count": -1}}
-        )
-
-    async def _forget_attempts(self, key: str) -> None:
-        """Forget every attempt of `key`."""
-        await self.failed_logins.delete_one({"_id": key})
 
     async def _check_password(self, name: str, password: str) -> Principal | None:
         if name == DEV_USER:
             ok = self.dev_mode and hmac.compare_digest(password, DEV_PASSWORD)
             return self._dev() if ok else None
-        doc = await self.users.find_one({"_id": name})
-        if doc is None or "password" not in doc:
+        user = await self.accounts.user(name)
+        if user is None or user.password_hash is None:
             # Spend the same time as a real check, so timing does not tell which names exist.
             await self.password_checks.run(check_password, password, _DUMMY_HASH)
             return None
-        if not await self.password_checks.run(check_password, password, doc["password"]):
+        if not await self.password_checks.run(check_password, password, user.password_hash):
             return None
-        return Principal(name, Role(doc["role"]))
+        return Principal(name, Role(user.role))
 
     async def open_session(self, principal: Principal) -> tuple[str, Session]:
         """A new session: the secret for the cookie, and the session."""
@@ -375,57 +344,67 @@ class AuthStore:
             csrf_token=secrets.token_urlsafe(24),
             expires_at=utcnow() + timedelta(seconds=self.session_ttl_s),
         )
-        await self.sessions.insert_one(
-            {
-                "_id": _digest(secret),
-                "user": principal.name,
-                "dev": principal.dev,
-                "csrf": session.csrf_token,
-                "expires_at": session.expires_at,
-            }
+        await self.accounts.add_session(
+            GrantRecord(
+                _digest(secret),
+                principal.name,
+                principal.dev,
+                session.expires_at,
+                csrf=session.csrf_token,
+            )
         )
         return secret, session
 
     async def by_session(self, secret: str) -> Session | None:
         """The live session a cookie's secret opens."""
-        doc = await self.sessions.find_one({"_id": _digest(secret)})
-        if doc is None or doc["expires_at"] <= utcnow():  # TTL removal lags by a minute
+        grant = await self.accounts.session(_digest(secret))
+        if grant is None or grant.expires_at <= utcnow():  # TTL removal lags by a minute
             return None
-        principal = await self._marked(doc)
-        if principal is None:
+        principal = await self._granted(grant)
+        if principal is None or grant.csrf is None:
             return None
-        return Session(principal, csrf_token=doc["csrf"], expires_at=doc["expires_at"])
+        return Session(principal, csrf_token=grant.csrf, expires_at=grant.expires_at)
 
     async def close_session(self, secret: str) -> None:
         """Sign out: the session's cookie opens nothing any more."""
-        await self.sessions.delete_one({"_id": _digest(secret)})
+        await self.accounts.remove_session(_digest(secret))
+
+    # Checking open connections again, in bulk (the notifier closes those whose credentials
+    # went away). Each reads the database, never the token cache.
+
+    async def live_tokens(self, digests: list[str]) -> dict[str, str]:
+        """Of these token digests (`credential_digest`), those not revoked → their user."""
+        return await self.accounts.live_tokens(digests)
+
+    async def live_sessions(self, digests: list[str]) -> dict[str, str]:
+        """Of these session digests, those neither signed out nor expired → their user."""
+        return await self.accounts.live_sessions(digests)
+
+    async def roles(self, names: list[str]) -> dict[str, Role]:
+        """Of these user names, those that exist → their role."""
+        return {name: Role(role) for name, role in (await self.accounts.roles(names)).items()}
 
     async def issue_ticket(self, principal: Principal) -> tuple[str, datetime]:
         """A single-use WebSocket ticket and when it expires."""
         ticket = secrets.token_urlsafe(32)
         expires_at = utcnow() + timedelta(seconds=self.ticket_ttl_s)
-        await self.tickets.insert_one(
-            {
-                "_id": _digest(ticket),
-                "user": principal.name,
-                "dev": principal.dev,
-                "expires_at": expires_at,
-            }
+        await self.accounts.add_ticket(
+            GrantRecord(_digest(ticket), principal.name, principal.dev, expires_at)
         )
         return ticket, expires_at
 
     async def redeem_ticket(self, ticket: str) -> Principal | None:
         """The user of a ticket, which is used up by this call."""
-        doc = await self.tickets.find_one_and_delete({"_id": _digest(ticket)})
-        if doc is None or doc["expires_at"] <= utcnow():
+        grant = await self.accounts.take_ticket(_digest(ticket))
+        if grant is None or grant.expires_at <= utcnow():
             return None
-        return await self._marked(doc)
+        return await self._granted(grant)
 
-    async def _marked(self, doc: Doc) -> Principal | None:
+    async def _granted(self, grant: GrantRecord) -> Principal | None:
         """The principal of a session or ticket; a development one only in development mode."""
-        if doc.get("dev"):
+        if grant.dev:
             return self._dev() if self.dev_mode else None
-        return await self._principal(doc["user"])
+        return await self._principal(grant.user)
 
 
 _DUMMY_HASH = hash_password(secrets.token_urlsafe(16))

@@ -59,7 +59,7 @@ async def run(args: argparse.Namespace) -> str:
     """Do one `users` command; returns what to print."""
     settings = Settings()
     store = open_store(settings)
-    auth = AuthStore(store.db)
+    auth = AuthStore(store.accounts)
     try:
         return await _do(auth, args)
     except UserExists as exc:

@@ -158,14 +158,15 @@ class PushTally(Collector):
     them: `queued` (to be sent), `coalesced` (replaced an older unsent state of the same task,
     which is never sent), `stale` (dropped: the client has that version or newer), `overflow`
     (the connection fell behind and is closed), `ignored` (its subscription or connection was
-    gone). Plain integers on the hot path (a fan-out offers thousands at once)."""
+    gone), `unrenderable` (a stored task that cannot be shown: skipped, and logged). Plain
+    integers on the hot path (a fan-out offers thousands at once)."""
 
     def __init__(self) -> None:
         self.counts: Tally[str] = Tally()
 
-    def add(self, result: str) -> None:
-        """Count one offer."""
-        self.counts[result] += 1
+    def add(self, result: str, count: int = 1) -> None:
+        """Count `count` offers (one by default) with the same result."""
+        self.counts[result] += count
 
     def collect(self) -> Iterable[Metric]:
         """The counts as one counter family."""

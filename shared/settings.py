@@ -176,6 +176,11 @@ class Settings(BaseSettings):
 
     #: Distinct updates one WebSocket connection may have waiting; reaching it closes with 4000.
     ws_queue_limit: int = Field(default=1000, ge=4)
+    #: Bytes of messages one WebSocket connection may have waiting (beyond the one being sent);
+    #: more closes it with 4000, so a client that does not read cannot pin the notifier's memory.
+    ws_queue_limit_bytes: int = Field(default=1024 * 1024, ge=64 * 1024)
+    #: Seconds a WebSocket connection's send queue may stay non-empty; then it closes with 4000.
+    ws_drain_timeout_s: float = Field(default=10.0, gt=0)
     #: Largest WebSocket frame the notifier accepts, in bytes; a larger one closes with 1009.
     ws_max_message_bytes: int = Field(default=64 * 1024, ge=1024)
     #: Seconds between the notifier's keepalive pings; also how long it waits for each pong.

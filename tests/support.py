@@ -38,7 +38,7 @@ async def eventually(
 async def admin_headers(store: Store, name: str = "root") -> dict[str, str]:
     """The Authorization header of a new administrator in the test's database: what only
     operators see (the workers' fields, every user's tasks) needs one."""
-    auth = AuthStore(store.db)
+    auth = AuthStore(store.accounts)
     await auth.create_user(name, Role.ADMIN)
     return {"Authorization": f"Bearer {await auth.issue_token(name)}"}
 

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 def open_auth(store: Store, settings: Settings) -> AuthStore:
     """The credentials store, in the tasks' database."""
     return AuthStore(
-        store.db,
+        store.accounts,
         dev_mode=settings.dev_mode,
         session_ttl_s=settings.session_ttl_s,
         ticket_ttl_s=settings.ws_ticket_ttl_s,

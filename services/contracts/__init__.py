@@ -4,6 +4,9 @@
 - `asyncapi-broker.json`: the RabbitMQ topology (FastStream's AsyncAPI of the worker's broker);
 - `asyncapi-websocket.json`: the notifier's WebSocket protocol.
 
+And the clients' protocol constants (`clients.GENERATED`): `clients/js/protocol.js` and
+`clients/python/src/tasklight/protocol.py`, from the notifier's close codes and resume constants.
+
 `make contracts` (`python -m services.contracts`) writes them; tests/unit/test_contracts.py fails
 when a committed one differs from what the code renders, so a change to a contract is a diff.
 """
@@ -16,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from services.contracts.broker import broker_document
+from services.contracts.clients import GENERATED, ROOT
 from services.contracts.openapi import openapi_document
 from services.contracts.websocket import websocket_document
 
@@ -35,24 +39,29 @@ def render(document: dict[str, Any]) -> str:
     return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def stale(directory: Path = CONTRACTS_DIR) -> list[str]:
-    """The contract files that are missing or differ from what the code renders."""
+def rendered_files(directory: Path = CONTRACTS_DIR, root: Path = ROOT) -> dict[Path, str]:
+    """Every rendered file's path → its text: the contracts in `directory`, the clients'
+    constants under `root`."""
+    files = {directory / name: render(build()) for name, build in CONTRACTS.items()}
+    files |= {root / path: build() for path, build in GENERATED.items()}
+    return files
+
+
+def stale(directory: Path = CONTRACTS_DIR, root: Path = ROOT) -> list[Path]:
+    """The rendered files that are missing or differ from what the code renders."""
     return [
-        name
-        for name, build in CONTRACTS.items()
-        if not (directory / name).is_file()
-        or (directory / name).read_text(encoding="utf-8") != render(build())
+        path
+        for path, text in rendered_files(directory, root).items()
+        if not path.is_file() or path.read_text(encoding="utf-8") != text
     ]
 
 
-def write(directory: Path = CONTRACTS_DIR) -> list[str]:
-    """Render every contract into `directory`; returns the names of the files that changed."""
-    directory.mkdir(parents=True, exist_ok=True)
+def write(directory: Path = CONTRACTS_DIR, root: Path = ROOT) -> list[Path]:
+    """Render every file; returns the paths of those that changed."""
     changed = []
-    for name, build in CONTRACTS.items():
-        path = directory / name
-        text = render(build())
+    for path, text in rendered_files(directory, root).items():
         if not path.is_file() or path.read_text(encoding="utf-8") != text:
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
-            changed.append(name)
+            changed.append(path)
     return changed

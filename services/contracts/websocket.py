@@ -1,9 +1,11 @@
 """The AsyncAPI document of the notifier's WebSocket protocol (docs/protocol.md).
 
-Message schemas come from the wire models (`services.notifier.wire`) and the task model, and the
-server's examples from the notifier's own encoders, so neither can drift; only the envelope
-(info, server, channel, operations, close codes) is written here. The document describes the
-notifier: what clients send it is `receive`, what it pushes is `send`.
+Message schemas come from the models the notifier parses with (`services.notifier.protocol`) and
+the shapes of what it sends (`services.notifier.outbound`, with the task model); the server's
+examples come from the notifier's own encoders, and the close codes from its one definition
+(`services.notifier.constants`), so none of them can drift. Only the envelope (info, server,
+channel, operations) is written here. The document describes the notifier: what clients send it
+is `receive`, what it pushes is `send`.
 """
 
 from __future__ import annotations
@@ -16,11 +18,11 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from services.contracts.defaults import default_settings
-from services.notifier.app import CLOSE_TOO_MANY_CONNECTIONS, CLOSE_UNAUTHORIZED, WS_PATH
-from services.notifier.client import CLOSE_TOO_SLOW
+from services.notifier.app import WS_PATH
+from services.notifier.constants import CLOSE_RULES, CloseCode
 from services.notifier.hub import render
-from services.notifier.protocol import (
-    PROBLEM,
+from services.notifier.outbound import (
+    SERVER_MESSAGES,
     authenticated_message,
     deleted_message,
     error_message,
@@ -29,14 +31,13 @@ from services.notifier.protocol import (
     task_message,
     unsubscribed_message,
 )
-from services.notifier.wire import (
+from services.notifier.protocol import (
     CLIENT_MESSAGES,
-    SERVER_MESSAGES,
+    PROBLEM,
     AuthMessage,
     PingMessage,
     SubscribeMessage,
     UnsubscribeMessage,
-    WireMessage,
     message_type,
 )
 from shared.auth import SESSION_COOKIE
@@ -49,49 +50,23 @@ _TASK_ID = "01a20245-1f44-7dc7-b64e-4fc770022ace"
 
 
 def close_codes(settings: Settings) -> list[dict[str, Any]]:
-    """How the notifier closes a connection: code, when, and what the client should do."""
+    """How connections are closed: code, name, who closes, when, what the client should do,
+    and whether it reconnects by itself."""
+    values = settings.model_dump()
     return [
-        {"code": 1000, "when": "normal close", "then": "nothing"},
         {
-            "code": 1001,
-            "when": "the notifier is shutting down",
-            "then": "reconnect with backoff and resume with `since`",
-        },
-        {
-            "code": 1009,
-            "when": f"a frame over {settings.ws_max_message_bytes} bytes was received "
-            "(`TASKLIGHT_WS_MAX_MESSAGE_BYTES`)",
-            "then": "do not send such frames",
-        },
-        {
-            "code": 1011,
-            "when": f"no pong to the server's ping within {settings.ws_ping_interval_s:g} s, "
-            "or an internal error",
-            "then": "reconnect and resume",
-        },
-        {
-            "code": CLOSE_TOO_SLOW,
-            "when": f"the client fell too far behind: {settings.ws_queue_limit} distinct updates "
-            "waiting (`TASKLIGHT_WS_QUEUE_LIMIT`)",
-            "then": "reconnect and resume with `since`",
-        },
-        {
-            "code": CLOSE_UNAUTHORIZED,
-            "when": "no credentials within "
-            f"{settings.ws_auth_timeout_s:g} s (`TASKLIGHT_WS_AUTH_TIMEOUT_S`), wrong ones, a "
-            "used or expired ticket, or a first message that is not `auth`",
-            "then": "do not reconnect until signed in again (a new ticket or token)",
-        },
-        {
-            "code": CLOSE_TOO_MANY_CONNECTIONS,
-            "when": f"the user holds {settings.ws_max_connections_per_user} connections on this "
-            "notifier (`TASKLIGHT_WS_MAX_CONNECTIONS_PER_USER`)",
-            "then": "close another connection first",
-        },
+            "code": code.value,
+            "name": code.name,
+            "by": rule.by,
+            "when": rule.when.format(**values),
+            "then": rule.then,
+            "reconnect": rule.reconnect,
+        }
+        for code, rule in sorted(CLOSE_RULES.items())
     ]
 
 
-def _example_task() -> str:
+def _example_task() -> bytes:
     """A task as the notifier renders it (through its own renderer, from a stored document)."""
     at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     stored = {
@@ -113,7 +88,7 @@ def _example_task() -> str:
     return render(stored)
 
 
-def _client_examples() -> dict[type[WireMessage], list[dict[str, Any]]]:
+def _client_examples() -> dict[type[BaseModel], list[dict[str, Any]]]:
     return {
         SubscribeMessage: [
             {"type": "subscribe", "id": "s1", "tasks": [_TASK_ID]},
@@ -125,7 +100,7 @@ def _client_examples() -> dict[type[WireMessage], list[dict[str, Any]]]:
     }
 
 
-def server_examples() -> dict[str, list[str]]:
+def server_examples() -> dict[str, list[bytes]]:
     """Frames the notifier's encoders produce, by message type (the tests validate them)."""
     return {
         "task": [task_message("s1", _example_task())],
@@ -141,7 +116,7 @@ def server_examples() -> dict[str, list[str]]:
     }
 
 
-def _message(model: type[WireMessage], examples: list[dict[str, Any]]) -> dict[str, Any]:
+def _message(model: type[BaseModel], examples: list[dict[str, Any]]) -> dict[str, Any]:
     name = message_type(model)
     summary = (model.__doc__ or "").strip().splitlines()[0]
     return {
@@ -181,7 +156,10 @@ def _receive(name: str, summary: str, replies: list[str]) -> dict[str, Any]:
 
 
 def _description(settings: Settings) -> str:
-    rows = "\n".join(f"| {c['code']} | {c['when']} | {c['then']} |" for c in close_codes(settings))
+    rows = "\n".join(
+        f"| {c['code']} `{c['name']}` | {c['by']} | {c['when']} | {c['then']} |"
+        for c in close_codes(settings)
+    )
     return f"""\
 The notifier pushes committed task changes to WebSocket clients (docs/protocol.md). Every frame is
 a JSON text frame holding one object with a `type`; binary frames get an `unsupported-frame` error.
@@ -189,7 +167,9 @@ a JSON text frame holding one object with a `type`; binary frames get an `unsupp
 A connection acts as one user and is authenticated before any subscription: by a bearer token or
 the web UI's session cookie (`{SESSION_COOKIE}`) in the handshake, or else by a first message
 `auth` (a single-use ticket from `POST /api/v1/ws-tickets`, or an API token). A handshake whose
-`Origin` is not in `TASKLIGHT_ALLOWED_ORIGINS` is refused with HTTP 403.
+`Origin` is not in `TASKLIGHT_ALLOWED_ORIGINS` is refused with HTTP 403, one with several `Origin`
+headers with HTTP 400. A connection whose credentials are revoked while it is open (token revoked,
+session signed out, user deleted) is closed with {CloseCode.REVOKED.value}.
 
 For one task, `task` messages arrive with `version` increasing; a client keeps the highest version
 it holds per task and ignores anything not above it. After a reconnect it subscribes again with
@@ -197,12 +177,14 @@ it holds per task and ignores anything not above it. After a reconnect it subscr
 
 Limits: {settings.ws_max_subscriptions} subscriptions per connection
 (`TASKLIGHT_WS_MAX_SUBSCRIPTIONS`; one more gets an `error` with status 429), frames of at most
-{settings.ws_max_message_bytes} bytes.
+{settings.ws_max_message_bytes} bytes; at most {settings.ws_queue_limit} updates or
+{settings.ws_queue_limit_bytes} bytes waiting to be sent to one connection, and a backlog drained
+within {settings.ws_drain_timeout_s:g} s (else {CloseCode.TOO_SLOW.value}).
 
 ## Close codes
 
-| code | when | what the client should do |
-| --- | --- | --- |
+| code | closed by | when | what the client should do |
+| --- | --- | --- | --- |
 {rows}
 """
 
@@ -280,7 +262,7 @@ def websocket_document(settings: Settings | None = None) -> dict[str, Any]:
             "auth": _receive(
                 "auth",
                 f"Authenticate by a first message (else the connection closes with "
-                f"{CLOSE_UNAUTHORIZED})",
+                f"{CloseCode.UNAUTHORIZED.value})",
                 ["authenticated", "error"],
             ),
             "push": {

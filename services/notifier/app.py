@@ -14,24 +14,28 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from services.notifier.client import Client
+from services.notifier.connection import Connection, Credential, Limits
+from services.notifier.constants import CloseCode
 from services.notifier.follower import ChangeFollower
 from services.notifier.hub import Hub
-from services.notifier.protocol import (
-    PROBLEM,
-    Auth,
-    Ping,
-    ProtocolError,
-    Subscribe,
-    Unsubscribe,
+from services.notifier.outbound import (
     authenticated_message,
     error_for,
     error_message,
-    parse,
     pong_message,
 )
+from services.notifier.protocol import (
+    PROBLEM,
+    AuthMessage,
+    PingMessage,
+    ProtocolError,
+    SubscribeMessage,
+    UnsubscribeMessage,
+    parse,
+)
+from services.notifier.revocation import RevocationCheck, check_interval_s
 from shared import metrics
-from shared.auth import SESSION_COOKIE, AuthStore, Principal, bearer_token
+from shared.auth import SESSION_COOKIE, AuthStore, Principal, bearer_token, credential_digest
 from shared.settings import Settings
 from shared.store import open_store
 
@@ -42,10 +46,6 @@ WS_PATH = "/ws"
 CLOSE_TIMEOUT_S = 5.0
 #: Seconds the first change stream may take to open before start-up fails.
 START_TIMEOUT_S = 30.0
-#: Close code: no valid credentials (docs/protocol.md).
-CLOSE_UNAUTHORIZED = 4401
-#: Close code: the user holds the most connections allowed on this notifier.
-CLOSE_TOO_MANY_CONNECTIONS = 4429
 
 
 class Notifier:
@@ -56,7 +56,7 @@ class Notifier:
         self.settings = settings
         self.store = open_store(settings)
         self.auth = AuthStore(
-            self.store.db,
+            self.store.accounts,
             dev_mode=settings.dev_mode,
             ticket_ttl_s=settings.ws_ticket_ttl_s,
             token_cache_s=settings.token_cache_s,
@@ -68,8 +68,17 @@ class Notifier:
         self.follower = ChangeFollower(
             self.store.tasks.collection, self.hub.publish_change, self.hub.resend_since
         )
+        self.limits = Limits(
+            messages=settings.ws_queue_limit,
+            bytes=settings.ws_queue_limit_bytes,
+            drain_timeout_s=settings.ws_drain_timeout_s,
+        )
+        self.revocation = RevocationCheck(
+            self.auth, lambda: self.hub.connections, check_interval_s(settings.token_cache_s)
+        )
         self.server: Server | None = None
         self._follow: asyncio.Task[None] | None = None
+        self._revoke: asyncio.Task[None] | None = None
 
     @property
     def url(self) -> str:
@@ -101,10 +110,15 @@ class Notifier:
             close_timeout=CLOSE_TIMEOUT_S,
             server_header=None,
         )
+        self._revoke = asyncio.create_task(self.revocation.run())
         log.info("notifier serving %s", self.url)
 
     async def stop(self) -> None:
         """Close every connection with 1001 (going away), stop following, close the store."""
+        if self._revoke is not None:
+            self._revoke.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._revoke
         if self.server is not None:
             self.server.close(close_connections=True)
             await self.server.wait_closed()
@@ -139,46 +153,48 @@ class Notifier:
         return None
 
     async def _handle(self, ws: ServerConnection) -> None:
-        principal = await self._authenticate(ws)
-        if principal is None:
+        authenticated = await self._authenticate(ws)
+        if authenticated is None:
             return
+        principal, credential = authenticated
         limit = self.settings.ws_max_connections_per_user
         if self.connections[principal.name] >= limit:
             await ws.close(
-                CLOSE_TOO_MANY_CONNECTIONS, f"{principal.name} has {limit} connections open"
+                CloseCode.TOO_MANY_CONNECTIONS, f"{principal.name} has {limit} connections open"
             )
             return
         self.connections[principal.name] += 1
         try:
-            await self._serve(ws, principal)
+            await self._serve(ws, principal, credential)
         finally:
             self.connections[principal.name] -= 1
             if self.connections[principal.name] <= 0:
                 del self.connections[principal.name]
 
-    async def _authenticate(self, ws: ServerConnection) -> Principal | None:
-        """Who the connection acts as, from its handshake or else its first message; None
-        (and the connection closed with 4401) when that fails."""
+    async def _authenticate(self, ws: ServerConnection) -> tuple[Principal, Credential] | None:
+        """Who the connection acts as, and by what credential, from its handshake or else its
+        first message; None (and the connection closed with 4401) when that fails."""
         assert ws.request is not None
         headers = ws.request.headers
-        authorization = headers.get("Authorization")
-        if authorization is not None:
-            token = bearer_token(authorization)
+        authorization = headers.get_all("Authorization")
+        if authorization:
+            token = bearer_token(authorization[0]) if len(authorization) == 1 else None
             principal = None if token is None else await self.auth.by_token(token)
-            if principal is None:
-                await ws.close(CLOSE_UNAUTHORIZED, "the API token is not valid")
-            return principal
-        secret = _session_secret(headers.get("Cookie"))
+            if principal is None or token is None:
+                await ws.close(CloseCode.UNAUTHORIZED, "the API token is not valid")
+                return None
+            return principal, _token_credential(principal, token)
+        secret = _session_secret(headers.get_all("Cookie"))
         if secret is not None:
             session = await self.auth.by_session(secret)
             if session is not None:
-                return session.principal
+                return session.principal, Credential("session", credential_digest(secret))
         # No credentials the browser could send: the first message must be `auth`.
         try:
             async with asyncio.timeout(self.settings.ws_auth_timeout_s):
                 frame = await ws.recv()
         except TimeoutError:
-            await ws.close(CLOSE_UNAUTHORIZED, "authenticate first: send an auth message")
+            await ws.close(CloseCode.UNAUTHORIZED, "authenticate first: send an auth message")
             return None
         except ConnectionClosed:
             return None
@@ -186,71 +202,80 @@ class Notifier:
             message = parse(frame) if isinstance(frame, str) else None
         except ProtocolError:
             message = None
-        if not isinstance(message, Auth):
-            await ws.close(CLOSE_UNAUTHORIZED, "authenticate first: send an auth message")
+        if not isinstance(message, AuthMessage):
+            await ws.close(CloseCode.UNAUTHORIZED, "authenticate first: send an auth message")
             return None
         if message.ticket is not None:
             principal = await self.auth.redeem_ticket(message.ticket)
+            credential = Credential("ticket")
         else:
             assert message.token is not None
             principal = await self.auth.by_token(message.token)
+            credential = Credential("token", credential_digest(message.token))
         if principal is None:
-            await ws.close(CLOSE_UNAUTHORIZED, "the ticket or token is not valid (or used up)")
+            await ws.close(CloseCode.UNAUTHORIZED, "the ticket or token is not valid (or used up)")
             return None
-        await ws.send(authenticated_message(principal.name, principal.role.value))
-        return principal
+        await ws.send(authenticated_message(principal.name, principal.role.value), text=True)
+        if principal.dev:
+            credential = Credential("dev")
+        return principal, credential
 
-    async def _serve(self, ws: ServerConnection, principal: Principal) -> None:
-        client = Client(ws, principal.owner_filter, self.settings.ws_queue_limit)
-        self.hub.add_client(client)
-        client.start()
+    async def _serve(
+        self, ws: ServerConnection, principal: Principal, credential: Credential
+    ) -> None:
+        connection = Connection(ws, principal, self.limits, credential)
+        self.hub.add_connection(connection)
         try:
             async for frame in ws:
                 if isinstance(frame, bytes):
-                    client.push_control(
+                    connection.send(
                         error_message(
                             f"{PROBLEM}unsupported-frame", "binary frames are not accepted"
                         )
                     )
                     continue
-                await self._serve_message(client, frame)
+                await self._serve_message(connection, frame)
         except ConnectionClosed:
             pass
         except Exception:
             log.exception("connection %s failed", ws.remote_address)
-            await ws.close(1011, "internal error: reconnect and resume")
+            await ws.close(CloseCode.INTERNAL_ERROR, "internal error: reconnect and resume")
         finally:
-            self.hub.drop_client(client)
-            await client.stop()
+            self.hub.drop_connection(connection)
+            await connection.stop()
 
-    async def _serve_message(self, client: Client, frame: str) -> None:
+    async def _serve_message(self, connection: Connection, frame: str) -> None:
         try:
             message = parse(frame)
         except ProtocolError as exc:
-            client.push_control(error_for(exc))
+            connection.send(error_for(exc))
             return
-        if isinstance(message, Subscribe):
-            await self.hub.subscribe(client, message)
-        elif isinstance(message, Unsubscribe):
-            self.hub.unsubscribe(client, message.id)
-        elif isinstance(message, Ping):
-            client.push_control(pong_message(message.id))
-        elif isinstance(message, Auth):
-            client.push_control(
+        if isinstance(message, SubscribeMessage):
+            await self.hub.subscribe(connection, message)
+        elif isinstance(message, UnsubscribeMessage):
+            self.hub.unsubscribe(connection, message.id)
+        elif isinstance(message, PingMessage):
+            connection.send(pong_message(message.id))
+        elif isinstance(message, AuthMessage):
+            connection.send(
                 error_message(
                     f"{PROBLEM}already-authenticated", "this connection is authenticated already"
                 )
             )
 
 
-def _session_secret(cookie_header: str | None) -> str | None:
-    if not cookie_header:
-        return None
+def _token_credential(principal: Principal, token: str) -> Credential:
+    # The development token is not stored: it is valid for as long as development mode is on.
+    return Credential("dev") if principal.dev else Credential("token", credential_digest(token))
+
+
+def _session_secret(cookie_headers: list[str]) -> str | None:
     cookies: SimpleCookie = SimpleCookie()
-    try:
-        cookies.load(cookie_header)
-    except CookieError:
-        return None
+    for header in cookie_headers:
+        try:
+            cookies.load(header)
+        except CookieError:
+            return None
     morsel = cookies.get(SESSION_COOKIE)
     return morsel.value if morsel is not None and morsel.value else None
 

@@ -1,4 +1,10 @@
-"""Fan-out: committed task changes to the subscriptions that match, and initial states."""
+"""Fan-out: committed task changes to the subscriptions that match, and initial states.
+
+A change is rendered once, and its `task` message built and framed once per subscription id
+(clients use the same few ids, so usually once per change); every connection that gets it shares
+those bytes. A connection that keeps up gets the frame written to its socket at once, with no
+task of its own woken; one that is behind queues the message (see `connection`).
+"""
 
 from __future__ import annotations
 
@@ -7,22 +13,26 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic import TypeAdapter
 from pymongo import ASCENDING, DESCENDING
 
-from services.notifier.client import Client
-from services.notifier.protocol import (
-    PROBLEM,
-    Subscribe,
+from services.notifier.connection import Connection, Prepared
+from services.notifier.outbound import (
+    deleted_message,
     error_message,
     subscribed_message,
+    task_message,
     unsubscribed_message,
 )
+from services.notifier.protocol import PROBLEM, SubscribeMessage
+from services.notifier.sendqueue import Offer
 from services.notifier.subscriptions import Subscription, SubscriptionRegistry
 from shared import metrics
 from shared.ids import is_task_id
 from shared.lifecycle import FINAL_STATES, GROUP_STATES, TaskGroup
 from shared.records import StoredTask
 from shared.store import Store
+from shared.task import Task
 
 Doc = dict[str, Any]
 
@@ -32,14 +42,41 @@ log = logging.getLogger(__name__)
 CLOCK_MARGIN = timedelta(seconds=5)
 #: Finished tasks in the default initial state of `scope: all`, newest first.
 RECENT_FINISHED = 100
+#: Task ids per `$in` query.
+IDS_PER_QUERY = 1000
 
 _FINAL = frozenset(state.value for state in FINAL_STATES)
 _PENDING = sorted(state.value for state in GROUP_STATES[TaskGroup.PENDING])
+_TASK = TypeAdapter(Task)
 
 
-def render(doc: Mapping[str, Any]) -> str:
+def render(doc: Mapping[str, Any]) -> bytes:
     """A stored task as JSON, exactly as `GET /api/v1/tasks/{id}` shows it."""
-    return StoredTask.model_validate(dict(doc)).view().model_dump_json()
+    return _TASK.dump_json(StoredTask.model_validate(dict(doc)).view())
+
+
+class Rendered:
+    """One stored task state, rendered for the wire (once, however many get it)."""
+
+    __slots__ = ("final", "id", "json", "owner", "version")
+
+    def __init__(self, doc: Mapping[str, Any]) -> None:
+        self.id: str = doc["_id"]
+        self.owner: str = doc["owner"]
+        self.version: int = doc["version"]
+        self.final = doc["state"] in _FINAL
+        self.json = render(doc)
+
+
+def rendered(doc: Mapping[str, Any]) -> Rendered | None:
+    """The task rendered, or None (and a log line) if this document cannot be: one odd
+    document is skipped, it never breaks a push or a socket."""
+    try:
+        return Rendered(doc)
+    except Exception:
+        log.exception("task %r cannot be rendered; not pushed", doc.get("_id"))
+        metrics.WS_PUSHES.add("unrenderable")
+        return None
 
 
 class Hub:
@@ -48,8 +85,8 @@ class Hub:
     def __init__(self, store: Store, *, max_subscriptions: int = 100) -> None:
         self.store = store
         self.max_subscriptions = max_subscriptions
-        self.registry: SubscriptionRegistry[Client] = SubscriptionRegistry()
-        self.clients: set[Client] = set()
+        self.registry: SubscriptionRegistry[Connection] = SubscriptionRegistry()
+        self.connections: set[Connection] = set()
 
     # Fan-out: synchronous, never waits on a socket.
 
@@ -65,47 +102,69 @@ class Hub:
 
     def publish_doc(self, doc: Mapping[str, Any]) -> None:
         """Offer a task's state to every subscription that matches it."""
-        subs = list(self.registry.matching(doc["_id"], doc["owner"]))
-        if not subs:
-            return
-        try:
-            task_json = render(doc)
-        except Exception:
-            log.exception("task %s cannot be rendered; not pushed", doc.get("_id"))
-            return
-        final = doc["state"] in _FINAL
+        subs = list(self.registry.matching(doc.get("_id", ""), doc.get("owner", "")))
+        if subs and (task := rendered(doc)) is not None:
+            self.publish(task, subs)
+
+    def publish(self, task: Rendered, subs: Iterable[Subscription[Connection]]) -> None:
+        """Offer a rendered task to `subs`: one message per subscription id, written at once
+        to the connections that keep up (framed once for all of them), queued for the others."""
+        # The hot loop of the notifier (once per subscriber and change): names bound once.
+        task_id, version, final = task.id, task.version, task.final
+        accepted = Offer.ACCEPTED
+        messages: dict[str, Prepared] = {}
+        written = 0
+        dropped: dict[str, int] = {}
         for sub in subs:
-            sub.client.push_task(sub.sub_id, doc["_id"], doc["version"], task_json, final=final)
+            connection, sub_id = sub.connection, sub.sub_id
+            offer = connection.queue.accept(sub_id, task_id, version, final=final)
+            if offer is not accepted:
+                dropped[offer.value] = dropped.get(offer.value, 0) + 1
+                continue
+            message = messages.get(sub_id)
+            if message is None:
+                message = messages[sub_id] = Prepared(task_message(sub_id, task.json))
+            if connection.writable_now():
+                message.write(connection)
+                written += 1
+            else:
+                connection.queue_update(sub_id, task_id, message.text)  # counted there
+        metrics.WS_PUSHES.add(Offer.QUEUED.value, written)
+        for result, count in dropped.items():
+            metrics.WS_PUSHES.add(result, count)
 
     def publish_deleted(self, task_id: str) -> None:
-        """Tell the subscriptions that hold a task that it was deleted."""
+        """Tell the subscriptions that have seen a task that it was deleted."""
         for sub in list(self.registry.following(task_id)):
-            sub.client.push_deleted(sub.sub_id, task_id)
+            if sub.connection.queue.accept_deleted(sub.sub_id, task_id) is Offer.ACCEPTED:
+                sub.connection.send_update(
+                    sub.sub_id, task_id, deleted_message(sub.sub_id, task_id)
+                )
 
     # Connections and their subscriptions.
 
-    def add_client(self, client: Client) -> None:
+    def add_connection(self, connection: Connection) -> None:
         """A new connection."""
-        self.clients.add(client)
+        self.connections.add(connection)
         metrics.WS_CONNECTIONS.inc()
 
-    def drop_client(self, client: Client) -> None:
+    def drop_connection(self, connection: Connection) -> None:
         """A connection went away: forget its subscriptions."""
-        for sub in client.subs.values():
+        for sub in connection.subs.values():
             self.registry.remove(sub)
-        client.subs.clear()
-        if client in self.clients:
-            self.clients.discard(client)
+        connection.subs.clear()
+        if connection in self.connections:
+            self.connections.discard(connection)
             metrics.WS_CONNECTIONS.dec()
 
-    async def subscribe(self, client: Client, message: Subscribe) -> None:
+    async def subscribe(self, connection: Connection, message: SubscribeMessage) -> None:
         """Register a subscription, then send its initial state from the database.
 
         Registered first, so a change committed after the snapshot's read reaches it live; the
-        outbox's versions drop whichever of the two copies of a task is older.
+        queue's versions drop whichever of the two copies of a task is older.
         """
-        if message.id not in client.subs and len(client.subs) >= self.max_subscriptions:
-            client.push_control(
+        if message.id not in connection.subs and len(connection.subs) >= self.max_subscriptions:
+            connection.send(
                 error_message(
                     f"{PROBLEM}too-many-subscriptions",
                     f"a connection may hold {self.max_subscriptions} subscriptions; "
@@ -114,8 +173,8 @@ class Hub:
                 )
             )
             return
-        if message.id in client.subs:
-            client.push_control(
+        if message.id in connection.subs:
+            connection.send(
                 error_message(
                     f"{PROBLEM}duplicate-subscription",
                     f"a subscription with id {message.id!r} is live on this connection",
@@ -123,29 +182,39 @@ class Hub:
                 )
             )
             return
-        task_ids = None if message.task_ids is None else frozenset(message.task_ids)
-        sub = Subscription(client, message.id, client.owner, task_ids)
-        client.outbox.open_subscription(message.id, message.since)
-        client.subs[message.id] = sub
+        task_ids = message.task_ids
+        sub = Subscription(
+            connection,
+            message.id,
+            connection.owner,
+            None if task_ids is None else frozenset(task_ids),
+        )
+        connection.queue.open_subscription(message.id, message.versions)
+        connection.subs[message.id] = sub
         self.registry.add(sub)
-        if message.task_ids is None:
-            docs = self._scope_all_snapshot(client.owner, message.since_ts)
+        if task_ids is None:
+            docs = self._scope_all_snapshot(connection.owner, message.since_ts)
         else:
-            docs = self._ids_snapshot(client, sub, message.task_ids)
+            docs = self._ids_snapshot(connection, sub, task_ids)
         async for doc in docs:
-            await client.wait_for_room()
-            if client.subs.get(message.id) is not sub:
+            await connection.wait_for_room()
+            if connection.subs.get(message.id) is not sub:
                 return  # unsubscribed meanwhile (cannot happen today: one reader per client)
-            client.push_task(
-                sub.sub_id, doc["_id"], doc["version"], render(doc), final=doc["state"] in _FINAL
-            )
-        client.push_control(subscribed_message(message.id))
+            task = rendered(doc)
+            if task is not None and (
+                connection.queue.accept(sub.sub_id, task.id, task.version, final=task.final)
+                is Offer.ACCEPTED
+            ):
+                connection.send_update(sub.sub_id, task.id, task_message(sub.sub_id, task.json))
+        if task_ids is None:
+            await self._settle_claims(connection, sub)
+        connection.send(subscribed_message(message.id))
 
-    def unsubscribe(self, client: Client, sub_id: str) -> None:
+    def unsubscribe(self, connection: Connection, sub_id: str) -> None:
         """End a subscription."""
-        sub = client.subs.pop(sub_id, None)
+        sub = connection.subs.pop(sub_id, None)
         if sub is None:
-            client.push_control(
+            connection.send(
                 error_message(
                     f"{PROBLEM}unknown-subscription",
                     f"no live subscription has id {sub_id!r}",
@@ -154,24 +223,26 @@ class Hub:
             )
             return
         self.registry.remove(sub)
-        client.outbox.close_subscription(sub_id)
-        client.push_control(unsubscribed_message(sub_id))
+        connection.queue.close_subscription(sub_id)
+        connection.send(unsubscribed_message(sub_id))
 
     async def _ids_snapshot(
-        self, client: Client, sub: Subscription[Client], task_ids: Iterable[str]
+        self, connection: Connection, sub: Subscription[Connection], task_ids: Iterable[str]
     ) -> AsyncIterator[Doc]:
         wanted = list(task_ids)
         query: Doc = {"_id": {"$in": [t for t in wanted if is_task_id(t)]}}
-        if client.owner is not None:
-            query["owner"] = client.owner
+        if connection.owner is not None:
+            query["owner"] = connection.owner
         found: set[str] = set()
         async for doc in self.store.tasks.collection.find(query):
             found.add(doc["_id"])
             yield doc
         missing = [t for t in wanted if t not in found]
         if missing:
+            # Another user's task and one that does not exist get the very same answer.
             self.registry.narrow(sub, set(missing))
-            client.push_control(_not_found(sub.sub_id, missing))
+            connection.queue.forget(sub.sub_id, set(missing))
+            connection.send(_not_found(sub.sub_id, missing))
 
     async def _scope_all_snapshot(
         self, owner: str | None, since_ts: datetime | None
@@ -188,6 +259,21 @@ class Hub:
         recent = {**visible, "state": {"$in": sorted(_FINAL)}}
         async for doc in tasks.find(recent).sort("_id", DESCENDING).limit(RECENT_FINISHED):
             yield doc
+
+    async def _settle_claims(self, connection: Connection, sub: Subscription[Connection]) -> None:
+        """Keep, of the tasks a `scope: all` client claimed in `since` and the snapshot did not
+        show, those it may see: the others must never get a `deleted` (they are not its)."""
+        claimed = sorted(connection.queue.claimed(sub.sub_id))
+        owner = connection.owner
+        if owner is None:  # an administrator may see every task
+            connection.queue.settle_claims(sub.sub_id, set(claimed))
+            return
+        visible: set[str] = set()
+        for start in range(0, len(claimed), IDS_PER_QUERY):
+            visible |= await self.store.tasks.visible_ids(
+                claimed[start : start + IDS_PER_QUERY], owner
+            )
+        connection.queue.settle_claims(sub.sub_id, visible)
 
     async def resend_since(self, since: datetime) -> int:
         """Offer the current state of every subscribed task that may have changed since `since`.
@@ -216,7 +302,7 @@ def _visible(owner: str | None) -> Doc:
     return {} if owner is None else {"owner": owner}
 
 
-def _not_found(sub_id: str, missing: list[str]) -> str:
+def _not_found(sub_id: str, missing: list[str]) -> bytes:
     shown = ", ".join(missing[:10]) + (
         f" and {len(missing) - 10} more" if len(missing) > 10 else ""
     )

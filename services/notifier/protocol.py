@@ -1,15 +1,29 @@
-"""The WebSocket messages of docs/protocol.md: parsing what clients send, encoding what we send.
+"""The WebSocket messages clients send (docs/protocol.md): one pydantic model per `type`, which
+is both the parser and the contract.
 
-Pure functions, no sockets: a frame's text goes in, a message object (or a `ProtocolError`) comes
-out; the encoders return the JSON text of a frame.
+`parse` turns a text frame into one of these models, or raises `ProtocolError` saying what is
+wrong; the AsyncAPI contract (`services/contracts/websocket.py`) renders its client message
+schemas from the same models, so what is documented and what is accepted cannot drift apart.
+Also here: the problem types an `error` message names, and the protocol's limits.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from shared.jsonlimits import MAX_DOCUMENT_DEPTH, JsonRefused, loads
 
@@ -17,6 +31,8 @@ from shared.jsonlimits import MAX_DOCUMENT_DEPTH, JsonRefused, loads
 MAX_TASK_IDS = 1000
 #: Longest subscription (or ping) id.
 MAX_ID_CHARS = 64
+#: Longest ticket or token an `auth` message may carry.
+MAX_SECRET_CHARS = 512
 
 PROBLEM = "urn:tasklight:problem:"
 
@@ -43,192 +59,218 @@ class ProtocolError(ValueError):
         self.message_id = message_id
 
 
-@dataclass(frozen=True)
-class Subscribe:
-    """Follow some tasks (`task_ids`), or every task of the user (`task_ids` None)."""
-
-    id: str
-    task_ids: tuple[str, ...] | None
-    since: dict[str, int] = field(default_factory=dict)
-    since_ts: datetime | None = None
+def _present_not_null(value: object) -> object:
+    # Runs only for a member that is present: an absent one takes its default without it.
+    if value is None:
+        raise PydanticCustomError("not_null", "give a value or leave the member out, not null")
+    return value
 
 
-@dataclass(frozen=True)
-class Unsubscribe:
+def _absent_by_default(schema: dict[str, Any]) -> None:
+    # A member that is either present or absent (never null) has no default worth showing.
+    schema.pop("default", None)
+
+
+#: A client-chosen id of a subscription or a ping.
+ClientId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS)]
+#: A ticket or an API token sent in `auth`.
+Secret = Annotated[str, StringConstraints(min_length=1, max_length=MAX_SECRET_CHARS)]
+#: The task ids one `subscribe` names.
+TaskIds = Annotated[list[str], Field(min_length=1, max_length=MAX_TASK_IDS)]
+
+
+T = TypeVar("T")
+
+if TYPE_CHECKING:
+    #: A member that may be absent (None in Python), but is never null on the wire.
+    Absent = Annotated[T | None, ...]
+else:
+
+    class Absent:
+        """A member that may be absent (None in Python), but is never null on the wire: the
+        schema has no null, and the parser refuses one."""
+
+        def __class_getitem__(cls, annotation: Any) -> Any:
+            return Annotated[annotation, BeforeValidator(_present_not_null)]
+
+
+class ClientMessage(BaseModel):
+    """A JSON text frame from a client: one object with a `type`; members the notifier does not
+    know are ignored, so the schemas allow them."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class SubscribeMessage(ClientMessage):
+    """Follow some tasks (`tasks`) or every task the user may see (`scope: "all"`)."""
+
+    # Exactly one of `tasks` and `scope`; `since_ts` only with `scope` (JSON Schema draft 7, the
+    # dialect AsyncAPI 3.0 builds on, spells that `dependencies`).
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [{"required": ["tasks"]}, {"required": ["scope"]}],
+            "dependencies": {"since_ts": ["scope"]},
+        }
+    )
+
+    type: Literal["subscribe"]
+    id: ClientId = Field(description="unique among the connection's live subscriptions")
+    tasks: Absent[TaskIds] = Field(
+        default=None, description="the task ids to follow", json_schema_extra=_absent_by_default
+    )
+    scope: Absent[Literal["all"]] = Field(
+        default=None,
+        description="every task the user may see, including later ones",
+        json_schema_extra=_absent_by_default,
+    )
+    since: dict[str, StrictInt] | None = Field(
+        default=None, description="task id → the version the client holds (not sent again)"
+    )
+    since_ts: Absent[datetime] = Field(
+        default=None,
+        description='with scope "all": the newest updated_at the client holds',
+        json_schema_extra=_absent_by_default,
+    )
+
+    @field_validator("since_ts", mode="before")
+    @classmethod
+    def _iso_time(cls, value: object) -> object:
+        # Only ISO-8601 text, as documented (pydantic alone would also take a number); a time
+        # without an offset is UTC.
+        if value is None:
+            return value
+        if isinstance(value, str):
+            try:
+                parsed = datetime.fromisoformat(value)
+            except ValueError:
+                pass
+            else:
+                return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        raise PydanticCustomError("iso_time", "must be an ISO-8601 time")
+
+    @model_validator(mode="after")
+    def _one_scope(self) -> SubscribeMessage:
+        if (self.tasks is None) == (self.scope is None):
+            raise PydanticCustomError("one_scope", "give exactly one of tasks and scope")
+        if self.since_ts is not None and self.scope is None:
+            raise PydanticCustomError("since_ts_scope", 'since_ts: only with scope "all"')
+        return self
+
+    @property
+    def task_ids(self) -> tuple[str, ...] | None:
+        """The named task ids without repeats, in order; None for `scope: "all"`."""
+        return None if self.tasks is None else tuple(dict.fromkeys(self.tasks))
+
+    @property
+    def versions(self) -> dict[str, int]:
+        """`since`, or nothing."""
+        return dict(self.since or {})
+
+
+class UnsubscribeMessage(ClientMessage):
     """Stop following a subscription."""
 
-    id: str
+    type: Literal["unsubscribe"]
+    id: ClientId
 
 
-@dataclass(frozen=True)
-class Ping:
-    """Ask for a `pong`."""
+class PingMessage(ClientMessage):
+    """Ask for a `pong` (the `id`, if any, is echoed)."""
 
-    id: str | None
-
-
-@dataclass(frozen=True)
-class Auth:
-    """Authenticate a connection whose handshake carried no credentials: a ticket from
-    `POST /api/v1/ws-tickets`, or an API token."""
-
-    ticket: str | None
-    token: str | None = field(default=None, repr=False)
+    type: Literal["ping"]
+    id: ClientId | None = None
 
 
-ClientMessage = Subscribe | Unsubscribe | Ping | Auth
+class AuthMessage(ClientMessage):
+    """Authenticate a connection whose handshake carried no credentials (first message only).
+
+    With a single-use ticket from `POST /api/v1/ws-tickets`, or an API token.
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": ["ticket"]}, {"required": ["token"]}]}
+    )
+
+    type: Literal["auth"]
+    ticket: Absent[Secret] = Field(
+        default=None,
+        description="a single-use ticket from POST /api/v1/ws-tickets",
+        json_schema_extra=_absent_by_default,
+    )
+    token: Absent[Secret] = Field(
+        default=None,
+        description="an API token",
+        json_schema_extra=_absent_by_default,
+        repr=False,
+    )
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> AuthMessage:
+        if (self.ticket is None) == (self.token is None):
+            raise PydanticCustomError(
+                "one_credential", "auth: give exactly one of ticket and token"
+            )
+        return self
 
 
-def parse(text: str) -> ClientMessage:
-    """The client message in a text frame; raises `ProtocolError` saying what is wrong."""
+#: What clients send, in the order docs/protocol.md lists them.
+CLIENT_MESSAGES: tuple[type[ClientMessage], ...] = (
+    SubscribeMessage,
+    UnsubscribeMessage,
+    PingMessage,
+    AuthMessage,
+)
+#: What `parse` returns.
+Incoming = SubscribeMessage | UnsubscribeMessage | PingMessage | AuthMessage
+
+
+def message_type(model: type[BaseModel]) -> str:
+    """The `type` a model's messages carry."""
+    annotation: Any = model.model_fields["type"].annotation
+    (value,) = annotation.__args__
+    return str(value)
+
+
+_BY_TYPE: dict[str, type[ClientMessage]] = {message_type(m): m for m in CLIENT_MESSAGES}
+_TYPES = ", ".join(_BY_TYPE)
+
+
+def load(text: str) -> object:
+    """The JSON value of a text frame by the one JSON rule (`shared.jsonlimits`: strict JSON,
+    nested at most `MAX_DOCUMENT_DEPTH` levels); raises `ProtocolError` (malformed) if not."""
     try:
-        data = loads(text, max_depth=MAX_DOCUMENT_DEPTH)
+        return loads(text, max_depth=MAX_DOCUMENT_DEPTH)
     except JsonRefused as exc:
         raise ProtocolError("malformed-message", f"the frame is not JSON we take: {exc}") from None
+
+
+def parse(text: str) -> Incoming:
+    """The client message in a text frame; raises `ProtocolError` saying what is wrong."""
+    data = load(text)
     if not isinstance(data, dict):
         raise ProtocolError("malformed-message", "the frame is not a JSON object")
     raw_id = data.get("id")
     message_id = raw_id if isinstance(raw_id, str) else None
     kind = data.get("type")
-    if kind == "ping":
-        if raw_id is not None and not _valid_id(raw_id):
-            raise ProtocolError("invalid-message", _ID_RULE, message_id)
-        return Ping(id=message_id)
-    if kind == "unsubscribe":
-        return Unsubscribe(id=_required_id(data))
-    if kind == "subscribe":
-        return _parse_subscribe(data, _required_id(data))
-    if kind == "auth":
-        return _parse_auth(data)
-    raise ProtocolError(
-        "malformed-message",
-        f"unknown message type {kind!r}; expected auth, subscribe, unsubscribe or ping",
-        message_id,
-    )
-
-
-_ID_RULE = f"id: must be a string of 1 to {MAX_ID_CHARS} characters"
-
-
-def _valid_id(value: object) -> bool:
-    return isinstance(value, str) and 1 <= len(value) <= MAX_ID_CHARS
-
-
-def _required_id(data: dict[str, Any]) -> str:
-    value = data.get("id")
-    if not _valid_id(value):
-        raise ProtocolError("invalid-message", _ID_RULE, value if isinstance(value, str) else None)
-    assert isinstance(value, str)
-    return value
-
-
-def _parse_subscribe(data: dict[str, Any], sub_id: str) -> Subscribe:
-    tasks, scope = data.get("tasks"), data.get("scope")
-    if (tasks is None) == (scope is None):
-        raise ProtocolError("invalid-message", "give exactly one of tasks and scope", sub_id)
-    task_ids: tuple[str, ...] | None = None
-    if scope is not None:
-        if scope != "all":
-            raise ProtocolError("invalid-message", 'scope: must be "all"', sub_id)
-    else:
-        if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
-            raise ProtocolError("invalid-message", "tasks: must be a list of task ids", sub_id)
-        if not 1 <= len(tasks) <= MAX_TASK_IDS:
-            raise ProtocolError(
-                "invalid-message", f"tasks: must name 1 to {MAX_TASK_IDS} ids", sub_id
-            )
-        task_ids = tuple(dict.fromkeys(tasks))
-    since = data.get("since", {})
-    if since is None:
-        since = {}
-    if not isinstance(since, dict) or not all(
-        isinstance(v, int) and not isinstance(v, bool) for v in since.values()
-    ):
+    model = _BY_TYPE.get(kind) if isinstance(kind, str) else None
+    if model is None:
         raise ProtocolError(
-            "invalid-message", "since: must map task ids to integer versions", sub_id
+            "malformed-message", f"unknown message type {kind!r}; expected {_TYPES}", message_id
         )
-    since_ts = None
-    raw_ts = data.get("since_ts")
-    if raw_ts is not None:
-        if task_ids is not None:
-            raise ProtocolError("invalid-message", 'since_ts: only with scope "all"', sub_id)
-        since_ts = _parse_time(raw_ts, sub_id)
-    return Subscribe(id=sub_id, task_ids=task_ids, since=since, since_ts=since_ts)
+    try:
+        message = model.model_validate(data)
+    except ValidationError as exc:
+        raise ProtocolError("invalid-message", _detail(exc), message_id) from None
+    assert isinstance(message, Incoming)
+    return message
 
 
-#: Longest ticket or token an `auth` message may carry.
-MAX_SECRET_CHARS = 512
-
-
-def _parse_auth(data: dict[str, Any]) -> Auth:
-    ticket, token = data.get("ticket"), data.get("token")
-    if (ticket is None) == (token is None):
-        raise ProtocolError("invalid-message", "auth: give exactly one of ticket and token")
-    secret = ticket if ticket is not None else token
-    if not isinstance(secret, str) or not 1 <= len(secret) <= MAX_SECRET_CHARS:
-        raise ProtocolError(
-            "invalid-message", "auth: the credential must be a string of 1 to 512 characters"
-        )
-    return Auth(ticket=ticket, token=token)
-
-
-def _parse_time(value: object, sub_id: str) -> datetime:
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            pass
-        else:
-            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    raise ProtocolError("invalid-message", "since_ts: must be an ISO-8601 time", sub_id)
-
-
-def _dump(message: dict[str, Any]) -> str:
-    return json.dumps(message, separators=(",", ":"))
-
-
-def task_message(sub_id: str, task_json: str) -> str:
-    """A `task` message around a task already rendered as JSON (rendered once per change)."""
-    return f'{{"type":"task","sub":{json.dumps(sub_id)},"task":{task_json}}}'
-
-
-def deleted_message(sub_id: str, task_id: str) -> str:
-    """A `deleted` message."""
-    return _dump({"type": "deleted", "sub": sub_id, "id": task_id})
-
-
-def subscribed_message(sub_id: str) -> str:
-    """The end of a subscription's initial state."""
-    return _dump({"type": "subscribed", "id": sub_id})
-
-
-def unsubscribed_message(sub_id: str) -> str:
-    """The confirmation of an `unsubscribe`."""
-    return _dump({"type": "unsubscribed", "id": sub_id})
-
-
-def authenticated_message(user: str, role: str) -> str:
-    """The answer to a successful `auth`."""
-    return _dump({"type": "authenticated", "user": user, "role": role})
-
-
-def pong_message(ping_id: str | None) -> str:
-    """The answer to a `ping`."""
-    return _dump({"type": "pong"} if ping_id is None else {"type": "pong", "id": ping_id})
-
-
-def error_message(
-    problem_type: str, detail: str, message_id: str | None = None, **extra: Any
-) -> str:
-    """An `error` message with RFC 9457 problem details (`extra`: extension members)."""
-    status, title = PROBLEM_TYPES[problem_type]
-    problem = {"type": problem_type, "title": title, "status": status, "detail": detail, **extra}
-    message: dict[str, Any] = {"type": "error", "problem": problem}
-    if message_id is not None:
-        message["id"] = message_id
-    return _dump(message)
-
-
-def error_for(exc: ProtocolError) -> str:
-    """The `error` message for a `ProtocolError`."""
-    return error_message(exc.problem_type, exc.detail, exc.message_id)
+def _detail(exc: ValidationError) -> str:
+    """What is wrong, member by member (`tasks.0: Input should be a valid string`)."""
+    parts = []
+    for error in exc.errors(include_url=False, include_input=False):
+        # A model-level rule names its members itself (an empty `loc`).
+        where = ".".join(str(part) for part in error["loc"])
+        message = error["msg"]
+        parts.append(f"{where}: {message}" if where else message)
+    return "; ".join(dict.fromkeys(parts))

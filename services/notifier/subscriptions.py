@@ -16,14 +16,14 @@ K = TypeVar("K")
 
 
 class Subscription(Generic[C]):
-    """One live subscription of a connection (`client` is whatever the caller uses for it)."""
+    """One live subscription of a connection (`connection` is whatever the caller uses for it)."""
 
-    __slots__ = ("client", "owner", "sub_id", "task_ids")
+    __slots__ = ("connection", "owner", "sub_id", "task_ids")
 
     def __init__(
-        self, client: C, sub_id: str, owner: str | None, task_ids: frozenset[str] | None
+        self, connection: C, sub_id: str, owner: str | None, task_ids: frozenset[str] | None
     ) -> None:
-        self.client = client
+        self.connection = connection
         self.sub_id = sub_id
         self.owner = owner
         #: The task ids it follows; None for `scope: all`.

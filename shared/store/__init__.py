@@ -6,6 +6,7 @@
     ├── idempotency   IdempotencyKeys: Idempotency-Key records
     ├── webhooks      WebhookStore: webhook endpoints, deliveries, the sender's stream cursor
     ├── rates         RateCounters: submissions per user and slot, for the rate limit
+    ├── accounts      Accounts: users, API tokens, sessions, tickets, failed sign-ins
     └── schema        indexes, made by `migrate` and checked by every service at start
 
 No module outside this package imports PyMongo (a unit test holds every module to that). A second
@@ -21,6 +22,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from shared.settings import Settings
 from shared.store import schema
+from shared.store.accounts import Accounts
 from shared.store.change import ANY_RUN, Change
 from shared.store.errors import DatabaseError, DatabaseUnreachable, outcome_unknown
 from shared.store.idempotency import IdempotencyKeys, KeyRecord
@@ -33,6 +35,7 @@ from shared.topology import IDEMPOTENCY_KEYS, SUBMISSION_COUNTS, TASKS, WORKERS
 
 __all__ = [
     "ANY_RUN",
+    "Accounts",
     "Change",
     "DatabaseError",
     "DatabaseUnreachable",
@@ -75,6 +78,7 @@ class Store:
         self.idempotency = IdempotencyKeys(self.db[IDEMPOTENCY_KEYS])
         self.webhooks = WebhookStore(self.db, retention_s=webhook_retention_s)
         self.rates = RateCounters(self.db[SUBMISSION_COUNTS])
+        self.accounts = Accounts(self.db)
 
     async def ping(self) -> None:
         """Raise if the database does not answer."""

@@ -12,6 +12,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from services.notifier.app import Notifier
+from services.notifier.connection import CLOSE_BEHIND_TIMEOUT_S, Connection
 from services.worker.app import Worker
 from shared.auth import DEV_TOKEN
 from shared.ids import new_task_id
@@ -187,6 +188,7 @@ async def test_a_client_that_never_reads_is_bounded_closed_and_delays_no_one(
                 url,
                 sock=stalled_sock,
                 max_queue=1,
+                close_timeout=0.5,
                 compression=None,
                 additional_headers={"Authorization": f"Bearer {DEV_TOKEN}"},
             ) as stalled,
@@ -196,7 +198,7 @@ async def test_a_client_that_never_reads_is_bounded_closed_and_delays_no_one(
             await healthy.subscribe(scope="all")
             [server_side] = [
                 c
-                for c in notifier.hub.clients
+                for c in notifier.hub.connections
                 if c.ws.remote_address[1] == stalled_sock.getsockname()[1]
             ]
             peak_buffer = 0
@@ -216,14 +218,14 @@ async def test_a_client_that_never_reads_is_bounded_closed_and_delays_no_one(
             await healthy.until(lambda m: m["type"] == "task" and m["task"]["id"] == last, 2.0)
 
             await eventually(
-                lambda: _value(server_side in notifier.hub.clients), lambda present: not present
+                lambda: _value(server_side in notifier.hub.connections), lambda present: not present
             )
     finally:
         await notifier.stop()
 
     assert {t["id"] for t in tasks_of(received)} == set(ids)
-    assert server_side.outbox.peak <= limit
-    assert server_side.outbox.closed
+    assert server_side.queue.peak <= limit
+    assert server_side.queue.closed
     # Never more than the socket's write limit and one message waits in the server's buffer.
     assert peak_buffer <= 32 * 1024 + 64 * 1024
 
@@ -344,3 +346,131 @@ async def test_a_lost_resume_token_is_rebuilt_from_the_database_without_skipping
 
     assert (message["task"]["state"], message["task"]["version"]) == ("canceled", 2)
     assert notifier.follower.rebuilds == 1
+
+
+def _stalled_socket(settings: Settings) -> socket.socket:
+    """A connected socket whose owner never reads: 4 KiB of receive buffer and no reads."""
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.connect(("127.0.0.1", settings.notifier_port))
+    stalled.setblocking(False)
+    return stalled
+
+
+def _server_side(notifier: Notifier, client: socket.socket) -> Connection:
+    port = client.getsockname()[1]
+    [found] = [c for c in notifier.hub.connections if c.ws.remote_address[1] == port]
+    return found
+
+
+async def _flood_until_gone(
+    notifier: Notifier, store: Store, server_side: Connection, timeout_s: float
+) -> float:
+    """Store 32 KB tasks until the notifier drops `server_side`; seconds from the first."""
+    blob = {"blob": "x" * 32_000}
+    started = asyncio.get_running_loop().time()
+    for _ in range(400):
+        if server_side not in notifier.hub.connections:
+            break
+        await insert_task(store, new_task_id(), metadata=blob)
+    await eventually(
+        lambda: _value(server_side in notifier.hub.connections),
+        lambda present: not present,
+        timeout_s=timeout_s,
+    )
+    return asyncio.get_running_loop().time() - started
+
+
+async def test_a_client_that_does_not_drain_is_closed_with_4000_within_the_deadline(
+    settings: Settings, store: Store
+) -> None:
+    # The queue's bounds are far away: only the drain deadline can close this connection.
+    drain_s = 1.0
+    notifier = Notifier(
+        settings.model_copy(
+            update={
+                "ws_drain_timeout_s": drain_s,
+                "ws_queue_limit": 100_000,
+                "ws_queue_limit_bytes": 1 << 30,
+            }
+        )
+    )
+    await notifier.start()
+    try:
+        stalled_sock = _stalled_socket(settings)
+        url = f"ws://127.0.0.1:{settings.notifier_port}/ws"
+        headers = {"Authorization": f"Bearer {DEV_TOKEN}"}
+        async with connect(
+            url, sock=stalled_sock, max_queue=1, close_timeout=0.5, additional_headers=headers
+        ) as ws:
+            await ws.send('{"type": "subscribe", "id": "s", "scope": "all"}')
+            await ws.recv()  # `subscribed`; from now on, nothing is read
+            server_side = _server_side(notifier, stalled_sock)
+            took_s = await _flood_until_gone(notifier, store, server_side, timeout_s=30)
+    finally:
+        await notifier.stop()
+
+    close_sent = server_side.ws.protocol.close_sent
+    assert close_sent is not None
+    assert close_sent.code == 4000
+    # The deadline, the closing handshake's own timeout, and the flood's first writes.
+    assert took_s < drain_s + CLOSE_BEHIND_TIMEOUT_S + 3.0
+
+
+async def test_a_client_whose_pending_bytes_pass_the_bound_is_closed_with_4000(
+    settings: Settings, store: Store
+) -> None:
+    limit_bytes = 256 * 1024
+    notifier = Notifier(
+        settings.model_copy(
+            update={
+                "ws_queue_limit_bytes": limit_bytes,
+                "ws_queue_limit": 100_000,
+                "ws_drain_timeout_s": 600,
+            }
+        )
+    )
+    await notifier.start()
+    try:
+        stalled_sock = _stalled_socket(settings)
+        url = f"ws://127.0.0.1:{settings.notifier_port}/ws"
+        headers = {"Authorization": f"Bearer {DEV_TOKEN}"}
+        async with connect(
+            url, sock=stalled_sock, max_queue=1, close_timeout=0.5, additional_headers=headers
+        ) as ws:
+            await ws.send('{"type": "subscribe", "id": "s", "scope": "all"}')
+            await ws.recv()
+            server_side = _server_side(notifier, stalled_sock)
+            await _flood_until_gone(notifier, store, server_side, timeout_s=30)
+    finally:
+        await notifier.stop()
+
+    close_sent = server_side.ws.protocol.close_sent
+    assert close_sent is not None
+    assert close_sent.code == 4000
+    # Never more than the bound and the one message that went past it.
+    assert server_side.queue.peak_bytes <= limit_bytes + 40_000
+
+
+async def test_a_task_that_cannot_be_rendered_is_skipped_and_the_socket_stays_open(
+    settings: Settings, store: Store, notifier: Notifier
+) -> None:
+    good, odd, later = new_task_id(), new_task_id(), new_task_id()
+    await insert_task(store, good)
+    await insert_task(store, odd)
+    # A document the task model cannot show (written by some other version, say).
+    await store.tasks.collection.update_one({"_id": odd}, {"$set": {"created_at": "yesterday"}})
+
+    async with ws_connect(settings) as ws:
+        initial = await ws.subscribe(scope="all")
+        await insert_task(store, later)
+        await store.tasks.collection.update_one(
+            {"_id": odd}, {"$set": {"progress_reports": "odd"}, "$inc": {"version": 1}}
+        )
+        live = await ws.until(lambda m: m["type"] == "task" and m["task"]["id"] == later)
+        await ws.send({"type": "ping", "id": "p"})
+        pong = await ws.until(lambda m: m["type"] == "pong")
+
+    assert [t["id"] for t in tasks_of(initial)] == [good]
+    assert odd not in {t["id"] for t in tasks_of(live + pong)}
+    assert pong[-1] == {"type": "pong", "id": "p"}

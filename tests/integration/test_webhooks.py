@@ -367,7 +367,7 @@ async def test_only_the_owners_tasks_go_to_the_owners_endpoints(
     sender: Sender,
     receiver: Receiver,
 ) -> None:
-    auth = AuthStore(store.db)
+    auth = AuthStore(store.accounts)
     await auth.create_user("alice", Role.USER)
     alice_auth = {"Authorization": f"Bearer {await auth.issue_token('alice')}"}
     base_url = f"http://127.0.0.1:{quick.api_port}"

@@ -12,7 +12,6 @@ ROOT = Path(__file__).resolve().parents[2]
 PRODUCTION = ("shared", "services", "examples")
 #: Modules that still speak to MongoDB themselves, each with why; the list only shrinks.
 NOT_YET_BEHIND_THE_STORE = {
-    "shared/auth.py": "users, tokens and sessions move into shared/store/accounts.py",
     "services/notifier/hub.py": "the snapshots move behind the task store",
     "services/notifier/follower.py": "the change stream moves into the store package",
 }

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from services.notifier.protocol import Auth, ProtocolError, parse
-from shared.auth import Principal, Role, check_password, hash_password, valid_user_name
+from shared.auth import (
+    AuthStore,
+    Principal,
+    Role,
+    check_password,
+    hash_password,
+    valid_user_name,
+)
 from shared.ids import new_task_id, task_id_floor
+from shared.store.accounts import Accounts
 
 
 def test_a_password_hash_checks_its_password_and_no_other() -> None:
@@ -40,19 +49,6 @@ def test_refused_user_names(name: str) -> None:
     assert not valid_user_name(name)
 
 
-def test_the_auth_message_takes_a_ticket_or_a_token() -> None:
-    assert parse('{"type": "auth", "ticket": "abc"}') == Auth(ticket="abc")
-    assert parse('{"type": "auth", "token": "tl_x"}') == Auth(ticket=None, token="tl_x")
-    for bad in (
-        '{"type": "auth"}',
-        '{"type": "auth", "ticket": "a", "token": "b"}',
-        '{"type": "auth", "ticket": 5}',
-        '{"type": "auth", "ticket": ""}',
-    ):
-        with pytest.raises(ProtocolError):
-            parse(bad)
-
-
 def test_the_id_floor_sorts_below_every_id_created_from_then_on() -> None:
     import time
 
@@ -60,3 +56,23 @@ def test_the_id_floor_sorts_below_every_id_created_from_then_on() -> None:
     later = new_task_id()
     assert floor <= later
     assert task_id_floor(0) < floor
+
+
+async def test_requests_with_the_same_token_share_one_look_up_when_the_cache_runs_out() -> None:
+    class CountingAccounts(Accounts):
+        def __init__(self) -> None:
+            self.lookups = 0
+
+        async def token_user(self, digest: str) -> str | None:
+            self.lookups += 1
+            await asyncio.sleep(0.01)  # the database's answer takes a while
+            return "alice"
+
+        async def roles(self, names: list[str]) -> dict[str, str]:
+            return {"alice": "user"}
+
+    accounts = CountingAccounts()
+    auth = AuthStore(accounts, token_cache_s=10)
+    principals = await asyncio.gather(*(auth.by_token("tl_same") for _ in range(16)))
+    assert {p.name for p in principals if p} == {"alice"}
+    assert accounts.lookups == 1

@@ -4,8 +4,10 @@ each says what the code really does on the wire."""
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import inspect
 import json
+import re
 import typing
 from functools import cache
 from typing import Any, cast
@@ -19,9 +21,11 @@ from openapi_spec_validator import validate as validate_openapi
 from pydantic import BaseModel
 
 from services.contracts import CONTRACTS, CONTRACTS_DIR, render
+from services.contracts.clients import GENERATED, JS_PATH, PYTHON_PATH, ROOT
 from services.contracts.defaults import default_settings
 from services.contracts.websocket import server_examples
-from services.notifier import protocol
+from services.notifier import outbound, protocol
+from services.notifier.constants import CLOSE_RULES, RESUME, CloseCode, no_reconnect
 from shared.commands import Commands
 from shared.store import TaskStore
 from shared.topology import Topology
@@ -99,6 +103,55 @@ def test_the_committed_contract_is_what_the_code_renders(name: str) -> None:
             f"commit the diff.\n{''.join(list(diff)[:80])}",
             pytrace=False,
         )
+
+
+@pytest.mark.parametrize("path", sorted(GENERATED), ids=str)
+def test_the_committed_client_constants_are_what_the_code_renders(path: Any) -> None:
+    file = ROOT / path
+    committed = file.read_text(encoding="utf-8") if file.is_file() else ""
+    now = GENERATED[path]()
+    if committed != now:
+        diff = difflib.unified_diff(
+            committed.splitlines(keepends=True),
+            now.splitlines(keepends=True),
+            f"{path} (committed)",
+            f"{path} (rendered from services/notifier/constants.py)",
+        )
+        pytest.fail(
+            f"{path} is not what the code renders: run `make contracts` and commit the diff."
+            f"\n{''.join(list(diff)[:80])}",
+            pytrace=False,
+        )
+
+
+def _generated_python() -> Any:
+    """The committed Python client constants, imported from their file."""
+    spec = importlib.util.spec_from_file_location("generated_protocol", ROOT / PYTHON_PATH)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_both_clients_get_every_close_code_and_the_same_resume_constants() -> None:
+    js = (ROOT / JS_PATH).read_text(encoding="utf-8")
+    js_codes = dict(re.findall(r"^  (\w+): (\d+),$", js, re.MULTILINE))
+    js_numbers = {
+        name: float(value.replace("_", ""))
+        for name, value in re.findall(r"^export const (\w+) = ([\d._]+);$", js, re.MULTILINE)
+    }
+    python = _generated_python()
+
+    assert js_codes == {code.name: str(code.value) for code in CloseCode}
+    assert {c.name: c.value for c in python.CloseCode} == {c.name: c.value for c in CloseCode}
+    for constant in RESUME:
+        assert getattr(python, constant.name) == constant.value
+        if constant.name.endswith("_S"):
+            assert js_numbers[constant.name.removesuffix("_S") + "_MS"] == constant.value * 1000
+        else:
+            assert js_numbers[constant.name] == constant.value
+    assert {c.value for c in python.NO_RECONNECT} == {c.value for c in no_reconnect()}
 
 
 def test_the_contracts_ignore_the_environment_they_are_rendered_in(
@@ -238,15 +291,25 @@ async def test_every_publish_of_the_commands_is_a_channel_of_the_broker_document
 
 def test_every_client_message_the_notifier_parses_is_received_in_the_document() -> None:
     received = messages_of(rendered("asyncapi-websocket.json"), "receive")
-    parsed = {cls.__name__.lower() for cls in typing.get_args(protocol.ClientMessage)}
+    parsed = {protocol.message_type(model) for model in typing.get_args(protocol.Incoming)}
     assert parsed == set(received)
+
+
+def test_the_parser_is_the_documented_schema() -> None:
+    # The document's client message schemas are the very models `parse` validates with.
+    document = rendered("asyncapi-websocket.json")
+    received = messages_of(document, "receive")
+    for model in protocol.CLIENT_MESSAGES:
+        ref = received[protocol.message_type(model)]["payload"]["$ref"]
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        assert resolve(document, ref) == {k: v for k, v in schema.items() if k != "$defs"}
 
 
 def test_every_message_the_notifier_encodes_is_sent_in_the_document_with_an_example() -> None:
     sent = messages_of(rendered("asyncapi-websocket.json"), "send")
     encoders = {
         name.removesuffix("_message")
-        for name, _ in inspect.getmembers(protocol, inspect.isfunction)
+        for name, _ in inspect.getmembers(outbound, inspect.isfunction)
         if name.endswith("_message")
     }
     assert encoders == set(sent)
@@ -257,9 +320,9 @@ def test_what_the_notifier_encodes_matches_the_documented_schema() -> None:
     document = rendered("asyncapi-websocket.json")
     sent = messages_of(document, "send")
     frames = [frame for examples in server_examples().values() for frame in examples]
-    frames += [protocol.error_message(kind, "why", "s1") for kind in protocol.PROBLEM_TYPES]
-    frames += [protocol.error_for(protocol.ProtocolError("invalid-message", "why"))]
-    frames += [protocol.authenticated_message("root", "admin")]
+    frames += [outbound.error_message(kind, "why", "s1") for kind in protocol.PROBLEM_TYPES]
+    frames += [outbound.error_for(protocol.ProtocolError("invalid-message", "why"))]
+    frames += [outbound.authenticated_message("root", "admin")]
     for frame in frames:
         message = json.loads(frame)
         payload_validator(document, sent[message["type"]]).validate(message)
@@ -301,6 +364,9 @@ REFUSED = [
     {"type": "subscribe", "id": "s1", "tasks": ["a"] * 1001},
     {"type": "subscribe", "id": "s1", "tasks": [1]},
     {"type": "subscribe", "id": "s1", "tasks": None},
+    {"type": "subscribe", "id": "s1", "tasks": None, "scope": "all"},
+    {"type": "subscribe", "id": "s1", "scope": "all", "since_ts": None},
+    {"type": "subscribe", "id": "s1", "scope": "all", "since_ts": 1767322800},
     {"type": "subscribe", "id": "s1", "scope": "mine"},
     {"type": "subscribe", "id": "s1", "tasks": ["a"], "since_ts": "2026-01-02T03:04:05Z"},
     {"type": "subscribe", "id": "s1", "tasks": ["a"], "since": {"a": True}},
@@ -312,6 +378,7 @@ REFUSED = [
     {"type": "ping", "id": 7},
     {"type": "auth"},
     {"type": "auth", "ticket": None},
+    {"type": "auth", "ticket": None, "token": "tl_x"},
     {"type": "auth", "ticket": "t", "token": "u"},
     {"type": "auth", "token": ""},
     {"type": "auth", "token": "x" * 513},
@@ -349,7 +416,27 @@ def test_an_undocumented_client_message_is_refused_by_the_notifier(frame: dict[s
     assert not accepted(frame)
 
 
-def test_the_websocket_document_lists_the_close_codes() -> None:
+def test_the_websocket_document_lists_every_close_code() -> None:
     channel = rendered("asyncapi-websocket.json")["channels"]["socket"]
     codes = {entry["code"] for entry in channel["x-close-codes"]}
-    assert {1000, 1001, 1009, 1011, 4000, 4401, 4429} <= codes
+    assert set(CLOSE_RULES) == set(CloseCode)
+    assert codes == {code.value for code in CloseCode}
+    assert {1000, 1001, 1009, 1011, 4000, 4001, 4401, 4403, 4429} <= codes
+
+
+def test_the_protocol_page_lists_every_resume_constant_with_its_value() -> None:
+    page = (ROOT / "docs" / "protocol.md").read_text(encoding="utf-8")
+    table = page.split("## Resume", 1)[1]
+    listed = dict(re.findall(r"^\| `(\w+)` \| ([\d.]+)", table, re.MULTILINE))
+    assert {name: float(value) for name, value in listed.items()} == {
+        constant.name: float(constant.value) for constant in RESUME
+    }
+    codes = ", ".join(str(code.value) for code in no_reconnect())
+    assert f"({codes}: `NO_RECONNECT`)" in table
+
+
+def test_the_protocol_page_lists_every_close_code() -> None:
+    page = (ROOT / "docs" / "protocol.md").read_text(encoding="utf-8")
+    table = page.split("## Close codes", 1)[1].split("\n## ", 1)[0]
+    listed = {int(code) for code in re.findall(r"^\| (\d{4}) ", table, re.MULTILINE)}
+    assert listed == {code.value for code in CloseCode}

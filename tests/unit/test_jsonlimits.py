@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.notifier.protocol import Ping, ProtocolError, parse
+from services.notifier.protocol import PingMessage, ProtocolError, parse
 from shared.jsonlimits import (
     KEY_NUL,
     LONE_SURROGATE,
@@ -105,7 +105,7 @@ def test_a_websocket_frame_nested_too_deep_is_a_protocol_error_not_a_crash() -> 
             parse(frame)
         assert refused.value.problem_type == "urn:tasklight:problem:malformed-message"
         assert "nested deeper" in refused.value.detail
-    assert parse('{"type": "ping", "id": "p1"}') == Ping(id="p1")
+    assert parse('{"type": "ping", "id": "p1"}') == PingMessage(type="ping", id="p1")
 
 
 def test_a_websocket_frame_with_nan_or_a_lone_surrogate_is_a_protocol_error() -> None:
