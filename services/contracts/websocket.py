@@ -41,6 +41,7 @@ from services.notifier.protocol import (
     message_type,
 )
 from shared.auth import SESSION_COOKIE
+from shared.records import StoredTask
 from shared.settings import Settings
 
 CHANNEL = "socket"
@@ -85,7 +86,7 @@ def _example_task() -> bytes:
         "runs": 1,
         "version": 3,
     }
-    return render(stored)
+    return render(StoredTask.model_validate(stored))
 
 
 def _client_examples() -> dict[type[BaseModel], list[dict[str, Any]]]:

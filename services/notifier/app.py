@@ -1,4 +1,4 @@
-"""The notifier's composition root: settings → store, change follower, hub → WebSocket server."""
+"""The notifier's composition root: settings → store, task stream, hub → WebSocket server."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from websockets.http11 import Request, Response
 
 from services.notifier.connection import Connection, Credential, Limits
 from services.notifier.constants import CloseCode
-from services.notifier.follower import ChangeFollower
 from services.notifier.hub import Hub
 from services.notifier.outbound import (
     authenticated_message,
@@ -38,6 +37,7 @@ from shared import metrics
 from shared.auth import SESSION_COOKIE, AuthStore, Principal, bearer_token, credential_digest
 from shared.settings import Settings
 from shared.store import open_store
+from shared.store.task_stream import TaskStream
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +65,7 @@ class Notifier:
         self.origins = settings.origins()
         #: Open connections per user, for `ws_max_connections_per_user`.
         self.connections: Counter[str] = Counter()
-        self.follower = ChangeFollower(
-            self.store.tasks.collection, self.hub.publish_change, self.hub.resend_since
-        )
+        self.follower = TaskStream(self.store.tasks, self.hub.publish_change, self.hub.resend_since)
         self.limits = Limits(
             messages=settings.ws_queue_limit,
             bytes=settings.ws_queue_limit_bytes,

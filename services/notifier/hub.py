@@ -9,12 +9,10 @@ task of its own woken; one that is behind queues the message (see `connection`).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable
 from datetime import datetime, timedelta
-from typing import Any
 
 from pydantic import TypeAdapter
-from pymongo import ASCENDING, DESCENDING
 
 from services.notifier.connection import Connection, Prepared
 from services.notifier.outbound import (
@@ -32,9 +30,8 @@ from shared.ids import is_task_id
 from shared.lifecycle import FINAL_STATES, GROUP_STATES, TaskGroup
 from shared.records import StoredTask
 from shared.store import Store
+from shared.store.task_stream import TaskChanged, TaskDeleted, TaskEvent, TaskUnreadable
 from shared.task import Task
-
-Doc = dict[str, Any]
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +42,12 @@ RECENT_FINISHED = 100
 #: Task ids per `$in` query.
 IDS_PER_QUERY = 1000
 
-_FINAL = frozenset(state.value for state in FINAL_STATES)
-_PENDING = sorted(state.value for state in GROUP_STATES[TaskGroup.PENDING])
 _TASK = TypeAdapter(Task)
 
 
-def render(doc: Mapping[str, Any]) -> bytes:
+def render(task: StoredTask) -> bytes:
     """A stored task as JSON, exactly as `GET /api/v1/tasks/{id}` shows it."""
-    return _TASK.dump_json(StoredTask.model_validate(dict(doc)).view())
+    return _TASK.dump_json(task.view())
 
 
 class Rendered:
@@ -60,23 +55,29 @@ class Rendered:
 
     __slots__ = ("final", "id", "json", "owner", "version")
 
-    def __init__(self, doc: Mapping[str, Any]) -> None:
-        self.id: str = doc["_id"]
-        self.owner: str = doc["owner"]
-        self.version: int = doc["version"]
-        self.final = doc["state"] in _FINAL
-        self.json = render(doc)
+    def __init__(self, task: StoredTask) -> None:
+        self.id = task.id
+        self.owner = task.owner
+        self.version = task.version
+        self.final = task.final
+        self.json = render(task)
 
 
-def rendered(doc: Mapping[str, Any]) -> Rendered | None:
-    """The task rendered, or None (and a log line) if this document cannot be: one odd
-    document is skipped, it never breaks a push or a socket."""
+def rendered(task: StoredTask) -> Rendered | None:
+    """The task rendered, or None (and a log line) if it cannot be: one odd task is skipped,
+    it never breaks a push or a socket."""
     try:
-        return Rendered(doc)
+        return Rendered(task)
     except Exception:
-        log.exception("task %r cannot be rendered; not pushed", doc.get("_id"))
-        metrics.WS_PUSHES.add("unrenderable")
+        log.exception("task %r cannot be rendered; not pushed", task.id)
+        unrenderable()
         return None
+
+
+def unrenderable() -> None:
+    """Count a task that could not be pushed (its document does not fit, or it does not
+    render)."""
+    metrics.WS_PUSHES.add("unrenderable")
 
 
 class Hub:
@@ -90,20 +91,20 @@ class Hub:
 
     # Fan-out: synchronous, never waits on a socket.
 
-    def publish_change(self, change: Mapping[str, Any]) -> None:
-        """Route one change-stream event."""
-        operation = change.get("operationType")
-        if operation in ("insert", "update", "replace"):
-            doc = change.get("fullDocument")
-            if doc is not None:  # None: deleted since; its delete event follows
-                self.publish_doc(doc)
-        elif operation == "delete":
-            self.publish_deleted(change["documentKey"]["_id"])
+    def publish_change(self, event: TaskEvent) -> None:
+        """Route one committed change."""
+        match event:
+            case TaskChanged(task):
+                self.publish_task(task)
+            case TaskDeleted(task_id):
+                self.publish_deleted(task_id)
+            case TaskUnreadable():
+                unrenderable()
 
-    def publish_doc(self, doc: Mapping[str, Any]) -> None:
+    def publish_task(self, stored: StoredTask) -> None:
         """Offer a task's state to every subscription that matches it."""
-        subs = list(self.registry.matching(doc.get("_id", ""), doc.get("owner", "")))
-        if subs and (task := rendered(doc)) is not None:
+        subs = list(self.registry.matching(stored.id, stored.owner))
+        if subs and (task := rendered(stored)) is not None:
             self.publish(task, subs)
 
     def publish(self, task: Rendered, subs: Iterable[Subscription[Connection]]) -> None:
@@ -193,14 +194,14 @@ class Hub:
         connection.subs[message.id] = sub
         self.registry.add(sub)
         if task_ids is None:
-            docs = self._scope_all_snapshot(connection.owner, message.since_ts)
+            snapshot = self._scope_all_snapshot(connection.owner, message.since_ts)
         else:
-            docs = self._ids_snapshot(connection, sub, task_ids)
-        async for doc in docs:
+            snapshot = self._ids_snapshot(connection, sub, task_ids)
+        async for stored in snapshot:
             await connection.wait_for_room()
             if connection.subs.get(message.id) is not sub:
                 return  # unsubscribed meanwhile (cannot happen today: one reader per client)
-            task = rendered(doc)
+            task = rendered(stored)
             if task is not None and (
                 connection.queue.accept(sub.sub_id, task.id, task.version, final=task.final)
                 is Offer.ACCEPTED
@@ -228,15 +229,14 @@ class Hub:
 
     async def _ids_snapshot(
         self, connection: Connection, sub: Subscription[Connection], task_ids: Iterable[str]
-    ) -> AsyncIterator[Doc]:
+    ) -> AsyncIterator[StoredTask]:
         wanted = list(task_ids)
-        query: Doc = {"_id": {"$in": [t for t in wanted if is_task_id(t)]}}
-        if connection.owner is not None:
-            query["owner"] = connection.owner
         found: set[str] = set()
-        async for doc in self.store.tasks.collection.find(query):
-            found.add(doc["_id"])
-            yield doc
+        async for task in self.store.tasks.of_ids(
+            [t for t in wanted if is_task_id(t)], connection.owner
+        ):
+            found.add(task.id)
+            yield task
         missing = [t for t in wanted if t not in found]
         if missing:
             # Another user's task and one that does not exist get the very same answer.
@@ -246,19 +246,18 @@ class Hub:
 
     async def _scope_all_snapshot(
         self, owner: str | None, since_ts: datetime | None
-    ) -> AsyncIterator[Doc]:
-        tasks = self.store.tasks.collection
-        visible = _visible(owner)
+    ) -> AsyncIterator[StoredTask]:
+        tasks = self.store.tasks
         if since_ts is not None:
-            query = {**visible, "updated_at": {"$gte": since_ts - CLOCK_MARGIN}}
-            async for doc in tasks.find(query).sort("updated_at", ASCENDING):
-                yield doc
+            async for task in tasks.changed_since(
+                owner, since_ts - CLOCK_MARGIN, oldest_first=True
+            ):
+                yield task
             return
-        async for doc in tasks.find({**visible, "state": {"$in": _PENDING}}):
-            yield doc
-        recent = {**visible, "state": {"$in": sorted(_FINAL)}}
-        async for doc in tasks.find(recent).sort("_id", DESCENDING).limit(RECENT_FINISHED):
-            yield doc
+        async for task in tasks.latest(owner, GROUP_STATES[TaskGroup.PENDING]):
+            yield task
+        async for task in tasks.latest(owner, FINAL_STATES, limit=RECENT_FINISHED):
+            yield task
 
     async def _settle_claims(self, connection: Connection, sub: Subscription[Connection]) -> None:
         """Keep, of the tasks a `scope: all` client claimed in `since` and the snapshot did not
@@ -283,23 +282,14 @@ class Hub:
         """
         read = 0
         ids = [t for t in self.registry.task_ids() if is_task_id(t)]
-        for start in range(0, len(ids), 1000):
-            async for doc in self.store.tasks.collection.find(
-                {"_id": {"$in": ids[start : start + 1000]}}
-            ):
-                self.publish_doc(doc)
-                read += 1
+        async for task in self.store.tasks.of_ids(ids, None):
+            self.publish_task(task)
+            read += 1
         for owner in self.registry.scope_all_owners():
-            query = {**_visible(owner), "updated_at": {"$gte": since - CLOCK_MARGIN}}
-            async for doc in self.store.tasks.collection.find(query):
-                self.publish_doc(doc)
+            async for task in self.store.tasks.changed_since(owner, since - CLOCK_MARGIN):
+                self.publish_task(task)
                 read += 1
         return read
-
-
-def _visible(owner: str | None) -> Doc:
-    """The query part that keeps to the tasks `owner` may see (None: every task)."""
-    return {} if owner is None else {"owner": owner}
 
 
 def _not_found(sub_id: str, missing: list[str]) -> bytes:

@@ -53,7 +53,13 @@ class RunContext:
         self, message: str, code: str, *, total: int | None = None, suffix: str | None = None
     ) -> RunProgress:
         """Add a progress report to the task and return it for updates."""
-        self.reports.append(ProgressReport(message=message, code=code, total=total, suffix=suffix))
+        report = ProgressReport(
+            message=_storable(message),
+            code=_storable(code),
+            total=total,
+            suffix=None if suffix is None else _storable(suffix),
+        )
+        self.reports.append(report)
         await self._store_reports()
         return RunProgress(self, len(self.reports) - 1)
 
@@ -121,3 +127,9 @@ class RunProgress:
         """Mark this report completed."""
         self._report.state = TaskState.COMPLETED
         await self._context._store_reports()
+
+
+def _storable(text: str) -> str:
+    """`text` as the database can store it: a lone surrogate (which no UTF-8 encodes) becomes
+    U+FFFD, so that a handler's odd message never fails the writes of its task."""
+    return text.encode("utf-8", "replace").decode("utf-8")

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import to_jsonable_python
 
+from shared import jsonlimits
 from shared.errors import Retry, TaskCanceled, TaskFailed
 from shared.questions import AskedQuestion
 from shared.records import StoredTask
@@ -96,9 +97,18 @@ def after_return(returned: Any) -> Decision:
     if isinstance(returned, WaitForChildren):
         return AwaitChildren(returned.result)
     try:
-        return Complete(to_jsonable_python(returned))
+        result = to_jsonable_python(returned)
     except Exception:
         return failed(ErrorKind.INVALID_RESULT, "the handler returned a value that is not JSON")
+    # A result the database cannot store would fail every write of the task's end.
+    refused = jsonlimits.violations(result, ["result"])
+    if refused:
+        where = ".".join(map(str, refused[0]["loc"]))
+        message = (
+            f"the handler returned a value that cannot be stored: {where}: {refused[0]['msg']}"
+        )
+        return failed(ErrorKind.INVALID_RESULT, message)
+    return Complete(result)
 
 
 def after_stop(*, handed_back: bool) -> Decision:

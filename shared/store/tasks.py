@@ -20,7 +20,7 @@ handled at the same time share their writes (grouping.py): inserts one `insert_m
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -42,6 +42,8 @@ Doc = dict[str, Any]
 log = logging.getLogger(__name__)
 
 _ACTIVE = sorted(state.value for state in ACTIVE_STATES)
+#: Task ids per `$in` query.
+IDS_PER_QUERY = 1000
 _FINAL = sorted(state.value for state in FINAL_STATES)
 
 
@@ -152,6 +154,42 @@ class TaskStore:
         """Every task of `owner` of one of the task types `names`, oldest first."""
         query = {"owner": owner, "name": {"$in": sorted(names)}}
         return await self._find(query, sort=[("_id", ASCENDING)])
+
+    async def of_ids(self, task_ids: Iterable[str], owner: str | None) -> AsyncIterator[StoredTask]:
+        """The readable tasks of `task_ids` (of `owner`'s, unless None), in batches of ids."""
+        wanted = list(task_ids)
+        for start in range(0, len(wanted), IDS_PER_QUERY):
+            query: Doc = {"_id": {"$in": wanted[start : start + IDS_PER_QUERY]}}
+            if owner is not None:
+                query["owner"] = owner
+            async for doc in self.collection.find(query):
+                if (task := read(doc)) is not None:
+                    yield task
+
+    async def changed_since(
+        self, owner: str | None, since: datetime, *, oldest_first: bool = False
+    ) -> AsyncIterator[StoredTask]:
+        """The readable tasks (of `owner`'s, unless None) changed at or after `since`."""
+        query: Doc = {"updated_at": {"$gte": since}, **_of(owner)}
+        cursor = self.collection.find(query)
+        if oldest_first:
+            cursor = cursor.sort("updated_at", ASCENDING)
+        async for doc in cursor:
+            if (task := read(doc)) is not None:
+                yield task
+
+    async def latest(
+        self, owner: str | None, states: Iterable[TaskState], limit: int = 0
+    ) -> AsyncIterator[StoredTask]:
+        """The readable tasks (of `owner`'s, unless None) in `states`, newest first; at most
+        `limit` of them (0: all)."""
+        query: Doc = {"state": {"$in": sorted(s.value for s in states)}, **_of(owner)}
+        cursor = self.collection.find(query).sort("_id", DESCENDING)
+        if limit:
+            cursor = cursor.limit(limit)
+        async for doc in cursor:
+            if (task := read(doc)) is not None:
+                yield task
 
     async def visible_ids(self, task_ids: list[str], owner: str) -> set[str]:
         """Those of `task_ids` whose task belongs to `owner`."""
@@ -347,3 +385,8 @@ class TaskStore:
         full["$inc"] = {**full.get("$inc", {}), "version": 1}
         full["$set"] = {**full.get("$set", {}), "updated_at": utcnow()}
         await self.collection.update_one({"_id": task_id}, full)
+
+
+def _of(owner: str | None) -> Doc:
+    """The query part that keeps to `owner`'s tasks (None: every task)."""
+    return {} if owner is None else {"owner": owner}

@@ -10,11 +10,6 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 PRODUCTION = ("shared", "services", "examples")
-#: Modules that still speak to MongoDB themselves, each with why; the list only shrinks.
-NOT_YET_BEHIND_THE_STORE = {
-    "services/notifier/hub.py": "the snapshots move behind the task store",
-    "services/notifier/follower.py": "the change stream moves into the store package",
-}
 
 
 def imports_of(path: Path) -> set[str]:
@@ -37,7 +32,7 @@ def test_only_the_store_package_imports_pymongo() -> None:
                 continue
             if any(m == "pymongo" or m.startswith(("pymongo.", "bson")) for m in imports_of(path)):
                 speaking.add(relative)
-    assert speaking == set(NOT_YET_BEHIND_THE_STORE)
+    assert speaking == set()
 
 
 def test_the_worked_example_of_a_task_type_runs_and_its_test_passes() -> None:

@@ -14,6 +14,7 @@ from services.notifier.hub import Hub
 from services.notifier.outbound import task_message
 from services.notifier.sendqueue import SendQueue
 from services.notifier.subscriptions import Subscription
+from shared.records import StoredTask
 from shared.store import Store
 
 T1 = "01900000-0000-7000-8000-000000000001"
@@ -36,16 +37,18 @@ class Behind:
         self.queued.append(message)
 
 
-def doc(version: int, owner: str = "alice") -> dict[str, Any]:
-    return {
-        "_id": T1,
-        "name": "test.count",
-        "state": "running",
-        "created_at": AT,
-        "updated_at": AT,
-        "owner": owner,
-        "version": version,
-    }
+def doc(version: int, owner: str = "alice") -> StoredTask:
+    return StoredTask.model_validate(
+        {
+            "_id": T1,
+            "name": "test.count",
+            "state": "running",
+            "created_at": AT,
+            "updated_at": AT,
+            "owner": owner,
+            "version": version,
+        }
+    )
 
 
 def subscribed(hub: Hub, sub_id: str, owner: str | None = "alice") -> Behind:
@@ -63,14 +66,14 @@ def test_one_change_is_rendered_once_and_shared_as_one_frame_by_every_subscriber
     real_render = hub_module.render
 
     def counting_render(stored: Any) -> bytes:
-        renders.append(stored["_id"])
+        renders.append(stored.id)
         return real_render(stored)
 
     monkeypatch.setattr(hub_module, "render", counting_render)
     hub = Hub(cast(Store, None))
     connections = [subscribed(hub, "s") for _ in range(1000)]
 
-    hub.publish_doc(doc(2))
+    hub.publish_task(doc(2))
 
     frames = [c.queued for c in connections]
     assert len(renders) == 1
@@ -85,8 +88,8 @@ def test_each_subscription_id_gets_its_own_frame_and_its_own_versions() -> None:
     bob = subscribed(hub, "a", "bob")
     second.queue.accept("b", T1, 3)  # it has version 3 already
 
-    hub.publish_doc(doc(2))
-    hub.publish_doc(doc(2))  # a repeat: stale everywhere
+    hub.publish_task(doc(2))
+    hub.publish_task(doc(2))  # a repeat: stale everywhere
 
     assert [len(first.queued), len(second.queued), len(admin.queued), len(bob.queued)] == [
         1,
@@ -95,6 +98,6 @@ def test_each_subscription_id_gets_its_own_frame_and_its_own_versions() -> None:
         0,
     ]
     assert first.queued[0] is admin.queued[0]
-    hub.publish_doc(doc(4))
+    hub.publish_task(doc(4))
     assert b'"sub":"b"' in second.queued[0]
     assert first.queued[1] is not second.queued[0]

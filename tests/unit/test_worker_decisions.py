@@ -136,3 +136,14 @@ def test_a_run_with_an_unanswered_question_waits_for_it_unless_it_was_stopped() 
     stopped = EndCanceled(TaskError(type="canceled", message="canceled"))
     assert decisions.after_asking(stopped, question) == stopped
     assert decisions.after_asking(HandBack(), question) == HandBack()
+
+
+def test_a_result_the_database_cannot_store_fails_as_an_invalid_result() -> None:
+    deep: object = "bottom"
+    for _ in range(100):
+        deep = [deep]
+    for result in (deep, {"text": "\ud800"}, {"big": 2**70}):
+        decision = decisions.after_return(result)
+        assert isinstance(decision, Fail), result
+        assert decision.error.type == "invalid_result"
+        assert "cannot be stored" in decision.error.message

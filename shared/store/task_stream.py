@@ -12,13 +12,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import OperationFailure, PyMongoError
 
 from shared.clock import utcnow
+from shared.records import StoredTask
+from shared.store.tasks import TaskStore, read
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +49,42 @@ class _Invalidated(Exception):
     """The stream was invalidated (collection dropped or renamed)."""
 
 
-class ChangeFollower:
-    """Feeds every committed change of a collection to `on_change`, in commit order."""
+@dataclass(frozen=True)
+class TaskChanged:
+    """A task was stored or changed (a change that moved its version); `task` is as committed
+    then or later."""
+
+    task: StoredTask
+
+
+@dataclass(frozen=True)
+class TaskDeleted:
+    """A task was deleted."""
+
+    task_id: str
+
+
+@dataclass(frozen=True)
+class TaskUnreadable:
+    """A task changed whose document does not fit the model (logged): nothing to show."""
+
+    task_id: str
+
+
+TaskEvent = TaskChanged | TaskDeleted | TaskUnreadable
+
+
+class TaskStream:
+    """Feeds every committed change of the tasks to `on_change`, in commit order, as typed
+    events."""
 
     def __init__(
         self,
-        collection: AsyncCollection[dict[str, Any]],
-        on_change: Callable[[Mapping[str, Any]], None],
+        tasks: TaskStore,
+        on_change: Callable[[TaskEvent], None],
         on_rebuild: Callable[[datetime], Awaitable[int]],
     ) -> None:
-        self.collection = collection
+        self.collection = tasks.collection
         self.on_change = on_change
         self.on_rebuild = on_rebuild
         #: Resume token of the last event handed on (or of the stream's start).
@@ -111,7 +139,23 @@ class ChangeFollower:
 
     def _hand_on(self, change: Mapping[str, Any]) -> None:
         self.last_seen_at = utcnow()
+        event = typed(change)
+        if event is None:
+            return
         try:
-            self.on_change(change)
+            self.on_change(event)
         except Exception:
             log.exception("change %r could not be routed", change.get("documentKey"))
+
+
+def typed(change: Mapping[str, Any]) -> TaskEvent | None:
+    """The event of one change-stream document; None for one with nothing to tell (a change of
+    a task deleted since: its delete event follows)."""
+    task_id = (change.get("documentKey") or {}).get("_id", "")
+    if change.get("operationType") == "delete":
+        return TaskDeleted(task_id)
+    doc = change.get("fullDocument")
+    if doc is None:
+        return None
+    task = read(doc)
+    return TaskUnreadable(task_id) if task is None else TaskChanged(task)
