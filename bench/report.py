@@ -167,7 +167,7 @@ def slowest_part(figures: dict[str, Any]) -> float | None:
 
 
 def goals(figures: dict[str, Any]) -> list[str]:
-    """Issue 7's goals against the figures, each said plainly: met or not."""
+    """The performance goals against the figures, each said plainly: met or not."""
     celery = _get(figures, "peer_celery", "tasks_per_s")
     best = max(
         (

@@ -10,6 +10,8 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY shared ./shared
 COPY services ./services
+# The browser package's modules, which the api serves (the wheel copies them beside it).
+COPY clients/js ./clients/js
 RUN /opt/tasklight/bin/pip install ".[otel]"
 
 # Run stage: the virtualenv alone, run by an unprivileged user.

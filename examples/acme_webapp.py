@@ -2,8 +2,8 @@
 
 The app has users and a sign-in of its own (here a stand-in: a cookie that names the user). Each
 of its users has a tasklight user of the same name whose API token the backend keeps, never the
-browser (`tasklight users create alice`, `tasklight users token alice`). So tasklight's
-per-user visibility holds end to end: alice's tasks are alice's.
+browser (`tasklight-server users create alice`, `tasklight-server users token alice`). So
+tasklight's per-user visibility holds end to end: alice's tasks are alice's.
 
 - `POST /reports` submits `reports.render` (examples/reports) on behalf of the signed-in user
   and answers the task's id;
@@ -27,13 +27,17 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from importlib import resources
+from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
+
+#: The browser package's module: clients/js/ of a tasklight checkout here; in a project of your
+#: own, where your build puts it (`npm install ./clients/js` → node_modules/tasklight-js/).
+BROWSER_CLIENT = Path(__file__).resolve().parents[1] / "clients" / "js" / "tasklight.js"
 
 
 @dataclass(frozen=True)
@@ -131,10 +135,9 @@ def create_app(config: TasklightConfig) -> FastAPI:
 
     @app.get("/static/tasklight.js")
     async def tasklight_js() -> Response:
-        """tasklight's own client, served from this origin: a module script from another origin
-        would need CORS headers that tasklight's API does not send."""
-        source = resources.files("services.api").joinpath("static/tasklight.js").read_text()
-        return Response(source, media_type="text/javascript")
+        """tasklight's browser package, served from this origin: a module script from another
+        origin would need CORS headers that tasklight's API does not send."""
+        return Response(BROWSER_CLIENT.read_text(), media_type="text/javascript")
 
     @app.get("/", response_model=None)
     async def page(user: str | None = None) -> HTMLResponse | RedirectResponse:

@@ -18,8 +18,7 @@ import uuid
 from typing import Any
 
 import httpx
-
-from shared.client import ApiError, TasklightClient
+from tasklight import ApiError, TasklightClient
 
 FINAL = {"completed", "failed", "canceled"}
 
@@ -124,7 +123,8 @@ def main() -> int:
     ws_url = os.environ.get("TASKLIGHT_WS_URL", "ws://127.0.0.1:8001/ws")
     token = os.environ.get("TASKLIGHT_TOKEN")
     if not token:
-        print("set TASKLIGHT_TOKEN (`tasklight users token NAME` prints one)", file=sys.stderr)
+        hint = "`tasklight-server users token NAME` prints one"
+        print(f"set TASKLIGHT_TOKEN ({hint})", file=sys.stderr)
         return 2
     seen = asyncio.run(run(api_url, ws_url, token))
     client, http = seen["client"], seen["http"]

@@ -421,7 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"  sign in as           {DEV_USER} / {DEV_PASSWORD}\n"
                 f"  API token            {DEV_TOKEN}\n"
                 "  e.g. curl -H 'Authorization: Bearer <token>' .../api/v1/tasks\n"
-                "Never run a deployment like this: create users with `tasklight users`.",
+                "Never run a deployment like this: create users with `tasklight-server users`.",
             )
         print(addresses(settings, ports), flush=True)
         while not stopping:

@@ -1,4 +1,4 @@
-"""`tasklight users …`: manage users and API tokens, straight in the database.
+"""`tasklight-server users …`: manage users and API tokens, straight in the database.
 
 These commands talk to MongoDB (`MONGODB_URL`, `TASKLIGHT_DATABASE`), not to the API: they are
 how the first administrator and tokens come to exist, the way `createsuperuser` does elsewhere.
@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
-from typing import Any
 
 from shared.auth import AuthStore, NoSuchUser, Role, UserExists
 from shared.settings import Settings
@@ -20,11 +19,8 @@ class UsersError(Exception):
     """A `users` command that cannot be done; the message says why."""
 
 
-def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
-    """Add `users` and its subcommands to the CLI's subparsers."""
-    users = commands.add_parser(
-        "users", parents=[common], help="manage users and API tokens (in the database)"
-    )
+def add_arguments(users: argparse.ArgumentParser) -> None:
+    """Add the `users` actions to its parser."""
     actions = users.add_subparsers(dest="users_command", required=True, metavar="ACTION")
     create = actions.add_parser("create", help="create a user")
     create.add_argument("name")

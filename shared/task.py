@@ -24,7 +24,7 @@ def task_href(task_id: str) -> str:
 
 
 class ProgressReport(BaseModel):
-    """One step of a task's progress, as the seed's tasks API shows it."""
+    """One step of a task's progress, as Pulp's task API reports it."""
 
     message: str
     code: str
@@ -94,7 +94,7 @@ class Attempt(BaseModel):
 
 
 class UiHints(BaseModel):
-    """What the waiting page shows, and where it goes when the task ends (seed 004's handler)."""
+    """What the waiting page shows, and where it goes when the task ends (unless a hook decides)."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -25,6 +25,13 @@ from shared.settings import Settings
 from shared.store import Store, open_store
 from shared.topology import Topology
 from tests.backends import amqp_backend, mongo_backend
+from tests.skip_policy import (  # noqa: F401  (hooks: a skipped test fails the run)
+    pytest_configure,
+    pytest_report_header,
+    pytest_runtest_logreport,
+    pytest_sessionfinish,
+    pytest_terminal_summary,
+)
 
 #: The header that authenticates as the development user (tests run in development mode).
 DEV_AUTH = {"Authorization": f"Bearer {DEV_TOKEN}"}

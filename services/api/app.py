@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from services.api import meta, observability, session, tasks, ui, webhooks, webhooks_page
+from services.api import api_docs, meta, observability, session, tasks, ui, webhooks, webhooks_page
 from services.api.body_limit import BodyLimitMiddleware
 from services.api.headers import SecurityHeadersMiddleware
 from services.api.json_body import JsonBodyMiddleware
@@ -133,6 +133,9 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         version="0.1.0",
         summary="Background tasks with live status pushed to the browser.",
         lifespan=lifespan,
+        # Served by api_docs from local assets instead of FastAPI's CDN pages.
+        docs_url=None,
+        redoc_url=None,
         # A slash redirect would be built from the Host header (an open redirect).
         redirect_slashes=False,
     )
@@ -156,6 +159,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.include_router(tasks.router)
     app.include_router(webhooks.router)
     app.include_router(meta.router)
+    api_docs.install(app)
     ui.install(app, settings)
     app.include_router(webhooks_page.router)
     observability.install(app)

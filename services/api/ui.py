@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 from html import escape
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,6 +32,34 @@ from shared.settings import Settings
 from shared.task import API_PREFIX
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+
+def browser_package_dir() -> Path:
+    """Where the browser package's modules are (`tasklight.js`, the client's one source): in a
+    checkout `clients/js/`, in an installed wheel the copy the build puts beside the api."""
+    checkout = Path(__file__).resolve().parents[2] / "clients" / "js"
+    return checkout if (checkout / "tasklight.js").is_file() else STATIC_DIR.parent / "client_js"
+
+
+class UiStaticFiles(StaticFiles):
+    """`/static/`: the UI's own files, and the browser package's top-level modules (so
+    `/static/tasklight.js` is the file clients/js/ publishes, and whatever it imports beside it)."""
+
+    def __init__(self) -> None:
+        super().__init__(directory=STATIC_DIR)
+        self.package_dir = browser_package_dir()
+
+    def lookup_path(self, path: str) -> tuple[str, os.stat_result | None]:
+        """The UI's file at `path`, else a module of the browser package (no folders, no
+        package.json or tests: only `*.js` at its top)."""
+        found, stat = super().lookup_path(path)
+        if stat is not None or "/" in path or not path.endswith(".js"):
+            return found, stat
+        candidate = self.package_dir / path
+        if candidate.is_file():
+            return str(candidate), candidate.stat()
+        return "", None
+
 
 router = APIRouter(include_in_schema=False)
 config_router = APIRouter(prefix=API_PREFIX, tags=["meta"])
@@ -252,7 +281,7 @@ def install(app: FastAPI, settings: Settings) -> None:
     app.include_router(demo.router)
     app.include_router(config_router)
     app.include_router(router)
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.mount("/static", UiStaticFiles(), name="static")
 
 
 FRAME = """<!doctype html>
@@ -307,6 +336,7 @@ FRAME = """<!doctype html>
     </button>
   </div>
   <div id="tasks-panel" class="tasks-panel" role="tabpanel" tabindex="-1"></div>
+  <div id="tasks-undo" class="undo-area" aria-live="polite"></div>
 </dialog>
 <dialog id="confirm-dialog" class="confirm-dialog" aria-labelledby="confirm-title"
   aria-describedby="confirm-text">

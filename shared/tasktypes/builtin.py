@@ -1,4 +1,4 @@
-"""Built-in task types, for trying the system and for tests (seed 002's counting test tasks)."""
+"""Built-in task types, for trying the system and for tests (counting, failing, retried tasks)."""
 
 from __future__ import annotations
 
@@ -90,7 +90,8 @@ async def noop(args: NoopArgs, ctx: TaskContext) -> None:
 
 async def count(args: CountArgs, ctx: TaskContext) -> dict[str, Any]:
     """Count `rounds` rounds of `round_s` seconds, one progress step per round."""
-    progress = await ctx.report("Counting", "test.count", total=args.rounds, suffix="rounds")
+    unit = "round" if args.rounds == 1 else "rounds"  # "1/1 round", "2/3 rounds"
+    progress = await ctx.report("Counting", "test.count", total=args.rounds, suffix=unit)
     for _ in range(args.rounds):
         await ctx.checkpoint()
         await asyncio.sleep(args.round_s)

@@ -1,4 +1,4 @@
-"""Demo task types for the web UI's "queue and tell" flow (seed 000): simulated virtual machines.
+"""Demo task types for the web UI's "queue and tell" flow: simulated virtual machines.
 
 A VM here is a name in a fixed catalogue; its power state is not stored anywhere of its own. It is
 derived from the power tasks that completed for it (`vm_power_states`), so the handlers stay plain

@@ -1,4 +1,5 @@
-"""The `tasklight` CLI against the api, worker and notifier running as processes."""
+"""`tasklight` (the client's CLI) and `tasklight-server` (the server's) against the api, worker and
+notifier running as processes."""
 
 from __future__ import annotations
 
@@ -38,12 +39,13 @@ class Stack:
         timeout_s: float = 60,
         stdin: str = "",
         env: dict[str, str] | None = None,
+        module: str = "tasklight.cli",
     ) -> tuple[int, str, str]:
-        """Run `tasklight ARGS`; returns (exit status, stdout, stderr)."""
+        """Run `tasklight ARGS` (or another `module`); returns (exit status, stdout, stderr)."""
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "shared.cli",
+            module,
             *args,
             env={**self.env, **(env or {})},
             cwd=ROOT,
@@ -55,6 +57,10 @@ class Stack:
             out, err = await process.communicate(stdin.encode())
         assert process.returncode is not None
         return process.returncode, out.decode(), err.decode()
+
+    async def server_cli(self, *args: str, stdin: str = "") -> tuple[int, str, str]:
+        """Run `tasklight-server ARGS`; returns (exit status, stdout, stderr)."""
+        return await self.cli(*args, stdin=stdin, module="shared.server_cli")
 
 
 @pytest.fixture
@@ -177,20 +183,20 @@ async def test_sigterm_closes_notifier_connections_with_1001(stack: Stack) -> No
 
 
 async def test_users_are_managed_with_the_cli_and_their_tokens_act_as_them(stack: Stack) -> None:
-    status, out, err = await stack.cli(
+    status, out, err = await stack.server_cli(
         "users", "create", "carol", "--password-stdin", stdin="carol-password\n"
     )
     assert (status, out.strip(), err) == (0, "created user carol", "")
-    status, _, err = await stack.cli("users", "create", "carol")
+    status, _, err = await stack.server_cli("users", "create", "carol")
     assert status == 2
-    assert "exists already" in err
-    status, _, _ = await stack.cli("users", "create", "root", "--admin")
+    assert err.strip() == "tasklight-server: user carol exists already"
+    status, _, _ = await stack.server_cli("users", "create", "root", "--admin")
     assert status == 0
-    status, token, _ = await stack.cli("users", "token", "carol", "--label", "test")
+    status, token, _ = await stack.server_cli("users", "token", "carol", "--label", "test")
     assert status == 0
     token = token.strip()
     assert token.startswith("tl_")
-    status, out, _ = await stack.cli("users", "list")
+    status, out, _ = await stack.server_cli("users", "list")
     rows = [line.split() for line in out.strip().splitlines()]
     assert rows == [["carol", "user", "1", "tokens"], ["root", "admin", "0", "tokens"]]
 
@@ -204,7 +210,7 @@ async def test_users_are_managed_with_the_cli_and_their_tokens_act_as_them(stack
     status, _, _ = await stack.cli("show", json.loads(out)["id"])
     assert status == 4
 
-    status, _, _ = await stack.cli("users", "revoke", "carol")
+    status, _, _ = await stack.server_cli("users", "revoke", "carol")
     assert status == 0
     status, _, err = await stack.cli("list", env=as_carol)
     assert status == 6

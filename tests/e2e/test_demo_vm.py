@@ -1,4 +1,4 @@
-"""Queue and tell (seed 000) in a real browser: a simulated VM changes state on screen by push."""
+"""Queue and tell in a real browser: a simulated VM changes state on screen by push."""
 
 from __future__ import annotations
 

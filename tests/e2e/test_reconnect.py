@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from playwright.async_api import Page, expect
 
 from services.notifier.app import Notifier
 from tests.e2e.conftest import Stack
+from tests.support import StallingProxy
 
 pytestmark = pytest.mark.e2e
 
@@ -47,3 +50,27 @@ async def test_the_page_shows_reconnecting_then_resumes_with_the_changes_it_miss
         assert await page.evaluate("window.__notReloaded === true")
     finally:
         await replacement.stop()
+
+
+async def test_a_connection_that_goes_silent_shows_reconnecting_within_seconds(
+    page: Page, stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with StallingProxy(stack.settings.notifier_port) as proxy:
+        # Given a page whose WebSocket goes through a network that can vanish without a trace
+        monkeypatch.setenv("TASKLIGHT_NOTIFIER_PUBLIC_URL", f"ws://127.0.0.1:{proxy.port}/ws")
+        await page.goto("/")
+        connection = page.locator("#connection")
+        await expect(connection).to_have_attribute("data-status", "live")
+
+        # When nothing gets through any more (no close, no reset)
+        proxy.stalled = True
+        stalled_at = time.monotonic()
+
+        # Then the pill says so within seconds (a 3 s ping whose pong is due within 2 s),
+        # not after the 33 s it took with the notifier's own keepalive
+        await expect(connection).to_have_text("reconnecting", timeout=8_000)
+        assert time.monotonic() - stalled_at < 8
+
+        # And once the network is back, the page is live again by itself
+        proxy.stalled = False
+        await expect(connection).to_have_attribute("data-status", "live", timeout=30_000)

@@ -16,16 +16,19 @@ async def test_the_detail_page_shows_progress_worker_children_and_history_live(
     page: Page, stack: Stack, artifacts_dir: Path
 ) -> None:
     # Given a task that starts two child tasks
-    parent = await stack.submit("test.spawn", {"children": 2, "rounds": 3, "round_s": 0.4})
+    # (long enough to be seen running on a busy machine)
+    parent = await stack.submit("test.spawn", {"children": 2, "rounds": 4, "round_s": 1.5})
 
     # When its detail page is open while it runs
     await page.goto(f"/tasks/{parent['id']}")
     await page.evaluate("window.__notReloaded = true")
     detail = page.locator("#detail")
-    await expect(detail.locator("h1")).to_contain_text("test.spawn")
+    await expect(detail.locator("h1")).to_contain_text("Spawn children")  # its type's title
+    await expect(detail).to_contain_text("test.spawn")
     await expect(detail.locator(".children li")).to_have_count(2)
     await expect(detail).to_contain_text(stack.settings.worker_name)
     await expect(detail).to_contain_text("last heartbeat")
+    await expect(detail.locator(".facts")).to_contain_text("alive")
 
     # Then it follows the task to the end, with no reload, and shows its history
     await expect(detail.locator("h1 .chip")).to_have_text("Completed", timeout=30_000)
@@ -35,6 +38,10 @@ async def test_the_detail_page_shows_progress_worker_children_and_history_live(
     await expect(history.last).to_contain_text("Completed")
     await expect(detail.locator(".reports li")).to_have_count(1)
     await expect(detail).to_contain_text('"children": 2')
+    # The worker as it was when the task ended: no live heartbeat counting up any more
+    await expect(detail.locator(".facts")).to_contain_text("ran it until it ended")
+    await expect(detail.locator(".facts")).not_to_contain_text("last heartbeat")
+    await expect(detail.locator(".facts")).not_to_contain_text("alive")
     assert await page.evaluate("window.__notReloaded === true")
     await page.screenshot(path=str(artifacts_dir / "task-detail.png"), full_page=True)
 
@@ -60,3 +67,49 @@ async def test_an_unknown_task_gets_a_not_found_page(page: Page, stack: Stack) -
     assert response is not None
     assert response.status == 404
     await expect(page.locator("h1")).to_have_text("No such task")
+
+
+async def test_a_retried_task_shows_each_run_with_its_reason_and_worker(
+    page: Page, stack: Stack
+) -> None:
+    task = await stack.submit("test.flaky", {"failures": 1})
+    done = await stack.wait_final(task["id"])
+    assert (done["state"], done["runs"], len(done["attempts"])) == ("completed", 2, 1)
+
+    await page.goto(f"/tasks/{task['id']}")
+
+    runs = page.locator(".runs .run")
+    await expect(runs).to_have_count(2)
+    await expect(runs.first).to_contain_text("Run 1 failed, retried on")
+    await expect(runs.first).to_contain_text(stack.settings.worker_name)
+    await expect(runs.first).to_contain_text("attempt 1 fails on purpose")
+    await expect(runs.last).to_contain_text("Run 2 ended completed on")
+    await expect(page.locator(".facts")).to_contain_text("2 runs")
+
+
+@pytest.mark.parametrize("width", [1440, 1280, 390])
+async def test_every_card_of_the_detail_page_holds_its_content(
+    page: Page, stack: Stack, width: int
+) -> None:
+    task = await stack.submit("test.count", {"rounds": 1, "round_s": 0})
+    await stack.wait_final(task["id"])
+    await page.set_viewport_size({"width": width, "height": 900})
+
+    await page.goto(f"/tasks/{task['id']}")
+
+    line = page.locator(".report-line")
+    await expect(line).to_contain_text("1/1 round · Completed")  # one round, not "1 rounds"
+    spills = await page.evaluate(
+        """() => [...document.querySelectorAll('#detail .card')].flatMap((card) => {
+          const box = card.getBoundingClientRect();
+          return [...card.querySelectorAll('*')]
+            .filter((el) => el.getClientRects().length && !el.closest('pre, table'))
+            .filter((el) => {
+              const r = el.getBoundingClientRect();
+              return r.right > box.right + 0.5 || r.left < box.left - 0.5;
+            })
+            .map((el) => `${card.querySelector('h2')?.textContent}: ${el.textContent.trim()}`);
+        })"""
+    )
+    assert spills == []
+    assert await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")

@@ -1,4 +1,4 @@
-"""The background-tasks dialog in a real browser: live rows, tabs, cancel and delete (seed 002)."""
+"""The background-tasks dialog in a real browser: live rows, tabs, cancel and delete."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 from playwright.async_api import Page, expect
 
 from tests.e2e.conftest import Stack
+from tests.support import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -81,6 +82,7 @@ async def test_canceling_a_running_task_warns_first_then_shows_it_under_failed(
     await pending_row.locator(".delete-button").click()
     confirm = page.locator("#confirm-dialog")
     await expect(confirm).to_be_visible()
+    await expect(confirm.locator("h2")).to_have_text("Cancel “Count”?")  # its title, not test.count
     await expect(confirm).to_contain_text("not stopped at once")
     await expect(confirm).to_contain_text("No further steps run")
     await expect(confirm).to_contain_text("Failed")
@@ -93,10 +95,42 @@ async def test_canceling_a_running_task_warns_first_then_shows_it_under_failed(
     await expect(failed_row).to_have_attribute("data-state", "canceled")
     await assert_not_reloaded(page)
 
-    # And deleting it from Failed removes it without asking
+    # And deleting it from Failed removes it without asking, offering Undo until it is gone
     await failed_row.locator(".delete-button").click()
     await expect(failed_row).to_have_count(0)
-    assert (await stack.api.get(f"/api/v1/tasks/{task['id']}")).status_code == 404
+    await expect(page.locator("#tasks-undo .undo-notice")).to_contain_text("“Count” deleted.")
+
+    async def status() -> int:
+        return (await stack.api.get(f"/api/v1/tasks/{task['id']}")).status_code
+
+    assert await eventually(status, lambda code: code == 404) == 404
+    await expect(page.locator("#tasks-undo .undo-notice")).to_have_count(0)
+
+
+async def test_deleting_a_finished_task_can_be_undone(page: Page, stack: Stack) -> None:
+    # Given a finished task in the Finished tab
+    task = await stack.submit("test.count", {"rounds": 1, "round_s": 0})
+    await stack.wait_final(task["id"])
+    await page.goto("/")
+    await page.click("#tasks-button")
+    await page.click("#tab-finished")
+    finished_row = page.locator(row(page, task["id"]))
+    await expect(finished_row).to_have_attribute("data-state", "completed")
+
+    # When it is deleted and Undo is pressed
+    await finished_row.locator(".delete-button").click()
+    await expect(finished_row).to_have_count(0)
+    undo = page.locator("#tasks-undo .undo-button")
+    await expect(undo).to_be_focused()
+    deadline_ms = await undo.evaluate("b => Number(b.closest('.undo-notice').dataset.deleteAt)")
+    await undo.click()
+
+    # Then it is back, and still there once its deletion would have been sent
+    await expect(finished_row).to_have_attribute("data-state", "completed")
+    # (a function, not a string: the page's CSP forbids evaluating strings)
+    await page.wait_for_function("(deadline) => Date.now() > deadline", arg=deadline_ms + 500)
+    assert (await stack.api.get(f"/api/v1/tasks/{task['id']}")).status_code == 200
+    await expect(finished_row).to_have_count(1)
 
 
 async def test_keeping_a_task_in_the_confirmation_leaves_it_running(

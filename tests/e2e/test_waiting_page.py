@@ -1,4 +1,4 @@
-"""The waiting page in a real browser (seeds 000, 004): live progress, then on with a flash."""
+"""The waiting page in a real browser: live progress, then on with a flash."""
 
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ async def test_waiting_for_a_task_that_already_finished_goes_on_at_once(
 async def test_the_on_ready_hook_of_a_task_type_decides_where_to_go_and_what_to_say(
     page: Page, stack: Stack
 ) -> None:
-    # The demo VM type's hook (seed 004's on_ready) names the VM and links back to it
+    # The demo VM type's hook (its on-ready hook) names the VM and links back to it
     await page.goto("/")
     vm = page.locator('[data-vm="vm-db-01"]')
     await vm.locator('button[data-action="wait"]').click()

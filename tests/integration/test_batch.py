@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from tasklight import TasklightClient
 
 from services.worker.app import Worker
 from shared.auth import DEV_TOKEN
-from shared.client import TasklightClient
 from shared.lifecycle import FINAL_STATES
 from shared.settings import Settings
 from shared.store import Store

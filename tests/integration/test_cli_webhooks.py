@@ -8,10 +8,10 @@ import io
 from collections.abc import AsyncIterator
 
 import pytest
+from tasklight.cli import main
 
 from services.api.app import create_app
 from shared.auth import DEV_TOKEN
-from shared.cli import main
 from shared.settings import Settings
 from tests.conftest import ServerThread
 

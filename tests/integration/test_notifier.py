@@ -129,12 +129,12 @@ async def test_a_resumed_subscription_gets_exactly_what_it_missed(
 async def test_a_notifier_restart_mid_stream_loses_no_final_state(
     settings: Settings, api: httpx.AsyncClient, worker: Worker
 ) -> None:
-    from shared.client import TasklightClient
+    from tasklight import Task, TasklightClient
 
     first = Notifier(settings)
     await first.start()
     client = TasklightClient(f"http://127.0.0.1:{settings.api_port}", first.url, token=DEV_TOKEN)
-    seen: dict[str, list[dict[str, Any]]] = {}
+    seen: dict[str, list[Task]] = {}
     ids = [(await submit(api, "test.count", rounds=4, round_s=0.25))["id"] for _ in range(4)]
 
     async def follow() -> None:

@@ -7,6 +7,7 @@ import re
 import httpx
 import pytest
 
+from services.stack import ROOT
 from services.worker.app import Worker
 from tests.support import eventually
 
@@ -36,7 +37,19 @@ async def test_the_pages_are_html_naming_the_notifier_of_the_request_host(
     assert match.group(1) == config["notifier_url"]
     assert config["notifier_url"].startswith("ws://127.0.0.1:")
     assert port is not None
-    assert (await api.get("/static/tasklight.js")).status_code == 200
+
+
+async def test_the_api_serves_the_browser_package_itself_and_nothing_else_of_its_folder(
+    api: httpx.AsyncClient,
+) -> None:
+    served = await api.get("/static/tasklight.js")
+
+    assert served.status_code == 200
+    assert served.headers["content-type"].startswith(("text/javascript", "application/javascript"))
+    assert served.content == (ROOT / "clients" / "js" / "tasklight.js").read_bytes()
+    assert (await api.get("/static/ui/shell.js")).status_code == 200
+    for private in ("package.json", "test/tasklight.test.js", "node_modules/x.js", "../js/x.js"):
+        assert (await api.get(f"/static/{private}")).status_code == 404, private
 
 
 async def test_a_waiting_page_embeds_the_task_and_escapes_it(api: httpx.AsyncClient) -> None:

@@ -2,17 +2,22 @@
 
 import { groupOf, isFinal, setFlash } from "/static/tasklight.js";
 import {
+  attemptLabel,
   cancelQuestion,
   fill,
   formatAgo,
   formatDuration,
-  formatFullTime,
   h,
   idFromHref,
+  loadTaskTitles,
+  plural,
   progressBar,
+  reportCount,
   stateChip,
   stateLabel,
   taskDurationMs,
+  taskTitle,
+  timeElement,
 } from "/static/ui/dom.js";
 import { confirmDialog, showFlash, startShell } from "/static/ui/shell.js";
 
@@ -22,6 +27,11 @@ const root = document.getElementById("detail");
 let events = [];
 let eventsForState = null;
 let children = null; // the subscription to the child tasks
+let titles = new Map(); // task type name -> title
+loadTaskTitles(tl.apiBase).then((loaded) => {
+  titles = loaded;
+  scheduleRender();
+});
 
 function json(value) {
   return h("pre", { class: "json" }, JSON.stringify(value, null, 2));
@@ -54,17 +64,8 @@ function render(task) {
       ? h("button", { type: "button", class: "button danger", dataset: { key: "cancel" }, disabled: task.state === "canceling", onclick: () => cancel(task) }, "Cancel task")
       : h("button", { type: "button", class: "button", dataset: { key: "delete" }, onclick: () => remove(task) }, "Delete"),
   );
-  const worker = task.worker
-    ? [
-        h("span", { class: "mono" }, task.worker.name),
-        task.worker.missing ? h("span", { class: "chip state-failed" }, "missing") : h("span", { class: "chip state-completed" }, "alive"),
-        h(
-          "div",
-          { class: "muted small", title: formatFullTime(task.worker.last_heartbeat) },
-          `last heartbeat ${formatAgo(task.worker.last_heartbeat)}`,
-        ),
-      ]
-    : [h("span", { class: "muted" }, "not picked up yet")];
+  const worker = workerFacts(task);
+  const title = taskTitle(task, titles);
 
   const parentId = idFromHref(task.parent_task);
   const childIds = (task.child_tasks || []).map(idFromHref);
@@ -79,8 +80,8 @@ function render(task) {
         "div",
         {},
         h("p", { class: "crumbs" }, h("a", { href: "/" }, "Overview"), " / task"),
-        h("h1", {}, task.name, " ", stateChip(task.state)),
-        h("p", { class: "mono muted small" }, task.id),
+        h("h1", {}, h("span", { class: "task-heading" }, title), " ", stateChip(task.state)),
+        h("p", { class: "muted small" }, h("span", { class: "mono" }, task.name), " · ", h("span", { class: "mono" }, task.id)),
       ),
       actions,
     ),
@@ -93,12 +94,13 @@ function render(task) {
           "dl",
           { class: "facts" },
           field("State", stateLabel(task.state)),
-          field("Created", formatFullTime(task.created_at)),
-          field("Started", formatFullTime(task.started_at)),
-          field("Finished", formatFullTime(task.finished_at)),
-          field("Updated", formatFullTime(task.updated_at)),
+          field("Created", timeElement(task.created_at)),
+          field("Started", timeElement(task.started_at)),
+          field("Finished", timeElement(task.finished_at)),
+          field("Updated", timeElement(task.updated_at)),
           field("Duration", h("span", { "data-duration": "" }, duration === null ? "—" : formatDuration(duration))),
           field("Worker", ...worker),
+          field("Runs", task.runs ? plural(task.runs, "run") : "none yet"),
           field("Owner", task.owner),
           field("Version", String(task.version)),
           field("Parent", parentId ? h("a", { href: `/tasks/${parentId}`, class: "mono" }, parentId) : "—"),
@@ -107,7 +109,7 @@ function render(task) {
       section(
         "Progress",
         task.progress_reports.length === 0
-          ? h("p", { class: "muted" }, "No progress reported yet.")
+          ? h("p", { class: "muted" }, isFinal(task.state) ? "It reported no progress." : "No progress reported yet.")
           : h(
               "ul",
               { class: "reports" },
@@ -117,19 +119,16 @@ function render(task) {
                   {},
                   h(
                     "div",
-                    { class: "wait-report-line" },
-                    h("span", {}, report.message, " ", h("span", { class: "muted small mono" }, report.code)),
-                    h(
-                      "span",
-                      { class: "muted" },
-                      `${report.done}${report.total ? ` / ${report.total}` : ""}${report.suffix ? ` ${report.suffix}` : ""} · ${stateLabel(report.state)}`,
-                    ),
+                    { class: "report-line" },
+                    h("span", { class: "report-what" }, report.message, " ", h("span", { class: "muted small mono" }, report.code)),
+                    h("span", { class: "report-count muted" }, [reportCount(report), stateLabel(report.state)].filter(Boolean).join(" · ")),
                   ),
                   progressBar(report, report.state === "completed" ? "completed" : task.state),
                 ),
               ),
             ),
       ),
+      section("Runs", runList(task)),
       section("Arguments", json(task.args)),
       task.error
         ? section("Error", h("p", { class: "error-text" }, h("strong", {}, task.error.type), ": ", task.error.message))
@@ -142,6 +141,61 @@ function render(task) {
   );
   if (focusKey) root.querySelector(`[data-key="${focusKey}"]`)?.focus();
   refreshEvents(task);
+}
+
+/** The worker: live while the task runs; as it was when the task ended, after. */
+function workerFacts(task) {
+  if (!task.worker) {
+    return [h("span", { class: "muted" }, isFinal(task.state) ? "none (it never ran)" : "not picked up yet")];
+  }
+  const name = h("span", { class: "mono" }, task.worker.name);
+  if (isFinal(task.state)) {
+    return [
+      name,
+      task.worker.missing ? h("span", { class: "chip state-failed" }, "went missing") : null,
+      h("div", { class: "muted small" }, "ran it until it ended, ", timeElement(task.finished_at)),
+    ];
+  }
+  return [
+    name,
+    task.worker.missing ? h("span", { class: "chip state-failed" }, "missing") : h("span", { class: "chip state-completed" }, "alive"),
+    h(
+      "div",
+      { class: "muted small", title: task.worker.last_heartbeat || "" },
+      `last heartbeat ${formatAgo(task.worker.last_heartbeat)}`,
+    ),
+  ];
+}
+
+/** Every run of the task: those that did not end it (attempts), then the one that did or runs. */
+function runList(task) {
+  const attempts = task.attempts || [];
+  if (!task.runs && attempts.length === 0) return h("p", { class: "muted" }, "Not started yet.");
+  const items = attempts.map((attempt, index) =>
+    h(
+      "li",
+      { class: "run", dataset: { outcome: attempt.outcome } },
+      h("strong", {}, `Run ${index + 1}`),
+      ` ${attemptLabel(attempt.outcome)}`,
+      attempt.worker ? [" on ", h("span", { class: "mono" }, attempt.worker)] : null,
+      attempt.ended_at ? [", ", timeElement(attempt.ended_at)] : null,
+      attempt.error ? h("div", { class: "error-text small" }, `${attempt.error.type}: ${attempt.error.message}`) : null,
+      attempt.retry_in_s ? h("div", { class: "muted small" }, `next run after ${formatDuration(attempt.retry_in_s * 1000)}`) : null,
+    ),
+  );
+  if (task.runs > attempts.length) {
+    const last = isFinal(task.state) ? `ended ${stateLabel(task.state).toLowerCase()}` : task.state === "waiting" ? "waiting to run again" : stateLabel(task.state).toLowerCase();
+    items.push(
+      h(
+        "li",
+        { class: "run", dataset: { outcome: task.state } },
+        h("strong", {}, `Run ${task.runs}`),
+        ` ${last}`,
+        task.worker ? [" on ", h("span", { class: "mono" }, task.worker.name)] : null,
+      ),
+    );
+  }
+  return h("ol", { class: "runs" }, items);
 }
 
 function childList(childIds) {
@@ -186,7 +240,7 @@ function historyTable() {
         h(
           "tr",
           {},
-          h("td", { title: event.at }, formatFullTime(event.at)),
+          h("td", {}, timeElement(event.at)),
           h("td", {}, event.source ? [stateChip(event.source), " → "] : "", stateChip(event.target)),
           h("td", { class: "mono small" }, event.worker || "—"),
           h("td", {}, event.reason || ""),
@@ -222,7 +276,7 @@ function scheduleRender() {
 }
 
 async function cancel(task) {
-  const ok = await confirmDialog(cancelQuestion(task));
+  const ok = await confirmDialog(cancelQuestion(task, taskTitle(task, titles)));
   if (!ok) return;
   try {
     await tl.cancel(task.id);
@@ -232,9 +286,17 @@ async function cancel(task) {
 }
 
 async function remove(task) {
+  const title = taskTitle(task, titles);
+  const ok = await confirmDialog({
+    title: `Delete “${title}”?`,
+    body: [h("p", {}, "Its result, error and history are removed for good; this cannot be undone.")],
+    yes: "Delete",
+    no: "Keep it",
+  });
+  if (!ok) return;
   try {
     await tl.delete(task.id);
-    setFlash({ level: "info", message: `Task ${task.name} deleted.` });
+    setFlash({ level: "info", message: `“${title}” deleted.` });
     window.location.assign("/");
   } catch (error) {
     showFlash({ level: "error", message: `Could not delete: ${error.message}` });

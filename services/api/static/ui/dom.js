@@ -33,8 +33,9 @@ export function fill(element, ...children) {
   return element;
 }
 
-const timeFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
-const dateTimeFormat = new Intl.DateTimeFormat(undefined, {
+// One time format everywhere: the date and the time to the second, in the reader's locale and
+// time zone ("Dec 1, 11:29:35 PM"); the exact UTC timestamp is in each one's tooltip.
+const timeFormat = new Intl.DateTimeFormat(undefined, {
   month: "short",
   day: "numeric",
   hour: "2-digit",
@@ -42,20 +43,21 @@ const dateTimeFormat = new Intl.DateTimeFormat(undefined, {
   second: "2-digit",
 });
 
-/** A time for people: the clock time today, with the date on other days. */
+/** A time for people, in the one format the UI uses. */
 export function formatTime(iso) {
   if (!iso) return "—";
-  const date = new Date(iso);
-  const today = new Date();
-  return date.toDateString() === today.toDateString()
-    ? timeFormat.format(date)
-    : dateTimeFormat.format(date);
+  return timeFormat.format(new Date(iso));
 }
 
-/** A full timestamp, for tooltips and the detail page. */
-export function formatFullTime(iso) {
-  if (!iso) return "—";
-  return new Date(iso).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "medium" });
+/** A `<time>` element showing `iso` in the UI's format, the exact timestamp as its tooltip. */
+export function timeElement(iso) {
+  if (!iso) return h("span", { class: "muted" }, "—");
+  return h("time", { datetime: iso, title: new Date(iso).toISOString() }, formatTime(iso));
+}
+
+/** "1 round", "3 rounds": `count` and the word in the form its number takes. */
+export function plural(count, singular, pluralForm = `${singular}s`) {
+  return `${count} ${count === 1 ? singular : pluralForm}`;
 }
 
 /** A duration in milliseconds as "850 ms", "4.2 s", "3 min 05 s", "1 h 02 min". */
@@ -81,6 +83,24 @@ export function taskDurationMs(task) {
   if (!task.started_at) return null;
   const end = task.finished_at ? Date.parse(task.finished_at) : Date.now();
   return end - Date.parse(task.started_at);
+}
+
+let titles = null;
+
+/** The task types' titles by name (`GET /task-types`), fetched once per page. */
+export function loadTaskTitles(apiBase) {
+  if (!titles) {
+    titles = fetch(`${apiBase}/task-types`, { headers: { Accept: "application/json" } })
+      .then((response) => (response.ok ? response.json() : []))
+      .then((types) => new Map(types.map((type) => [type.name, type.title])))
+      .catch(() => new Map());
+  }
+  return titles;
+}
+
+/** What people call a task: its waiting-page header, else its type's title, else its type. */
+export function taskTitle(task, typeTitles = new Map()) {
+  return (task.ui && task.ui.header) || typeTitles.get(task.name) || task.name;
 }
 
 const STATE_LABELS = {
@@ -147,12 +167,27 @@ export function taskMessage(task) {
   if (task.state === "canceled") return "Canceled";
   const report = currentReport(task);
   if (!report) return task.state === "running" ? "Starting" : "";
-  const count = report.total
-    ? ` · ${report.done}/${report.total}${report.suffix ? ` ${report.suffix}` : ""}`
-    : report.done
-      ? ` · ${report.done}${report.suffix ? ` ${report.suffix}` : ""}`
-      : "";
-  return `${report.message}${count}`;
+  const count = reportCount(report);
+  return `${report.message}${count ? ` · ${count}` : ""}`;
+}
+
+/** A report's count: "1/3 rounds", "4 files", or "" when it has none yet. */
+export function reportCount(report) {
+  const suffix = report.suffix ? ` ${report.suffix}` : "";
+  if (report.total) return `${report.done}/${report.total}${suffix}`;
+  return report.done ? `${report.done}${suffix}` : "";
+}
+
+const ATTEMPT_LABELS = {
+  retry: "failed, retried",
+  worker_lost: "its worker went missing; requeued",
+  hand_back: "handed back when its worker stopped",
+  asked: "asked its owner a question, and waited for the answer",
+};
+
+/** Why a run did not end its task, for people. */
+export function attemptLabel(outcome) {
+  return ATTEMPT_LABELS[outcome] || outcome;
 }
 
 /** The id at the end of a task href ("/api/v1/tasks/<id>"). */
@@ -186,13 +221,14 @@ export function trapFocus(dialog) {
 }
 
 /**
- * The question asked before canceling a pending task (seed 002's warning): the step running now
- * is not stopped at once, no further steps run, and the task will show as failed.
+ * The question asked before canceling a pending task (openATTIC's background-tasks dialog warns
+ * so): the step running now is not stopped at once, no further steps run, and the task will show
+ * as failed. `title` is what people call the task (`taskTitle`).
  */
-export function cancelQuestion(task) {
+export function cancelQuestion(task, title = task.name) {
   const running = task.state === "running";
   return {
-    title: `Cancel ${task.name}?`,
+    title: `Cancel “${title}”?`,
     body: [
       h(
         "p",

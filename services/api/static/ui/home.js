@@ -1,7 +1,7 @@
-// The overview page: start test tasks (seed 002), and the simulated VMs (seed 000, queue and tell).
+// The overview page: start test tasks, and the simulated VMs (queue and tell).
 
 import { isFinal } from "/static/tasklight.js";
-import { fill, h } from "/static/ui/dom.js";
+import { fill, h, plural } from "/static/ui/dom.js";
 import { showFlash, startShell } from "/static/ui/shell.js";
 
 const { tl } = startShell();
@@ -27,7 +27,7 @@ if (countForm) {
     const mode = event.submitter?.dataset.mode || "queue";
     const rounds = Number(countForm.elements.rounds.value);
     const roundS = Number(countForm.elements.round_s.value);
-    const what = `count ${rounds} round${rounds === 1 ? "" : "s"}`;
+    const what = `count ${plural(rounds, "round")}`;
     const buttons = countForm.querySelectorAll("button");
     buttons.forEach((b) => (b.disabled = true));
     try {
@@ -36,10 +36,10 @@ if (countForm) {
         { rounds, round_s: roundS },
         {
           ui: {
-            header: `Counting ${rounds} rounds`,
+            header: `Counting ${plural(rounds, "round")}`,
             message: "A test task counts one round at a time. The page moves on when it is done.",
             next_url: "/",
-            success_message: `Counted ${rounds} rounds.`,
+            success_message: `Counted ${plural(rounds, "round")}.`,
             failure_message: "Counting did not finish",
           },
         },

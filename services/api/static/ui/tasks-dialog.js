@@ -1,4 +1,4 @@
-// The background-tasks dialog (seed 002): Pending / Failed / Finished tabs, live rows, delete.
+// The background-tasks dialog (after openATTIC's): Pending / Failed / Finished tabs, live rows, delete.
 
 import { groupOf } from "/static/tasklight.js";
 import {
@@ -6,13 +6,14 @@ import {
   currentReport,
   fill,
   formatDuration,
-  formatFullTime,
   formatTime,
   h,
+  loadTaskTitles,
   progressBar,
   stateChip,
   taskDurationMs,
   taskMessage,
+  taskTitle,
   trapFocus,
   updateProgressBar,
 } from "/static/ui/dom.js";
@@ -26,6 +27,8 @@ const EMPTY_TEXT = {
 };
 // Rows a tab shows; older tasks stay reachable through their detail pages.
 const ROWS_PER_TAB = 100;
+// How long a deleted finished task can be brought back before it is deleted for good.
+const UNDO_MS = 6_000;
 
 export class TasksDialog {
   constructor(element, tl, { confirm, flash }) {
@@ -37,11 +40,13 @@ export class TasksDialog {
     this.rows = new Map(); // task id -> row element
     this.loaded = new Set(); // groups fetched over REST since the page loaded
     this.panel = element.querySelector("#tasks-panel");
+    this.undoArea = element.querySelector("#tasks-undo");
     this.tabs = [...element.querySelectorAll('[role="tab"]')];
     this.opener = null;
     this.ticker = null;
     this.renderQueued = false;
     this.titles = new Map(); // task type name -> title
+    this.deleting = new Map(); // task id -> timer: deleted on screen, not yet on the server
 
     for (const tab of this.tabs) {
       tab.addEventListener("click", () => this.select(tab.dataset.group, true));
@@ -63,7 +68,7 @@ export class TasksDialog {
     });
   }
 
-  /** Open on `group` (Pending by default, as the seed asks). */
+  /** Open on `group` (Pending by default: what a person opening it wants to see). */
   open(group = "pending") {
     this.opener = document.activeElement;
     if (this.titles.size === 0) this._loadTitles();
@@ -75,16 +80,13 @@ export class TasksDialog {
   }
 
   _loadTitles() {
-    fetch(`${this.tl.apiBase}/task-types`, { headers: { Accept: "application/json" } })
-      .then((response) => (response.ok ? response.json() : []))
-      .then((types) => {
-        for (const type of types) this.titles.set(type.name, type.title);
-        for (const [id, row] of this.rows) {
-          const task = this.tl.task(id);
-          if (task) this._fillRow(row, task);
-        }
-      })
-      .catch(() => {});
+    loadTaskTitles(this.tl.apiBase).then((titles) => {
+      this.titles = titles;
+      for (const [id, row] of this.rows) {
+        const task = this.tl.task(id);
+        if (task) this._fillRow(row, task);
+      }
+    });
   }
 
   close() {
@@ -157,7 +159,7 @@ export class TasksDialog {
   }
 
   _render() {
-    const tasks = this.tl.tasks();
+    const tasks = this.tl.tasks().filter((t) => !this.deleting.has(t.id));
     const counts = { pending: 0, failed: 0, finished: 0 };
     for (const task of tasks) counts[groupOf(task.state)] += 1;
     for (const group of GROUPS) {
@@ -236,7 +238,7 @@ export class TasksDialog {
   _fillRow(row, task) {
     row.dataset.state = task.state;
     row.dataset.version = String(task.version);
-    const title = (task.ui && task.ui.header) || this.titles.get(task.name) || task.name;
+    const title = taskTitle(task, this.titles);
     row.querySelector(".task-name").textContent = title;
     row.querySelector(".task-type").textContent = title === task.name ? "" : task.name;
     const chip = row.querySelector(".task-state");
@@ -250,7 +252,7 @@ export class TasksDialog {
     started.textContent = task.started_at
       ? `Started ${formatTime(task.started_at)}`
       : `Queued ${formatTime(task.created_at)}`;
-    started.title = formatFullTime(task.started_at || task.created_at);
+    started.title = new Date(task.started_at || task.created_at).toISOString();
     this._fillDuration(row, task);
     const button = row.querySelector(".delete-button");
     const pending = groupOf(task.state) === "pending";
@@ -277,19 +279,64 @@ export class TasksDialog {
     const task = this.tl.task(taskId);
     if (!task) return;
     if (groupOf(task.state) === "pending") {
-      const ok = await this.confirm(cancelQuestion(task));
+      const ok = await this.confirm(cancelQuestion(task, taskTitle(task, this.titles)));
       if (!ok) return;
-    }
-    try {
-      await this.tl.delete(taskId);
-    } catch (error) {
-      if (error.status === 404) this.tl._forget(taskId);
-      else this.flash({ level: "error", message: `Could not delete the task: ${error.message}` });
+      await this._send(taskId);
+    } else {
+      this._deleteLater(task);
     }
     this._scheduleRender();
     // The row (and its button) may have left this tab: keep the focus in the dialog.
     requestAnimationFrame(() => {
       if (this.element.open && !this.element.contains(document.activeElement)) this.panel.focus();
     });
+  }
+
+  async _send(taskId) {
+    try {
+      await this.tl.delete(taskId);
+    } catch (error) {
+      if (error.status === 404) this.tl._forget(taskId);
+      else this.flash({ level: "error", message: `Could not delete the task: ${error.message}` });
+    }
+  }
+
+  /**
+   * A finished task leaves the list at once and is deleted after UNDO_MS unless "Undo" is
+   * pressed (in the dialog: the page behind a modal dialog cannot be clicked).
+   */
+  _deleteLater(task) {
+    if (this.deleting.has(task.id)) return;
+    const title = taskTitle(task, this.titles);
+    let notice = null;
+    const timer = setTimeout(async () => {
+      notice.remove();
+      await this._send(task.id);
+      this.deleting.delete(task.id);
+      this._scheduleRender();
+    }, UNDO_MS);
+    this.deleting.set(task.id, timer);
+    const undo = h(
+      "button",
+      {
+        type: "button",
+        class: "button undo-button",
+        onclick: () => {
+          clearTimeout(timer);
+          this.deleting.delete(task.id);
+          notice.remove();
+          this._scheduleRender();
+        },
+      },
+      "Undo",
+    );
+    notice = h(
+      "div",
+      { class: "undo-notice", role: "status", dataset: { deleteAt: String(Date.now() + UNDO_MS) } },
+      h("span", {}, `“${title}” deleted.`),
+      undo,
+    );
+    this.undoArea.append(notice);
+    undo.focus();
   }
 }

@@ -1,4 +1,4 @@
-// The waiting page (seeds 000, 004): the task's header and message, a spinner and its progress;
+// The waiting page: the task's header and message, a spinner and its progress;
 // when the push says it has ended, on to its next URL with a flash message. Never polls.
 
 import { isFinal, setFlash } from "/static/tasklight.js";

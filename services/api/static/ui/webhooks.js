@@ -2,7 +2,7 @@
 // each endpoint's deliveries with every attempt, which can be sent again by hand.
 
 import { isFinal } from "/static/tasklight.js";
-import { fill, formatFullTime, formatTime, h } from "/static/ui/dom.js";
+import { fill, formatTime, h } from "/static/ui/dom.js";
 import { confirmDialog, showFlash, startShell } from "/static/ui/shell.js";
 
 const API = document.querySelector('meta[name="tasklight-api"]')?.content || "/api/v1";
@@ -114,7 +114,7 @@ function endpointItem(endpoint) {
     ` · Added ${formatTime(endpoint.created_at)}`,
     endpoint.last_success_at ? ` · Last success ${formatTime(endpoint.last_success_at)}` : "",
     endpoint.previous_secret_expires_at
-      ? ` · Previous secret signs until ${formatFullTime(endpoint.previous_secret_expires_at)}`
+      ? ` · Previous secret signs until ${formatTime(endpoint.previous_secret_expires_at)}`
       : "",
   );
   return h(
@@ -140,7 +140,7 @@ function attemptLine(attempt) {
     : `HTTP ${attempt.status_code}`;
   return h(
     "li",
-    { class: attempt.error ? "attempt-failed" : "attempt-ok", title: formatFullTime(attempt.at) },
+    { class: attempt.error ? "attempt-failed" : "attempt-ok", title: new Date(attempt.at).toISOString() },
     `${formatTime(attempt.at)} · ${outcome} · ${Math.round(attempt.latency_ms)} ms`,
   );
 }
@@ -212,7 +212,7 @@ async function rotate(endpoint) {
   try {
     const rotated = await api("POST", `/webhooks/${endpoint.id}/rotate-secret`);
     const until = rotated.previous_secret_expires_at;
-    showSecret(rotated.secret, until ? `The previous secret signs too until ${formatFullTime(until)}.` : "");
+    showSecret(rotated.secret, until ? `The previous secret signs too until ${formatTime(until)}.` : "");
     await refresh();
   } catch (error) {
     showFlash({ level: "error", message: `Not rotated: ${error.message}` });

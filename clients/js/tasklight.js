@@ -1,5 +1,6 @@
-// tasklight.js: live task updates in the browser, over the notifier's WebSocket, plus small REST
-// helpers. A dependency-free ES module; docs/tasklight-js.md documents it, docs/protocol.md the wire.
+// tasklight.js: live task updates in the browser (or Node), over the notifier's WebSocket, plus
+// small REST helpers. A dependency-free ES module, the `tasklight` package's main module
+// (clients/js/); docs/tasklight-js.md documents it, docs/protocol.md the wire.
 
 const FINAL_STATES = new Set(["completed", "failed", "canceled"]);
 const GROUPS = {
@@ -16,6 +17,13 @@ const SINCE_WINDOW_MS = 60_000;
 const MAX_SINCE_ENTRIES = 800;
 // The notifier's close code for missing or refused credentials (docs/protocol.md).
 const CLOSE_UNAUTHORIZED = 4401;
+// Close codes this client gives a connection it abandons: no pong in time; the browser went offline.
+const CLOSE_NO_PONG = 4001;
+const CLOSE_OFFLINE = 4002;
+// A ping every 3 s, its pong due within 2 s: a connection that died without closing (a network
+// gone, a sleeping laptop, a proxy holding the socket) is given up within 5 s.
+const PING_INTERVAL_MS = 3_000;
+const PONG_TIMEOUT_MS = 2_000;
 // The cookie the API sets at sign-in whose value cookie-authenticated writes send back.
 const CSRF_COOKIE = "tasklight_csrf";
 const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
@@ -91,8 +99,8 @@ export class TaskLight {
     this.apiBase = (options.apiBase ?? "/api/v1").replace(/\/$/, "");
     this.fetch = options.fetch || globalThis.fetch.bind(globalThis);
     this.backoffMs = { initial: 250, max: 15_000, ...(options.backoffMs || {}) };
-    this.pingIntervalMs = options.pingIntervalMs ?? 25_000;
-    this.pongTimeoutMs = options.pongTimeoutMs ?? 10_000;
+    this.pingIntervalMs = options.pingIntervalMs ?? PING_INTERVAL_MS;
+    this.pongTimeoutMs = options.pongTimeoutMs ?? PONG_TIMEOUT_MS;
     this.WebSocket = options.WebSocket || globalThis.WebSocket;
     // Credentials. By default the browser's session cookie (the notifier reads it in the
     // handshake, the API on every request; writes add the CSRF token). `token`: an API token,
@@ -116,7 +124,12 @@ export class TaskLight {
     this._heartbeatTimer = null;
     this._wanted = false;
     this._onOnline = () => this._reconnectNow();
-    if (globalThis.addEventListener) globalThis.addEventListener("online", this._onOnline);
+    // The browser knows before any ping does: say "reconnecting" at once.
+    this._onOffline = () => this._abandon(CLOSE_OFFLINE, "offline");
+    if (globalThis.addEventListener) {
+      globalThis.addEventListener("online", this._onOnline);
+      globalThis.addEventListener("offline", this._onOffline);
+    }
   }
 
   // ---- events ---------------------------------------------------------------------------------
@@ -168,7 +181,10 @@ export class TaskLight {
       this._socket = null;
       socket.close(1000, "client closed");
     }
-    if (globalThis.removeEventListener) globalThis.removeEventListener("online", this._onOnline);
+    if (globalThis.removeEventListener) {
+      globalThis.removeEventListener("online", this._onOnline);
+      globalThis.removeEventListener("offline", this._onOffline);
+    }
     this._setStatus("closed");
   }
 
@@ -276,7 +292,7 @@ export class TaskLight {
     if (!this.pingIntervalMs) return;
     this._heartbeatTimer = setInterval(() => {
       // A connection that a sleeping laptop or a dead proxy broke may not close by itself.
-      this.ping(this.pongTimeoutMs).catch(() => this._abandon(4001, "no pong"));
+      this.ping(this.pongTimeoutMs).catch(() => this._abandon(CLOSE_NO_PONG, "no pong"));
     }, this.pingIntervalMs);
   }
 
@@ -431,6 +447,7 @@ export class TaskLight {
         break;
       }
       case "unsubscribed":
+      case "authenticated":
         break;
       default:
         console.warn("tasklight: unknown message type", message.type);
@@ -617,6 +634,66 @@ export class TaskLight {
         }, timeoutMs);
       }
     });
+  }
+
+  /**
+   * Resolve once none of the user's tasks is pending, as the notifier pushes it (a `scope: "all"`
+   * subscription: its initial state, then every change); reject with `WaitTimeoutError` after
+   * `timeoutMs`, or with the problem if the notifier refuses. The "wait for all tasks" step of an
+   * end-to-end suite.
+   */
+  waitForAll({ timeoutMs = 0 } = {}) {
+    return new Promise((resolve, reject) => {
+      const pending = new Map();
+      let ready = false;
+      let done = false;
+      let timer = null;
+      let sub = null;
+      const stopUnauthorized = this.on("unauthorized", (why) => finish(new ProblemError(401, why)));
+      const finish = (error) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        stopUnauthorized();
+        // Closed after the callback that finished returns: never from inside `subscribe`.
+        queueMicrotask(() => sub && sub.close());
+        if (error) reject(error);
+        else resolve();
+      };
+      const settle = () => {
+        if (ready && pending.size === 0) finish();
+      };
+      sub = this.subscribe(
+        { scope: "all" },
+        {
+          onTask: (task) => {
+            if (isFinal(task.state)) pending.delete(task.id);
+            else pending.set(task.id, task);
+            settle();
+          },
+          onDeleted: (id) => {
+            pending.delete(id);
+            settle();
+          },
+          onReady: () => {
+            ready = true;
+            settle();
+          },
+          onError: (problem) => finish(new ProblemError(problem?.status || 400, problem)),
+        },
+      );
+      if (timeoutMs) timer = setTimeout(() => finish(new WaitTimeoutError(timeoutMs, [...pending.values()])), timeoutMs);
+    });
+  }
+}
+
+/** What `waitForAll` rejects with when time runs out: `pending` holds the tasks still pending. */
+export class WaitTimeoutError extends Error {
+  constructor(timeoutMs, pending) {
+    const names = pending.map((t) => `${t.id} (${t.name}, ${t.state})`).join(", ");
+    super(`still pending after ${timeoutMs} ms: ${names || "none"}`);
+    this.name = "WaitTimeoutError";
+    this.pending = pending;
   }
 }
 

@@ -1,73 +1,52 @@
-"""The Python client: REST calls to the API and push from the notifier (docs/protocol.md).
+"""The async client: REST calls to the API and push from the notifier's WebSocket.
 
-    async with TasklightClient("http://127.0.0.1:8000", "ws://127.0.0.1:8001/ws") as client:
+    async with TasklightClient("http://127.0.0.1:8000", "ws://127.0.0.1:8001/ws",
+                               token=token) as client:
         task = await client.submit("test.count", {"rounds": 3})
         done = await client.wait(task["id"], timeout_s=60)
 
 Subscriptions reconnect by themselves (with backoff) and resume with the versions they hold, so
-a dropped connection or a notifier restart loses no update.
+a dropped connection or a notifier restart loses no update. A connection that silently stops
+carrying anything (a network gone, a proxy that keeps the socket open) is noticed by WebSocket
+pings within `ping_interval_s + ping_timeout_s` and replaced.
 """
 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 import random
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal, cast
 
 import httpx
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from shared.lifecycle import FINAL_STATES, TaskGroup
+from tasklight.errors import ApiError, NotFound, Unauthorized, Unreachable, WaitTimeout
+from tasklight.types import FINAL_STATES, Group, Task
 
-Task = dict[str, Any]
-
-_FINAL = frozenset(state.value for state in FINAL_STATES)
 _API = "/api/v1"
-#: Close codes after which reconnecting makes no sense (docs/protocol.md).
-_NO_RECONNECT = frozenset({1000, 1009, 4401, 4429})
+# Close codes of the notifier (its protocol document): 4401 refused credentials; after these,
+# reconnecting makes no sense.
+_CLOSE_UNAUTHORIZED = 4401
+_NO_RECONNECT = frozenset({1000, 1009, _CLOSE_UNAUTHORIZED, 4429})
 #: Longest pause between reconnects, in seconds.
 MAX_BACKOFF_S = 5.0
+#: Seconds between WebSocket pings, and seconds a pong may take before the connection is
+#: given up: together, how long a silently dead connection can pass for a live one.
+PING_INTERVAL_S = 2.0
+PING_TIMEOUT_S = 3.0
+#: Seconds a closing connection waits for the notifier's closing frame.
+CLOSE_TIMEOUT_S = 1.0
 
-
-class TasklightError(Exception):
-    """Root of the client's errors."""
-
-
-class Unreachable(TasklightError):
-    """The API or the notifier did not answer; retry later or check the URL."""
-
-
-class ApiError(TasklightError):
-    """The API answered with a problem (RFC 9457); `status` and `problem` say which."""
-
-    def __init__(self, status: int, problem: dict[str, Any]) -> None:
-        detail = problem.get("detail") or problem.get("title") or f"HTTP {status}"
-        super().__init__(detail)
-        self.status = status
-        self.problem = problem
-
-
-class Unauthorized(ApiError):
-    """No credentials, or credentials that are not accepted (HTTP 401)."""
-
-
-class NotFound(ApiError):
-    """No such task (or not yours)."""
-
-
-class WaitTimeout(TasklightError):
-    """A wait ran out of time; `pending` holds the tasks still pending, as last seen."""
-
-    def __init__(self, timeout_s: float, pending: list[Task], note: str = "") -> None:
-        names = ", ".join(f"{t['id']} ({t['name']}, {t['state']})" for t in pending)
-        super().__init__(f"still pending after {timeout_s:g} s: {names or 'none'}{note}")
-        self.pending = pending
+#: What a subscription's connection is doing: "idle" before the first subscription, then
+#: "connecting", "live" (subscribed), "reconnecting" (lost; trying again).
+ConnectionStatus = Literal["idle", "connecting", "live", "reconnecting"]
 
 
 @dataclass(frozen=True)
@@ -83,10 +62,23 @@ class TasklightClient:
     """Async client of one tasklight deployment."""
 
     def __init__(
-        self, api_url: str, ws_url: str, *, token: str | None = None, timeout_s: float = 10.0
+        self,
+        api_url: str,
+        ws_url: str,
+        *,
+        token: str | None = None,
+        timeout_s: float = 10.0,
+        ping_interval_s: float = PING_INTERVAL_S,
+        ping_timeout_s: float = PING_TIMEOUT_S,
+        on_status: Callable[[ConnectionStatus], None] | None = None,
     ) -> None:
         self.api_url = api_url.rstrip("/")
         self.ws_url = ws_url
+        self.ping_interval_s = ping_interval_s
+        self.ping_timeout_s = ping_timeout_s
+        #: The newest subscription connection's status; `on_status` hears every change.
+        self.status: ConnectionStatus = "idle"
+        self._on_status = on_status
         #: Sent with every request and WebSocket handshake: the API token.
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.AsyncClient(
@@ -118,13 +110,13 @@ class TasklightClient:
             body["ui"] = ui
         if metadata is not None:
             body["metadata"] = metadata
-        return await self._call("POST", f"{_API}/tasks", json=body)  # type: ignore[no-any-return]
+        return cast(Task, await self._call("POST", f"{_API}/tasks", json=body))
 
     async def submit_many(self, tasks: Iterable[dict[str, Any]]) -> list[Task]:
         """Submit tasks (each `{name, args?, ui?, metadata?}`) with `POST /tasks:batch`, 100 per
         request; returns them as stored, in order. A refused batch raises `ApiError`; the
         batches before it stay submitted."""
-        items, stored = list(tasks), []
+        items, stored = list(tasks), list[Task]()
         for start in range(0, len(items), 100):
             body = {"tasks": items[start : start + 100]}
             answer = await self._call("POST", f"{_API}/tasks:batch", json=body)
@@ -133,11 +125,11 @@ class TasklightClient:
 
     async def get(self, task_id: str) -> Task:
         """A task; raises `NotFound`."""
-        return await self._call("GET", f"{_API}/tasks/{task_id}")  # type: ignore[no-any-return]
+        return cast(Task, await self._call("GET", f"{_API}/tasks/{task_id}"))
 
     async def list(
         self,
-        group: TaskGroup | str | None = None,
+        group: Group | None = None,
         state: Iterable[str] | None = None,
         name: str | None = None,
         limit: int | None = 50,
@@ -145,7 +137,7 @@ class TasklightClient:
         """Tasks, newest first, following pages until `limit` (None: all of them)."""
         params: list[tuple[str, str]] = []
         if group is not None:
-            params.append(("group", str(group)))
+            params.append(("group", group))
         params.extend(("state", s) for s in state or [])
         if name is not None:
             params.append(("name", name))
@@ -160,7 +152,18 @@ class TasklightClient:
 
     async def cancel(self, task_id: str) -> Task:
         """Cancel a task; raises `ApiError` (409) if it already finished."""
-        return await self._call("POST", f"{_API}/tasks/{task_id}/cancel")  # type: ignore[no-any-return]
+        return cast(Task, await self._call("POST", f"{_API}/tasks/{task_id}/cancel"))
+
+    async def delete(self, task_id: str) -> Task | None:
+        """Delete a finished task (None), or cancel a pending one (the task, as `cancel`)."""
+        answer = await self._call("DELETE", f"{_API}/tasks/{task_id}")
+        return cast(Task | None, answer)
+
+    async def events(self, task_id: str) -> builtins.list[dict[str, Any]]:
+        """A task's state changes, oldest first."""
+        return cast(
+            builtins.list[dict[str, Any]], await self._call("GET", f"{_API}/tasks/{task_id}/events")
+        )
 
     async def answer(self, task_id: str, answer: Any, *, question: str | None = None) -> Task:
         """Answer the question the task waits on (`question`: its key, refused unless it is
@@ -176,6 +179,8 @@ class TasklightClient:
             response = await self._http.request(method, url, **kwargs)
         except httpx.HTTPError as exc:
             raise Unreachable(f"the API at {self.api_url} did not answer: {exc!r}") from None
+        if response.status_code == 204:
+            return None
         if response.is_success:
             return response.json()
         try:
@@ -209,14 +214,14 @@ class TasklightClient:
             async with asyncio.timeout(timeout_s), aclosing(self.subscribe([task_id])) as tasks:
                 async for task in tasks:
                     last = task
-                    if task["state"] in _FINAL:
+                    if task["state"] in FINAL_STATES:
                         return task
         except TimeoutError:
             note = ""
             if last is None:
                 note = f" (the notifier at {self.ws_url} did not answer)"
                 last = await self.get(task_id)
-                if last["state"] in _FINAL:
+                if last["state"] in FINAL_STATES:
                     return last
             raise WaitTimeout(timeout_s, [last], note) from None
         raise AssertionError("a subscription does not end by itself")
@@ -230,7 +235,7 @@ class TasklightClient:
             async with asyncio.timeout(timeout_s), aclosing(events):
                 async for event in events:
                     if event.task is not None:
-                        if event.task["state"] in _FINAL:
+                        if event.task["state"] in FINAL_STATES:
                             pending.pop(event.task["id"], None)
                         else:
                             pending[event.task["id"]] = event.task
@@ -260,6 +265,7 @@ class TasklightClient:
         task_ids = None if ids is None else list(dict.fromkeys(ids))
         held = _Held()
         backoff_s = 0.1
+        self._set_status("connecting")
         while True:
             try:
                 async with connect(
@@ -268,6 +274,12 @@ class TasklightClient:
                     open_timeout=10,
                     max_size=None,
                     additional_headers=self._headers,
+                    # Pings, not the notifier's own, are what tell this end the line is dead.
+                    ping_interval=self.ping_interval_s or None,
+                    ping_timeout=self.ping_timeout_s or None,
+                    # A line found dead cannot carry a closing handshake either: do not wait
+                    # websockets' default 10 s for the peer's close frame.
+                    close_timeout=CLOSE_TIMEOUT_S,
                 ) as ws:
                     await ws.send(json.dumps(held.subscribe_message(task_ids)))
                     async for frame in ws:
@@ -281,12 +293,13 @@ class TasklightClient:
                             yield _Event("deleted", task_id=message["id"])
                         elif kind == "subscribed":
                             backoff_s = 0.1
+                            self._set_status("live")
                             yield _Event("live")
                         elif kind == "error":
                             _raise_problem(message.get("problem") or {})
             except ConnectionClosed as exc:
                 code = exc.rcvd.code if exc.rcvd is not None else None
-                if code == 4401:
+                if code == _CLOSE_UNAUTHORIZED:
                     reason = exc.rcvd.reason if exc.rcvd is not None else ""
                     raise Unauthorized(401, {"detail": f"the notifier refused: {reason}"}) from None
                 if code in _NO_RECONNECT:
@@ -295,9 +308,17 @@ class TasklightClient:
                 raise Unreachable(f"bad notifier URL {self.ws_url!r}") from None
             except (OSError, InvalidHandshake, TimeoutError):
                 pass
+            self._set_status("reconnecting")
             yield _Event("down")
             await asyncio.sleep(backoff_s * (0.5 + random.random()))
             backoff_s = min(backoff_s * 2, MAX_BACKOFF_S)
+
+    def _set_status(self, status: ConnectionStatus) -> None:
+        if status == self.status:
+            return
+        self.status = status
+        if self._on_status is not None:
+            self._on_status(status)
 
 
 class _Held:

@@ -1,11 +1,11 @@
-"""`tasklight`: submit, list, show, cancel, answer and wait for tasks from a shell or a script.
+"""`tasklight`: submit, get, list, cancel, answer and wait for tasks from a shell or a script.
 
 Exit status: 0 done; 1 the task failed or was canceled; 2 bad usage or input the API refused;
 3 the API or notifier is unreachable; 4 no such task; 5 a wait timed out (the pending tasks are
 named on stderr); 6 no API token, or one that is not accepted.
 
-Every command but `users` acts through the API as the owner of the API token in `--token` (env
-`TASKLIGHT_TOKEN`); `users` manages users and tokens in the database itself.
+Every command acts through the API as the owner of the API token in `--token` (env
+`TASKLIGHT_TOKEN`). Users and tokens are made on the server, with `tasklight-server users`.
 """
 
 from __future__ import annotations
@@ -18,16 +18,17 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from shared import cli_users, cli_webhooks
-from shared.client import (
+from tasklight import cli_webhooks
+from tasklight.client import TasklightClient
+from tasklight.errors import (
     ApiError,
     NotFound,
-    TasklightClient,
     TasklightError,
     Unauthorized,
     Unreachable,
     WaitTimeout,
 )
+from tasklight.types import Task
 
 EXIT_OK = 0
 EXIT_TASK_FAILED = 1
@@ -92,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--token",
         default=os.environ.get("TASKLIGHT_TOKEN"),
-        help="API token (env TASKLIGHT_TOKEN); `tasklight users token NAME` issues one",
+        help="API token (env TASKLIGHT_TOKEN); `tasklight-server users token NAME` issues one",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -111,8 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--name", help="a task type")
     listing.add_argument("--limit", type=int, default=50, help="most tasks shown (%(default)s)")
 
-    show = commands.add_parser("show", parents=[common], help="show one task")
-    show.add_argument("id")
+    get = commands.add_parser("get", aliases=["show"], parents=[common], help="show one task")
+    get.add_argument("id")
     cancel = commands.add_parser("cancel", parents=[common], help="cancel a task")
     cancel.add_argument("id")
     answer = commands.add_parser(
@@ -128,7 +129,6 @@ def build_parser() -> argparse.ArgumentParser:
     wait.add_argument("id", nargs="?")
     wait.add_argument("--all", action="store_true", help="wait until no task is pending")
     wait.add_argument("--timeout", type=float, default=600.0, help="seconds (%(default)s)")
-    cli_users.add_parser(commands, common)
     cli_webhooks.add_parser(commands, common)
     return parser
 
@@ -147,13 +147,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    if args.command == "users":
-        try:
-            print(await cli_users.run(args))
-        except cli_users.UsersError as exc:
-            _fail(args, "refused", str(exc))
-            return EXIT_USAGE
-        return EXIT_OK
     if args.command == "webhooks":
         try:
             print(await cli_webhooks.run(args))
@@ -200,11 +193,13 @@ async def _command(client: TasklightClient, args: argparse.Namespace) -> int:
         )
         if args.json:
             print(json.dumps(tasks, indent=2))
+        elif not tasks:
+            print(_nothing_listed(args))
         else:
             for task in tasks:
                 print(_line(task))
         return EXIT_OK
-    if args.command == "show":
+    if args.command in ("get", "show"):
         task = await client.get(args.id)
         _print(args, task, _detail(task))
         return EXIT_OK
@@ -231,15 +226,15 @@ async def _wait(client: TasklightClient, args: argparse.Namespace) -> int:
     if task["state"] == "completed":
         _print(args, task, f"{task['id']} completed: {json.dumps(task['result'])}")
         return EXIT_OK
-    error = task.get("error") or {}
-    reason = error.get("message") or task["state"]
+    error = task.get("error")
+    reason = (error["message"] if error else "") or task["state"]
     if args.json:
         print(json.dumps(task, indent=2))
     print(f"tasklight: {task['id']} {task['state']}: {reason}", file=sys.stderr)
     return EXIT_TASK_FAILED
 
 
-def _print(args: argparse.Namespace, data: dict[str, Any], human: str) -> None:
+def _print(args: argparse.Namespace, data: object, human: str) -> None:
     print(json.dumps(data, indent=2) if args.json else human)
 
 
@@ -249,7 +244,15 @@ def _fail(args: argparse.Namespace, kind: str, message: str, **extra: Any) -> No
     print(f"tasklight: {message}", file=sys.stderr)
 
 
-def _line(task: dict[str, Any]) -> str:
+def _nothing_listed(args: argparse.Namespace) -> str:
+    """What `list` says when nothing matches, naming the filters that were given."""
+    kinds = f"{args.group} tasks" if args.group else "tasks"
+    filters = [f"state {' or '.join(args.state)}" if args.state else "", args.name or ""]
+    named = " and ".join(f for f in filters if f)
+    return f"no {kinds}" + (f" of {named}" if named else "")
+
+
+def _line(task: Task) -> str:
     progress = ""
     if task.get("progress_reports"):
         report = task["progress_reports"][-1]
@@ -257,12 +260,19 @@ def _line(task: dict[str, Any]) -> str:
     return f"{task['id']}  {task['state']:<9}  {task['name']}{progress}"
 
 
-def _detail(task: dict[str, Any]) -> str:
+def _detail(task: Task) -> str:
     lines = [_line(task)]
     for key in ("created_at", "started_at", "finished_at", "args", "result", "error", "worker"):
-        if task.get(key) not in (None, {}, []):
-            value = task[key]
+        value = task.get(key)
+        if value not in (None, {}, []):
             lines.append(f"  {key}: {value if isinstance(value, str) else json.dumps(value)}")
+    for attempt in task.get("attempts") or []:
+        failure = attempt.get("error")
+        why = failure["message"] if failure else ""
+        lines.append(
+            f"  attempt: {attempt.get('outcome')} on {attempt.get('worker') or '?'}"
+            + (f": {why}" if why else "")
+        )
     for report in task.get("progress_reports") or []:
         lines.append(
             f"  progress: {report['message']} {report['done']}/{report.get('total') or '?'}"
