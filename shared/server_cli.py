@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared import cli_users
+from shared.migrate import migrate
+from shared.settings import Settings
+from shared.store import DatabaseUnreachable
 
 EXIT_OK = 0
 EXIT_REFUSED = 2
@@ -43,9 +46,23 @@ async def _users(args: argparse.Namespace) -> str:
         raise CommandError(str(exc)) from None
 
 
-#: Every command, in the order `--help` lists them. A new one (say `migrate`) is one entry here
-#: and a module of its own holding its arguments and its work.
+async def _migrate(args: argparse.Namespace) -> str:
+    try:
+        done = await migrate(Settings())
+    except DatabaseUnreachable as exc:
+        raise CommandError(f"the database does not answer: {exc}") from None
+    return "\n".join(done) if done else "the database is up to date"
+
+
+#: Every command, in the order `--help` lists them. A new one is one entry here and a module of
+#: its own holding its arguments and its work.
 SUBCOMMANDS: tuple[Subcommand, ...] = (
+    Subcommand(
+        "migrate",
+        "create the indexes and bring older documents up to date (before the services start)",
+        lambda parser: None,
+        _migrate,
+    ),
     Subcommand(
         "users", "manage users and API tokens (in the database)", cli_users.add_arguments, _users
     ),
@@ -56,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line."""
     parser = argparse.ArgumentParser(
         prog="tasklight-server",
-        description="Administer a tasklight server: users and tokens, in its database.",
+        description="Administer a tasklight server: its database's schema, users and tokens.",
         epilog=__doc__.split("\n\n", 1)[1] if __doc__ else None,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

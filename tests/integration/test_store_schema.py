@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from shared.records import StoredTask
-from shared.store import SchemaOutdated, Store
+from shared.settings import Settings
+from shared.store import SchemaOutdated, Store, open_store
 from tests.support import stored_task
 
 pytestmark = pytest.mark.integration
@@ -69,3 +74,27 @@ async def test_migrate_records_the_phase_of_tasks_stored_before_phases(store: St
     }
     # And before migrating, reading one implies the same phase.
     assert StoredTask.model_validate({**base, **released}).phase.value == "released"
+
+
+async def test_tasklight_server_migrate_makes_a_fresh_database_one_the_services_accept(
+    settings: Settings,
+) -> None:
+    fresh = settings.model_copy(update={"database": f"{settings.database}_fresh"})
+    env = {**os.environ, "MONGODB_URL": fresh.mongodb_url, "TASKLIGHT_DATABASE": fresh.database}
+    command = [str(Path(sys.executable).parent / "tasklight-server"), "migrate"]
+    store = open_store(fresh)
+    try:
+        with pytest.raises(SchemaOutdated):
+            await store.require_schema()
+        first = await asyncio.to_thread(
+            subprocess.run, command, env=env, capture_output=True, text=True, check=True
+        )
+        assert "created tasks(owner +1, _id -1)" in first.stdout
+        await store.require_schema()
+        again = await asyncio.to_thread(
+            subprocess.run, command, env=env, capture_output=True, text=True, check=True
+        )
+        assert again.stdout.strip() == "the database is up to date"
+    finally:
+        await store.client.drop_database(fresh.database)
+        await store.close()

@@ -119,7 +119,7 @@ def test_app_services_start_only_after_the_database_is_migrated(
     depends_on = service(compose, name)["depends_on"]
     assert depends_on["migrate"]["condition"] == "service_completed_successfully"
     migrate = service(compose, "migrate")
-    assert migrate["command"] == ["python", "-m", "shared.migrate"]
+    assert migrate["command"] == ["tasklight-server", "migrate"]
     assert migrate["depends_on"]["mongo"]["condition"] == "service_healthy"
 
 

@@ -374,7 +374,7 @@ def test_a_job_migrates_the_database_the_services_use() -> None:
     """The services refuse an unmigrated database: a Job runs the migrate step on it."""
     job = find("Job", "tasklight-migrate")
     [container] = job["spec"]["template"]["spec"]["containers"]
-    assert container["command"] == ["python", "-m", "shared.migrate"]
+    assert container["command"] == ["tasklight-server", "migrate"]
     url = {e["name"]: e for e in container["env"]}["MONGODB_URL"]
     api = find("Deployment", "tasklight-api")["spec"]["template"]["spec"]["containers"][0]
     assert url == {e["name"]: e for e in api["env"]}["MONGODB_URL"]
