@@ -10,6 +10,7 @@ export const CloseCode = Object.freeze({
   INTERNAL_ERROR: 1011,
   TOO_SLOW: 4000,
   NO_PONG: 4001,
+  OFFLINE: 4002,
   UNAUTHORIZED: 4401,
   REVOKED: 4403,
   TOO_MANY_CONNECTIONS: 4429,
@@ -32,10 +33,11 @@ export const BACKOFF_MAX_MS = 15_000;
 // Share of each wait that is random (equal jitter), so that clients dropped together do not
 // come back together.
 export const BACKOFF_JITTER = 0.5;
-// The time between a client's own pings.
-export const PING_INTERVAL_MS = 25_000;
+// The time between a client's own pings: a connection that went silently dead (a network gone,
+// a laptop asleep) is noticed within this and `PONG_TIMEOUT_S`.
+export const PING_INTERVAL_MS = 3000;
 // How long a client waits for a pong before it closes with 4001.
-export const PONG_TIMEOUT_MS = 10_000;
+export const PONG_TIMEOUT_MS = 2000;
 // A `scope: "all"` resume names in `since` the pending tasks it holds and those updated within
 // this time before the newest `updated_at` it holds.
 export const SINCE_WINDOW_MS = 60_000;

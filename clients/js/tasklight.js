@@ -11,19 +11,22 @@ const GROUPS = {
   canceled: "failed",
   completed: "finished",
 };
-// Resume with since_ts: tasks updated this long before the newest we hold are named in `since`.
-const SINCE_WINDOW_MS = 60_000;
-// Keep a resubscribe frame well under the notifier's 64 KiB limit.
-const MAX_SINCE_ENTRIES = 800;
-// The notifier's close code for missing or refused credentials (docs/protocol.md).
-const CLOSE_UNAUTHORIZED = 4401;
-// Close codes this client gives a connection it abandons: no pong in time; the browser went offline.
-const CLOSE_NO_PONG = 4001;
-const CLOSE_OFFLINE = 4002;
-// A ping every 3 s, its pong due within 2 s: a connection that died without closing (a network
-// gone, a sleeping laptop, a proxy holding the socket) is given up within 5 s.
-const PING_INTERVAL_MS = 3_000;
-const PONG_TIMEOUT_MS = 2_000;
+// The protocol's numbers (close codes, resume and ping timings) come from one definition that
+// the notifier and the Python client share (protocol.js is generated from it).
+import {
+  BACKOFF_INITIAL_MS,
+  BACKOFF_MAX_MS,
+  CloseCode,
+  MAX_SINCE_ENTRIES,
+  NO_RECONNECT,
+  PING_INTERVAL_MS,
+  PONG_TIMEOUT_MS,
+  SINCE_WINDOW_MS,
+} from "./protocol.js";
+
+const CLOSE_UNAUTHORIZED = CloseCode.UNAUTHORIZED;
+const CLOSE_NO_PONG = CloseCode.NO_PONG;
+const CLOSE_OFFLINE = CloseCode.OFFLINE;
 // The cookie the API sets at sign-in whose value cookie-authenticated writes send back.
 const CSRF_COOKIE = "tasklight_csrf";
 const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
@@ -98,7 +101,7 @@ export class TaskLight {
     this.notifierUrl = options.notifierUrl || defaultNotifierUrl();
     this.apiBase = (options.apiBase ?? "/api/v1").replace(/\/$/, "");
     this.fetch = options.fetch || globalThis.fetch.bind(globalThis);
-    this.backoffMs = { initial: 250, max: 15_000, ...(options.backoffMs || {}) };
+    this.backoffMs = { initial: BACKOFF_INITIAL_MS, max: BACKOFF_MAX_MS, ...(options.backoffMs || {}) };
     this.pingIntervalMs = options.pingIntervalMs ?? PING_INTERVAL_MS;
     this.pongTimeoutMs = options.pongTimeoutMs ?? PONG_TIMEOUT_MS;
     this.WebSocket = options.WebSocket || globalThis.WebSocket;
@@ -245,10 +248,16 @@ export class TaskLight {
       this._socket = null;
       this._stopHeartbeat();
       for (const sub of this._subs.values()) sub.ready = false;
-      if (event.code === CLOSE_UNAUTHORIZED) {
+      if (event.code === CLOSE_UNAUTHORIZED || event.code === CloseCode.REVOKED) {
         // Not signed in (any more): reconnecting cannot help until someone signs in again.
         this._setStatus("unauthorized", { code: event.code, reason: event.reason });
         this._emit("unauthorized", { code: event.code, reason: event.reason });
+        return;
+      }
+      if (NO_RECONNECT.includes(event.code) && event.code !== CloseCode.NORMAL) {
+        // Refused for good (a frame too big, too many connections): say so, do not retry.
+        this._setStatus("closed", { code: event.code, reason: event.reason });
+        this._emit("error", { code: event.code, reason: event.reason });
         return;
       }
       if (this._wanted) this._scheduleReconnect(event.code);

@@ -22,6 +22,7 @@ class CloseCode(IntEnum):
     INTERNAL_ERROR = 1011
     TOO_SLOW = 4000
     NO_PONG = 4001
+    OFFLINE = 4002
     UNAUTHORIZED = 4401
     REVOKED = 4403
     TOO_MANY_CONNECTIONS = 4429
@@ -72,6 +73,12 @@ CLOSE_RULES: dict[CloseCode, CloseRule] = {
         reconnect=True,
         by="client",
     ),
+    CloseCode.OFFLINE: CloseRule(
+        "a browser client gives up on its connection: the browser says it went offline",
+        "reconnect and resume once online again",
+        reconnect=True,
+        by="client",
+    ),
     CloseCode.UNAUTHORIZED: CloseRule(
         "no credentials within {ws_auth_timeout_s:g} s (`TASKLIGHT_WS_AUTH_TIMEOUT_S`), wrong "
         "ones, a used or expired ticket, or a first message that is not `auth`",
@@ -116,9 +123,14 @@ RESUME: tuple[ResumeConstant, ...] = (
         "Share of each wait that is random (equal jitter), so that clients dropped together do "
         "not come back together.",
     ),
-    ResumeConstant("PING_INTERVAL_S", 25.0, "The time between a client's own pings."),
     ResumeConstant(
-        "PONG_TIMEOUT_S", 10.0, "How long a client waits for a pong before it closes with 4001."
+        "PING_INTERVAL_S",
+        3.0,
+        "The time between a client's own pings: a connection that went silently dead (a "
+        "network gone, a laptop asleep) is noticed within this and `PONG_TIMEOUT_S`.",
+    ),
+    ResumeConstant(
+        "PONG_TIMEOUT_S", 2.0, "How long a client waits for a pong before it closes with 4001."
     ),
     ResumeConstant(
         "SINCE_WINDOW_S",

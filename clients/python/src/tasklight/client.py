@@ -27,20 +27,22 @@ import httpx
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from tasklight import protocol
 from tasklight.errors import ApiError, NotFound, Unauthorized, Unreachable, WaitTimeout
 from tasklight.types import FINAL_STATES, Group, Task
 
 _API = "/api/v1"
-# Close codes of the notifier (its protocol document): 4401 refused credentials; after these,
-# reconnecting makes no sense.
-_CLOSE_UNAUTHORIZED = 4401
-_NO_RECONNECT = frozenset({1000, 1009, _CLOSE_UNAUTHORIZED, 4429})
+# The protocol's numbers come from one definition the notifier and tasklight.js share
+# (tasklight/protocol.py is generated from it). After a `NO_RECONNECT` close, reconnecting makes
+# no sense; after `UNAUTHORIZED` or `REVOKED`, not until signed in again.
+_CLOSE_UNAUTHORIZED = frozenset({protocol.CloseCode.UNAUTHORIZED, protocol.CloseCode.REVOKED})
+_NO_RECONNECT = frozenset(protocol.NO_RECONNECT)
 #: Longest pause between reconnects, in seconds.
-MAX_BACKOFF_S = 5.0
+MAX_BACKOFF_S = protocol.BACKOFF_MAX_S
 #: Seconds between WebSocket pings, and seconds a pong may take before the connection is
 #: given up: together, how long a silently dead connection can pass for a live one.
-PING_INTERVAL_S = 2.0
-PING_TIMEOUT_S = 3.0
+PING_INTERVAL_S = protocol.PING_INTERVAL_S
+PING_TIMEOUT_S = protocol.PONG_TIMEOUT_S
 #: Seconds a closing connection waits for the notifier's closing frame.
 CLOSE_TIMEOUT_S = 1.0
 
@@ -264,7 +266,7 @@ class TasklightClient:
             raise ValueError("give task ids, or scope_all=True")
         task_ids = None if ids is None else list(dict.fromkeys(ids))
         held = _Held()
-        backoff_s = 0.1
+        backoff_s = protocol.BACKOFF_INITIAL_S
         self._set_status("connecting")
         while True:
             try:
@@ -292,14 +294,14 @@ class TasklightClient:
                             held.forget(message["id"])
                             yield _Event("deleted", task_id=message["id"])
                         elif kind == "subscribed":
-                            backoff_s = 0.1
+                            backoff_s = protocol.BACKOFF_INITIAL_S
                             self._set_status("live")
                             yield _Event("live")
                         elif kind == "error":
                             _raise_problem(message.get("problem") or {})
             except ConnectionClosed as exc:
                 code = exc.rcvd.code if exc.rcvd is not None else None
-                if code == _CLOSE_UNAUTHORIZED:
+                if code in _CLOSE_UNAUTHORIZED:
                     reason = exc.rcvd.reason if exc.rcvd is not None else ""
                     raise Unauthorized(401, {"detail": f"the notifier refused: {reason}"}) from None
                 if code in _NO_RECONNECT:
@@ -325,9 +327,9 @@ class _Held:
     """What a subscription holds: the highest version per task and the newest `updated_at`."""
 
     #: Seconds before the newest `updated_at` whose tasks go into `since` for a scope-all resume.
-    RECENT_S = 30.0
+    RECENT_S = protocol.SINCE_WINDOW_S
     #: Most `since` entries sent, so the subscribe frame stays far below 64 KiB.
-    MAX_SINCE = 500
+    MAX_SINCE = protocol.MAX_SINCE_ENTRIES
 
     def __init__(self) -> None:
         self.versions: dict[str, tuple[int, str]] = {}

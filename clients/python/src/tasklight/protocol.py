@@ -16,6 +16,7 @@ class CloseCode(IntEnum):
     INTERNAL_ERROR = 1011
     TOO_SLOW = 4000
     NO_PONG = 4001
+    OFFLINE = 4002
     UNAUTHORIZED = 4401
     REVOKED = 4403
     TOO_MANY_CONNECTIONS = 4429
@@ -40,10 +41,11 @@ BACKOFF_MAX_S = 15.0
 #: Share of each wait that is random (equal jitter), so that clients dropped together do not
 #: come back together.
 BACKOFF_JITTER = 0.5
-#: The time between a client's own pings.
-PING_INTERVAL_S = 25.0
+#: The time between a client's own pings: a connection that went silently dead (a network gone,
+#: a laptop asleep) is noticed within this and `PONG_TIMEOUT_S`.
+PING_INTERVAL_S = 3.0
 #: How long a client waits for a pong before it closes with 4001.
-PONG_TIMEOUT_S = 10.0
+PONG_TIMEOUT_S = 2.0
 #: A `scope: "all"` resume names in `since` the pending tasks it holds and those updated within
 #: this time before the newest `updated_at` it holds.
 SINCE_WINDOW_S = 60.0
