@@ -43,6 +43,18 @@ def service_env(settings: Settings) -> dict[str, str]:
     }
 
 
+def log_tail(log_dir: Path, name: str, lines: int = 40) -> str:
+    """The last `lines` of the log a process named `name` wrote in `log_dir` (by `start_service`'s
+    naming: `<name>.log`, or `worker-<n>.log` for a replica), for a failure message that shows why
+    it stopped even where the log directory is gone by the time someone reads the report."""
+    candidates = [log_dir / f"{name}.log", *sorted(log_dir.glob("worker*.log"))]
+    for path in candidates:
+        if path.exists():
+            text = path.read_text(errors="replace").splitlines()[-lines:]
+            return f"{path.name}:\n" + "\n".join(text)
+    return f"(no log in {log_dir})"
+
+
 async def until_listening(
     process: subprocess.Popen[bytes], port: int, timeout_s: float = 30
 ) -> None:
@@ -67,7 +79,9 @@ async def until_workers_beat(
             return
         for name in wanted - beating:
             exited = workers[name].poll()
-            assert exited is None, f"worker {name} exited with {exited}; see {log_dir}"
+            assert exited is None, (
+                f"worker {name} exited with {exited}; its log ends:\n{log_tail(log_dir, name)}"
+            )
         assert time.monotonic() < deadline, f"workers {wanted - beating} never beat"
         await asyncio.sleep(0.1)
 
