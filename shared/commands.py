@@ -37,6 +37,7 @@ class Commands:
         *,
         delay_s: float = 0,
         snapshot: TaskSnapshot | None = None,
+        priority: int = 0,
     ) -> None:
         """Publish the task's `RunTask` (after `delay_s`, held by the broker); raises if the
         broker did not confirm it. Then its outbox mark is cleared. A new task's command carries

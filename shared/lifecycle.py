@@ -15,6 +15,9 @@ fails without pretending that it started.
 Within a state, a task is in one phase, which says who is to move it on::
 
     waiting    queued              its command is in the broker; the next worker to take it runs it
+               blocked             it waits for a resource another task holds (`waiting_for`);
+                                   no command is in flight: the holder's end gives it its turn
+               scheduled           it waits for its time (`run_at`); the relay queues it then
     running    held                a run on a live worker holds it and will record how it ended
     canceling  released            no run holds it; its command is queued again (a retry, a
                                    hand-back, a lost worker's requeue), and the next run takes it
@@ -56,6 +59,10 @@ class Phase(StrEnum):
 
     #: Waiting: its command is queued for the next free worker.
     QUEUED = "queued"
+    #: Waiting: for a resource that a conflicting task holds or waits for first.
+    BLOCKED = "blocked"
+    #: Waiting: for its time (`run_at`).
+    SCHEDULED = "scheduled"
     #: Running or canceling: a run on a live worker holds it.
     HELD = "held"
     #: Running or canceling: no run holds it; its command is queued again.
@@ -96,7 +103,7 @@ _STARTED_PHASES = frozenset(
 )
 #: The phases each state may be in.
 STATE_PHASES: Mapping[TaskState, frozenset[Phase]] = {
-    TaskState.WAITING: frozenset({Phase.QUEUED}),
+    TaskState.WAITING: frozenset({Phase.QUEUED, Phase.BLOCKED, Phase.SCHEDULED}),
     TaskState.RUNNING: _STARTED_PHASES,
     TaskState.CANCELING: _STARTED_PHASES,
     **{state: frozenset({Phase.ENDED}) for state in FINAL_STATES},
@@ -104,6 +111,10 @@ STATE_PHASES: Mapping[TaskState, frozenset[Phase]] = {
 
 #: Changes of phase within an active state (a change of state may also change the phase).
 ALLOWED_PHASE_CHANGES: Mapping[Phase, frozenset[Phase]] = {
+    # Its resources are all its own: its command is queued.
+    Phase.BLOCKED: frozenset({Phase.QUEUED}),
+    # Its time came: queued, or waiting for its resources.
+    Phase.SCHEDULED: frozenset({Phase.QUEUED, Phase.BLOCKED}),
     Phase.HELD: frozenset({Phase.RELEASED, Phase.AWAITING_CHILDREN, Phase.AWAITING_ANSWER}),
     Phase.RELEASED: frozenset({Phase.HELD}),
     Phase.AWAITING_CHILDREN: frozenset(),
@@ -147,7 +158,7 @@ def can_move(source: tuple[TaskState, Phase], target: tuple[TaskState, Phase]) -
     if new_state in FINAL_STATES:
         return True
     if state is TaskState.WAITING:
-        return new_phase is Phase.HELD
+        return phase is Phase.QUEUED and new_phase is Phase.HELD
     return new_phase == phase
 
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared.clock import utcnow
 from shared.ids import new_task_id
 from shared.lifecycle import TaskState
+from shared.reservations import Reservation
 
 
 class Message(BaseModel):
@@ -31,6 +32,8 @@ class TaskSnapshot(BaseModel):
     args: dict[str, Any]
     created_at: datetime
     parent_id: str | None = None
+    #: The resources it holds while it runs (a task's end releases them).
+    reservations: list[Reservation] = Field(default_factory=list)
 
 
 class RunTask(Message):

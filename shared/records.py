@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from shared.lifecycle import FINAL_STATES, FIRST_VERSION, Phase, TaskState
 from shared.messages import TaskSnapshot
 from shared.questions import Answer, AskedQuestion
+from shared.reservations import Reservation, WaitingFor
 from shared.task import Attempt, ProgressReport, Task, TaskError, UiHints, WorkerRef, task_href
 
 
@@ -73,6 +74,14 @@ class StoredTask(BaseModel):
     question: AskedQuestion | None = None
     #: The answers its questions got, oldest first: a run replaying the handler reads them.
     answers: list[Answer] = Field(default_factory=list)
+    #: The resources it takes (in the order it takes them); it holds them until it ends.
+    reservations: list[Reservation] = Field(default_factory=list)
+    #: While `waiting/blocked`: the resource it waits for, and the task ahead of it there.
+    waiting_for: WaitingFor | None = None
+    #: The time it was asked to start at (`waiting/scheduled` until then).
+    run_at: datetime | None = None
+    #: Its priority: above 0, its command goes to the high-priority queue.
+    priority: int = 0
 
     @model_validator(mode="before")
     @classmethod
@@ -104,7 +113,11 @@ class StoredTask(BaseModel):
     def snapshot(self) -> TaskSnapshot:
         """What its first run needs of it (see `RunTask.snapshot`)."""
         return TaskSnapshot(
-            owner=self.owner, args=self.args, created_at=self.created_at, parent_id=self.parent_id
+            owner=self.owner,
+            args=self.args,
+            created_at=self.created_at,
+            parent_id=self.parent_id,
+            reservations=self.reservations,
         )
 
     def view(self) -> Task:
@@ -132,6 +145,10 @@ class StoredTask(BaseModel):
             runs=self.runs,
             question=self.question,
             answers=self.answers,
+            reservations=self.reservations,
+            waiting_for=self.waiting_for,
+            run_at=self.run_at,
+            priority=self.priority,
             version=self.version,
         )
 
@@ -158,9 +175,15 @@ def new_task(
     ui: UiHints | None = None,
     metadata: dict[str, Any] | None = None,
     parent_id: str | None = None,
+    reservations: list[Reservation] | None = None,
+    run_at: datetime | None = None,
+    priority: int = 0,
 ) -> StoredTask:
     """A task that was just submitted: waiting, queued, at its first version."""
     return StoredTask(
+        reservations=reservations or [],
+        run_at=run_at,
+        priority=priority,
         id=task_id,
         name=name,
         state=TaskState.WAITING,

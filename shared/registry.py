@@ -10,6 +10,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel
 
 from shared.questions import Question
+from shared.reservations import Resources
 from shared.retries import RetryPolicy
 
 
@@ -84,6 +85,9 @@ class TaskType:
     on_worker_lost: Literal["requeue", "fail"] = "fail"
     #: Runs of one task at most, counting requeues after a lost worker.
     max_runs: int = 3
+    #: The resources a task takes, derived from its (validated) arguments, besides those its
+    #: submission names: `resources=lambda args: Resources(exclusive=(f"vm:{args.vm}",))`.
+    resources: Callable[[Any], Resources] | None = None
 
     def schema(self) -> dict[str, Any]:
         """JSON Schema of this type's arguments."""
@@ -116,6 +120,7 @@ class Registry:
         retry: RetryPolicy | None = None,
         on_worker_lost: Literal["requeue", "fail"] = "fail",
         max_runs: int = 3,
+        resources: Callable[[Any], Resources] | None = None,
     ) -> Callable[[Handler], Handler]:
         """Decorator form of `add` for a handler function, with every option of `TaskType`
         (the description defaults to the handler's docstring)."""
@@ -131,6 +136,7 @@ class Registry:
                     retry=retry,
                     on_worker_lost=on_worker_lost,
                     max_runs=max_runs,
+                    resources=resources,
                 )
             )
             return handler

@@ -16,6 +16,12 @@ for each change).
     fail_undeliverable  a dead-lettered command's task → failed
     finish_parent     awaiting_children → completed | failed | canceled, once every child ended
     decline           a command for a task no run can claim: end it if nobody else will
+    take_turn         waiting/blocked: take its resources in order; once it holds them all,
+                      → waiting/queued and its command is published
+    wake              waiting/scheduled whose time came → waiting/queued (or blocked)
+
+A task that ends (every way of ending goes through `_ended`) leaves its resources' queues, and
+the tasks whose turn that gives take it (`take_turn`): see `shared/reservations.py`.
 
 Each verb is one compare-and-set (`shared/store/change.py`): when it matches nothing, someone
 else moved the task first, and the verb says so in what it returns. Each verb owns its write,
@@ -41,6 +47,7 @@ from shared.lifecycle import ACTIVE_STATES, FIRST_VERSION, Phase, TaskState
 from shared.messages import TaskSnapshot
 from shared.questions import Answer, AskedQuestion, no_answer_message
 from shared.records import Run, StoredTask
+from shared.reservations import Reservation, WaitingFor, ahead_of, newly_granted
 from shared.store import ANY_RUN, Change
 from shared.store.dispatch_marks import MARK
 from shared.store.tasks import TaskStore
@@ -52,6 +59,9 @@ _HELD = frozenset({Phase.HELD})
 _ASKING = frozenset({Phase.AWAITING_ANSWER})
 #: Phases of an active task that no run holds and no command will reach: a cancel ends it.
 _UNHELD = frozenset({Phase.RELEASED, Phase.AWAITING_ANSWER})
+_BLOCKED = frozenset({Phase.BLOCKED})
+_SCHEDULED = frozenset({Phase.SCHEDULED})
+_WAITING = frozenset({TaskState.WAITING})
 
 
 class AlreadyFinished(RuntimeError):
@@ -391,6 +401,7 @@ class Runs:
                     sources=frozenset({TaskState.WAITING}),
                     target=TaskState.CANCELED,
                     fields={"error": TaskError.of(ErrorKind.CANCELED, reason)},
+                    unset=frozenset({MARK, "waiting_for"}),
                     reason=reason,
                 ),
             )
@@ -560,10 +571,107 @@ class Runs:
             await self._ended(ended, target)
 
     async def _ended(self, task: StoredTask, state: TaskState) -> None:
-        """A task reached a final state: count it; its parent may now be able to end too."""
+        """A task reached a final state: count it; it releases its resources (the next tasks
+        waiting for them get their turn); its parent may now be able to end too."""
         metrics.finished(task.name, state.value)
+        if task.reservations:
+            await self.release_resources(task.id, task.reservations)
         if task.parent_id is not None:
             await self.finish_parent(task.parent_id)
+
+    # --- reservations and schedules --------------------------------------------------------
+
+    async def enter_queues(
+        self, task_id: str, reservations: list[Reservation], *, fresh: bool = False
+    ) -> WaitingFor | None:
+        """Take the resources in their order, joining each queue once the one before is held:
+        None when the task holds them all, else what it waits for (it is in that queue). A
+        `fresh` task (just submitted) is in no queue yet, which spares a read of each."""
+        queues = self.tasks.reservations
+        for reservation in reservations:
+            entries = [] if fresh else await queues.queue(reservation.resource)
+            if not any(entry.task == task_id for entry in entries):
+                entries = await queues.enter(
+                    reservation.resource, task_id, reservation.mode, utcnow()
+                )
+            holder = ahead_of(entries, task_id)
+            if holder is not None:
+                return WaitingFor(resource=reservation.resource, holder=holder)
+        return None
+
+    async def take_turn(self, task: StoredTask) -> bool:
+        """A task waiting for its resources takes those it can, in order: when it holds them
+        all, it is queued (with its outbox mark) and its command published; else it records
+        what it waits for now. Idempotent: a leave that gave it its turn, its submission, and
+        the janitor may all call it. Whether it was queued by this call."""
+        if task.state is not TaskState.WAITING or task.phase is not Phase.BLOCKED:
+            return False
+        waiting = await self.enter_queues(task.id, task.reservations)
+        if waiting is None:
+            return await self._queue_waiting(task, _BLOCKED)
+        if waiting != task.waiting_for:
+            await self.tasks.apply_blind(
+                task.id,
+                Change(sources=_WAITING, phases=_BLOCKED, fields={"waiting_for": waiting}),
+            )
+        return False
+
+    async def wake(self, task_id: str) -> bool:
+        """A scheduled task whose time came is queued (or, if a resource it needs is taken,
+        waits for it). Whether this call queued or blocked it (False: someone else did, or it
+        was canceled). A crash half-way leaves its outbox mark due: the relay wakes it again."""
+        task = await self.tasks.get(task_id)
+        if task is None or task.state is not TaskState.WAITING or task.phase is not Phase.SCHEDULED:
+            return False
+        if task.dispatch_due_at is not None and task.dispatch_due_at > utcnow():
+            return False  # not yet
+        waiting = await self.enter_queues(task.id, task.reservations) if task.reservations else None
+        if waiting is None:
+            return await self._queue_waiting(task, _SCHEDULED)
+        blocked = await self.tasks.apply(
+            task.id,
+            Change(
+                sources=_WAITING,
+                phases=_SCHEDULED,
+                phase=Phase.BLOCKED,
+                fields={"waiting_for": waiting},
+                unset=frozenset({MARK}),
+            ),
+        )
+        if blocked is None:
+            return False
+        # The holder may have ended between the look at the queue and this write.
+        await self.take_turn(blocked)
+        return True
+
+    async def _queue_waiting(self, task: StoredTask, phases: frozenset[Phase]) -> bool:
+        due = utcnow() + timedelta(seconds=self.outbox_grace_s)
+        change = Change(
+            sources=_WAITING,
+            phases=phases,
+            phase=Phase.QUEUED,
+            fields={MARK: due},
+            unset=frozenset({"waiting_for"}),
+        )
+        if not await self.tasks.apply_blind(task.id, change):
+            return False
+        try:
+            await self.commands.run(task.id, task.name, priority=task.priority)
+        except Exception as exc:
+            log.warning("publish of task %s failed: %r; the relay will", task.id, exc)
+        return True
+
+    async def release_resources(self, task_id: str, reservations: list[Reservation]) -> None:
+        """Leave the queues of `reservations`; each task whose turn that gives takes it."""
+        turns: list[str] = []
+        for reservation in reservations:
+            before = await self.tasks.reservations.leave(reservation.resource, task_id)
+            if before is not None:
+                turns += [t for t in newly_granted(before, task_id) if t not in turns]
+        for turn in turns:
+            waiter = await self.tasks.get(turn)
+            if waiter is not None:
+                await self.take_turn(waiter)
 
 
 def first_run(
@@ -582,6 +690,7 @@ def first_run(
         started_at=at,
         args=snapshot.args,
         parent_id=snapshot.parent_id,
+        reservations=snapshot.reservations,
         worker=WorkerRef(name=worker, last_heartbeat=at),
         run=Run(id=run_id, worker=worker),
         runs=1,

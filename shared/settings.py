@@ -162,6 +162,10 @@ class Settings(BaseSettings):
     janitor_interval_s: float = Field(default=5.0, gt=0)
     #: Seconds a stored task may wait for its command's confirm before the relay publishes it.
     outbox_grace_s: float = Field(default=15.0, gt=0)
+    #: Seconds ahead a task may be scheduled at most (`run_at`, `delay_s`): 30 days.
+    max_schedule_ahead_s: float = Field(default=30 * 24 * 3600.0, gt=0)
+    #: Seconds between a worker's looks for scheduled tasks whose time came.
+    schedule_poll_s: float = Field(default=0.25, gt=0)
     #: Seconds a handler gets to reach a checkpoint after a cancel before it is stopped.
     cancel_grace_s: float = Field(default=10.0, gt=0)
     #: Seconds a stopping worker lets running tasks finish before handing them back.

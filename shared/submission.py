@@ -1,4 +1,7 @@
-"""Submitting tasks: validate, store as `waiting` with the outbox mark, queue the command."""
+"""Submitting tasks: validate, store as `waiting` with the outbox mark, queue the command.
+
+A submission may also name resources (the task waits, `blocked`, until it holds them), a time to
+run at (it waits, `scheduled`, until then; the relay queues it) and a priority."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -19,9 +22,12 @@ from shared.clock import utcnow
 from shared.commands import Commands
 from shared.ids import new_task_id
 from shared.jsonlimits import violations
+from shared.lifecycle import Phase
 from shared.rate_limit import RateLimiter
 from shared.records import StoredTask, new_task
 from shared.registry import Registry
+from shared.reservations import InvalidResource, Reservation, reservations
+from shared.runs import Runs
 from shared.settings import Settings
 from shared.store import IdempotencyKeys, KeyRecord, TaskStore
 from shared.store.rates import NO_COUNTERS
@@ -50,6 +56,48 @@ class ArgsTooLarge(ValueError):
         self.limit = limit
 
 
+class ScheduledTooFar(ValueError):
+    """The time to run at is further ahead than `max_schedule_ahead_s` allows."""
+
+    def __init__(self, ahead_s: float, limit_s: float) -> None:
+        super().__init__(
+            f"a task may be scheduled at most {limit_s:.0f} s ({limit_s / 86400:g} days) ahead,"
+            f" not {ahead_s:.0f} s"
+        )
+        self.limit_s = limit_s
+
+
+#: The priorities a submission may ask for: 0 (normal) and 1 (high).
+PRIORITIES = (0, 1)
+
+
+@dataclass(frozen=True)
+class Options:
+    """What a submission may ask besides its type and arguments: the resources it takes
+    (besides those its task type derives), when it runs, and its priority."""
+
+    exclusive_resources: tuple[str, ...] = ()
+    shared_resources: tuple[str, ...] = ()
+    #: Run at this time (a past one: at once)...
+    run_at: datetime | None = None
+    #: ... or this many seconds from now.
+    delay_s: float | None = None
+    priority: int = 0
+
+    def digest_part(self) -> dict[str, Any]:
+        """What of it identifies a request body."""
+        return {
+            "exclusive": sorted(self.exclusive_resources),
+            "shared": sorted(self.shared_resources),
+            "run_at": self.run_at and self.run_at.isoformat(),
+            "delay_s": self.delay_s,
+            "priority": self.priority,
+        }
+
+
+NO_OPTIONS = Options()
+
+
 class BrokerUnavailable(RuntimeError):
     """The broker did not take the command; nothing was left behind, try again later."""
 
@@ -63,10 +111,21 @@ class IdempotencyKeyInFlight(RuntimeError):
 
 
 def submission_digest(
-    name: str, args: dict[str, Any], ui: UiHints | None, metadata: dict[str, Any] | None
+    name: str,
+    args: dict[str, Any],
+    ui: UiHints | None,
+    metadata: dict[str, Any] | None,
+    options: Options = NO_OPTIONS,
 ) -> str:
     """What identifies a request body under an Idempotency-Key."""
-    body = {"name": name, "args": args, "ui": ui and ui.model_dump(), "metadata": metadata}
+    body: dict[str, Any] = {
+        "name": name,
+        "args": args,
+        "ui": ui and ui.model_dump(),
+        "metadata": metadata,
+    }
+    if options != NO_OPTIONS:
+        body["options"] = options.digest_part()
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -78,6 +137,7 @@ class NewTask:
     args: dict[str, Any]
     ui: UiHints | None = None
     metadata: dict[str, Any] | None = None
+    options: Options = NO_OPTIONS
 
 
 @dataclass
@@ -99,6 +159,10 @@ class Submissions:
     settings: Settings
     #: The per-minute allowance of each user (the api's; a worker starting children has none).
     limiter: RateLimiter = field(default_factory=lambda: RateLimiter(NO_COUNTERS, 0))
+
+    def __post_init__(self) -> None:
+        #: The verbs: a task waiting for a resource takes its turn through them.
+        self.runs = Runs(self.tasks, self.commands, outbox_grace_s=self.settings.outbox_grace_s)
 
     async def close(self) -> None:
         """Add the counts not yet shared with other api replicas."""
@@ -148,22 +212,87 @@ class Submissions:
         ui: UiHints | None,
         metadata: dict[str, Any] | None,
         parent_id: str | None = None,
+        options: Options = NO_OPTIONS,
     ) -> StoredTask:
-        """A valid submission as a new task; raises `InvalidSubmission` or `ArgsTooLarge`."""
+        """A valid submission as a new task; raises `InvalidSubmission`, `ArgsTooLarge` or
+        `ScheduledTooFar`."""
         valid_args = self.validate(name, args)
         errors = violations(valid_args, ["args"]) + violations(metadata, ["metadata"])
         if errors:
             raise InvalidSubmission(errors)
+        if options.priority not in PRIORITIES:
+            raise InvalidSubmission(
+                [{"loc": ["priority"], "msg": f"priority is one of {list(PRIORITIES)}"}]
+            )
+        at = utcnow()
         return new_task(
+            reservations=self._reservations(name, valid_args, options),
+            run_at=self._run_at(options, at),
+            priority=options.priority,
             task_id=new_task_id(),
             name=name,
             args=valid_args,
             owner=owner,
-            at=utcnow(),
+            at=at,
             ui=ui,
             metadata=metadata,
             parent_id=parent_id,
         )
+
+    def _reservations(self, name: str, args: dict[str, Any], options: Options) -> list[Reservation]:
+        exclusive, shared = list(options.exclusive_resources), list(options.shared_resources)
+        derive = self.registry.get(name).resources
+        if derive is not None:
+            derived = derive(self.registry.get(name).args_model.model_validate(args))
+            exclusive += derived.exclusive
+            shared += derived.shared
+        try:
+            return reservations(exclusive, shared)
+        except InvalidResource as exc:
+            raise InvalidSubmission([{"loc": ["exclusive_resources"], "msg": str(exc)}]) from None
+
+    def _run_at(self, options: Options, now: datetime) -> datetime | None:
+        if options.run_at is not None and options.delay_s is not None:
+            raise InvalidSubmission(
+                [{"loc": ["delay_s"], "msg": "give run_at or delay_s, not both"}]
+            )
+        if options.run_at is not None:
+            if options.run_at.tzinfo is None:
+                raise InvalidSubmission([{"loc": ["run_at"], "msg": "run_at needs a time zone"}])
+            at = options.run_at
+        elif options.delay_s is not None:
+            at = now + timedelta(seconds=max(options.delay_s, 0))
+        else:
+            return None
+        ahead_s = (at - now).total_seconds()
+        if ahead_s > self.settings.max_schedule_ahead_s:
+            raise ScheduledTooFar(ahead_s, self.settings.max_schedule_ahead_s)
+        return at
+
+    async def _place(self, task: StoredTask) -> StoredTask | None:
+        """Store a task that must wait before its command is queued: one scheduled for later,
+        or one a resource of which is taken. None if it may be queued now (it was stored
+        nowhere yet; its resources, if any, are all its own)."""
+        if task.run_at is not None and task.run_at > utcnow():
+            scheduled = task.model_copy(update={"phase": Phase.SCHEDULED})
+            await self.tasks.insert(scheduled, dispatch_due_at=task.run_at)
+            return scheduled
+        if not task.reservations:
+            return None
+        waiting = await self.runs.enter_queues(task.id, task.reservations, fresh=True)
+        if waiting is None:
+            return None
+        blocked = task.model_copy(update={"phase": Phase.BLOCKED, "waiting_for": waiting})
+        await self.tasks.insert(blocked)
+        # Its holder may have ended before it was stored, when nobody could give it its turn.
+        await self.runs.take_turn(blocked)
+        return blocked
+
+    async def _discard(self, tasks: list[StoredTask], parent_id: str | None = None) -> None:
+        await self.tasks.discard_unqueued([task.id for task in tasks], parent_id=parent_id)
+        for task in tasks:
+            if task.reservations:
+                await self.runs.release_resources(task.id, task.reservations)
 
     def _due(self) -> Any:
         return utcnow() + timedelta(seconds=self.settings.outbox_grace_s)
@@ -177,21 +306,32 @@ class Submissions:
         ui: UiHints | None = None,
         metadata: dict[str, Any] | None = None,
         parent_id: str | None = None,
+        options: Options = NO_OPTIONS,
     ) -> StoredTask:
         """Store a task as `waiting` and queue its command; return the stored task.
+
+        One scheduled for later is stored `waiting/scheduled`, its outbox mark due at its time;
+        one whose resource another task holds is stored `waiting/blocked`, with no command
+        (the holder's end gives it its turn).
 
         The task is stored with its outbox mark (`dispatch_due_at`). If the broker confirms the
         command, the mark is removed; if it refuses it, the task is removed again and
         `BrokerUnavailable` raised; if this process dies in between, the relay publishes the
         command later. So a caller that got a task back can count on it reaching a final state.
         """
-        task = self._new(name, args, owner=owner, ui=ui, metadata=metadata, parent_id=parent_id)
+        task = self._new(
+            name, args, owner=owner, ui=ui, metadata=metadata, parent_id=parent_id, options=options
+        )
+        placed = await self._place(task)
+        if placed is not None:
+            metrics.submitted([name])
+            return placed
         await self.tasks.insert(task, dispatch_due_at=self._due())
         try:
-            await self.commands.run(task.id, name, snapshot=task.snapshot())
+            await self.commands.run(task.id, name, snapshot=task.snapshot(), priority=task.priority)
         except Exception as exc:
             log.warning("publish of task %s failed: %r; removing it", task.id, exc)
-            await self.tasks.discard_unqueued([task.id], parent_id=parent_id)
+            await self._discard([task], parent_id=parent_id)
             raise BrokerUnavailable(str(exc) or type(exc).__name__) from exc
         metrics.submitted([name])
         return task
@@ -210,28 +350,52 @@ class Submissions:
         for index, item in enumerate(items):
             try:
                 tasks.append(
-                    self._new(item.name, item.args, owner=owner, ui=item.ui, metadata=item.metadata)
+                    self._new(
+                        item.name,
+                        item.args,
+                        owner=owner,
+                        ui=item.ui,
+                        metadata=item.metadata,
+                        options=item.options,
+                    )
                 )
             except InvalidSubmission as exc:
                 errors += [{**err, "loc": [index, *err["loc"]]} for err in exc.errors]
         if errors:
             raise InvalidSubmission(errors)
+        # Those that must wait are stored one by one, in the batch's order (their places in the
+        # resources' queues are in that order); the others together.
+        placed: dict[str, StoredTask] = {}
+        for task in tasks:
+            waits = task.reservations or task.run_at is not None
+            if waits and (waiting := await self._place(task)) is not None:
+                placed[task.id] = waiting
+        stored = tasks
+        tasks = [task for task in tasks if task.id not in placed]
+        if not tasks:
+            metrics.submitted(task.name for task in stored)
+            return [placed[task.id] for task in stored]
         await self.tasks.insert_many(tasks, dispatch_due_at=self._due())
         outcomes = await asyncio.gather(
-            *(self.commands.run(task.id, task.name, snapshot=task.snapshot()) for task in tasks),
+            *(
+                self.commands.run(
+                    task.id, task.name, snapshot=task.snapshot(), priority=task.priority
+                )
+                for task in tasks
+            ),
             return_exceptions=True,
         )
         failures = [o for o in outcomes if isinstance(o, BaseException)]
-        if failures and len(failures) == len(tasks):
+        if failures and len(failures) == len(tasks) and not placed:
             log.warning("publish of a batch of %d failed: %r; removing it", len(tasks), failures[0])
-            await self.tasks.discard_unqueued([task.id for task in tasks])
+            await self._discard(tasks)
             raise BrokerUnavailable(str(failures[0]) or type(failures[0]).__name__)
         if failures:
             log.warning(
                 "%d of %d commands not confirmed; the relay will", len(failures), len(tasks)
             )
-        metrics.submitted(task.name for task in tasks)
-        return tasks
+        metrics.submitted(task.name for task in stored)
+        return [placed.get(task.id, task) for task in stored]
 
     async def submit_once(
         self,
@@ -242,10 +406,11 @@ class Submissions:
         owner: str,
         ui: UiHints | None = None,
         metadata: dict[str, Any] | None = None,
+        options: Options = NO_OPTIONS,
     ) -> Submitted:
         """`submit` under an Idempotency-Key: the same key and body give the same task."""
         self.validate(name, args)
-        digest = submission_digest(name, args, ui, metadata)
+        digest = submission_digest(name, args, ui, metadata, options)
         now = utcnow()
         record = KeyRecord(owner=owner, key=key, digest=digest, created_at=now)
         existing = await self.idempotency.reserve(record)
@@ -263,7 +428,9 @@ class Submissions:
             if not await self.idempotency.take_over(existing, record):
                 raise IdempotencyKeyInFlight(key)
         try:
-            task = await self.submit(name, args, owner=owner, ui=ui, metadata=metadata)
+            task = await self.submit(
+                name, args, owner=owner, ui=ui, metadata=metadata, options=options
+            )
         except BaseException:
             await self.idempotency.release(record)
             raise

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.lifecycle import Phase, TaskState
 from shared.questions import Answer, AskedQuestion
+from shared.reservations import Reservation, WaitingFor
 
 API_PREFIX = "/api/v1"
 
@@ -135,4 +136,12 @@ class Task(BaseModel):
     question: AskedQuestion | None = None
     #: The answers its questions got, oldest first (`by` None: the question's timeout).
     answers: list[Answer] = Field(default_factory=list)
+    #: The resources it takes: exclusively, or shared with other shared holders.
+    reservations: list[Reservation] = Field(default_factory=list)
+    #: While `waiting/blocked`: the resource it waits for, and the task ahead of it there.
+    waiting_for: WaitingFor | None = None
+    #: The time it was asked to start at (phase `scheduled` until then).
+    run_at: datetime | None = None
+    #: 0 (normal) or 1 (high: it runs before the normal tasks queued ahead of it).
+    priority: int = 0
     version: int

@@ -36,6 +36,7 @@ from shared.lifecycle import TaskState
 from shared.memory_context import TIMED_OUT, MemoryContext, MemoryReport
 from shared.questions import APPROVE, DENY, AnswerNeeded, Choice, Question
 from shared.registry import Progress, Registry, TaskContext, TaskType, WaitForChildren
+from shared.reservations import Resources
 from shared.retries import RetryPolicy
 from shared.task import Task, TaskError
 from shared.waiting_page import Flash, FlashLevel, Outcome, OutcomeHooks
@@ -56,6 +57,7 @@ __all__ = [
     "Progress",
     "Question",
     "Registry",
+    "Resources",
     "Retry",
     "RetryPolicy",
     "Task",

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 #: Task documents, one per task.
 TASKS = "tasks"
+#: Collection: one queue per resource that tasks reserve.
+RESERVATIONS = "reservations"
 #: One document per worker process: its heartbeat and what it runs.
 WORKERS = "workers"
 #: Idempotency-Key records of `POST /tasks`, removed by TTL.

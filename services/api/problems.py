@@ -26,6 +26,10 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "urn:tasklight:problem:unsupported-media-type": (415, "The request body must be JSON"),
     "urn:tasklight:problem:invalid-request": (422, "The request does not validate"),
     "urn:tasklight:problem:invalid-task": (422, "Unknown task type or invalid arguments"),
+    "urn:tasklight:problem:scheduled-too-far": (
+        422,
+        "The task is scheduled further ahead than the limit allows",
+    ),
     "urn:tasklight:problem:unauthorized": (401, "Authentication required"),
     "urn:tasklight:problem:bad-credentials": (401, "Wrong user name or password"),
     "urn:tasklight:problem:csrf": (403, "Missing or wrong CSRF token"),

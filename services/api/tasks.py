@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Header, Query, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from services.api.problems import ProblemError, problem_responses
 from services.api.runtime import RuntimeDep, UserDep
@@ -18,6 +18,7 @@ from shared.lifecycle import FINAL_STATES, GROUP_STATES, Phase, TaskGroup, TaskS
 from shared.questions import answer_errors
 from shared.rate_limit import RateLimited
 from shared.records import StoredTask
+from shared.reservations import MAX_RESOURCES
 from shared.runs import AlreadyFinished
 from shared.submission import (
     ArgsTooLarge,
@@ -26,6 +27,8 @@ from shared.submission import (
     IdempotencyKeyReused,
     InvalidSubmission,
     NewTask,
+    Options,
+    ScheduledTooFar,
     Submitted,
 )
 from shared.task import API_PREFIX, Task, UiHints, task_href
@@ -46,6 +49,41 @@ class Submission(BaseModel):
     args: dict[str, Any] = Field(default_factory=dict, examples=[{"rounds": 3, "round_s": 0.2}])
     ui: UiHints | None = None
     metadata: dict[str, Any] | None = None
+    exclusive_resources: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_RESOURCES,
+        description="Resources it takes alone: no task that takes one of them runs meanwhile",
+        examples=[["vm:web-01"]],
+    )
+    shared_resources: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_RESOURCES,
+        description="Resources it shares with other shared holders (no exclusive one meanwhile)",
+        examples=[["provider:ec2"]],
+    )
+    run_at: AwareDatetime | None = Field(
+        default=None,
+        description="Start at this time (a past one: at once); at most 30 days ahead by default",
+    )
+    delay_s: float | None = Field(
+        default=None, ge=0, description="Start this many seconds from now (instead of run_at)"
+    )
+    priority: int = Field(
+        default=0,
+        ge=0,
+        le=1,
+        description="1: high, runs before the normal tasks queued ahead of it",
+    )
+
+    def options(self) -> Options:
+        """What it asks besides its type and arguments."""
+        return Options(
+            exclusive_resources=tuple(self.exclusive_resources),
+            shared_resources=tuple(self.shared_resources),
+            run_at=self.run_at,
+            delay_s=self.delay_s,
+            priority=self.priority,
+        )
 
 
 class TaskPage(BaseModel):
@@ -110,6 +148,7 @@ async def submit_task(
                         owner=user.name,
                         ui=submission.ui,
                         metadata=submission.metadata,
+                        options=submission.options(),
                     )
                 )
             else:
@@ -120,6 +159,7 @@ async def submit_task(
                     owner=user.name,
                     ui=submission.ui,
                     metadata=submission.metadata,
+                    options=submission.options(),
                 )
         if submitted.replayed:  # the answer to an earlier request: no new task to count
             runtime.submissions.limiter.give_back(user.name)
@@ -142,7 +182,13 @@ async def submit_task(
     return submitted.task.view()
 
 
-SUBMISSION_ERRORS = (InvalidSubmission, ArgsTooLarge, RateLimited, BrokerUnavailable)
+SUBMISSION_ERRORS = (
+    InvalidSubmission,
+    ArgsTooLarge,
+    RateLimited,
+    BrokerUnavailable,
+    ScheduledTooFar,
+)
 
 
 def _submission_problem(exc: Exception, loc: list[str | int]) -> ProblemError:
@@ -158,6 +204,10 @@ def _submission_problem(exc: Exception, loc: list[str | int]) -> ProblemError:
         )
     if isinstance(exc, ArgsTooLarge):
         return ProblemError("urn:tasklight:problem:args-too-large", str(exc))
+    if isinstance(exc, ScheduledTooFar):
+        return ProblemError(
+            "urn:tasklight:problem:scheduled-too-far", str(exc), extra={"limit_s": exc.limit_s}
+        )
     if isinstance(exc, RateLimited):
         return ProblemError(
             "urn:tasklight:problem:rate-limited",
@@ -203,7 +253,8 @@ async def submit_batch(batch: Batch, runtime: RuntimeDep, user: UserDep) -> Batc
     try:
         async with runtime.submissions.counted(user.name, len(batch.tasks)):
             stored = await runtime.submissions.submit_many(
-                [NewTask(t.name, t.args, t.ui, t.metadata) for t in batch.tasks], owner=user.name
+                [NewTask(t.name, t.args, t.ui, t.metadata, t.options()) for t in batch.tasks],
+                owner=user.name,
             )
     except SUBMISSION_ERRORS as exc:
         raise _submission_problem(exc, ["body", "tasks"]) from None

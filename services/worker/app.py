@@ -249,6 +249,7 @@ class Worker:
                     )
                 ),
                 asyncio.create_task(self.janitor.run_forever()),
+                asyncio.create_task(self.janitor.wake_forever()),
             ]
         log.info(
             "worker %s (pid %d on %s) consuming %s with concurrency %d",

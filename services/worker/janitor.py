@@ -5,7 +5,12 @@ Each sweep, all compare-and-set (so janitors of several workers never do a thing
 2. marks workers missing whose heartbeat is older than the TTL, and ends or requeues the tasks
    they held, as each task type says (`requeues_when_lost`);
 3. ends parents whose children all ended while no one was there to notice;
-4. settles questions whose timeout passed: the default is answered, or the task fails.
+4. settles questions whose timeout passed: the default is answered, or the task fails;
+5. keeps the resources' queues true: an entry of a task that ended (or was never stored) leaves,
+   giving the next its turn; a task waiting for a resource whose turn came takes it.
+
+Besides, every `schedule_poll_s`, it wakes scheduled tasks whose time came (`Runs.wake`); the
+relay would too, within a sweep, if that loop stopped.
 
 A worker is judged missing only from heartbeats that could have been written: while this
 janitor's own database access fails, and for one worker TTL after it comes back, no worker is
@@ -25,6 +30,7 @@ from shared.commands import Commands
 from shared.lifecycle import Phase, TaskState
 from shared.records import StoredTask
 from shared.registry import Registry, UnknownTaskType
+from shared.reservations import Mode, Reservation
 from shared.runs import Runs
 from shared.settings import Settings
 from shared.store import DueDispatch, Store
@@ -99,11 +105,44 @@ class Janitor:
         await self.reap_missing_workers()
         await self.finish_orphaned_parents()
         await self.settle_unanswered()
+        await self.settle_reservations()
+
+    async def wake_forever(self) -> None:
+        """Queue scheduled tasks when their time comes, every `schedule_poll_s`, until
+        cancelled (several workers doing so is harmless: waking is a compare-and-set)."""
+        while True:
+            try:
+                for task_id in await self.store.tasks.due_scheduled(utcnow()):
+                    await self.runs.wake(task_id)
+            except Exception as exc:
+                log.warning("waking scheduled tasks failed: %r", exc)
+            await asyncio.sleep(self.settings.schedule_poll_s)
+
+    async def settle_reservations(self) -> None:
+        """Take out of the resources' queues the entries of tasks that ended or were never
+        stored (their writer crashed between the two writes), and let blocked tasks whose turn
+        came without anyone telling them take it."""
+        cutoff = utcnow() - timedelta(seconds=self.settings.janitor_interval_s)
+        queues = self.store.tasks.reservations
+        stale: dict[str, list[str]] = {}
+        async for resource, entry in queues.entries_older_than(cutoff):
+            stale.setdefault(entry.task, []).append(resource)
+        for task_id, resources in stale.items():
+            task = await self.store.tasks.get(task_id)
+            if task is None or task.final:
+                log.info("task %s left resources %s behind; releasing them", task_id, resources)
+                await self.runs.release_resources(
+                    task_id, [Reservation(resource=r, mode=Mode.SHARED) for r in resources]
+                )
+        for task in await self.store.tasks.blocked(cutoff):
+            await self.runs.take_turn(task)
 
     async def relay(self) -> None:
         """Publish commands whose task was stored but whose publish was never confirmed."""
         for due in await self.store.tasks.due_dispatches(utcnow()):
-            if relays(due):
+            if due.phase is Phase.SCHEDULED:
+                await self.runs.wake(due.id)
+            elif relays(due):
                 log.info("relaying the command of task %s", due.id)
                 await self.commands.run(due.id, due.name)
             else:

@@ -35,6 +35,8 @@ from shared.records import HistoryEntry, StoredTask, implied_phase
 from shared.store.change import Change, stored
 from shared.store.dispatch_marks import MARK, DispatchMarks
 from shared.store.grouping import GroupedWrite, SharedInserts, SharedReads, SharedWrites
+from shared.store.reservations import ReservationStore
+from shared.topology import RESERVATIONS
 from shared.tracing import db_write
 
 Doc = dict[str, Any]
@@ -65,11 +67,20 @@ def document(task: StoredTask, dispatch_due_at: datetime | None = None) -> Doc:
     Nor with `question` and `answers` before it asks anything.
     """
     doc: Doc = stored(task)
-    for sparse in ("finished_at", "parent_id", "join_result", "question", MARK):
+    for sparse in (
+        "finished_at",
+        "parent_id",
+        "join_result",
+        "question",
+        "waiting_for",
+        "run_at",
+        MARK,
+    ):
         if doc.get(sparse) is None:
             doc.pop(sparse, None)
-    if not doc.get("answers"):
-        doc.pop("answers", None)
+    for empty in ("answers", "reservations", "priority"):
+        if not doc.get(empty):
+            doc.pop(empty, None)
     if task.ui is not None:
         doc["ui"] = task.ui.model_dump(exclude_none=True)
     if dispatch_due_at is not None:
@@ -97,6 +108,8 @@ class TaskStore:
         self.shared_writes = SharedWrites(collection)
         self.shared_reads = SharedReads(collection)
         self.shared_inserts = SharedInserts(collection)
+        #: The resources' queues, which the tasks' changes keep (`shared/runs.py`).
+        self.reservations = ReservationStore(collection.database[RESERVATIONS])
 
     async def close(self) -> None:
         """Send what is pending in the shared commands (outbox marks included)."""
@@ -235,6 +248,24 @@ class TaskStore:
             "worker.last_heartbeat": {"$lt": heartbeat_before},
         }
         return await self._find(query, limit=limit)
+
+    async def blocked(self, updated_before: datetime, limit: int = 100) -> list[StoredTask]:
+        """Tasks waiting for a resource that have not changed since `updated_before`."""
+        query = {
+            "state": TaskState.WAITING.value,
+            "phase": Phase.BLOCKED.value,
+            "updated_at": {"$lt": updated_before},
+        }
+        return await self._find(query, limit=limit)
+
+    async def due_scheduled(self, now: datetime, limit: int = 100) -> list[str]:
+        """The ids of scheduled tasks whose time has come, the earliest first."""
+        cursor = (
+            self.collection.find({MARK: {"$lte": now}, "phase": Phase.SCHEDULED.value}, {"_id": 1})
+            .sort(MARK, ASCENDING)
+            .limit(limit)
+        )
+        return [doc["_id"] async for doc in cursor]
 
     async def awaiting_children(
         self, updated_before: datetime, limit: int = 100

@@ -20,6 +20,7 @@ from shared.errors import TaskFailed
 from shared.lifecycle import TaskState
 from shared.questions import APPROVE, Question
 from shared.registry import Registry, TaskContext, TaskType
+from shared.reservations import Resources
 
 #: Task type that powers a VM off.
 POWER_OFF = "demo.vm_power_off"
@@ -74,6 +75,12 @@ class VmPowerArgs(BaseModel):
         le=86400,
         description="Seconds a production VM's power-off waits for approval; then it fails.",
     )
+
+
+def vm_resources(args: VmPowerArgs) -> Resources:
+    """A power task takes its VM exclusively: two power changes of one VM never overlap."""
+    vm = vm_by_id(args.vm)
+    return Resources(exclusive=(f"vm:{vm.name if vm else args.vm}",))
 
 
 def vm_by_id(vm_id: str) -> DemoVm | None:
@@ -145,6 +152,22 @@ def vm_power_states(tasks: Iterable[Mapping[str, Any]]) -> dict[str, Power]:
 def register(registry: Registry) -> None:
     """Add the demo task types to `registry`."""
     registry.add(
-        TaskType(POWER_OFF, "Power off VM", power_off.__doc__ or "", VmPowerArgs, power_off)
+        TaskType(
+            POWER_OFF,
+            "Power off VM",
+            power_off.__doc__ or "",
+            VmPowerArgs,
+            power_off,
+            resources=vm_resources,
+        )
     )
-    registry.add(TaskType(POWER_ON, "Power on VM", power_on.__doc__ or "", VmPowerArgs, power_on))
+    registry.add(
+        TaskType(
+            POWER_ON,
+            "Power on VM",
+            power_on.__doc__ or "",
+            VmPowerArgs,
+            power_on,
+            resources=vm_resources,
+        )
+    )

@@ -70,8 +70,10 @@ def test_the_three_dialog_groups_partition_the_states_as_the_tasks_dialog_shows_
     ]
 
 
-Q, H, REL, AWAIT, ASK, END = (
+Q, BLK, SCH, H, REL, AWAIT, ASK, END = (
     Phase.QUEUED,
+    Phase.BLOCKED,
+    Phase.SCHEDULED,
     Phase.HELD,
     Phase.RELEASED,
     Phase.AWAITING_CHILDREN,
@@ -83,6 +85,10 @@ EXPECTED_MOVES = {
     ((W, Q), (R, H)),  # the first claim
     ((W, Q), (CNCL, END)),  # canceled before it ran
     ((W, Q), (FAIL, END)),  # dead-lettered
+    ((W, BLK), (W, Q)),  # its resources are its own: its command is queued
+    ((W, SCH), (W, Q)),  # its time came
+    ((W, SCH), (W, BLK)),  # its time came, and a resource it needs is taken
+    *(((W, p), (f, END)) for p in (BLK, SCH) for f in (CNCL, FAIL)),  # canceled while waiting
     ((R, H), (R, REL)),  # retry, hand-back, a lost worker's requeue
     ((R, REL), (R, H)),  # the claim of a released task
     ((R, H), (R, AWAIT)),  # the handler returned WaitForChildren
@@ -108,6 +114,6 @@ def test_every_pair_of_states_and_phases_moves_exactly_as_the_docstring_draws() 
 
 
 def test_each_state_has_its_phases_and_final_states_only_ended() -> None:
-    assert STATE_PHASES[W] == {Q}
+    assert STATE_PHASES[W] == {Q, BLK, SCH}
     assert STATE_PHASES[R] == STATE_PHASES[CING] == {H, REL, AWAIT, ASK}
     assert all(STATE_PHASES[final] == {END} for final in FINAL_STATES)

@@ -49,9 +49,9 @@ def test_the_compare_and_set_filters_on_the_sources_phases_and_run_and_reads_the
 
 
 def test_a_change_stamps_started_at_on_running_and_finished_at_on_a_final_state() -> None:
-    _, to_running = Change(sources=frozenset({W}), target=R, phase=Phase.HELD).compare_and_set(
-        "t1", AT
-    )
+    _, to_running = Change(
+        sources=frozenset({W}), target=R, phases=frozenset({Phase.QUEUED}), phase=Phase.HELD
+    ).compare_and_set("t1", AT)
     _, to_done = Change(sources=ACTIVE_STATES, target=DONE).compare_and_set("t1", AT)
     assert isinstance(to_running, list)
     assert isinstance(to_done, list)

@@ -1,0 +1,252 @@
+"""Reservations on the real broker and database: conflicting tasks never overlap, run in
+submission order per resource, shared holders run together, and every end releases."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import httpx
+import pytest
+
+from services.worker.app import Worker
+from shared.broker import declare_topology, make_broker
+from shared.clock import utcnow
+from shared.commands import Commands
+from shared.lifecycle import Phase, TaskState
+from shared.records import StoredTask
+from shared.registry import load_registry
+from shared.settings import Settings
+from shared.store import Store
+from shared.submission import Options, ScheduledTooFar, Submissions
+from shared.tasktypes.demo import POWER_OFF
+from shared.topology import Topology
+from tests.support import eventually
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def submissions(settings: Settings, store: Store) -> AsyncIterator[Submissions]:
+    """Submissions on the test's database and a real broker."""
+    broker = make_broker(settings, logger=None)
+    await broker.connect()
+    topology = Topology(settings.namespace)
+    await declare_topology(broker, topology, settings)
+    commands = Commands(broker, store.tasks, topology, timeout_s=5)
+    registry = load_registry(builtin_tasks=True)
+    yield Submissions(store.tasks, store.idempotency, commands, registry, settings)
+    await broker.stop()
+
+
+@pytest.fixture
+async def workers(settings: Settings) -> AsyncIterator[list[Worker]]:
+    """Four workers on the test's queue."""
+    started = [
+        Worker(settings.model_copy(update={"worker_name": f"{settings.worker_name}-{n}"}))
+        for n in range(4)
+    ]
+    for worker in started:
+        await worker.start()
+    yield started
+    await asyncio.gather(*(asyncio.wait_for(w.stop(), timeout=60) for w in started))
+
+
+def count(round_s: float = 0.01) -> dict[str, float]:
+    return {"rounds": 1, "round_s": round_s}
+
+
+async def all_final(store: Store, ids: list[str], timeout_s: float = 60) -> list[StoredTask]:
+    async def probe() -> list[StoredTask]:
+        return [t for i in ids if (t := await store.tasks.get(i)) is not None]
+
+    return await eventually(
+        probe, lambda ts: len(ts) == len(ids) and all(t.final for t in ts), timeout_s=timeout_s
+    )
+
+
+async def test_conflicting_tasks_on_four_workers_never_overlap_and_keep_submission_order(
+    store: Store, submissions: Submissions, workers: list[Worker]
+) -> None:
+    rng = random.Random(19)
+    resources = [f"vm:web-{n:02d}" for n in range(10)]
+    submitted: dict[str, list[str]] = defaultdict(list)
+    ids = []
+    for _ in range(200):
+        resource = rng.choice(resources)
+        task = await submissions.submit(
+            "test.count",
+            count(rng.choice((0.0, 0.01, 0.03))),
+            owner="dev",
+            options=Options(exclusive_resources=(resource,)),
+        )
+        submitted[resource].append(task.id)
+        ids.append(task.id)
+    tasks = {t.id: t for t in await all_final(store, ids, timeout_s=120)}
+    assert {t.state for t in tasks.values()} == {TaskState.COMPLETED}
+    for resource, order in submitted.items():
+        runs = [tasks[i] for i in order]
+        starts = [t.started_at for t in runs]
+        assert all(s is not None for s in starts)
+        # In submission order, and each starts only after the one before it ended.
+        for before, after in itertools.pairwise(runs):
+            assert before.finished_at is not None
+            assert after.started_at is not None
+            assert before.finished_at <= after.started_at, (resource, before.id, after.id)
+    # No resource is left held once everything ended.
+    for resource in resources:
+        assert await store.tasks.reservations.queue(resource) == []
+    # Non-conflicting tasks did run at the same time, on several workers.
+    assert len({t.worker.name for t in tasks.values() if t.worker}) > 1
+
+
+async def test_shared_holders_run_together_and_an_exclusive_one_waits_for_them(
+    store: Store, submissions: Submissions, workers: list[Worker]
+) -> None:
+    shared = Options(shared_resources=("provider:ec2",))
+    readers = [
+        await submissions.submit("test.count", count(0.5), owner="dev", options=shared)
+        for _ in range(3)
+    ]
+    writer = await submissions.submit(
+        "test.count",
+        count(0.01),
+        owner="dev",
+        options=Options(exclusive_resources=("provider:ec2",)),
+    )
+    assert writer.phase is Phase.BLOCKED
+    assert writer.waiting_for is not None
+    assert writer.waiting_for.holder == readers[0].id
+    done = {t.id: t for t in await all_final(store, [*(r.id for r in readers), writer.id])}
+    starts = [done[r.id].started_at for r in readers]
+    ends = [done[r.id].finished_at for r in readers]
+    assert all(s is not None for s in starts)
+    assert all(e is not None for e in ends)
+    # The three shared holders ran at once: each started before any ended.
+    assert max(s for s in starts if s) < min(e for e in ends if e)
+    writer_start = done[writer.id].started_at
+    assert writer_start is not None
+    assert writer_start >= max(e for e in ends if e)
+
+
+async def test_a_blocked_task_says_what_it_waits_for_and_a_cancel_of_the_holder_gives_it_its_turn(
+    store: Store, submissions: Submissions, workers: list[Worker]
+) -> None:
+    first = await submissions.submit(
+        "demo.vm_power_off", {"vm": "vm-web-01", "delay_s": 30}, owner="dev"
+    )
+    second = await submissions.submit(POWER_OFF, {"vm": "vm-web-01", "delay_s": 0}, owner="dev")
+    # The task type derives the resource from the arguments; nobody named it.
+    assert [r.resource for r in second.reservations] == ["vm:web-01"]
+    assert second.state is TaskState.WAITING
+    assert second.phase is Phase.BLOCKED
+    assert second.waiting_for is not None
+    assert (second.waiting_for.resource, second.waiting_for.holder) == ("vm:web-01", first.id)
+    await eventually(
+        lambda: store.tasks.get(first.id), lambda t: t is not None and t.state is TaskState.RUNNING
+    )
+    await workers[0].runs.cancel(first.id)
+    ended = await eventually(
+        lambda: store.tasks.get(second.id), lambda t: t is not None and t.final, timeout_s=30
+    )
+    assert ended is not None
+    assert ended.state is TaskState.COMPLETED
+    canceled = await store.tasks.get(first.id)
+    assert canceled is not None
+    assert canceled.state is TaskState.CANCELED
+    assert await store.tasks.reservations.queue("vm:web-01") == []
+
+
+async def test_canceling_a_waiting_task_takes_it_out_of_the_queue(
+    store: Store, submissions: Submissions
+) -> None:
+    hold = Options(exclusive_resources=("repo:a",))
+    first = await submissions.submit("test.count", count(), owner="dev", options=hold)
+    second = await submissions.submit("test.count", count(), owner="dev", options=hold)
+    assert second.phase is Phase.BLOCKED
+    canceled = await submissions.runs.cancel(second.id)
+    assert canceled is not None
+    assert canceled.state is TaskState.CANCELED
+    assert [e.task for e in await store.tasks.reservations.queue("repo:a")] == [first.id]
+
+
+async def test_a_scheduled_task_waits_for_its_time_and_a_cancel_ends_it(
+    store: Store, submissions: Submissions, settings: Settings
+) -> None:
+    at = utcnow() + timedelta(hours=1)
+    task = await submissions.submit("test.count", count(), owner="dev", options=Options(run_at=at))
+    assert (task.state, task.phase) == (TaskState.WAITING, Phase.SCHEDULED)
+    assert await submissions.runs.wake(task.id) is False  # not due yet
+    stored = await store.tasks.get(task.id)
+    assert stored is not None
+    assert stored.run_at is not None
+    assert abs((stored.run_at - at).total_seconds()) < 0.01
+    canceled = await submissions.runs.cancel(task.id)
+    assert canceled is not None
+    assert canceled.state is TaskState.CANCELED
+    assert canceled.dispatch_due_at is None
+    with pytest.raises(ScheduledTooFar, match="30 days"):
+        await submissions.submit(
+            "test.count",
+            count(),
+            owner="dev",
+            options=Options(delay_s=settings.max_schedule_ahead_s + 60),
+        )
+
+
+async def test_a_scheduled_task_runs_at_its_time_and_a_past_time_at_once(
+    store: Store, submissions: Submissions, workers: list[Worker]
+) -> None:
+    at = utcnow() + timedelta(seconds=2)
+    later = await submissions.submit("test.count", count(), owner="dev", options=Options(run_at=at))
+    past = await submissions.submit(
+        "test.count", count(), owner="dev", options=Options(run_at=utcnow() - timedelta(days=1))
+    )
+    assert past.phase is Phase.QUEUED
+    done = {t.id: t for t in await all_final(store, [later.id, past.id])}
+    started = done[later.id].started_at
+    assert started is not None
+    assert abs((started - at).total_seconds()) <= 1.0
+    assert done[past.id].state is TaskState.COMPLETED
+
+
+async def test_rest_carries_resources_schedule_and_refuses_a_time_too_far_ahead(
+    api: httpx.AsyncClient,
+) -> None:
+    at = utcnow() + timedelta(hours=2)
+    first = await api.post(
+        "/api/v1/tasks",
+        json={
+            "name": "test.count",
+            "args": count(),
+            "exclusive_resources": ["vm:web-01"],
+            "shared_resources": ["provider:ec2"],
+            "run_at": at.isoformat(),
+        },
+    )
+    assert first.status_code == 202, first.text
+    body = first.json()
+    assert (body["state"], body["phase"]) == ("waiting", "scheduled")
+    assert body["reservations"] == [
+        {"resource": "provider:ec2", "mode": "shared"},
+        {"resource": "vm:web-01", "mode": "exclusive"},
+    ]
+    assert body["run_at"] is not None
+    far = await api.post(
+        "/api/v1/tasks", json={"name": "test.count", "args": count(), "delay_s": 40 * 86400}
+    )
+    assert far.status_code == 422, far.text
+    problem = far.json()
+    assert problem["type"] == "urn:tasklight:problem:scheduled-too-far"
+    assert problem["limit_s"] == 30 * 86400
+    assert "30 days" in problem["detail"]
+    bad = await api.post(
+        "/api/v1/tasks",
+        json={"name": "test.count", "args": count(), "exclusive_resources": ["no kind"]},
+    )
+    assert bad.status_code == 422
+    assert "kind:name" in bad.json()["detail"]
