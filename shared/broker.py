@@ -33,7 +33,7 @@ from shared import tracing
 from shared.failover import FailoverBroker, with_heartbeat
 from shared.retries import DELAY_BUCKETS_S
 from shared.settings import Settings, parse_amqp_addresses
-from shared.topology import RUN_KEY, Topology
+from shared.topology import HIGH_RUN_KEY, RUN_KEY, Topology
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +63,14 @@ def tasks_exchange(topology: Topology) -> RabbitExchange:
     return RabbitExchange(topology.tasks_exchange, type=ExchangeType.DIRECT, durable=True)
 
 
-def tasks_queue(topology: Topology, settings: Settings) -> RabbitQueue:
-    """The quorum queue workers take `RunTask` from."""
+def tasks_queue(topology: Topology, settings: Settings, *, high: bool = False) -> RabbitQueue:
+    """The quorum queue workers take `RunTask` from (`high`: the high-priority one, alike in
+    everything but its name and routing key)."""
     return RabbitQueue(
-        topology.tasks_queue,
+        topology.high_tasks_queue if high else topology.tasks_queue,
         queue_type=QueueType.QUORUM,
         durable=True,
-        routing_key=RUN_KEY,
+        routing_key=HIGH_RUN_KEY if high else RUN_KEY,
         arguments=with_replicas(
             {
                 "x-delivery-limit": settings.delivery_limit,
@@ -141,6 +142,8 @@ async def declare_topology(broker: RabbitBroker, topology: Topology, settings: S
     tasks_x = await broker.declare_exchange(tasks_exchange(topology))
     tasks_q = await broker.declare_queue(tasks_queue(topology, settings))
     await tasks_q.bind(tasks_x, routing_key=RUN_KEY)
+    high_q = await broker.declare_queue(tasks_queue(topology, settings, high=True))
+    await high_q.bind(tasks_x, routing_key=HIGH_RUN_KEY)
     await broker.declare_exchange(control_exchange(topology))
     for band_s in DELAY_BUCKETS_S:
         await broker.declare_queue(delay_queue(topology, band_s, settings))
@@ -197,7 +200,12 @@ async def delete_topology(amqp_url: str, topology: Topology) -> None:
             for band_s in DELAY_BUCKETS_S
             for name in (topology.delay_queue(band_s), topology.classic_delay_queue(band_s))
         ]
-        queues = (topology.tasks_queue, topology.dead_queue, topology.parked_queue)
+        queues = (
+            topology.tasks_queue,
+            topology.high_tasks_queue,
+            topology.dead_queue,
+            topology.parked_queue,
+        )
         for queue in (*queues, *delay_queues):
             channel = await connection.channel()  # a failed delete closes its channel
             with contextlib.suppress(Exception):

@@ -13,7 +13,7 @@ from shared.broker import control_exchange, publish_command, tasks_exchange
 from shared.messages import CancelTask, RunTask, TaskSnapshot
 from shared.retries import bucket_for
 from shared.store.tasks import TaskStore
-from shared.topology import RUN_KEY, Topology
+from shared.topology import HIGH_RUN_KEY, RUN_KEY, Topology
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class Commands:
         """Publish the task's `RunTask` (after `delay_s`, held by the broker); raises if the
         broker did not confirm it. Then its outbox mark is cleared. A new task's command carries
         its `snapshot`, which spares its worker a read."""
-        command = RunTask(task_id=task_id, name=name, snapshot=snapshot)
+        command = RunTask(task_id=task_id, name=name, snapshot=snapshot, priority=priority)
         if delay_s > 0:
             queue = self.topology.delay_queue(bucket_for(delay_s))
             with tracing.publishing(queue, "RunTask", task_id) as headers:
@@ -61,7 +61,7 @@ class Commands:
                 self.broker,
                 tasks_exchange(self.topology),
                 command,
-                routing_key=RUN_KEY,
+                routing_key=HIGH_RUN_KEY if priority > 0 else RUN_KEY,
                 timeout_s=self.timeout_s,
                 message_id=task_id,
             )

@@ -44,6 +44,8 @@ class RunTask(Message):
     name: str
     #: The task as submitted; only good for a claim of the task at its first version.
     snapshot: TaskSnapshot | None = None
+    #: 1: high (sent to the high-priority queue; a worker's next free slot goes to it first).
+    priority: int = 0
 
 
 class CancelTask(Message):

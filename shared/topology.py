@@ -33,6 +33,8 @@ WEBHOOK_CURSORS = "webhook_cursors"
 
 #: Routing key of `RunTask` commands on the tasks exchange.
 RUN_KEY = "run"
+#: Routing key of high-priority `RunTask` commands.
+HIGH_RUN_KEY = "run.high"
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,12 @@ class Topology:
     def tasks_queue(self) -> str:
         """Durable quorum queue the workers consume `RunTask` from."""
         return f"{self.namespace}.tasks"
+
+    @property
+    def high_tasks_queue(self) -> str:
+        """Durable quorum queue of high-priority `RunTask` commands (quorum queues have no
+        message priorities on RabbitMQ before 4.0)."""
+        return f"{self.namespace}.tasks.high"
 
     @property
     def dead_exchange(self) -> str:

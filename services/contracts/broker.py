@@ -27,7 +27,7 @@ from shared.messages import CancelTask, RunTask
 from shared.registry import Registry
 from shared.retries import DELAY_BUCKETS_S
 from shared.settings import Settings
-from shared.topology import RUN_KEY, Topology
+from shared.topology import HIGH_RUN_KEY, RUN_KEY, Topology
 
 #: Stands for the worker's name in the names of per-worker queues.
 WORKER_NAME = "WORKER_NAME"
@@ -58,6 +58,13 @@ def _consumed(topology: Topology, settings: Settings) -> dict[str, tuple[type[Ba
             f"command delivered `TASKLIGHT_DELIVERY_LIMIT` times ({settings.delivery_limit}) is "
             f"dead-lettered to `{topology.dead_exchange}`; an undecodable one is rejected there "
             "at once.",
+        ),
+        topology.high_tasks_queue: (
+            RunTask,
+            "High-priority (`priority: 1`) `RunTask` commands, bound with routing key "
+            f"`{HIGH_RUN_KEY}`: a quorum queue like the tasks queue (RabbitMQ's quorum queues "
+            "have no message priorities before 4.0), consumed by every worker on a channel of "
+            "its own; a worker's next free slot goes to these first.",
         ),
         topology.dead_queue: (
             RunTask,
@@ -102,6 +109,16 @@ def declare_publishers(broker: RabbitBroker, topology: Topology, settings: Setti
         description="A dead-lettered command whose task could not be recorded as failed after "
         "`TASKLIGHT_DEAD_LETTER_ATTEMPTS` tries is parked here (with its headers, plus "
         "`x-tasklight-parked-because`) for an operator; nothing consumes it.",
+    )
+    broker.publisher(
+        exchange=tasks_exchange(topology),
+        routing_key=HIGH_RUN_KEY,
+        persist=True,
+        mandatory=True,
+        schema=RunTask,
+        title=f"{topology.tasks_exchange}:{HIGH_RUN_KEY}",
+        description="Queue a high-priority task (`priority: 1`): it goes to the high-priority "
+        "queue, which every worker takes from first.",
     )
     for band_s in DELAY_BUCKETS_S:
         queue = delay_queue(topology, band_s, settings)

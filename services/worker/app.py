@@ -109,7 +109,16 @@ class Worker:
             channel=Channel(prefetch_count=self.settings.prefetch()),
             ack_policy=AckPolicy.MANUAL,
         )
+        # High-priority commands: a queue and a channel of their own, so that one is delivered
+        # however many normal ones wait; the runner's slots then take it first.
+        self.high_tasks_subscriber = self.broker.subscriber(
+            tasks_queue(self.topology, self.settings, high=True),
+            tasks_exchange(self.topology),
+            channel=Channel(prefetch_count=self.settings.prefetch()),
+            ack_policy=AckPolicy.MANUAL,
+        )
 
+        @self.high_tasks_subscriber
         @self.tasks_subscriber
         async def on_run(message: RabbitMessage) -> None:
             delivery = Delivery(message)
@@ -283,7 +292,9 @@ class Worker:
         # FastStream's stop first refuses new deliveries (they stay unacknowledged, and go back
         # to the queue when the channel closes), then waits for those in progress; meanwhile
         # the runner gives them the grace time and hands back what is still running.
-        unsubscribing = asyncio.ensure_future(self.tasks_subscriber.stop())
+        unsubscribing = asyncio.gather(
+            self.tasks_subscriber.stop(), self.high_tasks_subscriber.stop()
+        )
         await self.runner.shutdown(grace_s)
         await unsubscribing
         for task in self._background:

@@ -144,7 +144,7 @@ class Janitor:
                 await self.runs.wake(due.id)
             elif relays(due):
                 log.info("relaying the command of task %s", due.id)
-                await self.commands.run(due.id, due.name)
+                await self.commands.run(due.id, due.name, priority=due.priority)
             else:
                 self.store.tasks.dispatched(due.id)
 

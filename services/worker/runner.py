@@ -36,6 +36,7 @@ from services.worker.decisions import (
     HandBack,
     RetryLater,
 )
+from services.worker.slots import Slots
 from shared import metrics
 from shared.clock import utcnow
 from shared.lifecycle import Phase
@@ -76,12 +77,12 @@ class Runner:
     running: dict[str, RunContext] = field(default_factory=dict)
     #: Every `handle` call in progress, from claim to stored outcome.
     inflight: set[asyncio.Future[Any]] = field(default_factory=set)
-    slots: asyncio.Semaphore = field(init=False)
+    slots: Slots = field(init=False)
     #: Set once `shutdown` began: commands that get a slot after it are not claimed.
     stopping: bool = False
 
     def __post_init__(self) -> None:
-        self.slots = asyncio.Semaphore(self.concurrency)
+        self.slots = Slots(self.concurrency)
 
     async def handle(self, command: RunTask, ack: Ack) -> None:
         """Run the task of `command` unless it already ran or runs elsewhere.
@@ -105,7 +106,7 @@ class Runner:
             self.ack_deadline_s, lambda: asyncio.ensure_future(ack())
         )
         try:
-            async with self.slots:
+            async with self.slots.held(command.priority):
                 if self.stopping:
                     raise NotTaken(command.task_id)
                 claim = await self._claim(command)

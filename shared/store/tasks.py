@@ -57,6 +57,7 @@ class DueDispatch:
     name: str
     state: TaskState
     phase: Phase
+    priority: int = 0
 
 
 def document(task: StoredTask, dispatch_due_at: datetime | None = None) -> Doc:
@@ -223,7 +224,14 @@ class TaskStore:
         cursor = (
             self.collection.find(
                 {MARK: {"$lte": now}},
-                {"name": 1, "state": 1, "phase": 1, "run": 1, "awaiting_children": 1},
+                {
+                    "name": 1,
+                    "state": 1,
+                    "phase": 1,
+                    "run": 1,
+                    "awaiting_children": 1,
+                    "priority": 1,
+                },
             )
             .sort(MARK, ASCENDING)
             .limit(limit)
@@ -234,6 +242,7 @@ class TaskStore:
                 doc["name"],
                 TaskState(doc["state"]),
                 Phase(doc.get("phase") or implied_phase(doc)),
+                int(doc.get("priority") or 0),
             )
             async for doc in cursor
         ]

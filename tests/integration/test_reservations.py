@@ -22,7 +22,7 @@ from shared.records import StoredTask
 from shared.registry import load_registry
 from shared.settings import Settings
 from shared.store import Store
-from shared.submission import Options, ScheduledTooFar, Submissions
+from shared.submission import NewTask, Options, ScheduledTooFar, Submissions
 from shared.tasktypes.demo import POWER_OFF
 from shared.topology import Topology
 from tests.support import eventually
@@ -250,3 +250,27 @@ async def test_rest_carries_resources_schedule_and_refuses_a_time_too_far_ahead(
     )
     assert bad.status_code == 422
     assert "kind:name" in bad.json()["detail"]
+
+
+async def test_a_high_priority_task_behind_a_thousand_normal_ones_starts_before_the_tenth(
+    settings: Settings, store: Store, submissions: Submissions
+) -> None:
+    normal: list[str] = []
+    for _ in range(10):
+        batch = [NewTask("test.noop", {}) for _ in range(100)]
+        normal += [t.id for t in await submissions.submit_many(batch, owner="dev")]
+    high = await submissions.submit("test.noop", {}, owner="dev", options=Options(priority=1))
+    one = Worker(settings.model_copy(update={"worker_concurrency": 1}))
+    await one.start()
+    try:
+        done = await eventually(
+            lambda: store.tasks.get(high.id), lambda t: t is not None and t.final, timeout_s=60
+        )
+    finally:
+        await asyncio.wait_for(one.stop(), timeout=60)
+    assert done is not None
+    assert done.started_at is not None
+    before = await store.tasks.collection.count_documents(
+        {"_id": {"$in": normal}, "started_at": {"$lt": done.started_at}}
+    )
+    assert before < 9, f"{before} normal tasks started before the high-priority one"

@@ -236,6 +236,7 @@ def test_the_broker_document_shows_the_queues_the_worker_consumes() -> None:
     topology = Topology()
     assert consumed(rendered("asyncapi-broker.json")) == {
         topology.tasks_queue: "RunTask",
+        topology.high_tasks_queue: "RunTask",
         topology.dead_queue: "RunTask",
         f"{topology.control_exchange}.WORKER_NAME": "CancelTask",
     }
