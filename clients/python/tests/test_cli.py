@@ -49,6 +49,23 @@ def test_submit_get_wait_and_cancel(deployment: Deployment) -> None:
     assert "canceled" in err
 
 
+def test_submit_names_resources_a_time_and_a_priority(deployment: Deployment) -> None:
+    common = ["submit", "test.count", "--arg", "rounds=1", "--exclusive", "vm:web-01"]
+    status, out, _ = cli(deployment, "--json", *common, "--in", "3600", "--priority", "1")
+    assert status == 0
+    task = json.loads(out)
+    assert (task["state"], task["phase"], task["priority"]) == ("waiting", "scheduled", 1)
+    assert task["reservations"] == [{"resource": "vm:web-01", "mode": "exclusive"}]
+    assert task["run_at"] is not None
+    status, out, err = cli(
+        deployment, *common, "--shared", "provider:ec2", "--at", "2001-01-01T00:00:00Z"
+    )
+    assert status == 0, err
+    assert "(test.count, " in out
+    status, out, _ = cli(deployment, "cancel", task["id"])
+    assert status == 0
+
+
 def test_list_says_when_there_is_nothing_to_list(deployment: Deployment) -> None:
     status, out, err = cli(deployment, "list", "--name", "no.such.type")
     assert (status, out.strip(), err) == (0, "no tasks of no.such.type", "")

@@ -105,6 +105,26 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--args-json", metavar="JSON", help="all arguments as one JSON object")
     submit.add_argument("--ui-json", metavar="JSON", help="waiting-page hints as a JSON object")
     submit.add_argument("--metadata-json", metavar="JSON", help="metadata as a JSON object")
+    submit.add_argument(
+        "--exclusive",
+        action="append",
+        default=[],
+        metavar="RESOURCE",
+        help="a resource it takes alone, e.g. vm:web-01 (repeatable)",
+    )
+    submit.add_argument(
+        "--shared",
+        action="append",
+        default=[],
+        metavar="RESOURCE",
+        help="a resource it shares with other shared holders (repeatable)",
+    )
+    when = submit.add_mutually_exclusive_group()
+    when.add_argument("--at", metavar="TIME", help="start at this ISO 8601 time (with its zone)")
+    when.add_argument("--in", dest="delay_s", type=float, metavar="SECONDS", help="start later")
+    submit.add_argument(
+        "--priority", type=int, choices=[0, 1], default=0, help="1: before normal tasks"
+    )
 
     listing = commands.add_parser("list", parents=[common], help="list tasks, newest first")
     listing.add_argument("--group", choices=["pending", "failed", "finished"])
@@ -184,8 +204,19 @@ async def _command(client: TasklightClient, args: argparse.Namespace) -> int:
         task_args.update(parse_arg(item) for item in args.arg)
         ui = _json_object(args.ui_json, "--ui-json") if args.ui_json else None
         meta = _json_object(args.metadata_json, "--metadata-json") if args.metadata_json else None
-        task = await client.submit(args.name, task_args, ui=ui, metadata=meta)
-        _print(args, task, f"submitted {task['id']} ({task['name']}, {task['state']})")
+        task = await client.submit(
+            args.name,
+            task_args,
+            ui=ui,
+            metadata=meta,
+            exclusive_resources=args.exclusive,
+            shared_resources=args.shared,
+            run_at=args.at,
+            delay_s=args.delay_s,
+            priority=args.priority,
+        )
+        where = task["state"] if task.get("phase") in (None, "queued") else task["phase"]
+        _print(args, task, f"submitted {task['id']} ({task['name']}, {where})")
         return EXIT_OK
     if args.command == "list":
         tasks = await client.list(

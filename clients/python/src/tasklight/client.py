@@ -105,13 +105,30 @@ class TasklightClient:
         args: dict[str, Any] | None = None,
         ui: dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
+        *,
+        exclusive_resources: Iterable[str] = (),
+        shared_resources: Iterable[str] = (),
+        run_at: datetime | str | None = None,
+        delay_s: float | None = None,
+        priority: int = 0,
     ) -> Task:
-        """Submit a task; returns it as stored (`waiting`)."""
+        """Submit a task; returns it as stored (`waiting`: `queued`, `blocked` while a
+        resource it takes is held by another task, `scheduled` until `run_at` or `delay_s`)."""
         body: dict[str, Any] = {"name": name, "args": args or {}}
         if ui is not None:
             body["ui"] = ui
         if metadata is not None:
             body["metadata"] = metadata
+        if exclusive := list(exclusive_resources):
+            body["exclusive_resources"] = exclusive
+        if shared := list(shared_resources):
+            body["shared_resources"] = shared
+        if run_at is not None:
+            body["run_at"] = run_at.isoformat() if isinstance(run_at, datetime) else run_at
+        if delay_s is not None:
+            body["delay_s"] = delay_s
+        if priority:
+            body["priority"] = priority
         return cast(Task, await self._call("POST", f"{_API}/tasks", json=body))
 
     async def submit_many(self, tasks: Iterable[dict[str, Any]]) -> list[Task]:

@@ -92,9 +92,12 @@ class SyncTasklightClient:
         args: dict[str, Any] | None = None,
         ui: dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
+        **options: Any,
     ) -> Task:
-        """Submit a task; returns it as stored (`waiting`)."""
-        return self._run(self._client.submit(name, args, ui=ui, metadata=metadata))
+        """Submit a task; returns it as stored (`waiting`). `options`: those of the async
+        client's `submit` (`exclusive_resources`, `shared_resources`, `run_at`, `delay_s`,
+        `priority`)."""
+        return self._run(self._client.submit(name, args, ui=ui, metadata=metadata, **options))
 
     def submit_many(self, tasks: Iterable[dict[str, Any]]) -> list[Task]:
         """Submit tasks, 100 per request; returns them as stored, in order."""

@@ -79,13 +79,21 @@ class Task(TypedDict, total=False):
     metadata: dict[str, Any]
     attempts: list[Attempt]
     runs: int
-    #: Who moves it on: "queued", "held", "released", "awaiting_children", "awaiting_answer",
-    #: "ended".
+    #: Who moves it on: "queued", "blocked", "scheduled", "held", "released",
+    #: "awaiting_children", "awaiting_answer", "ended".
     phase: str
     #: While it waits for its owner's answer: the question its handler asked.
     question: dict[str, Any] | None
     #: Every answer given to it.
     answers: list[dict[str, Any]]
+    #: The resources it takes: `{"resource": "vm:web-01", "mode": "exclusive" | "shared"}`.
+    reservations: list[dict[str, str]]
+    #: While `blocked`: `{"resource", "holder"}` (the task ahead of it there).
+    waiting_for: dict[str, str] | None
+    #: The time it was asked to start at (phase `scheduled` until then).
+    run_at: str | None
+    #: 0 normal, 1 high.
+    priority: int
 
 
 def is_final(state: str) -> bool:

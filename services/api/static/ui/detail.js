@@ -17,7 +17,9 @@ import {
   stateLabel,
   taskDurationMs,
   taskTitle,
+  tickCountdowns,
   timeElement,
+  waitingLine,
 } from "/static/ui/dom.js";
 import { confirmDialog, showFlash, startShell } from "/static/ui/shell.js";
 
@@ -94,6 +96,9 @@ function render(task) {
           "dl",
           { class: "facts" },
           field("State", stateLabel(task.state)),
+          task.phase === "blocked" || task.phase === "scheduled" ? field("Waiting", waitingLine(task)) : null,
+          task.run_at ? field("Scheduled for", timeElement(task.run_at)) : null,
+          task.priority ? field("Priority", "high") : null,
           field("Created", timeElement(task.created_at)),
           field("Started", timeElement(task.started_at)),
           field("Finished", timeElement(task.finished_at)),
@@ -128,6 +133,18 @@ function render(task) {
               ),
             ),
       ),
+      (task.reservations || []).length
+        ? section(
+            "Reservations",
+            h(
+              "ul",
+              { class: "reservations" },
+              task.reservations.map((r) =>
+                h("li", { dataset: { resource: r.resource } }, h("span", { class: "mono" }, r.resource), " ", h("span", { class: "muted small" }, r.mode === "exclusive" ? "exclusive" : "shared")),
+              ),
+            ),
+          )
+        : null,
       section("Runs", runList(task)),
       section("Arguments", json(task.args)),
       task.error
@@ -307,6 +324,7 @@ tl.ingest(initial);
 render(initial);
 tl.watch(initial.id, () => scheduleRender());
 setInterval(() => {
+  tickCountdowns(root);
   const task = tl.task(initial.id);
   const element = root.querySelector("[data-duration]");
   const duration = task && !task.finished_at ? taskDurationMs(task) : null;

@@ -243,3 +243,40 @@ export function cancelQuestion(task, title = task.name) {
     no: "Keep it",
   };
 }
+
+/** "in 12 s", "in 3 min 05 s": how long until `iso` (at least 0). */
+export function formatCountdown(iso) {
+  return `in ${formatDuration(Math.max(0, Date.parse(iso) - Date.now()))}`;
+}
+
+/** Why a waiting task waits, as a line: for a resource another task holds, or for its time. */
+export function waitingLine(task) {
+  if (task.state !== "waiting") return null;
+  if (task.phase === "blocked" && task.waiting_for) {
+    const { resource, holder } = task.waiting_for;
+    return h(
+      "span",
+      { class: "waiting-for", dataset: { resource, holder } },
+      "Waiting for ",
+      h("span", { class: "mono" }, resource),
+      ", held by ",
+      h("a", { href: `/tasks/${holder}`, class: "mono" }, holder),
+    );
+  }
+  if (task.phase === "scheduled" && task.run_at) {
+    return h(
+      "span",
+      { class: "scheduled", dataset: { runAt: task.run_at } },
+      "Scheduled · starts ",
+      h("span", { class: "countdown", "data-countdown": task.run_at }, formatCountdown(task.run_at)),
+    );
+  }
+  return null;
+}
+
+/** Bring every countdown under `root` up to date. */
+export function tickCountdowns(root) {
+  for (const element of root.querySelectorAll("[data-countdown]")) {
+    element.textContent = formatCountdown(element.dataset.countdown);
+  }
+}

@@ -14,8 +14,10 @@ import {
   taskDurationMs,
   taskMessage,
   taskTitle,
+  tickCountdowns,
   trapFocus,
   updateProgressBar,
+  waitingLine,
 } from "/static/ui/dom.js";
 import { showQuestionInRow } from "/static/ui/question.js";
 
@@ -215,6 +217,7 @@ export class TasksDialog {
         ),
         h("div", { class: "task-progress" }, progressBar(null, task.state)),
         h("div", { class: "task-message" }),
+        h("div", { class: "task-waiting muted small" }),
         h(
           "div",
           { class: "task-times" },
@@ -248,6 +251,12 @@ export class TasksDialog {
     }
     updateProgressBar(row.querySelector(".progress"), currentReport(task), task.state);
     row.querySelector(".task-message").textContent = taskMessage(task);
+    const waiting = row.querySelector(".task-waiting");
+    const why = `${task.phase}|${task.waiting_for?.holder || ""}|${task.run_at || ""}`;
+    if (waiting.dataset.why !== why) {
+      waiting.dataset.why = why;
+      fill(waiting, waitingLine(task));
+    }
     const started = row.querySelector(".task-started");
     started.textContent = task.started_at
       ? `Started ${formatTime(task.started_at)}`
@@ -269,6 +278,7 @@ export class TasksDialog {
   }
 
   _tick() {
+    for (const row of this.rows.values()) tickCountdowns(row);
     for (const [id, row] of this.rows) {
       const task = this.tl.task(id);
       if (task && task.started_at && !task.finished_at) this._fillDuration(row, task);
