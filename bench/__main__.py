@@ -21,6 +21,7 @@ BENCHMARKS = (
     "limits",
     "peer_celery",
     "throughput",
+    "reservations",
     "notifier_latency",
     "notifier_fanout",
     "notifier_slow_readers",

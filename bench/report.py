@@ -41,6 +41,12 @@ def rows(figures: dict[str, Any]) -> list[tuple[str, str, float | None, str]]:
             "tasks/s",
         ),
         (
+            "tasklight: one task per request, each taking one of 100 resources exclusively",
+            "tasklight, with reservations",
+            _get(figures, "reservations", "tasks_per_s_with"),
+            "tasks/s",
+        ),
+        (
             "Celery: acks_late, track_started, MongoDB result backend, waiting for results",
             "Celery + MongoDB backend",
             _get(figures, "peer_celery", "tasks_per_s"),
