@@ -41,7 +41,9 @@ def rows(figures: dict[str, Any]) -> list[tuple[str, str, float | None, str]]:
             "tasks/s",
         ),
         (
-            "tasklight: one task per request, each taking one of 100 resources exclusively",
+            "tasklight: one task per request, each taking one of 100 resources exclusively "
+            f"(without, in the same session: {_get(figures, 'reservations', 'tasks_per_s_without')}"
+            " tasks/s)",
             "tasklight, with reservations",
             _get(figures, "reservations", "tasks_per_s_with"),
             "tasks/s",

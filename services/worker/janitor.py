@@ -121,14 +121,19 @@ class Janitor:
     async def settle_reservations(self) -> None:
         """Take out of the resources' queues the entries of tasks that ended or were never
         stored (their writer crashed between the two writes), and let blocked tasks whose turn
-        came without anyone telling them take it."""
-        cutoff = utcnow() - timedelta(seconds=self.settings.janitor_interval_s)
+        came without anyone telling them take it.
+
+        Only what has not changed for a worker TTL: these are the traces of a crash, and a
+        busy queue (where every entry waits a while) must not cost a read of each of its tasks
+        at every sweep."""
+        cutoff = utcnow() - timedelta(seconds=self.settings.worker_ttl_s)
         queues = self.store.tasks.reservations
         stale: dict[str, list[str]] = {}
         async for resource, entry in queues.entries_older_than(cutoff):
             stale.setdefault(entry.task, []).append(resource)
+        found = {t.id: t async for t in self.store.tasks.of_ids(stale, owner=None)}
         for task_id, resources in stale.items():
-            task = await self.store.tasks.get(task_id)
+            task = found.get(task_id)
             if task is None or task.final:
                 log.info("task %s left resources %s behind; releasing them", task_id, resources)
                 await self.runs.release_resources(
