@@ -43,9 +43,9 @@ from shared.store import Store
 from shared.webhooks.events import EventType
 from shared.webhooks.records import Endpoint as WebhookEndpoint
 from shared.webhooks.records import EndpointSecret
-from tests.conftest import ServerThread
-from tests.integration.wsclient import Message, Socket, tasks_of, ws_connect
 from tests.support import stored_task
+from tests.support.servers import ServerThread
+from tests.support.wsclient import Message, Socket, tasks_of, ws_connect
 
 pytestmark = pytest.mark.integration
 
