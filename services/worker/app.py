@@ -15,7 +15,8 @@ from pydantic import ValidationError
 
 from services.worker.heartbeat import heartbeat_forever
 from services.worker.janitor import Janitor
-from services.worker.runner import NotTaken, Runner
+from services.worker.lease import LeaseClock
+from services.worker.runner import Fenced, NotTaken, Runner
 from shared import metrics, tracing
 from shared.broker import (
     control_exchange,
@@ -94,6 +95,11 @@ class Worker:
             concurrency=settings.worker_concurrency,
         )
         self.janitor = Janitor(self.store, self.runs, self.commands, self.registry, settings)
+        self.lease = LeaseClock(settings.lease_s, settings.lease_renew_s)
+        self.runner.lease = self.lease
+        self.runner.take_over = lambda task_id, ours_unrun: self.janitor.take_over(
+            task_id, ours_unrun=ours_unrun
+        )
         self.probes = ProbeServer(
             settings.worker_host,
             settings.worker_port,
@@ -128,7 +134,7 @@ class Worker:
             ):
                 try:
                     await self.runner.handle(command, delivery.ack)
-                except NotTaken:
+                except (NotTaken, Fenced):
                     await delivery.nack()
                     return
                 except Exception:
@@ -242,13 +248,14 @@ class Worker:
                     heartbeat_forever(
                         self.store,
                         self.settings.worker_name,
-                        interval_s=self.settings.heartbeat_s,
+                        lease=self.lease,
                         concurrency=self.settings.worker_concurrency,
                         current_tasks=lambda: sorted(self.runner.running),
                         answered=self.janitor.database_answered,
                     )
                 ),
                 asyncio.create_task(self.janitor.run_forever()),
+                asyncio.create_task(self.runner.fence_forever(self.settings.lease_renew_s / 4)),
             ]
         log.info(
             "worker %s (pid %d on %s) consuming %s with concurrency %d",

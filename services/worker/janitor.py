@@ -2,14 +2,19 @@
 
 Each sweep, all compare-and-set (so janitors of several workers never do a thing twice):
 1. relays commands whose publish was never confirmed (the submitter died after storing the task);
-2. marks workers missing whose heartbeat is older than the TTL, and ends or requeues the tasks
-   they held, as each task type says (`requeues_when_lost`);
+2. marks workers missing whose lease is past (their heartbeat, which renews it, stopped), and
+   ends or requeues the tasks they held, as each task type says (`requeues_when_lost`);
 3. ends parents whose children all ended while no one was there to notice;
 4. settles questions whose timeout passed: the default is answered, or the task fails.
 
-A worker is judged missing only from heartbeats that could have been written: while this
-janitor's own database access fails, and for one worker TTL after it comes back, no worker is
-reaped (after an outage every live worker's last heartbeat is old, through no fault of its own).
+A worker is judged missing only from renewals that could have been written: while this
+janitor's own database access fails, and for one lease after it comes back, no worker is reaped
+(after an outage every live worker's lease is past, through no fault of its own). A worker that
+could not renew has stopped its tasks by then (`lease.py`): taking them cannot run one twice.
+
+The same judgement lets a worker take over at once a task whose command was delivered to it
+again while the worker holding it has no lease (`take_over`): the broker saw that worker's
+connection drop, so its command came back before the next sweep.
 """
 
 from __future__ import annotations
@@ -76,10 +81,10 @@ class Janitor:
             self.reachable_since = time.monotonic()
 
     def may_judge_liveness(self) -> bool:
-        """Whether the database has answered this process for a whole worker TTL: only then
-        does an old heartbeat mean a silent worker."""
+        """Whether the database has answered this process for a whole lease: only then does a
+        lease that is past mean a silent worker."""
         since = self.reachable_since
-        return since is not None and time.monotonic() - since >= self.settings.worker_ttl_s
+        return since is not None and time.monotonic() - since >= self.settings.lease_s
 
     async def run_forever(self) -> None:
         """Sweep every `janitor_interval_s` until cancelled; a failed sweep is retried."""
@@ -110,13 +115,38 @@ class Janitor:
                 self.store.tasks.dispatched(due.id)
 
     async def reap_missing_workers(self) -> None:
-        """Mark silent workers missing; requeue or fail what they were running."""
+        """Mark workers whose lease is past missing; requeue or fail what they were running."""
         if not self.may_judge_liveness():
             return
-        cutoff = utcnow() - timedelta(seconds=self.settings.worker_ttl_s)
-        metrics.WORKERS_MISSING.inc(await self.store.workers.mark_missing(cutoff))
-        for task in await self.store.tasks.held_by_silent_workers(cutoff):
+        now = utcnow()
+        cutoff = now - timedelta(seconds=self.settings.lease_s)
+        metrics.WORKERS_MISSING.inc(await self.store.workers.mark_missing(now, cutoff))
+        live = await self.store.workers.live(now)
+        for task in await self.store.tasks.held_without_lease(live, cutoff):
             await self.runs.lose(task, requeue=requeues_when_lost(task, self.registry))
+
+    async def take_over(self, task_id: str, *, ours_unrun: bool) -> bool:
+        """A command for `task_id` reached this worker, which could not claim it: if the run
+        that holds it is of a worker with no lease (or of this worker, when `ours_unrun` says
+        it neither runs nor handles the task: a claim whose answer was lost), end that run as
+        lost now rather than at the next sweep. Whether the task was released, so that this
+        worker may claim it."""
+        if not self.may_judge_liveness():
+            return False
+        task = await self.store.tasks.get(task_id)
+        if task is None or task.final or task.phase is not Phase.HELD or task.run is None:
+            return False
+        holder = task.run.worker
+        if holder is None:
+            return False
+        if holder == self.settings.worker_name:
+            if not ours_unrun:
+                return False
+        elif not await self.store.workers.lease_expired(holder, utcnow()):
+            return False
+        log.info("taking over task %s from worker %s, which holds no lease", task_id, holder)
+        lost = await self.runs.lose(task, requeue=requeues_when_lost(task, self.registry))
+        return lost is TaskState.RUNNING
 
     async def finish_orphaned_parents(self) -> None:
         """End parents whose last child ended while the worker that ended it crashed."""

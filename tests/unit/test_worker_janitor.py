@@ -73,11 +73,11 @@ def test_a_lost_task_of_a_type_this_worker_does_not_know_fails() -> None:
 
 
 def janitor(ttl_s: float) -> Janitor:
-    settings = Settings(worker_ttl_s=ttl_s)
+    settings = Settings(lease_s=ttl_s)
     return Janitor(cast(Store, None), cast(Runs, None), cast(Commands, None), Registry(), settings)
 
 
-def test_liveness_is_judged_only_after_a_whole_ttl_of_database_answers() -> None:
+def test_liveness_is_judged_only_after_a_whole_lease_of_database_answers() -> None:
     watcher = janitor(ttl_s=30)
     # Just started: the heartbeats it reads may predate an outage it did not see.
     assert not watcher.may_judge_liveness()
