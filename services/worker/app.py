@@ -100,6 +100,7 @@ class Worker:
         self.runner.take_over = lambda task_id, ours_unrun: self.janitor.take_over(
             task_id, ours_unrun=ours_unrun
         )
+        self.janitor.adopt = self.runner.adopt
         self.probes = ProbeServer(
             settings.worker_host,
             settings.worker_port,

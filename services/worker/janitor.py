@@ -12,6 +12,10 @@ janitor's own database access fails, and for one lease after it comes back, no w
 (after an outage every live worker's lease is past, through no fault of its own). A worker that
 could not renew has stopped its tasks by then (`lease.py`): taking them cannot run one twice.
 
+A task this janitor released runs on its own worker when that has a slot free: its requeued
+command may be pushed to the lost worker itself, if it is cut off rather than dead, and wait
+there until the broker gives that connection up (its AMQP heartbeat).
+
 The same judgement lets a worker take over at once a task whose command was delivered to it
 again while the worker holding it has no lease (`take_over`): the broker saw that worker's
 connection drop, so its command came back before the next sweep.
@@ -22,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from datetime import timedelta
 
 from shared import metrics
@@ -71,6 +76,9 @@ class Janitor:
         #: Since when this process has reached the database without a failure (monotonic
         #: seconds); None while it fails.
         self.reachable_since: float | None = time.monotonic()
+        #: Runs a task released from a lost worker on this worker, given its id and type, if it
+        #: has a free slot (`Runner.adopt`); whether it did. None: the queue decides.
+        self.adopt: Callable[[str, str], bool] | None = None
 
     def database_answered(self, answered: bool) -> None:
         """Record whether a database command of this process (a sweep, a heartbeat) got an
@@ -123,7 +131,9 @@ class Janitor:
         metrics.WORKERS_MISSING.inc(await self.store.workers.mark_missing(now, cutoff))
         live = await self.store.workers.live(now)
         for task in await self.store.tasks.held_without_lease(live, cutoff):
-            await self.runs.lose(task, requeue=requeues_when_lost(task, self.registry))
+            lost = await self.runs.lose(task, requeue=requeues_when_lost(task, self.registry))
+            if lost is TaskState.RUNNING and self.adopt is not None:
+                self.adopt(task.id, task.name)
 
     async def take_over(self, task_id: str, *, ours_unrun: bool) -> bool:
         """A command for `task_id` reached this worker, which could not claim it: if the run

@@ -105,6 +105,7 @@ class Runner:
     take_over: TakeOver | None = None
     #: `handle` calls in progress, by task id.
     handling: Counter[str] = field(default_factory=Counter)
+    _adopted: set[asyncio.Future[None]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.slots = asyncio.Semaphore(self.concurrency)
@@ -124,6 +125,24 @@ class Runner:
         if stopped:
             log.warning("lease lost: stopped %d running tasks, writing nothing about them", stopped)
         return stopped
+
+    def adopt(self, task_id: str, name: str) -> bool:
+        """Run here a task just released from a lost worker, if a slot is free now (its
+        requeued command may be pushed to that very worker, cut off but not yet dropped by the
+        broker, and wait there until the broker gives up on it). Whether it was taken on; the
+        command, wherever it lands, then finds the task held and is dropped."""
+        if self.stopping or self.slots.locked() or self.fenced():
+            return False
+        adopted = asyncio.ensure_future(self.handle(RunTask(task_id=task_id, name=name), _no_ack))
+        self._adopted.add(adopted)
+        adopted.add_done_callback(self._adopted_done)
+        return True
+
+    def _adopted_done(self, adopted: asyncio.Future[None]) -> None:
+        self._adopted.discard(adopted)
+        if not adopted.cancelled() and adopted.exception() is not None:
+            # Not stored: the task stays released, and its requeued command runs it elsewhere.
+            log.warning("adopted task not run here: %r", adopted.exception())
 
     async def fence_forever(self, interval_s: float) -> None:
         """Every `interval_s`, stop what runs if the lease is lost."""
@@ -326,6 +345,10 @@ class Runner:
             ended_at=utcnow(),
             retry_in_s=round(delay_s, 3),
         )
+
+
+async def _no_ack() -> None:
+    """An adopted task came with no command of this worker's to acknowledge."""
 
 
 def _current_task_cancelling() -> bool:
