@@ -236,6 +236,7 @@ class Worker:
         """Connect, declare the topology, start consuming, heartbeating and sweeping."""
         await self._start_probes()
         await self.store.require_schema()
+        await self.janitor.reclaim_own()
         await self.broker.connect()
         # Subscribers first: FastStream keeps the first declaration of a queue and consumes on
         # its channel. Declared by `declare_topology` first, the tasks queue would be consumed on

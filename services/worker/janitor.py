@@ -27,7 +27,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from shared import metrics
 from shared.clock import utcnow
@@ -40,6 +40,10 @@ from shared.settings import Settings
 from shared.store import DueDispatch, Store
 
 log = logging.getLogger(__name__)
+
+#: Seconds after a lease's end at which the janitor looks at it (clocks of the worker that set
+#: it and of this one may differ by a little).
+EXPIRY_MARGIN_S = 0.05
 
 
 def relays(due: DueDispatch) -> bool:
@@ -76,6 +80,8 @@ class Janitor:
         #: Since when this process has reached the database without a failure (monotonic
         #: seconds); None while it fails.
         self.reachable_since: float | None = time.monotonic()
+        #: The earliest end of a lease the last sweep saw hold, to look again just after it.
+        self.next_expiry: datetime | None = None
         #: Runs a task released from a lost worker on this worker, given its id and type, if it
         #: has a free slot (`Runner.adopt`); whether it did. None: the queue decides.
         self.adopt: Callable[[str, str], bool] | None = None
@@ -95,7 +101,9 @@ class Janitor:
         return since is not None and time.monotonic() - since >= self.settings.lease_s
 
     async def run_forever(self) -> None:
-        """Sweep every `janitor_interval_s` until cancelled; a failed sweep is retried."""
+        """Sweep every `janitor_interval_s` until cancelled, and just after the earliest lease
+        it saw ends if that is sooner (a renewed lease then simply is not taken); a failed
+        sweep is retried."""
         while True:
             try:
                 await self.sweep()
@@ -104,7 +112,16 @@ class Janitor:
                 log.warning("janitor sweep failed: %r", exc)
             else:
                 self.database_answered(True)
-            await asyncio.sleep(self.settings.janitor_interval_s)
+            await asyncio.sleep(self.pause_s(utcnow()))
+
+    def pause_s(self, now: datetime) -> float:
+        """Seconds until the next sweep: the interval, or until just after the earliest lease
+        the last sweep saw end, whichever is sooner."""
+        pause_s = self.settings.janitor_interval_s
+        if self.next_expiry is not None:
+            until_expiry_s = (self.next_expiry - now).total_seconds() + EXPIRY_MARGIN_S
+            pause_s = min(pause_s, max(until_expiry_s, EXPIRY_MARGIN_S))
+        return pause_s
 
     async def sweep(self) -> None:
         """One round of every repair."""
@@ -130,10 +147,21 @@ class Janitor:
         cutoff = now - timedelta(seconds=self.settings.lease_s)
         metrics.WORKERS_MISSING.inc(await self.store.workers.mark_missing(now, cutoff))
         live = await self.store.workers.live(now)
+        self.next_expiry = min(live.values(), default=None)
         for task in await self.store.tasks.held_without_lease(live, cutoff):
             lost = await self.runs.lose(task, requeue=requeues_when_lost(task, self.registry))
             if lost is TaskState.RUNNING and self.adopt is not None:
                 self.adopt(task.id, task.name)
+
+    async def reclaim_own(self) -> int:
+        """Before this worker claims anything: end as lost the runs still held under its name,
+        those of an earlier process of the same name (a fixed `TASKLIGHT_WORKER_NAME`, restarted
+        after a crash), which its lease, renewed by this process, would otherwise keep. How many
+        there were."""
+        held = await self.store.tasks.held_by(self.settings.worker_name)
+        for task in held:
+            await self.runs.lose(task, requeue=requeues_when_lost(task, self.registry))
+        return len(held)
 
     async def take_over(self, task_id: str, *, ours_unrun: bool) -> bool:
         """A command for `task_id` reached this worker, which could not claim it: if the run

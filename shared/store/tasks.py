@@ -226,7 +226,7 @@ class TaskStore:
         ]
 
     async def held_without_lease(
-        self, live_workers: set[str], claimed_before: datetime, limit: int = 100
+        self, live_workers: Iterable[str], claimed_before: datetime, limit: int = 100
     ) -> list[StoredTask]:
         """Active tasks held by a run whose worker is not among `live_workers` (its lease
         expired, or it never had one), claimed before `claimed_before` (a claim is never
@@ -237,6 +237,11 @@ class TaskStore:
             "run.worker": {"$nin": sorted(live_workers)},
             "worker.last_heartbeat": {"$lt": claimed_before},
         }
+        return await self._find(query, limit=limit)
+
+    async def held_by(self, worker: str, limit: int = 100) -> list[StoredTask]:
+        """Active tasks held by a run of `worker` (by name)."""
+        query = {"state": {"$in": _ACTIVE}, "phase": Phase.HELD.value, "run.worker": worker}
         return await self._find(query, limit=limit)
 
     async def awaiting_children(

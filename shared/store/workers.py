@@ -58,10 +58,10 @@ class WorkerStore:
         )
         return marked.modified_count
 
-    async def live(self, now: datetime) -> set[str]:
-        """The names of the workers whose lease still holds at `now`."""
-        cursor = self.collection.find({"lease_until": {"$gte": now}}, {"_id": 1})
-        return {str(doc["_id"]) async for doc in cursor}
+    async def live(self, now: datetime) -> dict[str, datetime]:
+        """The workers whose lease still holds at `now`, and until when it does."""
+        cursor = self.collection.find({"lease_until": {"$gte": now}}, {"lease_until": 1})
+        return {str(doc["_id"]): doc["lease_until"] async for doc in cursor}
 
     async def lease_expired(self, name: str, now: datetime) -> bool:
         """Whether worker `name` holds no lease at `now`: it expired, or there is no such
