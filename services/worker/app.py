@@ -101,6 +101,7 @@ class Worker:
             task_id, ours_unrun=ours_unrun
         )
         self.janitor.adopt = self.runner.adopt
+        self.runner.give_up = self.janitor.give_up
         self.probes = ProbeServer(
             settings.worker_host,
             settings.worker_port,
@@ -135,8 +136,12 @@ class Worker:
             ):
                 try:
                     await self.runner.handle(command, delivery.ack)
-                except (NotTaken, Fenced):
+                except NotTaken:
                     await delivery.nack()
+                    return
+                except Fenced:
+                    # Nothing written; the task's command is queued again by whoever takes it.
+                    await delivery.ack()
                     return
                 except Exception:
                     # The outcome could not be stored: give the command back for another try,

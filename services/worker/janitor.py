@@ -163,14 +163,20 @@ class Janitor:
             await self.runs.lose(task, requeue=requeues_when_lost(task, self.registry))
         return len(held)
 
+    async def give_up(self, task_id: str, run_id: str) -> None:
+        """This worker stopped run `run_id` of `task_id` when its lease was lost, and has it
+        again: end the run as lost (requeued or failed) unless another has taken the task."""
+        task = await self.store.tasks.get(task_id)
+        if task is None or task.phase is not Phase.HELD or task.run_id != run_id:
+            return
+        await self.runs.lose(task, requeue=requeues_when_lost(task, self.registry))
+
     async def take_over(self, task_id: str, *, ours_unrun: bool) -> bool:
         """A command for `task_id` reached this worker, which could not claim it: if the run
         that holds it is of a worker with no lease (or of this worker, when `ours_unrun` says
         it neither runs nor handles the task: a claim whose answer was lost), end that run as
         lost now rather than at the next sweep. Whether the task was released, so that this
         worker may claim it."""
-        if not self.may_judge_liveness():
-            return False
         task = await self.store.tasks.get(task_id)
         if task is None or task.final or task.phase is not Phase.HELD or task.run is None:
             return False
@@ -178,9 +184,11 @@ class Janitor:
         if holder is None:
             return False
         if holder == self.settings.worker_name:
-            if not ours_unrun:
+            if not ours_unrun:  # what this process knows of itself needs no judgement
                 return False
-        elif not await self.store.workers.lease_expired(holder, utcnow()):
+        elif not (
+            self.may_judge_liveness() and await self.store.workers.lease_expired(holder, utcnow())
+        ):
             return False
         log.info("taking over task %s from worker %s, which holds no lease", task_id, holder)
         lost = await self.runs.lose(task, requeue=requeues_when_lost(task, self.registry))

@@ -64,6 +64,9 @@ Ack = Callable[[], Awaitable[None]]
 #: with its id and whether this process neither runs nor handles it otherwise; whether the task
 #: was released.
 TakeOver = Callable[[str, bool], Awaitable[bool]]
+#: Ends a run this worker stopped when its lease was lost, unless another run took its task
+#: (see `Janitor.give_up`): called with the task's id and the run's, once the lease is back.
+GiveUp = Callable[[str, str], Awaitable[None]]
 T = TypeVar("T")
 #: Seconds between looks at whether a fenced worker's lease was renewed.
 LEASE_POLL_S = 0.05
@@ -75,8 +78,9 @@ class NotTaken(Exception):
 
 class Fenced(Exception):
     """The worker lost its lease while it ran this command's task, and stopped it without
-    writing anything: give the command back to the queue (another worker takes the task once
-    the lease has expired)."""
+    writing anything: acknowledge the command (another worker's janitor takes the task once the
+    lease has expired, or this worker gives the run up once its lease is back; either queues a
+    command again)."""
 
 
 @dataclass
@@ -103,6 +107,10 @@ class Runner:
     lease: LeaseClock | None = None
     #: Takes over tasks held by workers without a lease; None: never (the janitor's sweep will).
     take_over: TakeOver | None = None
+    #: Gives up the runs stopped when the lease was lost; None: the janitors' sweeps will.
+    give_up: GiveUp | None = None
+    #: Runs stopped when the lease was lost, not yet given up: run id by task id.
+    abandoned: dict[str, str] = field(default_factory=dict)
     #: `handle` calls in progress, by task id.
     handling: Counter[str] = field(default_factory=Counter)
     _adopted: set[asyncio.Future[None]] = field(default_factory=set)
@@ -145,11 +153,24 @@ class Runner:
             log.warning("adopted task not run here: %r", adopted.exception())
 
     async def fence_forever(self, interval_s: float) -> None:
-        """Every `interval_s`, stop what runs if the lease is lost."""
+        """Every `interval_s`, stop what runs if the lease is lost; once it is back, give up
+        the runs stopped meanwhile."""
         while True:
             if self.fenced():
                 self.fence()
+            elif self.abandoned and self.give_up is not None:
+                await self._give_up_abandoned(self.give_up)
             await asyncio.sleep(interval_s)
+
+    async def _give_up_abandoned(self, give_up: GiveUp) -> None:
+        for task_id, run_id in list(self.abandoned.items()):
+            try:
+                await give_up(task_id, run_id)
+            except Exception as exc:
+                log.warning("stopped run of task %s not given up yet: %r", task_id, exc)
+                return
+            if self.abandoned.get(task_id) == run_id:
+                del self.abandoned[task_id]
 
     async def handle(self, command: RunTask, ack: Ack) -> None:
         """Run the task of `command` unless it already ran or runs elsewhere.
@@ -190,6 +211,7 @@ class Runner:
                 await self.runs.decline(command.task_id)
                 return
             if isinstance(decision, Abandon):
+                self.abandoned[command.task_id] = claim.run_id
                 raise Fenced(command.task_id)
             await self._insist(lambda: self._conclude(claim, decision, reports))
         finally:

@@ -317,6 +317,29 @@ async def test_a_worker_that_lost_its_lease_stops_its_handler_and_writes_nothing
     # Then the handler is stopped and no verb is called: the next run's janitor takes the task
     assert runs.calls == []
     assert runner.running == {}
+    assert runner.abandoned == {command.task_id: "r1"}
+
+
+async def test_once_its_lease_is_back_a_worker_gives_up_the_runs_it_stopped() -> None:
+    runs = FakeRuns()
+    lease = renewed_now()
+    given_up: list[tuple[str, str]] = []
+
+    async def give_up(task_id: str, run_id: str) -> None:
+        given_up.append((task_id, run_id))
+
+    runner = runner_on(runs, lease=lease, give_up=give_up)
+    runner.abandoned["t1"] = "r1"
+    lease.renewed_at = time.monotonic() - 4  # lost: nothing is given up while it is
+    watchdog = asyncio.create_task(runner.fence_forever(0.01))
+    try:
+        await asyncio.sleep(0.1)
+        assert given_up == []
+        lease.renewed(time.monotonic())  # back
+        await eventually(lambda: asyncio.sleep(0, runner.abandoned), lambda left: left == {})
+    finally:
+        watchdog.cancel()
+    assert given_up == [("t1", "r1")]
 
 
 async def test_a_handler_that_swallows_the_fence_still_writes_nothing() -> None:
