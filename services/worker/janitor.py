@@ -35,9 +35,10 @@ from shared.commands import Commands
 from shared.lifecycle import Phase, TaskState
 from shared.records import StoredTask
 from shared.registry import Registry, UnknownTaskType
-from shared.runs import Runs
+from shared.runs import Claim, Runs
 from shared.settings import Settings
 from shared.store import DueDispatch, Store
+from shared.task import Attempt
 
 log = logging.getLogger(__name__)
 
@@ -165,11 +166,15 @@ class Janitor:
 
     async def give_up(self, task_id: str, run_id: str) -> None:
         """This worker stopped run `run_id` of `task_id` when its lease was lost, and has it
-        again: end the run as lost (requeued or failed) unless another has taken the task."""
+        again: hand the task back to the queue (as a stopping worker does: its handler was
+        stopped at an `await`, as on a shutdown), or end it canceled if a cancel came meanwhile,
+        unless another run has taken it."""
         task = await self.store.tasks.get(task_id)
         if task is None or task.phase is not Phase.HELD or task.run_id != run_id:
             return
-        await self.runs.lose(task, requeue=requeues_when_lost(task, self.registry))
+        worker = self.settings.worker_name
+        attempt = Attempt(outcome="lease_lost", worker=worker, ended_at=utcnow())
+        await self.runs.release(Claim(task, run_id, worker), attempt)
 
     async def take_over(self, task_id: str, *, ours_unrun: bool) -> bool:
         """A command for `task_id` reached this worker, which could not claim it: if the run
