@@ -29,15 +29,14 @@ from services.stack import ROOT, free_port, stop_processes
 from shared.auth import Role
 from shared.settings import Settings
 from shared.store import Store
-from tests.conftest import DEV_AUTH, ServerThread
-from tests.e2e.conftest import EXPECT_TIMEOUT_MS
-from tests.processes import service_env, start_stack
-from tests.support import eventually
+from tests.support import FINAL, eventually
+from tests.support.browser import EXPECT_TIMEOUT_MS
+from tests.support.processes import service_env, start_stack
+from tests.support.servers import DEV_AUTH, ServerThread
 
 pytestmark = pytest.mark.e2e
 
 EXAMPLES = ROOT / "examples"
-FINAL = ("completed", "failed", "canceled")
 
 
 def load_example(name: str) -> ModuleType:

@@ -11,13 +11,13 @@ import pytest
 
 from services.stack import EmbeddedMongo
 from shared.store import Store
-from tests.conftest import DEV_AUTH
-from tests.faults.conftest import (
+from tests.support.faults import (
     Services,
     assert_nothing_lost_or_doubled,
     submit_many,
     until_all_final,
 )
+from tests.support.servers import DEV_AUTH
 
 pytestmark = pytest.mark.fault
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from shared.store import Store
-from tests.faults.conftest import (
+from tests.support.faults import (
     Services,
     assert_nothing_lost_or_doubled,
     report_figures,

@@ -1,7 +1,7 @@
 """A worker cut off from the network, not killed, while it runs tasks.
 
-The worker runs in a network namespace of its own (tests/netns.py), reaching the broker and the
-database through relays on the host end of its veth pair. Once it runs its tasks, a second
+The worker runs in a network namespace of its own (tests/support/netns.py), reaching the broker
+and the database through relays on the host end of its veth pair. Once it runs its tasks, a second
 worker starts on the host and the link is cut: the cut-off worker is alive, but can neither
 renew its hold on its tasks nor store anything. A worker's hold on its tasks is a lease,
 renewed by its heartbeat about every second and given up after about five (`LEASES`); then:
@@ -42,17 +42,16 @@ from shared.clock import utcnow
 from shared.migrate import migrate
 from shared.settings import Settings
 from shared.store import Store, open_store
-from tests import netns
-from tests.conftest import DEV_AUTH, drop_namespace
-from tests.faults.conftest import (
-    FINAL,
+from tests.support import FINAL, netns
+from tests.support.faults import (
     STOP_TIMEOUT_S,
     Services,
     check_invariant,
     report_figures,
     unavailable_in_ci,
 )
-from tests.netns import NetworkNamespace
+from tests.support.netns import NetworkNamespace
+from tests.support.servers import DEV_AUTH, drop_namespace
 
 Doc = dict[str, Any]
 

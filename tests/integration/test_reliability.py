@@ -23,8 +23,8 @@ from shared.store.tasks import document
 from shared.submission import submission_digest
 from shared.task import WorkerRef
 from shared.topology import RUN_KEY, Topology
-from tests.integration.test_worker import read, submit, until_state
 from tests.support import admin_headers, eventually, stored_task
+from tests.support.rest import read, submit, until_state
 
 pytestmark = pytest.mark.integration
 
