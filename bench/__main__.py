@@ -24,6 +24,7 @@ BENCHMARKS = (
     "notifier_latency",
     "notifier_fanout",
     "notifier_slow_readers",
+    "recovery",
 )
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 

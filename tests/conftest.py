@@ -66,7 +66,7 @@ async def settings(mongo_url: str, amqp_url: str) -> AsyncIterator[Settings]:
         api_metrics_port=free_port(),
         notifier_port=free_port(),
         worker_port=0,  # several workers may run at once: each probe server on a free port
-        heartbeat_s=0.5,
+        lease_renew_s=0.5,
         worker_name=f"test-worker-{unique}",
         # Most tests act as the built-in development user; tests/integration/test_auth.py
         # checks real users, and that none of this is accepted outside development mode.

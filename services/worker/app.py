@@ -15,7 +15,8 @@ from pydantic import ValidationError
 
 from services.worker.heartbeat import heartbeat_forever
 from services.worker.janitor import Janitor
-from services.worker.runner import NotTaken, Runner
+from services.worker.lease import LeaseClock
+from services.worker.runner import Fenced, NotTaken, Runner
 from shared import metrics, tracing
 from shared.broker import (
     control_exchange,
@@ -94,6 +95,13 @@ class Worker:
             concurrency=settings.worker_concurrency,
         )
         self.janitor = Janitor(self.store, self.runs, self.commands, self.registry, settings)
+        self.lease = LeaseClock(settings.lease_s, settings.lease_renew_s)
+        self.runner.lease = self.lease
+        self.runner.take_over = lambda task_id, ours_unrun: self.janitor.take_over(
+            task_id, ours_unrun=ours_unrun
+        )
+        self.janitor.adopt = self.runner.adopt
+        self.runner.give_up = self.janitor.give_up
         self.probes = ProbeServer(
             settings.worker_host,
             settings.worker_port,
@@ -130,6 +138,10 @@ class Worker:
                     await self.runner.handle(command, delivery.ack)
                 except NotTaken:
                     await delivery.nack()
+                    return
+                except Fenced:
+                    # Nothing written; the task's command is queued again by whoever takes it.
+                    await delivery.ack()
                     return
                 except Exception:
                     # The outcome could not be stored: give the command back for another try,
@@ -229,6 +241,7 @@ class Worker:
         """Connect, declare the topology, start consuming, heartbeating and sweeping."""
         await self._start_probes()
         await self.store.require_schema()
+        await self.janitor.reclaim_own()
         await self.broker.connect()
         # Subscribers first: FastStream keeps the first declaration of a queue and consumes on
         # its channel. Declared by `declare_topology` first, the tasks queue would be consumed on
@@ -242,13 +255,14 @@ class Worker:
                     heartbeat_forever(
                         self.store,
                         self.settings.worker_name,
-                        interval_s=self.settings.heartbeat_s,
+                        lease=self.lease,
                         concurrency=self.settings.worker_concurrency,
                         current_tasks=lambda: sorted(self.runner.running),
                         answered=self.janitor.database_answered,
                     )
                 ),
                 asyncio.create_task(self.janitor.run_forever()),
+                asyncio.create_task(self.runner.fence_forever(self.settings.lease_renew_s / 4)),
             ]
         log.info(
             "worker %s (pid %d on %s) consuming %s with concurrency %d",

@@ -34,11 +34,11 @@ def quick(settings: Settings) -> Settings:
     """Settings whose timeouts are short enough for a test."""
     return settings.model_copy(
         update={
-            "worker_ttl_s": 1.5,
+            "lease_s": 1.5,
             "janitor_interval_s": 0.3,
             "outbox_grace_s": 0.5,
             "cancel_grace_s": 0.5,
-            "heartbeat_s": 0.3,
+            "lease_renew_s": 0.3,
         }
     )
 

@@ -31,11 +31,12 @@ from tests.support.processes import service_env, until_workers_beat
 STOP_TIMEOUT_S = 15
 
 
-#: Quick liveness settings: a silent worker is missing after 2 s, noticed within half a second.
+#: Quick liveness settings: a silent worker's lease lasts 2 s, its loss is noticed within half
+#: a second.
 QUICK_ENV = {
-    "TASKLIGHT_WORKER_TTL_S": "2",
+    "TASKLIGHT_LEASE_S": "2",
     "TASKLIGHT_JANITOR_INTERVAL_S": "0.5",
-    "TASKLIGHT_HEARTBEAT_S": "0.5",
+    "TASKLIGHT_LEASE_RENEW_S": "0.5",
     "TASKLIGHT_OUTBOX_GRACE_S": "1",
     "TASKLIGHT_SHUTDOWN_GRACE_S": "1",
     "TASKLIGHT_PUBLISH_TIMEOUT_S": "5",
