@@ -126,8 +126,9 @@ class Janitor:
 
     async def sweep(self) -> None:
         """One round of every repair."""
-        await self.relay()
+        # A lost worker's tasks first: they are the repair someone is waiting for.
         await self.reap_missing_workers()
+        await self.relay()
         await self.finish_orphaned_parents()
         await self.settle_unanswered()
 
@@ -146,13 +147,22 @@ class Janitor:
             return
         now = utcnow()
         cutoff = now - timedelta(seconds=self.settings.lease_s)
-        metrics.WORKERS_MISSING.inc(await self.store.workers.mark_missing(now, cutoff))
         live = await self.store.workers.live(now)
         self.next_expiry = min(live.values(), default=None)
-        for task in await self.store.tasks.held_without_lease(live, cutoff):
-            lost = await self.runs.lose(task, requeue=requeues_when_lost(task, self.registry))
-            if lost is TaskState.RUNNING and self.adopt is not None:
-                self.adopt(task.id, task.name)
+        stranded = await self.store.tasks.held_without_lease(live, cutoff)
+        # All at once, and beside marking the workers missing (which decides nothing): the
+        # tasks' compare-and-sets share a statement (group commit) and their commands are
+        # published side by side, so the last is requeued about when the first is.
+        marking = asyncio.ensure_future(self.store.workers.mark_missing(now, cutoff))
+        try:
+            await asyncio.gather(*(self._lose(task) for task in stranded))
+        finally:
+            metrics.WORKERS_MISSING.inc(await marking)
+
+    async def _lose(self, task: StoredTask) -> None:
+        lost = await self.runs.lose(task, requeue=requeues_when_lost(task, self.registry))
+        if lost is TaskState.RUNNING and self.adopt is not None:
+            self.adopt(task.id, task.name)
 
     async def reclaim_own(self) -> int:
         """Before this worker claims anything: end as lost the runs still held under its name,

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import time
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,18 +127,28 @@ async def submit_many(
 ) -> list[str]:
     """Submit `count` `test.count` tasks over HTTP, `parallel` at a time; their ids.
 
-    A 503 (the broker or database could not take it; nothing was kept) is retried, as a client
-    would; any other answer but 202 fails the test.
+    Each submission carries its own Idempotency-Key, so that it is retried as a careful client
+    would: after a 503 (the broker or database could not take it), a 409 (the first request with
+    that key has not finished), or an answer lost on the way (a connection the api closed as it
+    was reused): a retry of a submission that was stored gets the same task, never a second one.
+    Any other answer but 202 fails the test.
     """
     ids: list[str] = []
     body = {"name": "test.count", "args": args}
 
     async def one() -> str:
+        headers = {"Idempotency-Key": uuid.uuid4().hex}
+        answer: httpx.Response | None = None
         for _ in range(20):
-            answer = await http.post("/api/v1/tasks", json=body)
-            if answer.status_code != 503:
+            try:
+                answer = await http.post("/api/v1/tasks", json=body, headers=headers)
+            except httpx.TransportError:
+                await asyncio.sleep(0.5)
+                continue
+            if answer.status_code not in (409, 503):
                 break
             await asyncio.sleep(0.5)
+        assert answer is not None, "every try of a submission lost its answer"
         assert answer.status_code == 202, answer.text
         task_id: str = answer.json()["id"]
         return task_id
