@@ -19,7 +19,6 @@ from typing import Any
 #: Every benchmark, in the order `python -m bench` runs them.
 BENCHMARKS = (
     "limits",
-    "peer_celery",
     "throughput",
     "notifier_latency",
     "notifier_fanout",
