@@ -149,8 +149,12 @@ class Janitor:
         metrics.WORKERS_MISSING.inc(await self.store.workers.mark_missing(now, cutoff))
         live = await self.store.workers.live(now)
         self.next_expiry = min(live.values(), default=None)
-        for task in await self.store.tasks.held_without_lease(live, cutoff):
-            lost = await self.runs.lose(task, requeue=requeues_when_lost(task, self.registry))
+        held = await self.store.tasks.held_without_lease(live, cutoff)
+        # Together: each is a compare-and-set of its own, and the last one's time is what counts.
+        outcomes = await asyncio.gather(
+            *(self.runs.lose(t, requeue=requeues_when_lost(t, self.registry)) for t in held)
+        )
+        for task, lost in zip(held, outcomes, strict=True):
             if lost is TaskState.RUNNING and self.adopt is not None:
                 self.adopt(task.id, task.name)
 
