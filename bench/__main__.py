@@ -19,12 +19,12 @@ from typing import Any
 #: Every benchmark, in the order `python -m bench` runs them.
 BENCHMARKS = (
     "limits",
-    "peer_celery",
     "throughput",
     "reservations",
     "notifier_latency",
     "notifier_fanout",
     "notifier_slow_readers",
+    "recovery",
 )
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 

@@ -3,9 +3,9 @@
 A diagnostic beside the benchmarks (not part of `make bench`): it runs the throughput benchmark's
 stack (bench/throughput.py: a fresh SecantusDB, the api, a worker and a notifier as processes),
 submits N `test.noop` tasks until a `scope: all` subscriber saw them all complete, and prints,
-for each part of the run, its CPU time per task (from /proc) with the database server's
-commands per task (from its `serverStatus`). `--drop-index NAME` drops an index of the tasks
-collection before the run, to weigh what it costs.
+for each part of the run, its CPU time per task (by process id, bench/meter.py) with the
+database server's commands per task (from its `serverStatus`). `--drop-index NAME` drops an
+index of the tasks collection before the run, to weigh what it costs.
 """
 
 from __future__ import annotations
@@ -18,26 +18,15 @@ from typing import Any
 from pymongo import AsyncMongoClient
 
 from bench import throughput
-from bench.env import cpu_seconds
 
 Doc = dict[str, Any]
-
-
-def database_port(processes: dict[int, tuple[str, float]]) -> int:
-    """The port of this run's database server (the benchmark names its directory)."""
-    for command, _ in processes.values():
-        if "secantusd" in command and "tasklight-bench-" in command:
-            words = command.split()
-            return int(words[words.index("--port") + 1])
-    raise RuntimeError("no benchmark database server is running")
 
 
 async def measure(tasks: int, batched: bool, drop: list[str]) -> None:
     throughput.TASKS = tasks
     async with throughput.stack() as env:
         await throughput._throughput_warmup(env)
-        port = database_port(cpu_seconds())
-        client: AsyncMongoClient[Doc] = AsyncMongoClient(f"mongodb://127.0.0.1:{port}/")
+        client: AsyncMongoClient[Doc] = AsyncMongoClient(env.database.url)
         try:
             collection = client["bench"]["tasks"]
             for name in drop:
@@ -45,12 +34,14 @@ async def measure(tasks: int, batched: bool, drop: list[str]) -> None:
             indexes = [index["name"] async for index in await collection.list_indexes()]
             status_before = await client.admin.command("serverStatus")
             started = time.monotonic()
-            rate, spent = await throughput._throughput(env, batched)
+            figures = await throughput._throughput(env, batched)
             wall = time.monotonic() - started
             status_after = await client.admin.command("serverStatus")
         finally:
             await client.close()
+    rate, spent = figures["tasks_per_s"], figures["cpu_ms_per_task"]
     print(f"{rate:.1f} tasks/s over {wall:.1f} s; indexes: {', '.join(indexes)}")
+    print(f"idle cores {figures['idle_cores']}, others' cores {figures['others_cores']}")
     print("database commands per task:")
     for kind, count in status_after["opcounters"].items():
         done = (count - status_before["opcounters"].get(kind, 0)) / tasks

@@ -118,50 +118,6 @@ async def notifier_env(**settings: Any) -> AsyncIterator[NotifierEnv]:
             await asyncio.to_thread(mongo.stop)
 
 
-def cpu_seconds() -> dict[int, tuple[str, float]]:
-    """Every process's command line and CPU time (user + system) so far, from /proc."""
-    tick = os.sysconf("SC_CLK_TCK")
-    found: dict[int, tuple[str, float]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue  # ended meanwhile
-        fields = stat.rsplit(")", 1)[1].split()
-        found[int(entry.name)] = (command.strip(), (int(fields[11]) + int(fields[12])) / tick)
-    return found
-
-
-#: The parts of a benchmark run, by what their command line holds.
-PARTS = (
-    ("database", "tasklight-bench-"),
-    ("api", "services.api"),
-    ("worker", "services.worker"),
-    ("notifier", "services.notifier"),
-    ("rabbitmq", "beam.smp"),
-)
-
-
-def cpu_ms_per_task(
-    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], tasks: int
-) -> dict[str, float]:
-    """CPU milliseconds per task of each part between two `cpu_seconds` readings; this process
-    is the "load generator" (the HTTP clients and the subscriber)."""
-    spent: dict[str, float] = {}
-    for pid, (command, seconds) in after.items():
-        if pid == os.getpid():
-            part: str | None = "load generator"
-        else:
-            part = next((name for name, mark in PARTS if mark in command), None)
-        if part is not None:
-            used = seconds - before.get(pid, (command, 0.0))[1]
-            spent[part] = spent.get(part, 0.0) + used
-    return {part: round(used * 1000 / tasks, 2) for part, used in spent.items()}
-
-
 def percentile(values: list[float], fraction: float) -> float:
     """The value below which `fraction` of `values` lie (nearest rank)."""
     ordered = sorted(values)

@@ -22,10 +22,13 @@ updates (running, then completed), into a collection with only its `_id` index.
   collection with tasklight's indexes (`Store.migrate`): the stored form of a new task with
   its outbox mark, the first claim (`shared.runs.claim_change`) and the known-version end
   (`shared.runs.end_change`), each compiled to its known-version form. The least tasklight's
-  data model can cost the database per task, with nothing else running: its ceiling on this server.
+  data model can cost the database per task, with nothing else running: its ceiling on this server,
+  and (`database_cpu_ms_per_task`) the isolated cost of tasklight's own writes that the end-to-end
+  database CPU per task is held against.
 - `mongo.single`: one document per command, WRITERS concurrent writers each taking the next task
   and doing its three writes in turn. Tasks per second.
 
+Each database figure carries the server's CPU per task, by its process id (bench/meter.py).
 Each figure is the median of RUNS runs; each run has a queue, or a database server, of its own,
 deleted after.
 """
@@ -49,6 +52,7 @@ from pymongo import AsyncMongoClient, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 
 from bench.env import machine
+from bench.meter import Meter
 from services.stack import EmbeddedMongo
 from shared.clock import utcnow
 from shared.lifecycle import FIRST_VERSION, TaskState
@@ -96,8 +100,14 @@ async def run() -> dict[str, Any]:
 
 
 def summary(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
-    """Each run's figures and the median of `key` over them."""
-    return {key: round(statistics.median(r[key] for r in runs), 1), "runs": runs}
+    """Each run's figures and the median of `key` over them (and of the database server's CPU
+    per task, where measured)."""
+    figures: dict[str, Any] = {key: round(statistics.median(r[key] for r in runs), 1)}
+    if all("database_cpu_ms_per_task" in r for r in runs):
+        figures["database_cpu_ms_per_task"] = round(
+            statistics.median(r["database_cpu_ms_per_task"] for r in runs), 2
+        )
+    return {**figures, "runs": runs}
 
 
 # --- broker -------------------------------------------------------------------------------------
@@ -261,7 +271,8 @@ async def on_fresh_server(
                 mongo.url, tz_aware=True, serverSelectionTimeoutMS=5000
             )
             try:
-                return await in_database(client, body, tasks)
+                assert mongo.process is not None
+                return await in_database(client, body, tasks, mongo.process.pid)
             finally:
                 await client.close()
         finally:
@@ -272,16 +283,21 @@ async def in_database(
     client: AsyncMongoClient[Doc],
     body: Callable[[AsyncCollection[Doc], list[str]], Awaitable[None]],
     tasks: int,
+    server_pid: int,
 ) -> Doc:
-    """Time `body` writing `tasks` tasks into a database of its own (dropped after); check every
-    task ended completed."""
+    """Time `body` writing `tasks` tasks into a database of its own (dropped after), and the
+    database server's CPU per task meanwhile (process `server_pid`); check every task ended
+    completed."""
     name = f"bench_limits_{uuid.uuid4().hex[:12]}"
     collection = client[name]["tasks"]
     ids = [f"task-{n:08d}" for n in range(tasks)]
     try:
+        meter = Meter({"database": [server_pid]})
+        meter.start()
         started = time.perf_counter()
         await body(collection, ids)
         elapsed = time.perf_counter() - started
+        reading = meter.stop()
         done = await collection.count_documents({"state": "completed", "version": 3})
         if done != tasks:
             raise RuntimeError(f"{done} of {tasks} tasks ended completed")
@@ -291,6 +307,8 @@ async def in_database(
         "tasks_per_s": round(tasks / elapsed, 1),
         "writes_per_s": round(3 * tasks / elapsed, 1),
         "total_s": round(elapsed, 3),
+        "database_cpu_ms_per_task": reading.ms_per(tasks)["database"],
+        "idle_cores": round(reading.idle_cores, 2),
     }
 
 

@@ -12,16 +12,15 @@ The task does nothing. The worker is its own process (`celery -A bench.celery_ap
 process submits TASKS tasks with `.delay()`, then waits for every result through the backend
 (`ResultSet.join()`, as a UI's poll would read it), timed from the first submit to the last
 result seen. A warm-up batch first makes sure the worker consumes and every connection is open.
-The figure is the median of RUNS runs, each on a fresh database server, worker, queue and
-database. Every process, the queue and the database are gone after, failed or not.
+Each run (`one_run`) has a fresh database server, worker, queue and database; bench/throughput.py
+alternates them with tasklight's. Every process, the queue and the database are gone after,
+failed or not.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,14 +37,10 @@ from celery.app.defaults import DEFAULTS
 from celery.result import ResultSet
 
 from bench.celery_app import NOOP, create_app
-from bench.env import machine
+from bench.meter import Meter
+from bench.wire import WireCounter, counting
 from services.stack import ROOT, EmbeddedMongo
 
-RESULTS = "latest"
-#: Measured runs; the figure is their median.
-RUNS = 3
-#: Tasks per run (`BENCH_CELERY_TASKS` overrides, for quick tries).
-TASKS = 1000
 #: Tasks run before measuring, so the worker is up and every child has its connections.
 WARMUP_TASKS = 50
 #: Seconds between two reads of a result not ready yet. Celery's default (0.5 s) would add up
@@ -59,26 +54,12 @@ DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 CELERY_EXCHANGES = ("celeryev", "celery.pidbox", "reply.celery.pidbox")
 
 
-async def run() -> dict[str, Any]:
-    """Start the database and the worker, measure RUNS runs, stop everything; the figures."""
-    tasks = int(os.environ.get("BENCH_CELERY_TASKS", TASKS))
-    return await asyncio.to_thread(measure_all, tasks)
-
-
-def measure_all(tasks: int) -> dict[str, Any]:
-    """What `run` does, in a thread of its own (Celery's client API blocks)."""
-    concurrency = os.cpu_count() or 1
-    broker = os.environ.get("AMQP_URL", DEFAULT_AMQP_URL)
-    load_before = round(os.getloadavg()[0], 2)
-    runs = [one_run(broker, concurrency, tasks) for _ in range(RUNS)]
-    rates = [r["tasks_per_s"] for r in runs]
+def describe() -> dict[str, Any]:
+    """What the peer is: Celery's version, pool and settings."""
     return {
-        "machine": machine(),
-        # Other work on the machine (the 1-minute load average) as the runs began and ended.
-        "load_1m": {"before": load_before, "after": round(os.getloadavg()[0], 2)},
         "celery": celery.__version__,
         "pool": f"{POOL} (Celery's default)",
-        "concurrency": concurrency,
+        "concurrency": os.cpu_count() or 1,
         "settings": {
             "task_acks_late": True,
             "task_track_started": True,
@@ -86,14 +67,20 @@ def measure_all(tasks: int) -> dict[str, Any]:
             "result_backend": "mongodb (embedded SecantusDB, --sync-on-commit)",
             "broker": "RabbitMQ (classic queue, Celery's default)",
         },
-        "tasks_per_run": tasks,
-        "runs": runs,
-        "tasks_per_s": round(statistics.median(rates), 1),
     }
 
 
-def one_run(broker: str, concurrency: int, tasks: int) -> dict[str, Any]:
-    """One run on a fresh database server, worker, queue and database; its figures.
+def broker_url() -> str:
+    """The broker both ends use."""
+    return os.environ.get("AMQP_URL", DEFAULT_AMQP_URL)
+
+
+def one_run(broker: str, concurrency: int, tasks: int, count: bool = False) -> dict[str, Any]:
+    """One run on a fresh database server, worker, queue and database; its figures: the rate,
+    the CPU per task of the Celery worker (its pool's children included), of this process (the
+    client) and of the database server, by process id, and the idle cores meanwhile; with
+    `count`, the database commands per task by kind too, counted through a proxy
+    (bench/wire.py; such a run is not timed fairly).
 
     Fresh for every run, so the runs are alike: a SecantusDB server's cost per command grows
     with the commands it has served since it started (about threefold past ~10,000 on this
@@ -104,8 +91,9 @@ def one_run(broker: str, concurrency: int, tasks: int) -> dict[str, Any]:
     database = f"bench_celery_{tag}"
     with tempfile.TemporaryDirectory(prefix="tasklight-bench-celery-") as tmp_dir:
         tmp = Path(tmp_dir)
-        with embedded_mongo(tmp) as mongo:
-            app = create_app(broker=broker, backend=mongo.url, database=database, queue=queue)
+        with embedded_mongo(tmp) as mongo, counted(mongo, count) as wire:
+            backend = wire.url() if wire else mongo.url
+            app = create_app(broker=broker, backend=backend, database=database, queue=queue)
             brought: list[str] = []
             try:
                 # The exchanges every Celery worker declares; the ones this run brings are
@@ -114,7 +102,7 @@ def one_run(broker: str, concurrency: int, tasks: int) -> dict[str, Any]:
                 env = {
                     **os.environ,
                     "BENCH_CELERY_BROKER": broker,
-                    "BENCH_CELERY_BACKEND": mongo.url,
+                    "BENCH_CELERY_BACKEND": backend,
                     "BENCH_CELERY_DATABASE": database,
                     "BENCH_CELERY_QUEUE": queue,
                 }
@@ -122,7 +110,19 @@ def one_run(broker: str, concurrency: int, tasks: int) -> dict[str, Any]:
                 with celery_worker(env, concurrency, f"bench-{tag}@%h", log_path) as worker:
                     try:
                         warm_up(app, worker)
-                        return measure(app, worker, tasks)
+                        assert mongo.process is not None
+                        meter = Meter(
+                            {"celery worker": [worker.pid], "database": [mongo.process.pid]},
+                            {"celery client": os.getpid()},
+                        )
+                        if wire:
+                            wire.reset()
+                        meter.start()
+                        figures = measure(app, worker, tasks)
+                        figures.update(meter.stop().figures(tasks))
+                        if wire:
+                            figures["database_per_task"] = wire.reset().per_task(tasks)
+                        return figures
                     except Exception as exc:
                         raise RuntimeError(f"{exc}; worker log: {tail(log_path)}") from exc
             finally:
@@ -161,6 +161,16 @@ def warm_up(app: Any, worker: subprocess.Popen[bytes], timeout_s: float = 60.0) 
             raise TimeoutError(f"the warm-up tasks did not finish within {timeout_s} s")
         time.sleep(0.1)
     pending.join(timeout=10, propagate=True)
+
+
+@contextmanager
+def counted(mongo: EmbeddedMongo, count: bool) -> Iterator[WireCounter | None]:
+    """A counting proxy to `mongo` if `count`, else nothing."""
+    if not count:
+        yield None
+        return
+    with counting(mongo.port) as wire:
+        yield wire
 
 
 @contextmanager

@@ -35,9 +35,11 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 
-#: The browser package's module: clients/js/ of a tasklight checkout here; in a project of your
+#: The browser package's modules: clients/js/ of a tasklight checkout here; in a project of your
 #: own, where your build puts it (`npm install ./clients/js` → node_modules/tasklight-js/).
-BROWSER_CLIENT = Path(__file__).resolve().parents[1] / "clients" / "js" / "tasklight.js"
+BROWSER_PACKAGE = Path(__file__).resolve().parents[1] / "clients" / "js"
+#: What a page imports: `tasklight.js`, and the protocol's constants it imports beside it.
+BROWSER_MODULES = ("tasklight.js", "protocol.js")
 
 
 @dataclass(frozen=True)
@@ -133,11 +135,13 @@ def create_app(config: TasklightConfig) -> FastAPI:
         ticket: dict[str, str] = await tasklight(request, user, "POST", "/ws-tickets")
         return ticket
 
-    @app.get("/static/tasklight.js")
-    async def tasklight_js() -> Response:
+    @app.get("/static/{module}")
+    async def browser_module(module: str) -> Response:
         """tasklight's browser package, served from this origin: a module script from another
         origin would need CORS headers that tasklight's API does not send."""
-        return Response(BROWSER_CLIENT.read_text(), media_type="text/javascript")
+        if module not in BROWSER_MODULES:
+            raise HTTPException(status_code=404)
+        return Response((BROWSER_PACKAGE / module).read_text(), media_type="text/javascript")
 
     @app.get("/", response_model=None)
     async def page(user: str | None = None) -> HTMLResponse | RedirectResponse:

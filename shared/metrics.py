@@ -117,6 +117,13 @@ DEAD_LETTERS = Counter(
     ["reason"],
     registry=None,
 )
+COMMANDS_DECLINED = Counter(
+    "tasklight_commands_declined",
+    "Delivered commands whose task no run of this worker could claim, by why: the task had "
+    "ended, was held by another run, or no longer exists (a duplicate or late copy).",
+    ["reason"],
+    registry=None,
+)
 COMMANDS_PARKED = Counter(
     "tasklight_commands_parked",
     "Dead-lettered commands moved to the parked queue: their task could not be recorded as "
@@ -203,6 +210,7 @@ WORKER_REGISTRY = _registry(
     QUEUE_WAIT_SECONDS,
     TASK_RETRIES,
     DEAD_LETTERS,
+    COMMANDS_DECLINED,
     COMMANDS_PARKED,
     WORKERS_MISSING,
     TASKS_WORKER_LOST,

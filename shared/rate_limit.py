@@ -64,6 +64,8 @@ class RateLimiter:
         self._unsynced: defaultdict[datetime, defaultdict[str, int]] = _slots()
         self._last_sync = 0.0
         self._syncing: asyncio.Task[None] | None = None
+        #: The read of each user's counts under way, which concurrent requests share.
+        self._reading: dict[str, asyncio.Future[None]] = {}
 
     async def take(self, owner: str, count: int = 1) -> None:
         """Count `count` submissions of `owner`, or raise `RateLimited` and count none."""
@@ -73,7 +75,7 @@ class RateLimiter:
             raise RateLimited(self.limit, WINDOW_S)
         if time.monotonic() - self._read_at.get(owner, -math.inf) > self.sync_s:
             # New here, or idle here while other replicas may have counted: read first.
-            await self._read([owner])
+            await self._read_once(owner)
         now = datetime.now(UTC)
         if self._in_window(owner, now) + count > self.limit:
             raise RateLimited(self.limit, self._retry_after_s(owner, now, count))
@@ -137,6 +139,17 @@ class RateLimiter:
             raise
         await self._read(sorted({owner for counts in unsynced.values() for owner in counts}))
         self._forget_idle()
+
+    async def _read_once(self, owner: str) -> None:
+        """Read `owner`'s counts; requests that find them stale meanwhile wait for the same
+        read (measured without: a read per request in flight each time they went stale)."""
+        reading = self._reading.get(owner)
+        if reading is None:
+            reading = asyncio.ensure_future(self._read([owner]))
+            self._reading[owner] = reading
+            reading.add_done_callback(lambda _: self._reading.pop(owner, None))
+        # A request that gives up does not cancel the read the others wait for.
+        await asyncio.shield(reading)
 
     async def _read(self, owners: list[str]) -> None:
         if not owners:

@@ -524,12 +524,17 @@ class Runs:
         current = await self.tasks.get(task_id)
         if current is None:
             log.info("task %s no longer exists; dropping its command", task_id)
+            reason = "gone"
         elif current.final:
             log.info("task %s already %s; not running it again", task_id, current.state)
+            reason = "ended"
         elif current.state is TaskState.CANCELING and current.phase in _UNHELD:
             await self._end_unheld_cancel(current)
+            reason = "canceled"
         else:
             log.info("task %s is held by another run; dropping this copy", task_id)
+            reason = "held"
+        metrics.COMMANDS_DECLINED.labels(reason=reason).inc()
 
     # --- parents ---------------------------------------------------------------------------
 

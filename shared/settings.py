@@ -6,7 +6,7 @@ import secrets
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -25,6 +25,24 @@ def parse_amqp_addresses(amqp_url: str) -> list[str]:
                 "several of one cluster separated by commas)"
             )
     return addresses
+
+
+def lease_problems(lease_s: float, renew_s: float, janitor_interval_s: float) -> list[str]:
+    """What is wrong with these lease timings (none: they make sense). A lease must outlast
+    three renewals (one renewal's margin to stop before it expires, and one lost renewal is
+    not yet a loss), and expired leases must be looked for at least once per lease."""
+    problems = []
+    if renew_s > lease_s / 3:
+        problems.append(
+            f"TASKLIGHT_LEASE_RENEW_S ({renew_s:g}) must be at most a third of "
+            f"TASKLIGHT_LEASE_S ({lease_s:g}): renew more often, or make the lease longer"
+        )
+    if janitor_interval_s > lease_s:
+        problems.append(
+            f"TASKLIGHT_JANITOR_INTERVAL_S ({janitor_interval_s:g}) must not exceed "
+            f"TASKLIGHT_LEASE_S ({lease_s:g}): expired leases would wait for the next sweep"
+        )
+    return problems
 
 
 def _default_worker_name() -> str:
@@ -127,8 +145,6 @@ class Settings(BaseSettings):
     #: The worker's name in its tasks (which users see) and in /api/v1/workers; by default a
     #: random `worker-<8 hex digits>` per process.
     worker_name: str = Field(default_factory=_default_worker_name)
-    #: Seconds between a worker's heartbeats.
-    heartbeat_s: float = Field(default=5.0, gt=0)
     #: Seconds a broker publish waits for its confirm before the API gives up.
     publish_timeout_s: float = Field(default=5.0, gt=0)
     #: Seconds between AMQP heartbeats (unless an address asks otherwise, `?heartbeat=`): a
@@ -156,10 +172,28 @@ class Settings(BaseSettings):
     #: tests (`make run` and the tests turn it on); off in a deployment.
     builtin_tasks: bool = False
 
-    #: Seconds without a heartbeat after which a worker is missing and its tasks are ended.
-    worker_ttl_s: float = Field(default=30.0, gt=0)
-    #: Seconds between a worker's checks for missing workers, stranded commands and parents.
-    janitor_interval_s: float = Field(default=5.0, gt=0)
+    #: Seconds a worker's hold on its tasks (its lease) lasts without renewal: a worker whose
+    #: lease is past is missing, and its tasks are requeued or ended (its own tasks it stops
+    #: itself, a renewal before, see `lease_renew_s`). The worker's heartbeat is the renewal.
+    #: (`TASKLIGHT_WORKER_TTL_S`, its older name, is read too.)
+    lease_s: float = Field(
+        default=5.0,
+        gt=0,
+        validation_alias=AliasChoices("TASKLIGHT_LEASE_S", "TASKLIGHT_WORKER_TTL_S", "lease_s"),
+    )
+    #: Seconds between a worker's heartbeats, each renewing its lease (one write per worker);
+    #: a worker with no renewal answered for `lease_s` minus this stops its tasks and writes
+    #: nothing about them (self-fencing). (`TASKLIGHT_HEARTBEAT_S` is read too.)
+    lease_renew_s: float = Field(
+        default=1.0,
+        gt=0,
+        validation_alias=AliasChoices(
+            "TASKLIGHT_LEASE_RENEW_S", "TASKLIGHT_HEARTBEAT_S", "lease_renew_s"
+        ),
+    )
+    #: Seconds between a worker's checks for expired leases, stranded commands and parents;
+    #: a killed worker's tasks are requeued within `lease_s` plus this.
+    janitor_interval_s: float = Field(default=1.0, gt=0)
     #: Seconds a stored task may wait for its command's confirm before the relay publishes it.
     outbox_grace_s: float = Field(default=15.0, gt=0)
     #: Seconds ahead a task may be scheduled at most (`run_at`, `delay_s`): 30 days.
@@ -240,6 +274,13 @@ class Settings(BaseSettings):
     #: Trace with OpenTelemetry (needs the `otel` extra), exporting OTLP over HTTP as the
     #: standard `OTEL_*` variables say; also on when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
     otel_enabled: bool = False
+
+    @model_validator(mode="after")
+    def _leases_make_sense(self) -> Settings:
+        problems = lease_problems(self.lease_s, self.lease_renew_s, self.janitor_interval_s)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @field_validator("amqp_url")
     @classmethod

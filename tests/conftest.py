@@ -1,4 +1,4 @@
-"""Fixtures shared by every test layer; backends are found as `tests/backends.py` says."""
+"""Fixtures shared by every test layer; backends are found as `tests/support/backends.py` says."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -18,23 +17,18 @@ from services.api.app import create_app
 from services.stack import EmbeddedMongo, free_port
 from services.worker.app import Worker
 from shared import tracing
-from shared.auth import DEV_TOKEN
-from shared.broker import delete_topology
 from shared.migrate import migrate
 from shared.settings import Settings
 from shared.store import Store, open_store
-from shared.topology import Topology
-from tests.backends import amqp_backend, mongo_backend
-from tests.skip_policy import (  # noqa: F401  (hooks: a skipped test fails the run)
+from tests.support.backends import amqp_backend, mongo_backend
+from tests.support.servers import DEV_AUTH, ServerThread, drop_namespace
+from tests.support.skip_policy import (  # noqa: F401  (hooks: a skipped test fails the run)
     pytest_configure,
     pytest_report_header,
     pytest_runtest_logreport,
     pytest_sessionfinish,
     pytest_terminal_summary,
 )
-
-#: The header that authenticates as the development user (tests run in development mode).
-DEV_AUTH = {"Authorization": f"Bearer {DEV_TOKEN}"}
 
 
 @pytest.fixture(scope="session")
@@ -72,7 +66,7 @@ async def settings(mongo_url: str, amqp_url: str) -> AsyncIterator[Settings]:
         api_metrics_port=free_port(),
         notifier_port=free_port(),
         worker_port=0,  # several workers may run at once: each probe server on a free port
-        heartbeat_s=0.5,
+        lease_renew_s=0.5,
         worker_name=f"test-worker-{unique}",
         # Most tests act as the built-in development user; tests/integration/test_auth.py
         # checks real users, and that none of this is accepted outside development mode.
@@ -85,55 +79,12 @@ async def settings(mongo_url: str, amqp_url: str) -> AsyncIterator[Settings]:
     await drop_namespace(test_settings)
 
 
-async def drop_namespace(settings: Settings) -> None:
-    """Delete a test's database, queues and exchanges."""
-    store = open_store(settings)
-    try:
-        await store.client.drop_database(settings.database)
-    finally:
-        await store.close()
-    await delete_topology(settings.amqp_url, Topology(settings.namespace))
-
-
 @pytest.fixture
 async def store(settings: Settings) -> AsyncIterator[Store]:
     """A store on the test's (migrated) database."""
     test_store = open_store(settings)
     yield test_store
     await test_store.close()
-
-
-class ServerThread:
-    """A uvicorn server for an ASGI app, run as a task on the test's event loop."""
-
-    def __init__(self, app: object, port: int) -> None:
-        self.server = uvicorn.Server(
-            uvicorn.Config(
-                app,  # type: ignore[arg-type]
-                host="127.0.0.1",
-                port=port,
-                log_config=None,
-                lifespan="on",
-                timeout_graceful_shutdown=5,
-                # As `python -m services.api` runs it: the app decides whose X-Forwarded-* to
-                # believe (TASKLIGHT_TRUSTED_PROXIES), not uvicorn.
-                proxy_headers=False,
-            )
-        )
-        self.task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> ServerThread:
-        self.task = asyncio.create_task(self.server.serve())
-        while not self.server.started:
-            if self.task.done():
-                self.task.result()
-            await asyncio.sleep(0.02)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        if self.task is not None:
-            await self.task
 
 
 @pytest.fixture

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from email.message import Message as MimeHeader
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from services.api.body_limit import replaying
 from services.api.problems import problem_response
 from shared.jsonlimits import MAX_DOCUMENT_DEPTH, JsonRefused, loads
 
@@ -62,16 +63,7 @@ class JsonBodyMiddleware:
                     scope, receive, send
                 )
                 return
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replaying(body, receive), send)
 
     @staticmethod
     def _refusal(scope: Scope, body: bytes) -> tuple[str, str] | None:

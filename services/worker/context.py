@@ -31,6 +31,8 @@ class RunContext:
         #: The handler's future, so that a stopping worker can take the task back.
         self.handler: asyncio.Future[Any] | None = None
         self.handed_back = False
+        #: Set when the worker lost its lease: the handler is stopped and nothing written.
+        self.fenced = False
         #: The reports as stored: this run is their only writer, so the copy stays exact.
         self.reports: list[ProgressReport] = []
         #: The answers earlier runs' questions got, by key; and how many this run asked.
@@ -69,6 +71,13 @@ class RunContext:
         if self.handler is not None:
             self.handler.cancel()
 
+    def fence(self) -> None:
+        """Stop the handler because the worker lost its lease; nothing of this run is written
+        after (another worker takes the task once the lease has expired)."""
+        self.fenced = True
+        if self.handler is not None:
+            self.handler.cancel()
+
     async def checkpoint(self) -> None:
         """Raise `TaskCanceled` if the task was asked to stop."""
         await asyncio.sleep(0)
@@ -96,6 +105,8 @@ class RunContext:
         raise AnswerNeeded(self.question)
 
     async def _store_reports(self) -> None:
+        if self.fenced:
+            return
         try:
             hold = await self._runs.report(self.claim, self.reports)
         except DatabaseError as exc:

@@ -69,7 +69,15 @@ class AwaitAnswer:
     question: AskedQuestion
 
 
-Decision = Complete | Fail | EndCanceled | RetryLater | HandBack | AwaitChildren | AwaitAnswer
+@dataclass(frozen=True)
+class Abandon:
+    """The worker lost its lease (it could not renew it): it writes nothing about the task,
+    which another worker takes over once the lease has expired."""
+
+
+Decision = (
+    Complete | Fail | EndCanceled | RetryLater | HandBack | AwaitChildren | AwaitAnswer | Abandon
+)
 
 #: Why a handler that was stopped without reaching a checkpoint ended canceled.
 STOPPED_AFTER_GRACE = "stopped after the cancel grace time without reaching a checkpoint"
@@ -111,9 +119,12 @@ def after_return(returned: Any) -> Decision:
     return Complete(result)
 
 
-def after_stop(*, handed_back: bool) -> Decision:
-    """The handler was stopped from outside: the worker is stopping (`handed_back`), or it did
-    not reach a checkpoint within the grace time after a cancel."""
+def after_stop(*, handed_back: bool, fenced: bool = False) -> Decision:
+    """The handler was stopped from outside: the worker lost its lease (`fenced`: nothing may
+    be written, whatever else happened), the worker is stopping (`handed_back`), or it did not
+    reach a checkpoint within the grace time after a cancel."""
+    if fenced:
+        return Abandon()
     if handed_back:
         return HandBack()
     return EndCanceled(TaskError.of(ErrorKind.CANCELED, STOPPED_AFTER_GRACE))
@@ -124,7 +135,7 @@ def after_asking(decision: Decision, question: AskedQuestion | None) -> Decision
     no answer (`question`). Such a run waits for the answer whatever its handler did after the
     question (a handler that caught the signal cannot have the answer it went on without);
     only a stop (a cancel, or the worker's shutdown) still ends it as a stop."""
-    if question is None or isinstance(decision, EndCanceled | HandBack):
+    if question is None or isinstance(decision, EndCanceled | HandBack | Abandon):
         return decision
     return AwaitAnswer(question)
 

@@ -2,8 +2,8 @@
 
 Each sweep, all compare-and-set (so janitors of several workers never do a thing twice):
 1. relays commands whose publish was never confirmed (the submitter died after storing the task);
-2. marks workers missing whose heartbeat is older than the TTL, and ends or requeues the tasks
-   they held, as each task type says (`requeues_when_lost`);
+2. marks workers missing whose lease is past (their heartbeat, which renews it, stopped), and
+   ends or requeues the tasks they held, as each task type says (`requeues_when_lost`);
 3. ends parents whose children all ended while no one was there to notice;
 4. settles questions whose timeout passed: the default is answered, or the task fails;
 5. keeps the resources' queues true: an entry of a task that ended (or was never stored) leaves,
@@ -12,9 +12,18 @@ Each sweep, all compare-and-set (so janitors of several workers never do a thing
 Besides, every `schedule_poll_s`, it wakes scheduled tasks whose time came (`Runs.wake`); the
 relay would too, within a sweep, if that loop stopped.
 
-A worker is judged missing only from heartbeats that could have been written: while this
-janitor's own database access fails, and for one worker TTL after it comes back, no worker is
-reaped (after an outage every live worker's last heartbeat is old, through no fault of its own).
+A worker is judged missing only from renewals that could have been written: while this
+janitor's own database access fails, and for one lease after it comes back, no worker is reaped
+(after an outage every live worker's lease is past, through no fault of its own). A worker that
+could not renew has stopped its tasks by then (`lease.py`): taking them cannot run one twice.
+
+A task this janitor released runs on its own worker when that has a slot free: its requeued
+command may be pushed to the lost worker itself, if it is cut off rather than dead, and wait
+there until the broker gives that connection up (its AMQP heartbeat).
+
+The same judgement lets a worker take over at once a task whose command was delivered to it
+again while the worker holding it has no lease (`take_over`): the broker saw that worker's
+connection drop, so its command came back before the next sweep.
 """
 
 from __future__ import annotations
@@ -22,7 +31,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 
 from shared import metrics
 from shared.clock import utcnow
@@ -31,11 +41,16 @@ from shared.lifecycle import Phase, TaskState
 from shared.records import StoredTask
 from shared.registry import Registry, UnknownTaskType
 from shared.reservations import Mode, Reservation
-from shared.runs import Runs
+from shared.runs import Claim, Runs
 from shared.settings import Settings
 from shared.store import DueDispatch, Store
+from shared.task import Attempt
 
 log = logging.getLogger(__name__)
+
+#: Seconds after a lease's end at which the janitor looks at it (clocks of the worker that set
+#: it and of this one may differ by a little).
+EXPIRY_MARGIN_S = 0.05
 
 
 def relays(due: DueDispatch) -> bool:
@@ -72,6 +87,11 @@ class Janitor:
         #: Since when this process has reached the database without a failure (monotonic
         #: seconds); None while it fails.
         self.reachable_since: float | None = time.monotonic()
+        #: The earliest end of a lease the last sweep saw hold, to look again just after it.
+        self.next_expiry: datetime | None = None
+        #: Runs a task released from a lost worker on this worker, given its id and type, if it
+        #: has a free slot (`Runner.adopt`); whether it did. None: the queue decides.
+        self.adopt: Callable[[str, str], bool] | None = None
 
     def database_answered(self, answered: bool) -> None:
         """Record whether a database command of this process (a sweep, a heartbeat) got an
@@ -82,13 +102,15 @@ class Janitor:
             self.reachable_since = time.monotonic()
 
     def may_judge_liveness(self) -> bool:
-        """Whether the database has answered this process for a whole worker TTL: only then
-        does an old heartbeat mean a silent worker."""
+        """Whether the database has answered this process for a whole lease: only then does a
+        lease that is past mean a silent worker."""
         since = self.reachable_since
-        return since is not None and time.monotonic() - since >= self.settings.worker_ttl_s
+        return since is not None and time.monotonic() - since >= self.settings.lease_s
 
     async def run_forever(self) -> None:
-        """Sweep every `janitor_interval_s` until cancelled; a failed sweep is retried."""
+        """Sweep every `janitor_interval_s` until cancelled, and just after the earliest lease
+        it saw ends if that is sooner (a renewed lease then simply is not taken); a failed
+        sweep is retried."""
         while True:
             try:
                 await self.sweep()
@@ -97,12 +119,22 @@ class Janitor:
                 log.warning("janitor sweep failed: %r", exc)
             else:
                 self.database_answered(True)
-            await asyncio.sleep(self.settings.janitor_interval_s)
+            await asyncio.sleep(self.pause_s(utcnow()))
+
+    def pause_s(self, now: datetime) -> float:
+        """Seconds until the next sweep: the interval, or until just after the earliest lease
+        the last sweep saw end, whichever is sooner."""
+        pause_s = self.settings.janitor_interval_s
+        if self.next_expiry is not None:
+            until_expiry_s = (self.next_expiry - now).total_seconds() + EXPIRY_MARGIN_S
+            pause_s = min(pause_s, max(until_expiry_s, EXPIRY_MARGIN_S))
+        return pause_s
 
     async def sweep(self) -> None:
         """One round of every repair."""
-        await self.relay()
+        # A lost worker's tasks first: they are the repair someone is waiting for.
         await self.reap_missing_workers()
+        await self.relay()
         await self.finish_orphaned_parents()
         await self.settle_unanswered()
         await self.settle_reservations()
@@ -123,10 +155,10 @@ class Janitor:
         stored (their writer crashed between the two writes), and let blocked tasks whose turn
         came without anyone telling them take it.
 
-        Only what has not changed for a worker TTL: these are the traces of a crash, and a
+        Only what has not changed for a lease: these are the traces of a crash, and a
         busy queue (where every entry waits a while) must not cost a read of each of its tasks
         at every sweep."""
-        cutoff = utcnow() - timedelta(seconds=self.settings.worker_ttl_s)
+        cutoff = utcnow() - timedelta(seconds=self.settings.lease_s)
         queues = self.store.tasks.reservations
         stale: dict[str, list[str]] = {}
         async for resource, entry in queues.entries_older_than(cutoff):
@@ -154,13 +186,72 @@ class Janitor:
                 self.store.tasks.dispatched(due.id)
 
     async def reap_missing_workers(self) -> None:
-        """Mark silent workers missing; requeue or fail what they were running."""
+        """Mark workers whose lease is past missing; requeue or fail what they were running."""
         if not self.may_judge_liveness():
             return
-        cutoff = utcnow() - timedelta(seconds=self.settings.worker_ttl_s)
-        metrics.WORKERS_MISSING.inc(await self.store.workers.mark_missing(cutoff))
-        for task in await self.store.tasks.held_by_silent_workers(cutoff):
+        now = utcnow()
+        cutoff = now - timedelta(seconds=self.settings.lease_s)
+        live = await self.store.workers.live(now)
+        self.next_expiry = min(live.values(), default=None)
+        stranded = await self.store.tasks.held_without_lease(live, cutoff)
+        # All at once, and beside marking the workers missing (which decides nothing): the
+        # tasks' compare-and-sets share a statement (group commit) and their commands are
+        # published side by side, so the last is requeued about when the first is.
+        marking = asyncio.ensure_future(self.store.workers.mark_missing(now, cutoff))
+        try:
+            await asyncio.gather(*(self._lose(task) for task in stranded))
+        finally:
+            metrics.WORKERS_MISSING.inc(await marking)
+
+    async def _lose(self, task: StoredTask) -> None:
+        lost = await self.runs.lose(task, requeue=requeues_when_lost(task, self.registry))
+        if lost is TaskState.RUNNING and self.adopt is not None:
+            self.adopt(task.id, task.name)
+
+    async def reclaim_own(self) -> int:
+        """Before this worker claims anything: end as lost the runs still held under its name,
+        those of an earlier process of the same name (a fixed `TASKLIGHT_WORKER_NAME`, restarted
+        after a crash), which its lease, renewed by this process, would otherwise keep. How many
+        there were."""
+        held = await self.store.tasks.held_by(self.settings.worker_name)
+        for task in held:
             await self.runs.lose(task, requeue=requeues_when_lost(task, self.registry))
+        return len(held)
+
+    async def give_up(self, task_id: str, run_id: str) -> None:
+        """This worker stopped run `run_id` of `task_id` when its lease was lost, and has it
+        again: hand the task back to the queue (as a stopping worker does: its handler was
+        stopped at an `await`, as on a shutdown), or end it canceled if a cancel came meanwhile,
+        unless another run has taken it."""
+        task = await self.store.tasks.get(task_id)
+        if task is None or task.phase is not Phase.HELD or task.run_id != run_id:
+            return
+        worker = self.settings.worker_name
+        attempt = Attempt(outcome="lease_lost", worker=worker, ended_at=utcnow())
+        await self.runs.release(Claim(task, run_id, worker), attempt)
+
+    async def take_over(self, task_id: str, *, ours_unrun: bool) -> bool:
+        """A command for `task_id` reached this worker, which could not claim it: if the run
+        that holds it is of a worker with no lease (or of this worker, when `ours_unrun` says
+        it neither runs nor handles the task: a claim whose answer was lost), end that run as
+        lost now rather than at the next sweep. Whether the task was released, so that this
+        worker may claim it."""
+        task = await self.store.tasks.get(task_id)
+        if task is None or task.final or task.phase is not Phase.HELD or task.run is None:
+            return False
+        holder = task.run.worker
+        if holder is None:
+            return False
+        if holder == self.settings.worker_name:
+            if not ours_unrun:  # what this process knows of itself needs no judgement
+                return False
+        elif not (
+            self.may_judge_liveness() and await self.store.workers.lease_expired(holder, utcnow())
+        ):
+            return False
+        log.info("taking over task %s from worker %s, which holds no lease", task_id, holder)
+        lost = await self.runs.lose(task, requeue=requeues_when_lost(task, self.registry))
+        return lost is TaskState.RUNNING
 
     async def finish_orphaned_parents(self) -> None:
         """End parents whose last child ended while the worker that ended it crashed."""

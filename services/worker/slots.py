@@ -59,6 +59,10 @@ class Slots:
                 return
         self.free += 1
 
+    def locked(self) -> bool:
+        """Whether a new holder would have to wait (as `asyncio.Semaphore.locked`)."""
+        return self.free == 0 or bool(self.waiting)
+
     @property
     def waiting(self) -> int:
         """Commands waiting for a slot."""

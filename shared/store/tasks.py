@@ -247,14 +247,17 @@ class TaskStore:
             async for doc in cursor
         ]
 
-    async def held_by_silent_workers(
-        self, heartbeat_before: datetime, limit: int = 100
+    async def held_without_lease(
+        self, live_workers: Iterable[str], claimed_before: datetime, limit: int = 100
     ) -> list[StoredTask]:
-        """Active tasks held by a run whose worker's last heartbeat is before `heartbeat_before`."""
+        """Active tasks held by a run whose worker is not among `live_workers` (its lease
+        expired, or it never had one), claimed before `claimed_before` (a claim is never
+        judged before its worker could have renewed a lease)."""
         query = {
             "state": {"$in": _ACTIVE},
             "phase": Phase.HELD.value,
-            "worker.last_heartbeat": {"$lt": heartbeat_before},
+            "run.worker": {"$nin": sorted(live_workers)},
+            "worker.last_heartbeat": {"$lt": claimed_before},
         }
         return await self._find(query, limit=limit)
 
@@ -275,6 +278,11 @@ class TaskStore:
             .limit(limit)
         )
         return [doc["_id"] async for doc in cursor]
+
+    async def held_by(self, worker: str, limit: int = 100) -> list[StoredTask]:
+        """Active tasks held by a run of `worker` (by name)."""
+        query = {"state": {"$in": _ACTIVE}, "phase": Phase.HELD.value, "run.worker": worker}
+        return await self._find(query, limit=limit)
 
     async def awaiting_children(
         self, updated_before: datetime, limit: int = 100
@@ -365,19 +373,6 @@ class TaskStore:
                 probe.version_filter(version),
                 lambda at, write_id: change_for(write_id, at).at_version(source, version, at),
             )
-        )
-
-    @db_write("update")
-    async def touch_heartbeats(self, task_ids: list[str], worker: str, at: datetime) -> None:
-        """Record a heartbeat of `worker` on the tasks it holds now.
-
-        Only the tasks this process runs now: a task whose claim was stored but never answered
-        (the database went away mid-claim) must go stale, so the janitor requeues it, rather
-        than be kept alive by its worker's other tasks.
-        """
-        await self.collection.update_many(
-            {"_id": {"$in": task_ids}, "run.worker": worker, "state": {"$in": _ACTIVE}},
-            {"$set": {"worker.last_heartbeat": at, "updated_at": at}, "$inc": {"version": 1}},
         )
 
     def dispatched(self, task_id: str) -> None:

@@ -8,43 +8,18 @@ fail under CI.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, async_playwright, expect
 
 from services.notifier.app import Notifier
 from services.worker.app import Worker
-from shared.auth import DEV_PASSWORD, DEV_USER
-from shared.lifecycle import FINAL_STATES
 from shared.settings import Settings
-from tests.support import eventually
+from tests.support.browser import CHROMIUM_ARGS, EXPECT_TIMEOUT_MS, Stack, chromium_path, sign_in
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-FINAL = {state.value for state in FINAL_STATES}
-#: Milliseconds a browser expectation waits; generous for a busy 2-core machine.
-EXPECT_TIMEOUT_MS = 20_000
 expect.set_options(timeout=EXPECT_TIMEOUT_MS)
-
-
-def chromium_path() -> str | None:
-    """The system Chromium, if installed."""
-    configured = os.environ.get("TASKLIGHT_CHROMIUM")
-    if configured:
-        return configured
-    return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="session")
@@ -62,42 +37,6 @@ async def browser() -> AsyncIterator[Browser]:
         )
         yield launched
         await launched.close()
-
-
-async def sign_in(
-    context: BrowserContext, username: str = DEV_USER, password: str = DEV_PASSWORD
-) -> None:
-    """Sign the browser context in (its request API shares the context's cookies); the sign-in
-    page itself is tested in test_sign_in.py."""
-    response = await context.request.post(
-        "/api/v1/session", data={"username": username, "password": password}
-    )
-    assert response.ok, await response.text()
-
-
-@dataclass
-class Stack:
-    """The running services of one test, and a REST client for setting the scene."""
-
-    base_url: str
-    api: httpx.AsyncClient
-    settings: Settings
-
-    async def submit(self, name: str, args: dict[str, Any], **extra: Any) -> dict[str, Any]:
-        """Submit a task over REST; the submitted task."""
-        response = await self.api.post("/api/v1/tasks", json={"name": name, "args": args, **extra})
-        assert response.status_code == 202, response.text
-        task: dict[str, Any] = response.json()
-        return task
-
-    async def wait_final(self, task_id: str) -> dict[str, Any]:
-        """The task once it has finished (read over REST: this is the test, not the page)."""
-
-        async def read() -> dict[str, Any]:
-            body: dict[str, Any] = (await self.api.get(f"/api/v1/tasks/{task_id}")).json()
-            return body
-
-        return await eventually(read, lambda t: t["state"] in FINAL)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page, Route, expect
 
-from tests.e2e.conftest import EXPECT_TIMEOUT_MS
+from tests.support.browser import EXPECT_TIMEOUT_MS
 
 pytestmark = pytest.mark.e2e
 

@@ -19,8 +19,8 @@ from websockets.exceptions import ConnectionClosed
 from services.stack import ROOT, stop_processes
 from shared.auth import DEV_TOKEN
 from shared.settings import Settings
-from tests.processes import service_env, start_stack
 from tests.support import eventually
+from tests.support.processes import service_env, start_stack
 
 pytestmark = pytest.mark.e2e
 

@@ -13,9 +13,9 @@ import pytest
 
 from services.stack import ROOT, stop_processes
 from shared.settings import Settings
-from tests.deployment import required_tool
-from tests.e2e.conftest import chromium_path
-from tests.processes import service_env, start_stack
+from tests.support.browser import chromium_path
+from tests.support.deployment import required_tool
+from tests.support.processes import service_env, start_stack
 
 pytestmark = pytest.mark.e2e
 

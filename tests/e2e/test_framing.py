@@ -9,8 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from playwright.async_api import Browser, ConsoleMessage
 
-from tests.e2e.conftest import EXPECT_TIMEOUT_MS, Stack
 from tests.support import eventually
+from tests.support.browser import EXPECT_TIMEOUT_MS, Stack
 
 pytestmark = pytest.mark.e2e
 

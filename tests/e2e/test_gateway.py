@@ -20,9 +20,9 @@ from websockets.typing import Origin
 from services.stack import free_port
 from shared.auth import DEV_TOKEN
 from shared.settings import Settings
-from tests.deployment import CADDYFILE, required_tool
-from tests.e2e.conftest import EXPECT_TIMEOUT_MS, Stack, sign_in
 from tests.support import eventually
+from tests.support.browser import EXPECT_TIMEOUT_MS, Stack, sign_in
+from tests.support.deployment import CADDYFILE, required_tool
 
 pytestmark = pytest.mark.e2e
 

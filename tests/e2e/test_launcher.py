@@ -20,9 +20,9 @@ from services.stack import ROOT, free_port
 from services.worker.app import Worker
 from shared.settings import Settings
 from shared.store import Store
-from tests.conftest import DEV_AUTH
-from tests.processes import service_env, until_listening
 from tests.support import eventually
+from tests.support.processes import service_env, until_listening
+from tests.support.servers import DEV_AUTH
 
 pytestmark = pytest.mark.e2e
 

@@ -8,8 +8,8 @@ import pytest
 from playwright.async_api import Page, expect
 
 from services.notifier.app import Notifier
-from tests.e2e.conftest import Stack
 from tests.support import StallingProxy
+from tests.support.browser import Stack
 
 pytestmark = pytest.mark.e2e
 

@@ -10,7 +10,7 @@ import pytest
 from playwright.async_api import Page, expect
 
 from shared.tasktypes.demo import POWER_OFF
-from tests.e2e.conftest import Stack
+from tests.support.browser import Stack
 
 pytestmark = pytest.mark.e2e
 

@@ -13,7 +13,7 @@ import pytest
 from playwright.async_api import Browser, Page, ViewportSize, expect
 
 from services.stack import ROOT
-from tests.e2e.conftest import EXPECT_TIMEOUT_MS, Stack, sign_in
+from tests.support.browser import EXPECT_TIMEOUT_MS, Stack, sign_in
 
 pytestmark = pytest.mark.e2e
 

@@ -9,7 +9,7 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, Page, expect
 
 from shared.auth import DEV_PASSWORD, DEV_USER
-from tests.e2e.conftest import EXPECT_TIMEOUT_MS, Stack
+from tests.support.browser import EXPECT_TIMEOUT_MS, Stack
 
 pytestmark = pytest.mark.e2e
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Page, expect
 
-from tests.e2e.conftest import Stack
 from tests.support import eventually
+from tests.support.browser import Stack
 
 pytestmark = pytest.mark.e2e
 

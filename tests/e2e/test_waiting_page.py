@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Page, Request, expect
 
-from tests.e2e.conftest import Stack
+from tests.support.browser import Stack
 
 pytestmark = pytest.mark.e2e
 

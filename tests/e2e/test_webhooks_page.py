@@ -12,9 +12,9 @@ from standardwebhooks.webhooks import Webhook
 
 from services.webhooks.app import Sender
 from shared.settings import Settings
-from tests.e2e.conftest import Stack
 from tests.support import eventually
-from tests.webhook_receiver import Received, Receiver
+from tests.support.browser import Stack
+from tests.support.webhook_receiver import Received, Receiver
 
 pytestmark = pytest.mark.e2e
 

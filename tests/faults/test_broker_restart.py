@@ -11,14 +11,14 @@ import pytest
 
 from shared.settings import Settings
 from shared.store import Store
-from tests.faults.conftest import (
+from tests.support.faults import (
     Services,
     assert_nothing_lost_or_doubled,
     require_rabbitmqctl,
     submit_many,
     until_all_final,
 )
-from tests.faults.test_duplicates import queued_commands
+from tests.support.rest import queued_commands
 
 pytestmark = pytest.mark.fault
 

@@ -1,10 +1,10 @@
 """A RabbitMQ cluster losing the node that leads the tasks queue, under a steady load.
 
-Three nodes (tests/cluster.py), tasklight's quorum queues replicated on all three, the api and two
-workers given every node's address. They all start on the first node, which also leads the
-tasks queue (it was declared there): losing it costs every connection and the queue's leader at
-once. Submissions arrive at a steady rate throughout; afterwards the task documents must show
-every accepted task ended, once, and the completion rate must have come back within
+Three nodes (tests/support/cluster.py), tasklight's quorum queues replicated on all three, the
+api and two workers given every node's address. They all start on the first node, which also
+leads the tasks queue (it was declared there): losing it costs every connection and the queue's
+leader at once. Submissions arrive at a steady rate throughout; afterwards the task documents
+must show every accepted task ended, once, and the completion rate must have come back within
 `RECOVERY_BUDGET_S` (the figure docs/deploy.md states).
 """
 
@@ -23,9 +23,8 @@ import pytest
 from shared.clock import utcnow
 from shared.store import Store
 from shared.topology import Topology
-from tests.cluster import Node, RabbitCluster
-from tests.conftest import DEV_AUTH
-from tests.faults.conftest import (
+from tests.support.cluster import Node, RabbitCluster
+from tests.support.faults import (
     Services,
     Tally,
     assert_nothing_lost_or_doubled,
@@ -33,7 +32,8 @@ from tests.faults.conftest import (
     report_figures,
     until_all_final,
 )
-from tests.faults.load import Recovery, SteadyLoad, finish_times, recovery
+from tests.support.load import Recovery, SteadyLoad, finish_times, recovery
+from tests.support.servers import DEV_AUTH
 
 pytestmark = pytest.mark.fault
 

@@ -7,29 +7,20 @@ import asyncio
 import httpx
 import pytest
 
-from shared.broker import connect_first
 from shared.settings import Settings
 from shared.store import Store
-from shared.topology import Topology
-from tests.faults.conftest import (
+from tests.support.faults import (
     Services,
     assert_nothing_lost_or_doubled,
     submit_many,
     until_all_final,
 )
-from tests.integration.test_worker import publish_again
+from tests.support.rest import (
+    publish_again,
+    queued_commands,
+)
 
 pytestmark = pytest.mark.fault
-
-
-async def queued_commands(settings: Settings) -> int:
-    """Commands in the tasks queue that no consumer holds."""
-    connection = await connect_first(settings.amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(Topology(settings.namespace).tasks_queue, passive=True)
-        count = queue.declaration_result.message_count
-        return count or 0
 
 
 @pytest.mark.timeout(120)

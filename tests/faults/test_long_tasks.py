@@ -13,9 +13,9 @@ import pytest
 from services.worker.app import Worker
 from shared.settings import Settings
 from shared.store import Store
-from tests.faults.conftest import require_rabbitmqctl
-from tests.integration.test_worker import read, submit
 from tests.support import eventually
+from tests.support.faults import require_rabbitmqctl
+from tests.support.rest import read, submit
 
 pytestmark = pytest.mark.fault
 

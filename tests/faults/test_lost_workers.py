@@ -10,21 +10,43 @@ import httpx
 import pytest
 
 from shared.store import Store
-from tests.faults.conftest import (
+from tests.support.faults import (
     Services,
     assert_nothing_lost_or_doubled,
+    report_figures,
     submit_many,
     until_all_final,
 )
 
 pytestmark = pytest.mark.fault
 
+#: The lease settings at their defaults (the other fault tests run on quicker ones).
+DEFAULT_LEASE_ENV = {
+    "TASKLIGHT_LEASE_S": "5",
+    "TASKLIGHT_LEASE_RENEW_S": "1",
+    "TASKLIGHT_JANITOR_INTERVAL_S": "1",
+}
+#: Seconds from a worker's SIGKILL by which its last task must be back in the queue.
+REQUEUED_WITHIN_S = 6.0
+
+
+async def until_requeued(store: Store, worker: str, *, since: float, timeout_s: float) -> float:
+    """Seconds from `since` (monotonic) until no task is held by a run of `worker` any more
+    (each requeued, or ended); fails after `timeout_s`."""
+    started = since
+    query = {"phase": "held", "run.worker": worker}
+    while await store.tasks.collection.count_documents(query):
+        assert time.monotonic() - started < timeout_s, f"{worker}'s tasks still held"
+        await asyncio.sleep(0.05)
+    return time.monotonic() - started
+
 
 @pytest.mark.timeout(180)
 async def test_a_worker_killed_mid_task_loses_nothing_and_doubles_nothing(
     services: Services, http: httpx.AsyncClient, fault_store: Store
 ) -> None:
-    # Given two workers running several counting tasks each
+    # Given two workers on the default lease settings, running several counting tasks each
+    services.env.update(DEFAULT_LEASE_ENV)
     await services.start_api()
     names = [services.start_worker(concurrency=4), services.start_worker(concurrency=4)]
     await services.until_workers_beat(fault_store, names)
@@ -37,8 +59,14 @@ async def test_a_worker_killed_mid_task_loses_nothing_and_doubles_nothing(
 
     # When one of them is killed in the middle of its tasks
     services.kill_worker(victim)
+    killed_at = time.monotonic()
+    held = await fault_store.tasks.collection.count_documents(
+        {"run.worker": victim, "phase": "held"}
+    )
 
-    # Then the other finishes every task, those of the dead worker after a requeue
+    # Then its tasks are back in the queue within the lease and a sweep, and the other finishes
+    # every task, those of the dead worker after a requeue
+    requeued_s = await until_requeued(fault_store, victim, since=killed_at, timeout_s=60)
     await until_all_final(fault_store, ids, timeout_s=90)
     tally = await assert_nothing_lost_or_doubled(fault_store, ids)
     assert tally.completed == len(ids)
@@ -46,6 +74,15 @@ async def test_a_worker_killed_mid_task_loses_nothing_and_doubles_nothing(
         {"attempts": {"$elemMatch": {"outcome": "worker_lost", "worker": victim}}}
     )
     assert lost >= 2, "the killed worker's tasks should have been requeued"
+    report_figures(
+        "worker killed (5 s lease)",
+        held_at_kill=held,
+        last_requeued_after_s=requeued_s,
+        tasks=tally.tasks,
+        completed=tally.completed,
+        duplicates=tally.duplicates,
+    )
+    assert requeued_s <= REQUEUED_WITHIN_S, f"last task requeued {requeued_s:.1f} s after SIGKILL"
 
 
 #: Tasks of the random-kill test, and how many workers it kills at most (one a second).

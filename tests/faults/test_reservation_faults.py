@@ -14,9 +14,9 @@ from shared.lifecycle import TaskState
 from shared.records import StoredTask
 from shared.store import Store
 from shared.tasktypes.demo import POWER_OFF
-from tests.conftest import DEV_AUTH
-from tests.faults.conftest import Services
 from tests.support import eventually
+from tests.support.faults import Services
+from tests.support.servers import DEV_AUTH
 
 pytestmark = pytest.mark.fault
 

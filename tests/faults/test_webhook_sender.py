@@ -15,8 +15,8 @@ from standardwebhooks.webhooks import Webhook
 
 from shared.store import Store
 from shared.webhooks.records import DeliveryState
-from tests.faults.conftest import Services, submit_many, until_all_final
-from tests.webhook_receiver import Received, Receiver
+from tests.support.faults import Services, submit_many, until_all_final
+from tests.support.webhook_receiver import Received, Receiver
 
 pytestmark = pytest.mark.fault
 

@@ -1,20 +1,20 @@
 """A worker cut off from the network, not killed, while it runs tasks.
 
-The worker runs in a network namespace of its own (tests/netns.py), reaching the broker and the
-database through relays on the host end of its veth pair. Once it runs its tasks, a second
+The worker runs in a network namespace of its own (tests/support/netns.py), reaching the broker
+and the database through relays on the host end of its veth pair. Once it runs its tasks, a second
 worker starts on the host and the link is cut: the cut-off worker is alive, but can neither
-renew its hold on its tasks nor store anything. A worker's hold on a task is to be a lease,
-renewed about every second and given up after about five (`LEASES`); then:
+renew its hold on its tasks nor store anything. A worker's hold on its tasks is a lease,
+renewed by its heartbeat about every second and given up after about five (`LEASES`); then:
 
 1. the cut-off worker stops its tasks within the lease (its `tasklight_tasks_running` falls
    to 0, read from inside its namespace);
 2. the other worker finishes them within the lease plus a run;
 3. once the link is back, the cut-off worker writes nothing over the newer run.
 
-Leases are not built yet: today a cut-off worker keeps running (its writes hang), and its tasks
-wait out the janitor's `TASKLIGHT_WORKER_TTL_S` (30 s) before another worker runs them. So 1
-and 2 are expected to fail (`xfail`, strict: they pass once leases land, and the marker must
-go); 3 holds already (every write of a run is guarded by its id) and must keep holding.
+The cut-off worker stops its tasks itself, a renewal before its lease expires (self-fencing),
+and writes nothing about them; another worker's janitor sees the lease expire and requeues
+them. Every write of a run is guarded by its id, so a late write of the cut-off worker matches
+nothing (3).
 
 One scenario per lease setting serves the three tests. It skips where this machine cannot make
 network namespaces (not root, no iproute2), and fails instead under CI.
@@ -42,17 +42,16 @@ from shared.clock import utcnow
 from shared.migrate import migrate
 from shared.settings import Settings
 from shared.store import Store, open_store
-from tests import netns
-from tests.conftest import DEV_AUTH, drop_namespace
-from tests.faults.conftest import (
-    FINAL,
+from tests.support import FINAL, netns
+from tests.support.faults import (
     STOP_TIMEOUT_S,
     Services,
     check_invariant,
     report_figures,
     unavailable_in_ci,
 )
-from tests.netns import NetworkNamespace
+from tests.support.netns import NetworkNamespace
+from tests.support.servers import DEV_AUTH, drop_namespace
 
 Doc = dict[str, Any]
 
@@ -87,12 +86,11 @@ TASK_S = ROUNDS * ROUND_S
 SLACK_S = 5.0
 #: Where the cut-off worker serves its metrics, inside its namespace (a port of its own there).
 PROBE_PORT = 8002
-#: Seconds the scenario waits for the other worker to finish the tasks, today's way (the
-#: worker TTL, a janitor sweep, then a whole run) included.
+#: Seconds the scenario waits for the other worker to finish the tasks (beyond the bound the
+#: test asserts, so that a miss still shows its figure).
 FINISH_WITHIN_S = 90.0
 #: Seconds the cut-off worker gets, once back, to settle (beat again, run nothing).
 SETTLE_WITHIN_S = 90.0
-LEASES_NOT_BUILT = pytest.mark.xfail(strict=True, reason="leases not built yet")
 
 
 @dataclass
@@ -183,7 +181,6 @@ async def cut_off(
         api_metrics_port=free_port(),
         notifier_port=free_port(),
         worker_port=0,
-        heartbeat_s=0.5,
         worker_name=f"test-worker-{unique}",
         dev_mode=True,
         builtin_tasks=True,
@@ -191,8 +188,7 @@ async def cut_off(
     await migrate(settings)
     namespace = NetworkNamespace(f"tasklight-{unique[:8]}").create()
     services = Services(settings, tmp)
-    # Today's liveness: the janitor's worker TTL at its default. With leases the lease decides.
-    services.env.update({"TASKLIGHT_WORKER_TTL_S": "30", **lease.env()})
+    services.env.update(lease.env())
     store = open_store(settings)
     try:
         yield await scenario(lease, settings, namespace, services, store, tmp)
@@ -351,7 +347,6 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-@LEASES_NOT_BUILT
 @pytest.mark.timeout(400)
 async def test_a_cut_off_worker_stops_its_tasks_within_the_lease(cut_off: Observed) -> None:
     bound_s = cut_off.lease.lease_s + SLACK_S
@@ -359,7 +354,6 @@ async def test_a_cut_off_worker_stops_its_tasks_within_the_lease(cut_off: Observ
     assert cut_off.stopped_after_s <= bound_s
 
 
-@LEASES_NOT_BUILT
 @pytest.mark.timeout(400)
 async def test_another_worker_finishes_a_cut_off_workers_tasks_within_the_lease(
     cut_off: Observed,

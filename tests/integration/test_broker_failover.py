@@ -1,7 +1,7 @@
 """Several broker addresses against the real RabbitMQ: the first that answers, the next on loss.
 
-The addresses are TCP relays (tests/relay.py) in front of the one local broker, so that a test
-can take one away (sever it, refuse reconnects) or freeze it (a node that stops answering
+The addresses are TCP relays (tests/support/relay.py) in front of the one local broker, so that
+a test can take one away (sever it, refuse reconnects) or freeze it (a node that stops answering
 without closing anything), as the loss of a cluster node would look from a client.
 """
 
@@ -28,7 +28,7 @@ from shared.failover import ConfirmLost, FailoverConnection
 from shared.messages import RunTask
 from shared.settings import Settings
 from shared.topology import RUN_KEY, Topology
-from tests.relay import TcpRelay
+from tests.support.relay import TcpRelay
 
 pytestmark = pytest.mark.integration
 

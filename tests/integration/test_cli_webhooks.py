@@ -13,7 +13,7 @@ from tasklight.cli import main
 from services.api.app import create_app
 from shared.auth import DEV_TOKEN
 from shared.settings import Settings
-from tests.conftest import ServerThread
+from tests.support.servers import ServerThread
 
 pytestmark = pytest.mark.integration
 

@@ -18,8 +18,8 @@ from services.worker.app import Worker
 from shared.jsonlimits import MAX_DEPTH
 from shared.settings import Settings
 from shared.store import Store
-from tests.integration.wsclient import ws_connect
 from tests.support import eventually
+from tests.support.wsclient import ws_connect
 
 pytestmark = pytest.mark.integration
 
@@ -235,7 +235,7 @@ async def test_urls_are_never_built_from_a_host_header_the_api_does_not_know(
 
 async def test_a_configured_public_url_is_what_pages_are_given(settings: Settings) -> None:
     from services.api.app import create_app
-    from tests.conftest import DEV_AUTH, ServerThread
+    from tests.support.servers import DEV_AUTH, ServerThread
 
     public = settings.model_copy(update={"public_url": "https://tasks.example.com"})
     async with (

@@ -19,12 +19,10 @@ from shared.ids import new_task_id
 from shared.lifecycle import TaskState
 from shared.settings import Settings
 from shared.store import Change, Store
-from tests.integration.wsclient import Message, insert_task, tasks_of, ws_connect
-from tests.support import eventually
+from tests.support import FINAL, eventually
+from tests.support.wsclient import Message, insert_task, tasks_of, ws_connect
 
 pytestmark = pytest.mark.integration
-
-FINAL = ("completed", "failed", "canceled")
 
 
 def is_final_of(task_id: str) -> Any:

@@ -27,8 +27,8 @@ from shared.lifecycle import Phase, TaskState
 from shared.records import new_task
 from shared.settings import Settings
 from shared.store import Store
-from tests.conftest import ServerThread
-from tests.integration.wsclient import Message, Socket, tasks_of, ws_connect
+from tests.support.servers import ServerThread
+from tests.support.wsclient import Message, Socket, tasks_of, ws_connect
 
 pytestmark = pytest.mark.integration
 

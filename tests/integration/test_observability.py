@@ -23,13 +23,12 @@ from shared import metrics
 from shared.logs import JsonFormatter
 from shared.registry import Registry, TaskContext, TaskType
 from shared.settings import Settings
-from tests.conftest import DEV_AUTH, ServerThread
-from tests.integration.wsclient import ws_connect
-from tests.support import eventually
+from tests.support import FINAL, eventually
+from tests.support.servers import DEV_AUTH, ServerThread
+from tests.support.wsclient import ws_connect
 
 pytestmark = pytest.mark.integration
 
-FINAL = ("completed", "failed", "canceled")
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 # --- a task type that logs, to see which fields its lines carry ------------------------------

@@ -11,11 +11,9 @@ import pytest
 from services.worker.app import Worker
 from shared.auth import CSRF_COOKIE, DEV_PASSWORD, DEV_USER
 from shared.settings import Settings
-from tests.support import eventually
+from tests.support import FINAL, eventually
 
 pytestmark = pytest.mark.integration
-
-FINAL = ("completed", "failed", "canceled")
 
 
 @pytest.fixture

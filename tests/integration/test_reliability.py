@@ -23,8 +23,8 @@ from shared.store.tasks import document
 from shared.submission import submission_digest
 from shared.task import WorkerRef
 from shared.topology import RUN_KEY, Topology
-from tests.integration.test_worker import read, submit, until_state
 from tests.support import admin_headers, eventually, stored_task
+from tests.support.rest import read, submit, until_state
 
 pytestmark = pytest.mark.integration
 
@@ -34,11 +34,11 @@ def quick(settings: Settings) -> Settings:
     """Settings whose timeouts are short enough for a test."""
     return settings.model_copy(
         update={
-            "worker_ttl_s": 1.5,
+            "lease_s": 1.5,
             "janitor_interval_s": 0.3,
             "outbox_grace_s": 0.5,
             "cancel_grace_s": 0.5,
-            "heartbeat_s": 0.3,
+            "lease_renew_s": 0.3,
         }
     )
 

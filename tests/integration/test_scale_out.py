@@ -21,15 +21,14 @@ import pytest
 from services.stack import free_port, replica_name, start_replicas, stop_processes
 from shared.settings import Settings
 from shared.store import Store
-from tests.conftest import DEV_AUTH
-from tests.integration.wsclient import Message, Socket, tasks_of, ws_connect
-from tests.processes import TASK_SERVICES, service_env, until_listening, until_workers_beat
-from tests.support import eventually
+from tests.support import FINAL, eventually
+from tests.support.processes import TASK_SERVICES, service_env, until_listening, until_workers_beat
+from tests.support.servers import DEV_AUTH
+from tests.support.wsclient import Message, Socket, tasks_of, ws_connect
 
 pytestmark = pytest.mark.integration
 
 REPLICAS = 2
-FINAL = ("completed", "failed", "canceled")
 
 
 @dataclass

@@ -23,9 +23,9 @@ from shared.lifecycle import FINAL_STATES
 from shared.settings import Settings
 from shared.store import Store
 from shared.webhooks.destinations import Destination, Target
-from tests.conftest import DEV_AUTH, ServerThread
 from tests.support import eventually
-from tests.webhook_receiver import Received, Receiver
+from tests.support.servers import DEV_AUTH, ServerThread
+from tests.support.webhook_receiver import Received, Receiver
 
 pytestmark = pytest.mark.integration
 

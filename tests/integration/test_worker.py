@@ -2,57 +2,36 @@
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
-
 import httpx
 import pytest
 
 from services.worker.app import Worker
-from shared.broker import make_broker, publish_command, tasks_exchange
-from shared.messages import RunTask
+from shared.metrics import WORKER_REGISTRY
 from shared.settings import Settings
 from shared.store import Store
-from shared.topology import RUN_KEY, Topology
 from tests.support import admin_headers, eventually
+from tests.support.rest import publish_again, read, submit, until_state
 
 pytestmark = pytest.mark.integration
 
-FINAL = ("completed", "failed", "canceled")
+
+def declined() -> float:
+    """Commands the workers of this process consumed and dropped without running their task:
+    the evidence that a duplicate or late copy was delivered and refused, not merely unseen."""
+    return sum(
+        WORKER_REGISTRY.get_sample_value("tasklight_commands_declined_total", {"reason": reason})
+        or 0.0
+        for reason in ("ended", "held", "gone", "canceled")
+    )
 
 
-async def submit(api: httpx.AsyncClient, name: str, **args: Any) -> str:
-    response = await api.post("/api/v1/tasks", json={"name": name, "args": args})
-    assert response.status_code == 202, response.text
-    task_id: str = response.json()["id"]
-    return task_id
+async def until_declined(more_than: float) -> None:
+    """Wait until the workers have declined another command since `more_than` was read."""
 
+    async def count() -> float:
+        return declined()
 
-async def read(api: httpx.AsyncClient, task_id: str) -> dict[str, Any]:
-    body: dict[str, Any] = (await api.get(f"/api/v1/tasks/{task_id}")).json()
-    return body
-
-
-async def until_state(
-    api: httpx.AsyncClient, task_id: str, states: tuple[str, ...] = FINAL
-) -> dict[str, Any]:
-    return await eventually(lambda: read(api, task_id), lambda t: t["state"] in states)
-
-
-async def publish_again(settings: Settings, task_id: str, name: str) -> None:
-    broker = make_broker(settings, logger=None)
-    await broker.connect()
-    try:
-        await publish_command(
-            broker,
-            tasks_exchange(Topology(settings.namespace)),
-            RunTask(task_id=task_id, name=name),
-            routing_key=RUN_KEY,
-            timeout_s=5,
-            message_id=task_id,
-        )
-    finally:
-        await broker.stop()
+    await eventually(count, lambda n: n > more_than)
 
 
 async def test_a_failing_task_ends_failed_with_its_message(
@@ -75,9 +54,11 @@ async def test_a_command_delivered_twice_runs_the_task_once(
     try:
         task_id = await submit(api, "test.count", rounds=3, round_s=0.1)
         await until_state(api, task_id, ("running",))
+        before = declined()
         await publish_again(settings, task_id, "test.count")
         task = await until_state(api, task_id)
-        await asyncio.sleep(0.5)  # time for the duplicate to be consumed
+        # The duplicate was delivered and refused (held by the first run, or already ended).
+        await until_declined(before)
     finally:
         for w in workers:
             await w.stop()
@@ -92,8 +73,9 @@ async def test_a_command_for_a_finished_task_does_not_run_it_again(
 ) -> None:
     task_id = await submit(api, "test.count", rounds=1, round_s=0)
     done = await until_state(api, task_id)
+    before = declined()
     await publish_again(settings, task_id, "test.count")
-    await asyncio.sleep(0.5)
+    await until_declined(before)
     again = await read(api, task_id)
     assert (again["state"], again["version"]) == ("completed", done["version"])
     assert len(await store.tasks.history(task_id)) == 3
@@ -120,10 +102,12 @@ async def test_a_waiting_task_is_canceled_at_once_and_a_worker_later_skips_it(
     response = await api.post(f"/api/v1/tasks/{task_id}/cancel")
     assert response.status_code == 202
     assert response.json()["state"] == "canceled"
+    before = declined()
     late = Worker(settings)
     await late.start()
     try:
-        await asyncio.sleep(0.5)
+        # The late worker consumes the command and drops it: the task had ended.
+        await until_declined(before)
     finally:
         await late.stop()
     assert (await read(api, task_id))["state"] == "canceled"
@@ -146,7 +130,9 @@ async def test_a_running_task_stops_at_its_next_checkpoint_and_ends_canceled(
     assert task["state"] == "canceled"
     assert task["progress_reports"][0]["state"] == "canceled"
     assert done_at_end < 50
-    await asyncio.sleep(0.3)
+    # The run's handler has returned (the runner forgets it before it writes the end), so
+    # nothing can report after the cancel.
+    assert task_id not in worker.runner.running
     assert (await read(api, task_id))["progress_reports"][0]["done"] == done_at_end
 
 

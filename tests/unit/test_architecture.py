@@ -48,3 +48,21 @@ def test_the_worked_example_of_a_task_type_runs_and_its_test_passes() -> None:
     namespace["register"](registry)
     assert registry.get("storage.resize").on_worker_lost == "requeue"
     asyncio.run(namespace["test_resize_reports_each_gib_and_stops_when_canceled"]())
+
+
+def test_test_files_import_helpers_from_the_support_package_only() -> None:
+    """A test file never imports another test file or a conftest: what tests share lives in
+    tests/support/ (tests/README.md says where each test goes)."""
+    borrowing = {}
+    for path in (ROOT / "tests").rglob("*.py"):
+        relative = path.relative_to(ROOT).as_posix()
+        borrowed = {
+            module
+            for module in imports_of(path)
+            if module.startswith("tests.")
+            and not module.startswith("tests.support")
+            and module.rsplit(".", 1)[-1].startswith(("test_", "conftest"))
+        }
+        if borrowed:
+            borrowing[relative] = borrowed
+    assert borrowing == {}

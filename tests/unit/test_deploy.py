@@ -1,7 +1,7 @@
 """The compose file and the images: what `docker compose up` relies on, checked without Docker.
 
 The rules every deployment shares (real settings, probed paths, the worker's stop time) live in
-tests/deployment.py; tests/unit/test_k8s.py holds the Kubernetes manifests to the same ones.
+tests/support/deployment.py; tests/unit/test_k8s.py holds the Kubernetes manifests to the same ones.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from shared.settings import Settings
-from tests.deployment import (
+from tests.support.deployment import (
     CADDYFILE,
     ROOT,
     SERVICE_PREFIXES,
@@ -212,7 +212,8 @@ def test_pages_open_the_websocket_on_the_gateway_origin_which_the_notifier_accep
 def test_a_stopping_worker_gets_more_time_than_its_grace_before_it_is_killed(
     compose: dict[str, Any],
 ) -> None:
-    """The worker's stop_grace_period outlasts its own graceful stop (see tests/deployment.py)."""
+    """The worker's stop_grace_period outlasts its own graceful stop (see
+    tests/support/deployment.py)."""
     grace = str(service(compose, "worker").get("stop_grace_period", "10s"))  # compose's default
     assert duration_s(grace) > worker_stop_s(service_settings(compose, "worker"))
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deployment import required_tool
+from tests.support.deployment import required_tool
 
 PACKAGE = Path(__file__).resolve().parents[2] / "clients" / "js"
 #: Seconds tsc may take on a busy machine (about 3 s alone).

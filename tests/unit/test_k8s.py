@@ -1,8 +1,8 @@
 """deploy/k8s/: every manifest valid by its schema, and true to what the services read and serve.
 
 No cluster and no network: the schemas are the ones kubernetes-validate ships and KEDA's vendored
-CRDs (tests/k8s_schemas.py); the services' own code and settings say which paths, ports and
-variables are real (tests/deployment.py).
+CRDs (tests/support/k8s_schemas.py); the services' own code and settings say which paths, ports and
+variables are real (tests/support/deployment.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import yaml
 
 from shared.settings import Settings
 from shared.topology import Topology
-from tests.deployment import (
+from tests.support.deployment import (
     ROOT,
     SERVICE_PREFIXES,
     answers,
@@ -30,7 +30,7 @@ from tests.deployment import (
     unknown_variables,
     worker_stop_s,
 )
-from tests.k8s_schemas import schema_errors
+from tests.support.k8s_schemas import schema_errors
 
 K8S_DIR = ROOT / "deploy" / "k8s"
 KUSTOMIZATION = K8S_DIR / "kustomization.yaml"

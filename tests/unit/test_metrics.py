@@ -39,6 +39,7 @@ def test_a_worker_serves_the_task_lifecycle() -> None:
         "tasklight_task_queue_wait_seconds",
         "tasklight_task_retries",
         "tasklight_dead_letters",
+        "tasklight_commands_declined",
         "tasklight_commands_parked",
         "tasklight_workers_missing",
         "tasklight_tasks_worker_lost",

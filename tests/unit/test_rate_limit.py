@@ -110,3 +110,24 @@ def test_slots_are_ten_seconds_from_the_epoch() -> None:
     assert slot_of(datetime(2026, 1, 1, 0, 0, 19, 999000, tzinfo=UTC)) == datetime(
         2026, 1, 1, 0, 0, 10, tzinfo=UTC
     )
+
+
+async def test_requests_that_find_a_users_counts_stale_share_one_read() -> None:
+    """Given a user new to this process, when 32 of their requests arrive at once, then the
+    database is read once for all of them, not once per request."""
+    counters = FakeCounters()
+    reads = 0
+    since = counters.since
+
+    async def slow_since(owners: Iterable[str], start: datetime) -> dict[str, dict[datetime, int]]:
+        nonlocal reads
+        reads += 1
+        await asyncio.sleep(0.01)  # a round trip, during which the others arrive
+        return await since(owners, start)
+
+    counters.since = slow_since  # type: ignore[method-assign]
+    limiter = RateLimiter(counters, limit=1000)
+    assert await admitted(limiter, "u", 32) == 32
+    await limiter.close()
+    # One read for the 32 requests, and one by the sync that adds what they counted.
+    assert reads == 2

@@ -1,5 +1,6 @@
-"""`make test` never counts a skipped layer as a pass: the skip policy (tests/skip_policy.py) and
-the system check before it (.ci/prerequisites), each run as `make test` runs them."""
+"""`make test` never counts a skipped layer as a pass: the skip policy
+(tests/support/skip_policy.py) and the system check before it (.ci/prerequisites), each run as
+`make test` runs them."""
 
 from __future__ import annotations
 
@@ -10,7 +11,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 #: pytest with the policy alone (none of tests/conftest.py's fixtures or backends).
-PYTEST = [sys.executable, "-m", "pytest", "-p", "tests.skip_policy", "-p", "no:cacheprovider"]
+PYTEST = [
+    sys.executable,
+    "-m",
+    "pytest",
+    "-p",
+    "tests.support.skip_policy",
+    "-p",
+    "no:cacheprovider",
+]
 PYTEST_ARGS = ["-p", "no:asyncio", "-q", "test_layer.py"]
 SUITE = """
 import pytest

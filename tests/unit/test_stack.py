@@ -12,7 +12,7 @@ import pytest
 
 from services.stack import EmbeddedMongo, PortTaken, port_taken, stop_stack, stop_timeout_s
 from shared.settings import Settings
-from tests.deployment import worker_stop_s
+from tests.support.deployment import worker_stop_s
 
 
 @pytest.mark.parametrize("grace_s", [0.0, 1.0, 20.0, 60.0])

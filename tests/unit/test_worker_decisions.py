@@ -7,6 +7,7 @@ from pydantic import BaseModel
 
 from services.worker import decisions
 from services.worker.decisions import (
+    Abandon,
     AwaitAnswer,
     AwaitChildren,
     Complete,
@@ -110,6 +111,16 @@ def test_a_stopped_handler_is_handed_back_on_shutdown_else_canceled_after_the_gr
     stopped = decisions.after_stop(handed_back=False)
     assert isinstance(stopped, EndCanceled)
     assert stopped.error.message == decisions.STOPPED_AFTER_GRACE
+
+
+@pytest.mark.parametrize("handed_back", [True, False])
+def test_a_handler_stopped_because_the_lease_was_lost_writes_nothing(handed_back: bool) -> None:
+    assert decisions.after_stop(handed_back=handed_back, fenced=True) == Abandon()
+
+
+def test_a_run_that_lost_its_lease_after_asking_still_writes_nothing() -> None:
+    question = asked(Question.approval("Go on?"), "q1", utcnow())
+    assert decisions.after_asking(Abandon(), question) == Abandon()
 
 
 def test_a_task_this_worker_cannot_run_fails_with_the_reason() -> None:

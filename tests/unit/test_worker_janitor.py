@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from typing import Literal, cast
 
 import pytest
 from pydantic import BaseModel
 
-from services.worker.janitor import Janitor, relays, requeues_when_lost
+from services.worker.janitor import EXPIRY_MARGIN_S, Janitor, relays, requeues_when_lost
+from shared.clock import utcnow
 from shared.commands import Commands
 from shared.lifecycle import Phase, TaskState
 from shared.registry import Registry, TaskType
@@ -73,11 +75,11 @@ def test_a_lost_task_of_a_type_this_worker_does_not_know_fails() -> None:
 
 
 def janitor(ttl_s: float) -> Janitor:
-    settings = Settings(worker_ttl_s=ttl_s)
+    settings = Settings(lease_s=ttl_s)
     return Janitor(cast(Store, None), cast(Runs, None), cast(Commands, None), Registry(), settings)
 
 
-def test_liveness_is_judged_only_after_a_whole_ttl_of_database_answers() -> None:
+def test_liveness_is_judged_only_after_a_whole_lease_of_database_answers() -> None:
     watcher = janitor(ttl_s=30)
     # Just started: the heartbeats it reads may predate an outage it did not see.
     assert not watcher.may_judge_liveness()
@@ -92,3 +94,15 @@ def test_liveness_is_judged_only_after_a_whole_ttl_of_database_answers() -> None
     watcher.reachable_since -= 31
     watcher.database_answered(True)  # answers keep the time it came back
     assert watcher.may_judge_liveness()
+
+
+def test_the_janitor_looks_again_just_after_the_earliest_lease_it_saw_ends() -> None:
+    watcher = janitor(ttl_s=5)  # a sweep a second by default
+    now = utcnow()
+    assert watcher.pause_s(now) == watcher.settings.janitor_interval_s
+    watcher.next_expiry = now + timedelta(seconds=0.3)  # a worker that stopped renewing
+    assert watcher.pause_s(now) == pytest.approx(0.3 + EXPIRY_MARGIN_S)
+    watcher.next_expiry = now + timedelta(seconds=4)  # leases renewed as they should be
+    assert watcher.pause_s(now) == watcher.settings.janitor_interval_s
+    watcher.next_expiry = now - timedelta(seconds=1)  # ended while the sweep went on
+    assert watcher.pause_s(now) == EXPIRY_MARGIN_S

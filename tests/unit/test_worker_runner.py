@@ -4,6 +4,7 @@ cancel grace, the hand-back and a lost answer handled on the way."""
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -12,7 +13,8 @@ from pydantic import BaseModel
 from pymongo.errors import AutoReconnect
 
 from services.worker.decisions import STOPPED_AFTER_GRACE
-from services.worker.runner import NotTaken, Runner
+from services.worker.lease import LeaseClock
+from services.worker.runner import Fenced, NotTaken, Runner
 from shared.clock import utcnow
 from shared.lifecycle import Phase, TaskState
 from shared.messages import RunTask
@@ -55,6 +57,11 @@ async def handler(args: Args, ctx: TaskContext) -> Any:
         return {"ok": True}
     if args.mode == "retry":
         raise Retry("again", delay_s=3)
+    if args.mode == "stubborn":
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            return {"ok": "anyway"}
     # "hang": never reaches a checkpoint
     await asyncio.Event().wait()
 
@@ -79,12 +86,14 @@ class FakeRuns:
     claim_error: Exception | None = None
     #: Ends that fail this many times with a lost connection first.
     failing_ends: int = 0
+    #: Tasks held by another run: their claims find nothing.
+    held_elsewhere: set[str] = field(default_factory=set)
 
     async def claim(
         self, task_id: str, worker: str, snapshot: object = None, name: str = ""
     ) -> Claim | None:
         task = self.tasks.stored.get(task_id)
-        if task is None:
+        if task is None or task_id in self.held_elsewhere:
             return None
         held = task.model_copy(
             update={
@@ -281,3 +290,109 @@ async def test_no_more_tasks_than_the_concurrency_are_claimed_or_run_at_once() -
     assert [call for call, _ in runs.calls] == ["release"] * 2
     assert [type(e) for e in ended] == [type(None)] * 2 + [NotTaken] * 3
     assert all(runs.tasks.stored[c.task_id].state is TaskState.WAITING for c in commands[2:])
+
+
+def renewed_now(lease_s: float = 5, renew_s: float = 1) -> LeaseClock:
+    lease = LeaseClock(lease_s=lease_s, renew_s=renew_s)
+    lease.renewed(time.monotonic())
+    return lease
+
+
+async def test_a_worker_that_lost_its_lease_stops_its_handler_and_writes_nothing() -> None:
+    runs = FakeRuns()
+    lease = renewed_now()
+    runner = runner_on(runs, lease=lease)
+    command = queued(runs, "hang")
+    handling = asyncio.create_task(runner.handle(command, never_acked))
+    await until_running(runner, command.task_id)
+    # When no renewal was answered for the lease less one renewal
+    lease.renewed_at = time.monotonic() - 4
+    assert runner.fenced()
+    watchdog = asyncio.create_task(runner.fence_forever(0.01))
+    try:
+        with pytest.raises(Fenced):
+            await asyncio.wait_for(handling, 5)
+    finally:
+        watchdog.cancel()
+    # Then the handler is stopped and no verb is called: the next run's janitor takes the task
+    assert runs.calls == []
+    assert runner.running == {}
+    assert runner.abandoned == {command.task_id: "r1"}
+
+
+async def test_once_its_lease_is_back_a_worker_gives_up_the_runs_it_stopped() -> None:
+    runs = FakeRuns()
+    lease = renewed_now()
+    given_up: list[tuple[str, str]] = []
+
+    async def give_up(task_id: str, run_id: str) -> None:
+        given_up.append((task_id, run_id))
+
+    runner = runner_on(runs, lease=lease, give_up=give_up)
+    runner.abandoned["t1"] = "r1"
+    lease.renewed_at = time.monotonic() - 4  # lost: nothing is given up while it is
+    watchdog = asyncio.create_task(runner.fence_forever(0.01))
+    try:
+        await asyncio.sleep(0.1)
+        assert given_up == []
+        lease.renewed(time.monotonic())  # back
+        await eventually(lambda: asyncio.sleep(0, runner.abandoned), lambda left: left == {})
+    finally:
+        watchdog.cancel()
+    assert given_up == [("t1", "r1")]
+
+
+async def test_a_handler_that_swallows_the_fence_still_writes_nothing() -> None:
+    runs = FakeRuns()
+    runner = runner_on(runs, lease=renewed_now())
+    command = queued(runs, "stubborn")  # returns when stopped
+    handling = asyncio.create_task(runner.handle(command, never_acked))
+    await until_running(runner, command.task_id)
+    runner.fence()
+    with pytest.raises(Fenced):
+        await asyncio.wait_for(handling, 5)
+    assert runs.calls == []
+
+
+async def test_a_worker_without_a_lease_claims_nothing_until_it_is_renewed() -> None:
+    runs = FakeRuns()
+    lease = LeaseClock(lease_s=5, renew_s=1)  # never renewed yet
+    runner = runner_on(runs, lease=lease)
+    command = queued(runs, "return")
+    handling = asyncio.create_task(runner.handle(command, never_acked))
+    await asyncio.sleep(0.2)
+    assert runs.tasks.stored[command.task_id].state is TaskState.WAITING
+    lease.renewed(time.monotonic())
+    await asyncio.wait_for(handling, 5)
+    assert runs.calls[-1] == ("complete", {"ok": True})
+
+
+async def test_a_task_held_without_a_lease_is_taken_over_and_run_here() -> None:
+    runs = FakeRuns()
+    asked: list[tuple[str, bool]] = []
+    command = queued(runs, "return")
+    runs.held_elsewhere.add(command.task_id)  # by a worker whose lease expired
+
+    async def take_over(task_id: str, ours_unrun: bool) -> bool:
+        asked.append((task_id, ours_unrun))
+        runs.held_elsewhere.discard(task_id)  # lost, released: claimable
+        return True
+
+    await runner_on(runs, take_over=take_over).handle(command, never_acked)
+    assert asked == [(command.task_id, True)]
+    assert runs.calls[-1] == ("complete", {"ok": True})
+
+
+async def test_a_task_released_from_a_lost_worker_is_adopted_only_with_a_slot_free() -> None:
+    runs = FakeRuns()
+    runner = runner_on(runs, concurrency=1)
+    first, second = queued(runs, "return"), queued(runs, "return")
+    assert runner.adopt(first.task_id, "unit.t")
+    await eventually(lambda: asyncio.sleep(0, runs.calls), lambda calls: len(calls) == 3)
+    assert runs.calls[-1] == ("complete", {"ok": True})
+    hanging = queued(runs, "hang")
+    handling = asyncio.create_task(runner.handle(hanging, never_acked))
+    await until_running(runner, hanging.task_id)
+    assert not runner.adopt(second.task_id, "unit.t")  # no slot: the queue decides
+    await runner.shutdown(grace_s=0)
+    await handling

@@ -10,11 +10,14 @@ from typing import Any, TypeVar
 from shared.auth import AuthStore, Role
 from shared.clock import utcnow
 from shared.ids import new_task_id
-from shared.lifecycle import Phase, TaskState
+from shared.lifecycle import FINAL_STATES, Phase, TaskState
 from shared.records import StoredTask, new_task
 from shared.store import Store
 
 T = TypeVar("T")
+
+#: The states a task ends in, as the REST API and the pushes spell them.
+FINAL = frozenset(state.value for state in FINAL_STATES)
 
 
 async def eventually(

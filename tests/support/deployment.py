@@ -31,7 +31,7 @@ from services.notifier.app import Notifier
 from shared.probes import ProbeServer
 from shared.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 #: The gateway of docker-compose.yml: one origin for the UI, the API and the WebSocket.
 CADDYFILE = ROOT / "deploy" / "gateway" / "Caddyfile"
 #: Seconds a command-line check (docker-compose config, caddy adapt) may take.

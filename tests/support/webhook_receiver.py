@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.stack import free_port
-from tests.conftest import ServerThread
+from tests.support.servers import ServerThread
 
 Scope = dict[str, Any]
 Message = dict[str, Any]

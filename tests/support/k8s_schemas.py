@@ -21,7 +21,7 @@ import kubernetes_validate
 import yaml
 from referencing import Registry, Resource
 
-from tests.deployment import ROOT
+from tests.support.deployment import ROOT
 
 #: The oldest Kubernetes release the manifests are meant for; its schemas are the strictest test.
 KUBERNETES_VERSION = "1.30"

@@ -149,7 +149,7 @@ class RabbitCluster:
                 if port_taken(port):
                     raise RuntimeError(
                         f"port {port} is taken: another test session's cluster, or a node "
-                        "left behind (see tests/cluster.py for the ports)"
+                        "left behind (see tests/support/cluster.py for the ports)"
                     )
         started = time.monotonic()
         self._prepare()

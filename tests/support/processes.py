@@ -30,7 +30,7 @@ def service_env(settings: Settings) -> dict[str, str]:
         "TASKLIGHT_API_METRICS_PORT": str(settings.api_metrics_port),
         "TASKLIGHT_NOTIFIER_PORT": str(settings.notifier_port),
         "TASKLIGHT_WORKER_NAME": settings.worker_name,
-        "TASKLIGHT_HEARTBEAT_S": "0.5",
+        "TASKLIGHT_LEASE_RENEW_S": "0.5",
         # Several stacks may run on one machine: the sender's probes on a free port.
         "TASKLIGHT_WEBHOOKS_PORT": "0",
         "TASKLIGHT_DEV_MODE": "true",
@@ -56,7 +56,7 @@ def log_tail(log_dir: Path, name: str, lines: int = 40) -> str:
 
 
 async def until_listening(
-    process: subprocess.Popen[bytes], port: int, timeout_s: float = 30
+    process: subprocess.Popen[bytes], port: int, timeout_s: float = 60
 ) -> None:
     """Wait until `process` listens on `port` of 127.0.0.1; fail if it exits first."""
     await asyncio.to_thread(wait_for_port, "127.0.0.1", port, timeout_s, process)
@@ -66,7 +66,7 @@ async def until_workers_beat(
     store: Store,
     workers: Mapping[str, subprocess.Popen[bytes]],
     log_dir: Path,
-    timeout_s: float = 30,
+    timeout_s: float = 60,
 ) -> None:
     """Wait until each worker (by name) has recorded a heartbeat: it consumes by then."""
     wanted = set(workers)

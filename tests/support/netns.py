@@ -6,7 +6,7 @@ and addresses on a private /30 (host end .1, namespace end .2); `cut()` takes th
 (`ip link set ... down`), as a pulled cable would: nothing is closed, packets just stop, and new
 connections fail; `restore()` brings it up again. A process runs inside with `command()`
 (`ip netns exec`). The host's servers listen on its loopback, which a namespace cannot reach:
-`relay()` puts a TCP relay (tests/relay.py) for one of them on the host end's address.
+`relay()` puts a TCP relay (tests/support/relay.py) for one of them on the host end's address.
 
 It needs root and iproute2; `unavailable()` says why not, for the tests to skip (or fail in CI).
 """
@@ -22,9 +22,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.relay import TcpRelay
+from tests.support.relay import TcpRelay
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 #: The private range the /30s are taken from, one per namespace.
 SUBNETS = ipaddress.IPv4Network("10.231.0.0/16")
 #: Seconds an `ip` command may take.
