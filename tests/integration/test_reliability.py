@@ -60,6 +60,7 @@ async def store_orphan(store: Store, name: str, args: dict[str, Any], **fields: 
         task.id,
         Change(
             sources=frozenset({TaskState.WAITING}),
+            phases=frozenset({Phase.QUEUED}),
             target=TaskState.RUNNING,
             phase=Phase.HELD,
             fields={
