@@ -80,6 +80,8 @@ class WorkerRef(BaseModel):
     """The worker running (or that ran) a task."""
 
     name: str
+    #: When this run took the task (its claim). The worker's lease, renewed by its heartbeat,
+    #: is on the worker's own record (`/api/v1/workers`); `missing` says when it lapsed.
     last_heartbeat: datetime | None = None
     missing: bool = False
 

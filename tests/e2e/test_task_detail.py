@@ -27,7 +27,7 @@ async def test_the_detail_page_shows_progress_worker_children_and_history_live(
     await expect(detail).to_contain_text("test.spawn")
     await expect(detail.locator(".children li")).to_have_count(2)
     await expect(detail).to_contain_text(stack.settings.worker_name)
-    await expect(detail).to_contain_text("last heartbeat")
+    await expect(detail).to_contain_text("holds it under a lease")
     await expect(detail.locator(".facts")).to_contain_text("alive")
 
     # Then it follows the task to the end, with no reload, and shows its history
@@ -38,9 +38,9 @@ async def test_the_detail_page_shows_progress_worker_children_and_history_live(
     await expect(history.last).to_contain_text("Completed")
     await expect(detail.locator(".reports li")).to_have_count(1)
     await expect(detail).to_contain_text('"children": 2')
-    # The worker as it was when the task ended: no live heartbeat counting up any more
+    # The worker as it was when the task ended: no live hold any more
     await expect(detail.locator(".facts")).to_contain_text("ran it until it ended")
-    await expect(detail.locator(".facts")).not_to_contain_text("last heartbeat")
+    await expect(detail.locator(".facts")).not_to_contain_text("under a lease")
     await expect(detail.locator(".facts")).not_to_contain_text("alive")
     assert await page.evaluate("window.__notReloaded === true")
     await page.screenshot(path=str(artifacts_dir / "task-detail.png"), full_page=True)

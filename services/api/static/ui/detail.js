@@ -176,10 +176,12 @@ function workerFacts(task) {
   return [
     name,
     task.worker.missing ? h("span", { class: "chip state-failed" }, "missing") : h("span", { class: "chip state-completed" }, "alive"),
+    // The task records when this run took it; the worker's lease, renewed every second, is on
+    // the worker's own record, and the worker is marked missing here once it lapses.
     h(
       "div",
       { class: "muted small", title: task.worker.last_heartbeat || "" },
-      `last heartbeat ${formatAgo(task.worker.last_heartbeat)}`,
+      `took it ${formatAgo(task.worker.last_heartbeat)}, holds it under a lease`,
     ),
   ];
 }
