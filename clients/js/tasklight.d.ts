@@ -81,12 +81,25 @@ export interface Task {
   metadata: Record<string, unknown>;
   attempts: Attempt[];
   runs: number;
-  /** Who moves it on: "queued", "held", "released", "awaiting_children", "awaiting_answer", "ended". */
+  /** Who moves it on: "queued", "blocked", "scheduled", "held", "released", "awaiting_children", "awaiting_answer", "ended". */
   phase: string;
   /** While it waits for its owner's answer: the question its handler asked. */
   question?: Record<string, unknown> | null;
   /** Every answer given to it. */
   answers?: Array<Record<string, unknown>>;
+  /** The resources it takes, exclusively or shared with other holders. */
+  reservations?: Reservation[];
+  /** While `blocked`: the resource it waits for and the task holding it. */
+  waiting_for?: { resource: string; holder: string } | null;
+  /** The time it was asked to start at (phase `scheduled` until then). */
+  run_at?: string | null;
+  /** 0 normal, 1 high. */
+  priority?: number;
+}
+
+export interface Reservation {
+  resource: string;
+  mode: "exclusive" | "shared";
 }
 
 /** One state change of a task (`GET /tasks/{id}/events`). */
