@@ -157,16 +157,17 @@ class Registry:
         return name in self.types
 
 
+#: The built-in task types, loaded as any team's module is: the registry knows them by name only,
+#: so they depend on it and not it on them.
+BUILTIN_MODULES = ("shared.tasktypes.builtin", "shared.tasktypes.demo")
+
+
 def load_registry(task_modules: str = "", *, builtin_tasks: bool = False) -> Registry:
     """The task types of each module named in `task_modules` (comma-separated dotted names,
     each module with a `register(registry)` function), and with `builtin_tasks` the built-in
     `test.*` and `demo.*` ones."""
     registry = Registry()
-    if builtin_tasks:
-        from shared.tasktypes import builtin, demo
-
-        builtin.register(registry)
-        demo.register(registry)
-    for module_name in filter(None, (m.strip() for m in task_modules.split(","))):
+    named = [m.strip() for m in task_modules.split(",")]
+    for module_name in filter(None, [*(BUILTIN_MODULES if builtin_tasks else ()), *named]):
         importlib.import_module(module_name).register(registry)
     return registry
