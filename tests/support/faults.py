@@ -25,6 +25,7 @@ from services.stack import start_service, stop_processes, wait_for_port
 from shared.lifecycle import TaskState
 from shared.settings import Settings
 from shared.store import Store
+from shared.submission import ABANDONED_KEY_S
 from tests.support import FINAL
 from tests.support.processes import service_env, until_workers_beat
 
@@ -127,25 +128,32 @@ async def submit_many(
 ) -> list[str]:
     """Submit `count` `test.count` tasks over HTTP, `parallel` at a time; their ids.
 
-    Each submission carries its own Idempotency-Key, so that it is retried as a careful client
-    would: after a 503 (the broker or database could not take it), a 409 (the first request with
-    that key has not finished), or an answer lost on the way (a connection the api closed as it
-    was reused): a retry of a submission that was stored gets the same task, never a second one.
-    Any other answer but 202 fails the test.
+    Each submission carries its own Idempotency-Key and is retried as a careful client would:
+    after an answer lost on the way (a connection the api closed as it was reused) with the same
+    key, so a retry of a submission that was stored gets the same task, never a second one; after
+    a 409 (the first request with that key has not finished, or died where the key could not be
+    freed: the key is taken over after a minute) with the same key too; after a 503 (the broker
+    or database could not take it, and nothing was kept) with a new one. Any other answer but
+    202 fails the test.
     """
     ids: list[str] = []
     body = {"name": "test.count", "args": args}
 
     async def one() -> str:
-        headers = {"Idempotency-Key": uuid.uuid4().hex}
+        key = uuid.uuid4().hex
         answer: httpx.Response | None = None
-        for _ in range(20):
+        deadline = time.monotonic() + 2 * ABANDONED_KEY_S
+        while time.monotonic() < deadline:
             try:
-                answer = await http.post("/api/v1/tasks", json=body, headers=headers)
+                answer = await http.post(
+                    "/api/v1/tasks", json=body, headers={"Idempotency-Key": key}
+                )
             except httpx.TransportError:
                 await asyncio.sleep(0.5)
                 continue
-            if answer.status_code not in (409, 503):
+            if answer.status_code == 503:
+                key = uuid.uuid4().hex
+            elif answer.status_code != 409:
                 break
             await asyncio.sleep(0.5)
         assert answer is not None, "every try of a submission lost its answer"
