@@ -117,6 +117,7 @@ class Worker:
             task_id, ours_unrun=ours_unrun
         )
         self.janitor.adopt = self.runner.adopt
+        self.janitor.in_hand = self.runner.has_in_hand
         self.runner.give_up = self.janitor.give_up
         self.probes = ProbeServer(
             settings.worker_host,

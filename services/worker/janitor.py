@@ -92,6 +92,9 @@ class Janitor:
         #: Runs a task released from a lost worker on this worker, given its id and type, if it
         #: has a free slot (`Runner.adopt`); whether it did. None: the queue decides.
         self.adopt: Callable[[str, str], bool] | None = None
+        #: Whether this worker's runner has the task of the given id in hand (a `handle` call
+        #: from before its claim to its stored outcome; `Runner.has_in_hand`). None: unknown.
+        self.in_hand: Callable[[str], bool] | None = None
 
     def database_answered(self, answered: bool) -> None:
         """Record whether a database command of this process (a sweep, a heartbeat) got an
@@ -134,6 +137,7 @@ class Janitor:
         """One round of every repair."""
         # A lost worker's tasks first: they are the repair someone is waiting for.
         await self.reap_missing_workers()
+        await self.reclaim_forgotten()
         await self.relay()
         await self.finish_orphaned_parents()
         await self.settle_unanswered()
@@ -207,6 +211,24 @@ class Janitor:
         lost = await self.runs.lose(task, requeue=requeues_when_lost(task, self.registry))
         if lost is TaskState.RUNNING and self.adopt is not None:
             self.adopt(task.id, task.name)
+
+    async def reclaim_forgotten(self) -> None:
+        """Release the runs held under this worker's name that its runner no longer has in
+        hand: a `handle` that ended without storing an outcome (cancelled under it, say, when
+        its broker connection went). The lease is the worker's, not the task's, so nobody else
+        would ever take such a task while this worker lives.
+
+        Safe against a claim in flight: a `handle` counts as in hand from before its claim, so a
+        task read as held by this worker and then not in hand had its `handle` end in between;
+        if that stored an outcome, the release's compare-and-set on the run matches nothing."""
+        in_hand = self.in_hand
+        if in_hand is None:
+            return
+        held = await self.store.tasks.held_by(self.settings.worker_name)
+        forgotten = [task for task in held if not in_hand(task.id)]
+        for task in forgotten:
+            log.warning("task %s is held by this worker's run, which no longer runs it", task.id)
+        await asyncio.gather(*(self._lose(task) for task in forgotten))
 
     async def reclaim_own(self) -> int:
         """Before this worker claims anything: end as lost the runs still held under its name,

@@ -119,6 +119,11 @@ class Runner:
     def __post_init__(self) -> None:
         self.slots = Slots(self.concurrency)
 
+    def has_in_hand(self, task_id: str) -> bool:
+        """Whether a `handle` call for `task_id` is in progress here (from before its claim to
+        its stored outcome), or its run was stopped by the fence and waits to be given up."""
+        return task_id in self.handling or task_id in self.abandoned
+
     def fenced(self) -> bool:
         """Whether this worker's lease is lost: it must run nothing now."""
         return self.lease is not None and self.lease.fenced(time.monotonic())

@@ -100,9 +100,6 @@ async def test_a_thousand_tasks_all_finish_while_workers_are_killed_at_random(
 ) -> None:
     # Given three workers and a thousand short tasks
     started = time.monotonic()
-    # On the default lease: with the quick one (a 1.5 s fence) a database this loaded stalls
-    # renewals past the fence, and every worker keeps stopping its own tasks.
-    services.env.update(DEFAULT_LEASE_ENV)
     await services.start_api()
     names = [services.start_worker() for _ in range(3)]
     await services.until_workers_beat(fault_store, names)

@@ -198,6 +198,7 @@ async def test_a_confirmed_mark_is_cleared_late_and_only_where_a_claim_did_not_t
         await store.tasks.insert(task, dispatch_due_at=utcnow() + timedelta(seconds=60))
     take = Change(
         sources=frozenset({TaskState.WAITING}),
+        phases=frozenset({Phase.QUEUED}),
         target=TaskState.RUNNING,
         phase=Phase.HELD,
         unset=frozenset({"dispatch_due_at"}),

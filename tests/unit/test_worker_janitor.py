@@ -13,6 +13,7 @@ from services.worker.janitor import EXPIRY_MARGIN_S, Janitor, relays, requeues_w
 from shared.clock import utcnow
 from shared.commands import Commands
 from shared.lifecycle import Phase, TaskState
+from shared.records import StoredTask
 from shared.registry import Registry, TaskType
 from shared.runs import Runs
 from shared.settings import Settings
@@ -106,3 +107,55 @@ def test_the_janitor_looks_again_just_after_the_earliest_lease_it_saw_ends() -> 
     assert watcher.pause_s(now) == watcher.settings.janitor_interval_s
     watcher.next_expiry = now - timedelta(seconds=1)  # ended while the sweep went on
     assert watcher.pause_s(now) == EXPIRY_MARGIN_S
+
+
+class HeldTasks:
+    """The store's `tasks` as far as `reclaim_forgotten` reads them: what is held by a name."""
+
+    def __init__(self, held: list[StoredTask]) -> None:
+        self.held = held
+        self.asked: list[str] = []
+
+    async def held_by(self, worker: str, limit: int = 100) -> list[StoredTask]:
+        self.asked.append(worker)
+        return self.held
+
+
+class LosingRuns:
+    """The verbs as far as the janitor calls them here: which tasks were released as lost."""
+
+    def __init__(self) -> None:
+        self.lost: list[str] = []
+
+    async def lose(self, task: StoredTask, *, requeue: bool) -> TaskState | None:
+        self.lost.append(task.id)
+        return TaskState.FAILED
+
+
+async def test_a_run_of_this_worker_that_its_runner_no_longer_has_is_released() -> None:
+    # Given three tasks held under this worker's name, of which its runner handles only one
+    forgotten, handled, fenced = (stored_task(state=TaskState.RUNNING) for _ in range(3))
+    tasks, runs = HeldTasks([forgotten, handled, fenced]), LosingRuns()
+    store = type("FakeStore", (), {"tasks": tasks})()
+    settings = Settings(worker_name="w1")
+    keeper = Janitor(
+        cast(Store, store), cast(Runs, runs), cast(Commands, None), Registry(), settings
+    )
+    keeper.in_hand = {handled.id, fenced.id}.__contains__
+
+    # When the janitor looks for runs its worker forgot (a handle cancelled under it)
+    await keeper.reclaim_forgotten()
+
+    # Then only the forgotten one is released, and only this worker's runs were looked at
+    assert runs.lost == [forgotten.id]
+    assert tasks.asked == ["w1"]
+
+
+async def test_without_a_runner_to_ask_nothing_is_released() -> None:
+    tasks, runs = HeldTasks([stored_task(state=TaskState.RUNNING)]), LosingRuns()
+    store = type("FakeStore", (), {"tasks": tasks})()
+    keeper = Janitor(
+        cast(Store, store), cast(Runs, runs), cast(Commands, None), Registry(), Settings()
+    )
+    await keeper.reclaim_forgotten()
+    assert runs.lost == []
