@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -54,13 +55,25 @@ class SteadyLoad:
 
     async def _submit(self) -> None:
         deadline = time.monotonic() + self.patience_s
+        # A lost answer (the api closed a kept-alive connection as it was reused) is retried
+        # with the same Idempotency-Key: a submission that was stored gives the same task.
+        headers = {"Idempotency-Key": uuid.uuid4().hex}
         while True:
-            answer = await self.http.post("/api/v1/tasks", json=self.body)
+            try:
+                answer = await self.http.post("/api/v1/tasks", json=self.body, headers=headers)
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "every try of a submission lost its answer"
+                await asyncio.sleep(RETRY_PAUSE_S)
+                continue
+            if answer.status_code == 409:  # that first try is still in flight at the api
+                await asyncio.sleep(RETRY_PAUSE_S)
+                continue
             if answer.status_code == 202:
                 self.accepted.append(answer.json()["id"])
                 return
             # Only a 503 says "nothing kept, try again"; anything else fails the test.
             assert answer.status_code == 503, f"{answer.status_code}: {answer.text}"
+            headers = {"Idempotency-Key": uuid.uuid4().hex}  # nothing was kept
             self.unavailable += 1
             self.unavailable_at_s.append(time.monotonic() - self.started)
             if time.monotonic() > deadline:
