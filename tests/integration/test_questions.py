@@ -12,6 +12,7 @@ from services.worker.app import Worker
 from shared.auth import CSRF_COOKIE, DEV_PASSWORD, DEV_USER
 from shared.settings import Settings
 from tests.support import FINAL, eventually
+from tests.support.rest import read, submit
 
 pytestmark = pytest.mark.integration
 
@@ -22,16 +23,9 @@ def settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"janitor_interval_s": 0.2})
 
 
-async def submit(api: httpx.AsyncClient, **args: Any) -> str:
-    response = await api.post("/api/v1/tasks", json={"name": "test.ask", "args": args})
-    assert response.status_code == 202, response.text
-    task_id: str = response.json()["id"]
-    return task_id
-
-
-async def read(api: httpx.AsyncClient, task_id: str) -> dict[str, Any]:
-    body: dict[str, Any] = (await api.get(f"/api/v1/tasks/{task_id}")).json()
-    return body
+async def submit_asking(api: httpx.AsyncClient, **args: Any) -> str:
+    """A `test.ask` task with `args`."""
+    return await submit(api, "test.ask", **args)
 
 
 async def until_asking(
@@ -55,7 +49,7 @@ async def answer(api: httpx.AsyncClient, task_id: str, value: Any, **body: Any) 
 async def test_rest_answers_resume_the_handler_which_goes_on_with_them(
     api: httpx.AsyncClient, worker: Worker
 ) -> None:
-    task_id = await submit(api, questions=2)
+    task_id = await submit_asking(api, questions=2)
     waiting = await until_asking(api, task_id)
     # It waits holding no worker: no run, and its question shown as the API shows the task.
     assert waiting["state"] == "running"
@@ -87,7 +81,7 @@ async def test_rest_answers_resume_the_handler_which_goes_on_with_them(
 async def test_a_second_answer_is_409_and_an_answer_the_question_refuses_is_422(
     api: httpx.AsyncClient, worker: Worker
 ) -> None:
-    task_id = await submit(api, form=True)
+    task_id = await submit_asking(api, form=True)
     await until_asking(api, task_id)
 
     refused = await answer(api, task_id, {"reason": "no", "copies": 0, "extra": 1})
@@ -118,7 +112,7 @@ async def test_a_second_answer_is_409_and_an_answer_the_question_refuses_is_422(
 async def test_an_unanswered_question_fails_its_task_after_its_timeout(
     api: httpx.AsyncClient, worker: Worker
 ) -> None:
-    task_id = await submit(api, timeout_s=0.5)
+    task_id = await submit_asking(api, timeout_s=0.5)
     done = await until_final(api, task_id)
     assert done["state"] == "failed"
     assert done["error"]["type"] == "no_answer"
@@ -130,7 +124,7 @@ async def test_an_unanswered_question_fails_its_task_after_its_timeout(
 async def test_a_question_with_a_default_takes_it_when_its_timeout_passes(
     api: httpx.AsyncClient, worker: Worker
 ) -> None:
-    task_id = await submit(api, timeout_s=0.5, default="deny")
+    task_id = await submit_asking(api, timeout_s=0.5, default="deny")
     done = await until_final(api, task_id)
     assert done["state"] == "completed"
     assert done["result"] == {"answers": ["deny"]}
@@ -141,7 +135,7 @@ async def test_a_question_with_a_default_takes_it_when_its_timeout_passes(
 async def test_cancel_while_waiting_for_an_answer_ends_the_task_at_once(
     api: httpx.AsyncClient, worker: Worker
 ) -> None:
-    task_id = await submit(api)
+    task_id = await submit_asking(api)
     await until_asking(api, task_id)
     canceled = await api.post(f"/api/v1/tasks/{task_id}/cancel")
     assert canceled.status_code == 202
@@ -156,7 +150,7 @@ async def test_a_waiting_task_resumes_on_another_worker_after_its_worker_restart
 ) -> None:
     first = Worker(settings.model_copy(update={"worker_name": "asking-1"}))
     await first.start()
-    task_id = await submit(api)
+    task_id = await submit_asking(api)
     await until_asking(api, task_id)
     await first.stop()
     second = Worker(settings.model_copy(update={"worker_name": "asking-2"}))
@@ -173,7 +167,7 @@ async def test_a_waiting_task_resumes_on_another_worker_after_its_worker_restart
 async def test_an_answer_by_cookie_needs_the_csrf_token(
     api: httpx.AsyncClient, worker: Worker, settings: Settings
 ) -> None:
-    task_id = await submit(api)
+    task_id = await submit_asking(api)
     await until_asking(api, task_id)
     async with httpx.AsyncClient(base_url=str(api.base_url)) as browser:
         signed_in = await browser.post(
