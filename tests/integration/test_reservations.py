@@ -14,9 +14,7 @@ import httpx
 import pytest
 
 from services.worker.app import Worker
-from shared.broker import declare_topology, make_broker
 from shared.clock import utcnow
-from shared.commands import Commands
 from shared.lifecycle import Phase, TaskState
 from shared.records import StoredTask
 from shared.registry import load_registry
@@ -24,8 +22,8 @@ from shared.settings import Settings
 from shared.store import Store
 from shared.submission import NewTask, Options, ScheduledTooFar, Submissions
 from shared.tasktypes.demo import POWER_OFF
-from shared.topology import Topology
 from tests.support import eventually
+from tests.support.commands import commands_on
 
 pytestmark = pytest.mark.integration
 
@@ -33,14 +31,9 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 async def submissions(settings: Settings, store: Store) -> AsyncIterator[Submissions]:
     """Submissions on the test's database and a real broker."""
-    broker = make_broker(settings, logger=None)
-    await broker.connect()
-    topology = Topology(settings.namespace)
-    await declare_topology(broker, topology, settings)
-    commands = Commands(broker, store.tasks, topology, timeout_s=5)
     registry = load_registry(builtin_tasks=True)
-    yield Submissions(store.tasks, store.idempotency, commands, registry, settings)
-    await broker.stop()
+    async with commands_on(settings, store) as commands:
+        yield Submissions(store.tasks, store.idempotency, commands, registry, settings)
 
 
 @pytest.fixture

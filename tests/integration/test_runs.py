@@ -9,17 +9,15 @@ from typing import Any
 
 import pytest
 
-from shared.broker import declare_topology, make_broker
 from shared.clock import utcnow
-from shared.commands import Commands
 from shared.lifecycle import Phase, TaskState
 from shared.questions import AskedQuestion, Question, asked
 from shared.runs import AlreadyFinished, Claim, Runs
 from shared.settings import Settings
 from shared.store import Change, Store
 from shared.task import Attempt, ErrorKind, TaskError
-from shared.topology import Topology
 from tests.support import eventually, stored_task
+from tests.support.commands import commands_on
 
 pytestmark = pytest.mark.integration
 
@@ -27,13 +25,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 async def runs(settings: Settings, store: Store) -> AsyncIterator[Runs]:
     """The verbs on the test's database and a real broker."""
-    broker = make_broker(settings, logger=None)
-    await broker.connect()
-    topology = Topology(settings.namespace)
-    await declare_topology(broker, topology, settings)
-    commands = Commands(broker, store.tasks, topology, timeout_s=5)
-    yield Runs(store.tasks, commands, outbox_grace_s=settings.outbox_grace_s)
-    await broker.stop()
+    async with commands_on(settings, store) as commands:
+        yield Runs(store.tasks, commands, outbox_grace_s=settings.outbox_grace_s)
 
 
 async def waiting(store: Store, count: int, **fields: object) -> list[str]:
