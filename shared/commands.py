@@ -10,6 +10,7 @@ from faststream.rabbit import RabbitBroker, RabbitQueue
 
 from shared import tracing
 from shared.broker import control_exchange, publish_command, tasks_exchange
+from shared.lifecycle import FIRST_VERSION
 from shared.messages import CancelTask, RunTask, TaskSnapshot
 from shared.retries import bucket_for
 from shared.store.tasks import TaskStore
@@ -38,11 +39,14 @@ class Commands:
         delay_s: float = 0,
         snapshot: TaskSnapshot | None = None,
         priority: int = 0,
+        version: int = FIRST_VERSION,
     ) -> None:
         """Publish the task's `RunTask` (after `delay_s`, held by the broker); raises if the
         broker did not confirm it. Then its outbox mark is cleared. A new task's command carries
-        its `snapshot`, which spares its worker a read."""
-        command = RunTask(task_id=task_id, name=name, snapshot=snapshot, priority=priority)
+        its `snapshot` (of the task at `version`), which spares its worker a read."""
+        command = RunTask(
+            task_id=task_id, name=name, snapshot=snapshot, priority=priority, version=version
+        )
         if delay_s > 0:
             queue = self.topology.delay_queue(bucket_for(delay_s))
             with tracing.publishing(queue, "RunTask", task_id) as headers:

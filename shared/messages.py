@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.clock import utcnow
 from shared.ids import new_task_id
-from shared.lifecycle import TaskState
+from shared.lifecycle import FIRST_VERSION, TaskState
 from shared.reservations import Reservation
 
 
@@ -37,13 +37,17 @@ class TaskSnapshot(BaseModel):
 
 
 class RunTask(Message):
-    """Run the stored task `task_id` (of type `name`); sent once per submission, and again for
-    each retry, hand-back or requeue (then without `snapshot`)."""
+    """Run the stored task `task_id` (of type `name`); sent once per submission, once when a
+    task that waited (for its time, or for a resource) is queued, and again for each retry,
+    hand-back or requeue (then without `snapshot`)."""
 
     task_id: str
     name: str
-    #: The task as submitted; only good for a claim of the task at its first version.
+    #: The task as submitted; only good for a claim of the task at `version`.
     snapshot: TaskSnapshot | None = None
+    #: The version the task had when this command was sent (with `snapshot`): its first for a
+    #: new task, a later one for a task queued after waiting.
+    version: int = FIRST_VERSION
     #: 1: high (sent to the high-priority queue; a worker's next free slot goes to it first).
     priority: int = 0
 

@@ -127,11 +127,3 @@ def ahead_of(entries: Sequence[Entry], task_id: str) -> str | None:
         if conflicts(entry.mode, mine.mode):
             return entry.task
     return None
-
-
-def newly_granted(before: Sequence[Entry], leaving: str) -> list[str]:
-    """The tasks that hold the resource once `leaving` left a queue that was `before`, and did
-    not hold it before: theirs is the turn its leaving gave."""
-    after = [e for e in before if e.task != leaving]
-    had = set(granted(before))
-    return [task for task in granted(after) if task not in had]

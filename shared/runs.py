@@ -32,8 +32,10 @@ cancel) say what happens; none builds a write.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
@@ -47,7 +49,7 @@ from shared.lifecycle import ACTIVE_STATES, FIRST_VERSION, Phase, TaskState
 from shared.messages import TaskSnapshot
 from shared.questions import Answer, AskedQuestion, no_answer_message
 from shared.records import Run, StoredTask
-from shared.reservations import Reservation, WaitingFor, ahead_of, newly_granted
+from shared.reservations import Entry, Reservation, WaitingFor, ahead_of, granted
 from shared.store import ANY_RUN, Change
 from shared.store.dispatch_marks import MARK
 from shared.store.tasks import TaskStore
@@ -111,27 +113,31 @@ class Runs:
     # --- a worker's run --------------------------------------------------------------------
 
     async def claim(
-        self, task_id: str, worker: str, snapshot: TaskSnapshot | None = None, name: str = ""
+        self,
+        task_id: str,
+        worker: str,
+        snapshot: TaskSnapshot | None = None,
+        name: str = "",
+        version: int = FIRST_VERSION,
     ) -> Claim | None:
         """Start a new run of `task_id` on `worker`; None if the task is not claimable (another
         delivery claimed it, it was canceled, it ended).
 
-        A waiting task is at its first version unless something changed it while it waited, so
-        the claim is first tried as a known-version write that the claims of other tasks share
-        (one statement; the batch's write id is the run's id), then as the compare-and-set that
-        reads the state from the task, then as the claim of a released task. A task claimed at
-        its first version is as its submission stored it: with the command's `snapshot` (and
-        `name`), the claim knows the task without reading it back.
+        A waiting task is at the `version` its command was sent at (its first, or the one its
+        queueing after a wait gave it) unless something changed it since, so the claim is first
+        tried as a known-version write that the claims of other tasks share (one statement; the
+        batch's write id is the run's id), then as the compare-and-set that reads the state from
+        the task, then as the claim of a released task. A task claimed at that version is as
+        the command's `snapshot` (and `name`) says: the claim knows it without reading it back.
         """
 
         def first_claim(run_id: str, at: datetime) -> Change:
             return claim_change(TaskState.WAITING, worker, run_id, at)
 
-        run_id = await self.tasks.apply_at_version(
-            task_id, TaskState.WAITING, FIRST_VERSION, first_claim
-        )
+        run_id = await self.tasks.apply_at_version(task_id, TaskState.WAITING, version, first_claim)
         if run_id is not None and snapshot is not None and name:
-            return Claim(first_run(task_id, name, snapshot, worker, run_id), run_id, worker, 2)
+            claimed = first_run(task_id, name, snapshot, worker, run_id, version=version + 1)
+            return Claim(claimed, run_id, worker, version + 1)
         if run_id is None:
             run_id = new_task_id()
             if not await self.tasks.apply_blind(task_id, first_claim(run_id, utcnow())):
@@ -587,14 +593,26 @@ class Runs:
     # --- reservations and schedules --------------------------------------------------------
 
     async def enter_queues(
-        self, task_id: str, reservations: list[Reservation], *, fresh: bool = False
+        self,
+        task_id: str,
+        reservations: list[Reservation],
+        *,
+        fresh: bool = False,
+        known: Mapping[str, list[Entry]] | None = None,
     ) -> WaitingFor | None:
         """Take the resources in their order, joining each queue once the one before is held:
         None when the task holds them all, else what it waits for (it is in that queue). A
-        `fresh` task (just submitted) is in no queue yet, which spares a read of each."""
+        `fresh` task (just submitted) is in no queue yet, which spares a read of each; so does
+        a queue `known` as it was just now (a leave's answer: entries only leave it meanwhile,
+        and a task that held a resource holds it still)."""
         queues = self.tasks.reservations
         for reservation in reservations:
-            entries = [] if fresh else await queues.queue(reservation.resource)
+            if fresh:
+                entries = []
+            elif known is not None and reservation.resource in known:
+                entries = known[reservation.resource]
+            else:
+                entries = await queues.queue(reservation.resource)
             if not any(entry.task == task_id for entry in entries):
                 entries = await queues.enter(
                     reservation.resource, task_id, reservation.mode, utcnow()
@@ -604,14 +622,16 @@ class Runs:
                 return WaitingFor(resource=reservation.resource, holder=holder)
         return None
 
-    async def take_turn(self, task: StoredTask) -> bool:
+    async def take_turn(
+        self, task: StoredTask, known: Mapping[str, list[Entry]] | None = None
+    ) -> bool:
         """A task waiting for its resources takes those it can, in order: when it holds them
         all, it is queued (with its outbox mark) and its command published; else it records
         what it waits for now. Idempotent: a leave that gave it its turn, its submission, and
         the janitor may all call it. Whether it was queued by this call."""
         if task.state is not TaskState.WAITING or task.phase is not Phase.BLOCKED:
             return False
-        waiting = await self.enter_queues(task.id, task.reservations)
+        waiting = await self.enter_queues(task.id, task.reservations, known=known)
         if waiting is None:
             return await self._queue_waiting(task, _BLOCKED)
         if waiting != task.waiting_for:
@@ -658,10 +678,22 @@ class Runs:
             fields={MARK: due},
             unset=frozenset({"waiting_for"}),
         )
-        if not await self.tasks.apply_blind(task.id, change):
+        # As read, the task is at its version: then the change shares a statement with others',
+        # and the command can tell the claim what the task is (the claim shares one too).
+        known = await self.tasks.apply_at_version(
+            task.id, TaskState.WAITING, task.version, lambda _id, _at: change
+        )
+        if known is None and not await self.tasks.apply_blind(task.id, change):
             return False
+        snapshot = task.snapshot() if known is not None else None
         try:
-            await self.commands.run(task.id, task.name, priority=task.priority)
+            await self.commands.run(
+                task.id,
+                task.name,
+                priority=task.priority,
+                snapshot=snapshot,
+                version=task.version + 1 if known is not None else FIRST_VERSION,
+            )
         except Exception as exc:
             log.warning("publish of task %s failed: %r; the relay will", task.id, exc)
         return True
@@ -669,20 +701,29 @@ class Runs:
     async def release_resources(self, task_id: str, reservations: list[Reservation]) -> None:
         """Leave the queues of `reservations`; each task whose turn that gives takes it."""
         turns: list[str] = []
+        queues: dict[str, list[Entry]] = {}
         for reservation in reservations:
-            before = await self.tasks.reservations.leave(reservation.resource, task_id)
-            if before is not None:
-                turns += [t for t in newly_granted(before, task_id) if t not in turns]
-        for turn in turns:
-            waiter = await self.tasks.get(turn)
-            if waiter is not None:
-                await self.take_turn(waiter)
+            after = await self.tasks.reservations.leave(reservation.resource, task_id)
+            queues[reservation.resource] = after
+            turns += [t for t in granted(after) if t not in turns]
+        # Those holding the resource now may have held it before (running), or have been given
+        # their turn by this leave or by another one: `take_turn` queues each blocked one once.
+        waiters = await asyncio.gather(*(self.tasks.get_shared(turn) for turn in turns))
+        for waiter in waiters:
+            if waiter is not None and waiter.phase is Phase.BLOCKED:
+                await self.take_turn(waiter, known=queues)
 
 
 def first_run(
-    task_id: str, name: str, snapshot: TaskSnapshot, worker: str, run_id: str
+    task_id: str,
+    name: str,
+    snapshot: TaskSnapshot,
+    worker: str,
+    run_id: str,
+    *,
+    version: int = FIRST_VERSION + 1,
 ) -> StoredTask:
-    """A task as its first claim left it, from what its submission stored."""
+    """A task as its first claim left it (at `version`), from what its command carried."""
     at = utcnow()
     return StoredTask(
         id=task_id,
@@ -699,7 +740,7 @@ def first_run(
         worker=WorkerRef(name=worker, last_heartbeat=at),
         run=Run(id=run_id, worker=worker),
         runs=1,
-        version=FIRST_VERSION + 1,
+        version=version,
     )
 
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timedelta
 
 from shared import metrics
@@ -43,7 +43,7 @@ from shared.registry import Registry, UnknownTaskType
 from shared.reservations import Mode, Reservation
 from shared.runs import Claim, Runs
 from shared.settings import Settings
-from shared.store import DueDispatch, Store
+from shared.store import DatabaseUnreachable, DueDispatch, Store, outcome_unknown
 from shared.task import Attempt
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,13 @@ def requeues_when_lost(task: StoredTask, registry: Registry) -> bool:
         return False
     lost = sum(1 for a in task.attempts if a.outcome == "worker_lost")
     return task_type.on_worker_lost == "requeue" and lost + 1 < task_type.max_runs
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether a repair that raised `exc` failed for want of the database: it did not answer,
+    or not in time. (A refused command, or the broker's failure, says nothing of whether the
+    workers' renewals could be written.)"""
+    return isinstance(exc, DatabaseUnreachable) or outcome_unknown(exc)
 
 
 class Janitor:
@@ -115,13 +122,7 @@ class Janitor:
         it saw ends if that is sooner (a renewed lease then simply is not taken); a failed
         sweep is retried."""
         while True:
-            try:
-                await self.sweep()
-            except Exception as exc:
-                self.database_answered(False)
-                log.warning("janitor sweep failed: %r", exc)
-            else:
-                self.database_answered(True)
+            self.database_answered(await self.sweep())
             await asyncio.sleep(self.pause_s(utcnow()))
 
     def pause_s(self, now: datetime) -> float:
@@ -133,15 +134,30 @@ class Janitor:
             pause_s = min(pause_s, max(until_expiry_s, EXPIRY_MARGIN_S))
         return pause_s
 
-    async def sweep(self) -> None:
-        """One round of every repair."""
+    async def sweep(self) -> bool:
+        """One round of every repair; whether the database answered it throughout.
+
+        Each repair goes on when another fails: one that keeps failing on one thing (a command
+        the broker will not take, a document it cannot read) must not hold up the others,
+        least of all the lost workers' tasks. Only a failure to reach the database stops this
+        janitor judging leases; any other is logged, and the next sweep tries again."""
+        answered = True
         # A lost worker's tasks first: they are the repair someone is waiting for.
-        await self.reap_missing_workers()
-        await self.reclaim_forgotten()
-        await self.relay()
-        await self.finish_orphaned_parents()
-        await self.settle_unanswered()
-        await self.settle_reservations()
+        for repair in (
+            self.reap_missing_workers,
+            self.reclaim_forgotten,
+            self.relay,
+            self.finish_orphaned_parents,
+            self.settle_unanswered,
+            self.settle_reservations,
+        ):
+            try:
+                await repair()
+            except Exception as exc:
+                log.warning("janitor's %s failed: %r", repair.__name__, exc)
+                if unreachable(exc):
+                    answered = False
+        return answered
 
     async def wake_forever(self) -> None:
         """Queue scheduled tasks when their time comes, every `schedule_poll_s`, until
@@ -203,7 +219,7 @@ class Janitor:
         # published side by side, so the last is requeued about when the first is.
         marking = asyncio.ensure_future(self.store.workers.mark_missing(now, cutoff))
         try:
-            await asyncio.gather(*(self._lose(task) for task in stranded))
+            await _each(self._lose(task) for task in stranded)
         finally:
             metrics.WORKERS_MISSING.inc(await marking)
 
@@ -228,7 +244,7 @@ class Janitor:
         forgotten = [task for task in held if not in_hand(task.id)]
         for task in forgotten:
             log.warning("task %s is held by this worker's run, which no longer runs it", task.id)
-        await asyncio.gather(*(self._lose(task) for task in forgotten))
+        await _each(self._lose(task) for task in forgotten)
 
     async def reclaim_own(self) -> int:
         """Before this worker claims anything: end as lost the runs still held under its name,
@@ -288,3 +304,12 @@ class Janitor:
             outcome = await self.runs.expire_question(task)
             if outcome is not None:
                 log.info("question of task %s timed out: the task is %s", task.id, outcome.value)
+
+
+async def _each(calls: Iterable[Awaitable[None]]) -> None:
+    """Await all of `calls` together, each to its end whatever the others do; then raise the
+    first error, if any (so that the repair is counted as failed)."""
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome

@@ -246,7 +246,9 @@ class Runner:
         """
         task_id = command.task_id
         try:
-            return await self.runs.claim(task_id, self.worker_name, command.snapshot, command.name)
+            return await self.runs.claim(
+                task_id, self.worker_name, command.snapshot, command.name, version=command.version
+            )
         except DatabaseError as exc:
             if not outcome_unknown(exc):
                 raise

@@ -120,7 +120,7 @@ def refused_whole(exc: Exception) -> bool:
     )
 
 
-class _SharedCommand(Generic[T, R]):
+class SharedCommand(Generic[T, R]):
     """One kind of command on a collection, sent for the items of many callers at once."""
 
     def __init__(self, collection: AsyncCollection[Doc]) -> None:
@@ -152,7 +152,7 @@ class GroupedWrite:
     build: Callable[[datetime, str], Doc]
 
 
-class SharedWrites(_SharedCommand[GroupedWrite, str | None]):
+class SharedWrites(SharedCommand[GroupedWrite, str | None]):
     """Compare-and-sets of many tasks as few `update_many` statements, in one `bulk_write`.
 
     On SecantusDB a statement costs more than the documents it changes (measured here: 2.4 ms
@@ -214,7 +214,7 @@ class SharedWrites(_SharedCommand[GroupedWrite, str | None]):
             future.set_result(stamp if stamps.get(write.task_id) == stamp else None)
 
 
-class SharedInserts(_SharedCommand[Doc, None]):
+class SharedInserts(SharedCommand[Doc, None]):
     """Inserts of new tasks sent together as one unordered `insert_many`: the API answering
     many submissions at once pays one command and one commit for all of them."""
 
@@ -238,7 +238,7 @@ class SharedInserts(_SharedCommand[Doc, None]):
                 future.set_result(None)
 
 
-class SharedReads(_SharedCommand[str, Doc | None]):
+class SharedReads(SharedCommand[str, Doc | None]):
     """Reads of single tasks by id, sent together as one `find`."""
 
     async def get(self, task_id: str) -> Doc | None:

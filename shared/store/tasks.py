@@ -118,6 +118,7 @@ class TaskStore:
         await self.shared_writes.close()
         await self.shared_reads.close()
         await self.shared_inserts.close()
+        await self.reservations.close()
 
     # --- reads ----------------------------------------------------------------------------
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import Counter
 
 import httpx
 import pytest
 
+from shared.clock import utcnow
 from shared.store import Store
+from tests.support import FINAL
 from tests.support.faults import (
     Services,
     assert_nothing_lost_or_doubled,
@@ -85,6 +88,24 @@ async def test_a_worker_killed_mid_task_loses_nothing_and_doubles_nothing(
     assert requeued_s <= REQUEUED_WITHIN_S, f"last task requeued {requeued_s:.1f} s after SIGKILL"
 
 
+async def report_stragglers(store: Store, ids: list[str], alive: set[str]) -> None:
+    """Say, in the session's figures, where the tasks that did not end are: how many in each
+    state and phase, held by a worker alive or killed, and how each worker's lease stands."""
+    where: Counter[str] = Counter()
+    query = {"_id": {"$in": ids}, "state": {"$nin": list(FINAL)}}
+    async for doc in store.tasks.collection.find(query):
+        holder = (doc.get("run") or {}).get("worker")
+        status = "none" if holder is None else "alive" if holder in alive else "killed"
+        where[f"{doc['state']}/{doc.get('phase')}/holder-{status}"] += 1
+    now = utcnow()
+    leases = {
+        str(doc["_id"]): round((doc["lease_until"] - now).total_seconds(), 1)
+        async for doc in store.workers.collection.find({}, {"lease_until": 1})
+        if doc.get("lease_until") is not None
+    }
+    report_figures("thousand tasks: not final", **where, lease_left_s=leases, alive=sorted(alive))
+
+
 #: Tasks of the random-kill test, and how many workers it kills at most.
 MANY_TASKS = 1000
 MAX_KILLS = 6
@@ -128,17 +149,27 @@ async def test_a_thousand_tasks_all_finish_while_workers_are_killed_at_random(
     try:
         ids = await submit_many(http, MANY_TASKS, {"rounds": 1, "round_s": 0.02})
         submitted_s = time.monotonic() - started
-        await until_all_final(fault_store, ids, timeout_s=300)
+        try:
+            await until_all_final(fault_store, ids, timeout_s=300)
+        except AssertionError:
+            await report_stragglers(fault_store, ids, set(services.workers))
+            raise
     finally:
         killer.cancel()
 
     # Then every task finished, once
     tally = await assert_nothing_lost_or_doubled(fault_store, ids)
     wall_s = time.monotonic() - started
-    print(
-        f"\nfault figures: tasks={tally.tasks} completed={tally.completed}"
-        f" workers_killed={kills} requeues={tally.requeues} losses={tally.losses}"
-        f" duplicates={tally.duplicates} submitted_in={submitted_s:.1f}s wall={wall_s:.1f}s"
+    report_figures(
+        "thousand tasks, workers killed at random",
+        tasks=tally.tasks,
+        completed=tally.completed,
+        workers_killed=kills,
+        requeues=tally.requeues,
+        losses=tally.losses,
+        duplicates=tally.duplicates,
+        submitted_in_s=submitted_s,
+        wall_s=wall_s,
     )
     assert kills >= 3, "too few faults were injected to mean anything"
     not_completed = [

@@ -18,6 +18,7 @@ from shared.clock import utcnow
 from shared.lifecycle import Phase, TaskState
 from shared.records import StoredTask
 from shared.registry import load_registry
+from shared.reservations import Mode
 from shared.settings import Settings
 from shared.store import Store
 from shared.submission import NewTask, Options, ScheduledTooFar, Submissions
@@ -267,3 +268,37 @@ async def test_a_high_priority_task_behind_a_thousand_normal_ones_starts_before_
         {"_id": {"$in": normal}, "started_at": {"$lt": done.started_at}}
     )
     assert before < 9, f"{before} normal tasks started before the high-priority one"
+
+
+async def test_queue_changes_sent_together_keep_their_order_and_each_sees_its_own(
+    store: Store, settings: Settings
+) -> None:
+    # Given the queue changes of many tasks at once, in one process and in a second one (whose
+    # upserts of the same new queues collide with the first's)
+    other = Store(store.client, settings.database)
+    resources = [f"vm:group-{n}" for n in range(5)]
+    tasks = [f"task-{n}" for n in range(40)]
+    at = utcnow()
+    mine = [
+        store.tasks.reservations.enter(resources[n % 5], task, Mode.EXCLUSIVE, at)
+        for n, task in enumerate(tasks[:20])
+    ]
+    theirs = [
+        other.tasks.reservations.enter(resources[n % 5], task, Mode.EXCLUSIVE, at)
+        for n, task in enumerate(tasks[20:])
+    ]
+    seen = await asyncio.gather(*mine, *theirs)
+    # Then each entered once, saw itself in its queue, and one process's tasks keep its order
+    for task, queue in zip(tasks, seen, strict=True):
+        assert task in [e.task for e in queue]
+    for n, resource in enumerate(resources):
+        queued = [e.task for e in await store.tasks.reservations.queue(resource)]
+        assert sorted(queued) == sorted(tasks[n::5])
+        assert [t for t in queued if t in tasks[:20]] == tasks[:20][n::5]
+    # And entering again changes nothing; leaving hands the resource to the next
+    again = await store.tasks.reservations.enter(resources[0], tasks[0], Mode.EXCLUSIVE, at)
+    assert [e.task for e in again].count(tasks[0]) == 1
+    first, second = [e.task for e in again][:2]
+    after = await store.tasks.reservations.leave(resources[0], first)
+    assert after[0].task == second
+    assert first not in [e.task for e in after]

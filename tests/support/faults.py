@@ -185,8 +185,10 @@ async def until_all_final(
                     {"_id": {"$in": ids}, "state": {"$nin": final}}
                 ).limit(5)
             ]
+            workers = [doc async for doc in store.workers.collection.find({}, {"tasks": 0})]
             raise AssertionError(
-                f"{len(ids) - done} of {len(ids)} tasks not final after {timeout_s} s: {stuck}"
+                f"{len(ids) - done} of {len(ids)} tasks not final after {timeout_s} s: {stuck};"
+                f" workers: {workers}"
             )
         await asyncio.sleep(0.25)
 

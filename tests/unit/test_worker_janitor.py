@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Literal, cast
 
 import pytest
 from pydantic import BaseModel
+from pymongo.errors import AutoReconnect, NetworkTimeout
 
 from services.worker.janitor import EXPIRY_MARGIN_S, Janitor, relays, requeues_when_lost
 from shared.clock import utcnow
@@ -159,3 +161,37 @@ async def test_without_a_runner_to_ask_nothing_is_released() -> None:
     )
     await keeper.reclaim_forgotten()
     assert runs.lost == []
+
+
+async def test_a_failing_repair_holds_up_no_other_and_only_an_unreachable_database_stops_judging(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    watcher = janitor(ttl_s=5)
+    done: list[str] = []
+    failure: list[Exception] = [RuntimeError("the broker refused the command")]
+
+    async def failing() -> None:
+        raise failure[0]
+
+    def recorder(name: str) -> Callable[[], Awaitable[None]]:
+        async def repair() -> None:
+            done.append(name)
+
+        return repair
+
+    names = ["reclaim_forgotten", "finish_orphaned_parents", "settle_unanswered"]
+    names += ["settle_reservations", "relay"]
+    for name in names:
+        monkeypatch.setattr(watcher, name, recorder(name))
+    monkeypatch.setattr(watcher, "reap_missing_workers", failing)
+    # A repair that fails for another reason than the database: the rest still run, and the
+    # database counts as having answered.
+    assert await watcher.sweep() is True
+    assert sorted(done) == sorted(names)
+    # One that fails for want of the database: the rest still run; liveness is not judged.
+    failure[0] = AutoReconnect("connection closed")
+    done.clear()
+    assert await watcher.sweep() is False
+    assert sorted(done) == sorted(names)
+    failure[0] = NetworkTimeout("timed out")
+    assert await watcher.sweep() is False

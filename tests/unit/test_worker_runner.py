@@ -90,7 +90,7 @@ class FakeRuns:
     held_elsewhere: set[str] = field(default_factory=set)
 
     async def claim(
-        self, task_id: str, worker: str, snapshot: object = None, name: str = ""
+        self, task_id: str, worker: str, snapshot: object = None, name: str = "", version: int = 1
     ) -> Claim | None:
         task = self.tasks.stored.get(task_id)
         if task is None or task_id in self.held_elsewhere:
@@ -220,7 +220,7 @@ async def test_a_claim_whose_answer_was_lost_and_that_did_not_apply_is_declined(
     )
 
     async def claim_by_another(
-        task_id: str, worker: str, snapshot: object = None, name: str = ""
+        task_id: str, worker: str, snapshot: object = None, name: str = "", version: int = 1
     ) -> Claim | None:
         runs.tasks.stored[task_id] = other
         raise AutoReconnect("connection lost")
