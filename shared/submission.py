@@ -261,6 +261,9 @@ class Submissions:
                 raise InvalidSubmission([{"loc": ["run_at"], "msg": "run_at needs a time zone"}])
             at = options.run_at
         elif options.delay_s is not None:
+            # Refused before it becomes a time: a delay of 1e306 s is no `timedelta`.
+            if options.delay_s > self.settings.max_schedule_ahead_s:
+                raise ScheduledTooFar(options.delay_s, self.settings.max_schedule_ahead_s)
             at = now + timedelta(seconds=max(options.delay_s, 0))
         else:
             return None

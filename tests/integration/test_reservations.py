@@ -238,6 +238,12 @@ async def test_rest_carries_resources_schedule_and_refuses_a_time_too_far_ahead(
     assert problem["type"] == "urn:tasklight:problem:scheduled-too-far"
     assert problem["limit_s"] == 30 * 86400
     assert "30 days" in problem["detail"]
+    # A delay too large to be a time at all is refused the same way, not a 500.
+    huge = await api.post(
+        "/api/v1/tasks", json={"name": "test.count", "args": count(), "delay_s": 1.33e306}
+    )
+    assert huge.status_code == 422, huge.text
+    assert huge.json()["type"] == "urn:tasklight:problem:scheduled-too-far"
     bad = await api.post(
         "/api/v1/tasks",
         json={"name": "test.count", "args": count(), "exclusive_resources": ["no kind"]},
