@@ -213,7 +213,13 @@ class Janitor:
         cutoff = now - timedelta(seconds=self.settings.lease_s)
         live = await self.store.workers.live(now)
         self.next_expiry = min(live.values(), default=None)
-        stranded = await self.store.tasks.held_without_lease(live, cutoff)
+        # Only claims made before `now` (with a renewal's margin for the clocks): a worker
+        # claims only while it holds a lease, so one that claimed before `now` and is not among
+        # those live at `now` has let its lease pass. A younger claim may be of a worker whose
+        # first heartbeat came after `live` was read. (Waiting a whole lease from the claim, as
+        # before, put off the last task of a killed worker by up to a lease.)
+        claimed_before = now - timedelta(seconds=self.settings.lease_renew_s)
+        stranded = await self.store.tasks.held_without_lease(live, claimed_before)
         # All at once, and beside marking the workers missing (which decides nothing): the
         # tasks' compare-and-sets share a statement (group commit) and their commands are
         # published side by side, so the last is requeued about when the first is.

@@ -252,8 +252,8 @@ class TaskStore:
         self, live_workers: Iterable[str], claimed_before: datetime, limit: int = 100
     ) -> list[StoredTask]:
         """Active tasks held by a run whose worker is not among `live_workers` (its lease
-        expired, or it never had one), claimed before `claimed_before` (a claim is never
-        judged before its worker could have renewed a lease)."""
+        expired, or it never had one), claimed before `claimed_before` (no claim younger than
+        the look at who is live)."""
         query = {
             "state": {"$in": _ACTIVE},
             "phase": Phase.HELD.value,

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
-from datetime import timedelta
-from typing import Literal, cast
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import datetime, timedelta
+from types import SimpleNamespace
+from typing import Any, Literal, cast
 
 import pytest
 from pydantic import BaseModel
@@ -195,3 +196,36 @@ async def test_a_failing_repair_holds_up_no_other_and_only_an_unreachable_databa
     assert sorted(done) == sorted(names)
     failure[0] = NetworkTimeout("timed out")
     assert await watcher.sweep() is False
+
+
+async def test_a_lost_workers_task_is_taken_a_renewal_after_its_claim_not_a_lease_after() -> None:
+    # Given a janitor that may judge leases, on a store whose calls it records
+    asked: dict[str, Any] = {}
+
+    class Workers:
+        async def live(self, now: datetime) -> dict[str, datetime]:
+            asked["now"] = now
+            return {}
+
+        async def mark_missing(self, now: datetime, cutoff: datetime) -> int:
+            return 0
+
+    class Tasks:
+        async def held_without_lease(
+            self, live: Iterable[str], claimed_before: datetime
+        ) -> list[StoredTask]:
+            asked["claimed_before"] = claimed_before
+            return []
+
+    store = SimpleNamespace(workers=Workers(), tasks=Tasks())
+    settings = Settings(lease_s=5, lease_renew_s=1)
+    watcher = Janitor(
+        cast(Store, store), cast(Runs, None), cast(Commands, None), Registry(), settings
+    )
+    watcher.reachable_since = time.monotonic() - 10
+    # When it looks for lost workers' tasks
+    await watcher.reap_missing_workers()
+    # Then it takes those claimed up to a renewal before its look at who is live: a killed
+    # worker's task claimed just before the kill goes back as its lease ends, not a lease later
+    margin = asked["now"] - asked["claimed_before"]
+    assert margin == timedelta(seconds=settings.lease_renew_s)
