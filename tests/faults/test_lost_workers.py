@@ -116,11 +116,6 @@ KILL_EVERY_S = 6.0
 # On the embedded database every write is an fsync (about 70 a second here, about ten a task):
 # a thousand tasks take about three minutes on two cores, more on a loaded one.
 @pytest.mark.timeout(480)
-@pytest.mark.xfail(
-    strict=False,
-    reason="known hole under leases: tasks held by a killed worker's run stay held when workers "
-    "are killed every few seconds under a thousand-task burst (about 100 of 1,000 here); open",
-)
 async def test_a_thousand_tasks_all_finish_while_workers_are_killed_at_random(
     services: Services, http: httpx.AsyncClient, fault_store: Store
 ) -> None:
