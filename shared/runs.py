@@ -680,20 +680,25 @@ class Runs:
         )
         # As read, the task is at its version: then the change shares a statement with others',
         # and the command can tell the claim what the task is (the claim shares one too).
-        known = await self.tasks.apply_at_version(
-            task.id, TaskState.WAITING, task.version, lambda _id, _at: change
-        )
-        if known is None and not await self.tasks.apply_blind(task.id, change):
-            return False
-        snapshot = task.snapshot() if known is not None else None
-        try:
-            await self.commands.run(
-                task.id,
-                task.name,
-                priority=task.priority,
-                snapshot=snapshot,
-                version=task.version + 1 if known is not None else FIRST_VERSION,
+        at_version = (
+            await self.tasks.apply_at_version(
+                task.id, TaskState.WAITING, task.version, lambda _id, _at: change
             )
+            is not None
+        )
+        if not at_version and not await self.tasks.apply_blind(task.id, change):
+            return False
+        try:
+            if at_version:
+                await self.commands.run(
+                    task.id,
+                    task.name,
+                    priority=task.priority,
+                    snapshot=task.snapshot(),
+                    version=task.version + 1,
+                )
+            else:
+                await self.commands.run(task.id, task.name, priority=task.priority)
         except Exception as exc:
             log.warning("publish of task %s failed: %r; the relay will", task.id, exc)
         return True
@@ -721,7 +726,7 @@ def first_run(
     worker: str,
     run_id: str,
     *,
-    version: int = FIRST_VERSION + 1,
+    version: int,
 ) -> StoredTask:
     """A task as its first claim left it (at `version`), from what its command carried."""
     at = utcnow()

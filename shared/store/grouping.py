@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 #: Most items sent together.
 MAX_BATCH = 200
+#: MongoDB's error code for a duplicate key.
+DUPLICATE_KEY = 11000
 
 
 class _Batcher(Generic[T, R]):
@@ -229,7 +231,7 @@ class SharedInserts(SharedCommand[Doc, None]):
         except BulkWriteError as exc:
             for error in exc.details.get("writeErrors", []):
                 code = error.get("code")
-                kind = DuplicateKeyError if code == 11000 else OperationFailure
+                kind = DuplicateKeyError if code == DUPLICATE_KEY else OperationFailure
                 failed[error["index"]] = kind(error.get("errmsg", "insert failed"), code, error)
         for index, (_, future) in enumerate(batch):
             if index in failed:

@@ -30,14 +30,10 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
 from shared.reservations import Entry, Mode
-from shared.store.grouping import SharedCommand
+from shared.store.grouping import DUPLICATE_KEY, SharedCommand
 from shared.tracing import db_write
 
 Doc = dict[str, Any]
-
-#: MongoDB's code for a duplicate key: an entering upsert whose filter missed on a queue that
-#: exists (the entry is there already, or another upsert created the queue in between).
-DUPLICATE_KEY = 11000
 
 
 def _entries(doc: Doc | None) -> list[Entry]:
@@ -94,9 +90,10 @@ class SharedQueueChanges(SharedCommand[QueueChange, list[Entry]]):
             errors = exc.details.get("writeErrors", [])
             if not errors or any(e.get("code") != DUPLICATE_KEY for e in errors):
                 raise
-            # Only an entering upsert collides, and it is a request of its own. The queue exists
-            # now: that change goes again as a plain update (which misses if its entry is there
-            # already), and those after it as they were.
+            # Only an entering upsert collides (its filter missed on a queue that exists: the
+            # entry is there already, or another upsert created the queue), and it is a request
+            # of its own. That change goes again as a plain update (which misses if its entry is
+            # there already), and those after it as they were.
             index = firsts[errors[0]["index"]]
             again = dataclasses.replace(changes[index], upsert=False)
             return [again, *changes[index + 1 :]]
