@@ -256,10 +256,17 @@ class Settings(BaseSettings):
     webhook_disable_after_failures: int = Field(default=5, ge=1)
     #: Seconds a rotated-out endpoint secret goes on signing deliveries, beside the new one.
     webhook_secret_overlap_s: int = Field(default=24 * 3600, ge=0)
-    #: Delivery attempts one sender makes at once, over all endpoints.
+    #: Delivery attempts one sender makes at once in its main lane, over all endpoints that
+    #: answer; an attempt leaves it after `webhook_slow_after_s`.
     webhook_concurrency: int = Field(default=32, ge=1, le=1000)
-    #: Delivery attempts one sender makes at once to one endpoint: a slow one holds only these.
+    #: Delivery attempts one sender makes at once to one endpoint in the main lane.
     webhook_endpoint_concurrency: int = Field(default=4, ge=1, le=100)
+    #: Delivery attempts one sender makes at once to slow endpoints (the slow lane), shared by
+    #: all of them, one at a time each: what endpoints that do not answer are left with.
+    webhook_slow_concurrency: int = Field(default=4, ge=1, le=1000)
+    #: Seconds after which a running attempt leaves the main lane for the slow lane and its
+    #: endpoint is slow, until an attempt of it ends sooner (at most the attempt timeout).
+    webhook_slow_after_s: float = Field(default=2.0, gt=0)
     #: Seconds between the sender's looks for due retries and changed endpoints.
     webhook_poll_s: float = Field(default=1.0, gt=0)
     #: Endpoints one user may register.

@@ -1,8 +1,10 @@
 """Sends due deliveries: each claimed with a lease, attempted once, its outcome recorded.
 
-A slow endpoint never slows the others, nor tasks: attempts run side by side, at most
-`webhook_concurrency` per sender and `webhook_endpoint_concurrency` per endpoint, and an
-endpoint that has as many in flight as it may is left out of the next look for due deliveries.
+A slow endpoint never slows the others, nor tasks: attempts run side by side in two lanes
+(`lanes.py`): the main lane, `webhook_concurrency` attempts at most and
+`webhook_endpoint_concurrency` of one endpoint, and the slow lane, `webhook_slow_concurrency`
+attempts shared by the endpoints whose attempts took `webhook_slow_after_s` or more. An endpoint
+with no room in its lane is left out of the next look for due deliveries.
 """
 
 from __future__ import annotations
@@ -12,11 +14,11 @@ import contextlib
 import logging
 import time
 import uuid
-from collections import Counter
 from datetime import timedelta
 
 from services.webhooks import sending
 from services.webhooks.directory import Directory
+from services.webhooks.lanes import Lanes
 from shared.clock import utcnow
 from shared.settings import Settings
 from shared.store import Store
@@ -60,7 +62,14 @@ class Dispatcher:
         self.schedule = schedule_of(settings)
         self.policy = policy_of(settings)
         self.wake = asyncio.Event()
-        self.in_flight: Counter[str] = Counter()
+        self.lanes = Lanes(
+            main_slots=settings.webhook_concurrency,
+            endpoint_slots=settings.webhook_endpoint_concurrency,
+            slow_slots=settings.webhook_slow_concurrency,
+            # An attempt that timed out took the timeout: it makes its endpoint slow, whatever
+            # the setting.
+            slow_after_s=min(settings.webhook_slow_after_s, settings.webhook_timeout_s),
+        )
         self._attempts: set[asyncio.Task[None]] = set()
         #: Endpoints this process saw a delivery fail for since their last success.
         self._failing: set[str] = set()
@@ -79,8 +88,13 @@ class Dispatcher:
                 raise
             except Exception as exc:
                 log.warning("webhook dispatch failed: %r", exc)
+            wait_s = self.settings.webhook_poll_s
+            moving_in = self.lanes.next_move_in()
+            if self._crowded and moving_in is not None:
+                # A main-lane slot frees when its attempt moves to the slow lane: look then.
+                wait_s = min(wait_s, moving_in + 0.01)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), self.settings.webhook_poll_s)
+                await asyncio.wait_for(self.wake.wait(), wait_s)
             self.wake.clear()
 
     async def dispatch_due(self) -> int:
@@ -90,35 +104,40 @@ class Dispatcher:
         if not self.directory.any():
             # Nothing can be sent (deliveries of disabled endpoints wait, held).
             return 0
+        deliveries = self.store.webhooks.deliveries
         while True:
-            free = self.settings.webhook_concurrency - sum(self.in_flight.values())
-            if free <= 0:
+            main_free, slow_free = self.lanes.free()
+            blocked = self.lanes.blocked()
+            if blocked or not main_free:
                 self._crowded = True
-                return started
-            limit = self.settings.webhook_endpoint_concurrency
-            full = {e for e, n in self.in_flight.items() if n >= limit}
-            if full:
-                self._crowded = True
-            due = await self.store.webhooks.deliveries.due(utcnow(), excluding=full, limit=free)
+            slow_ready = self.lanes.slow_endpoints() - blocked
+            among: set[str] | None = None
+            if not main_free:
+                # Only slow endpoints can start an attempt: look for theirs alone, or the
+                # healthy ones' would fill the look and hide them.
+                if not slow_ready:
+                    return started
+                among = slow_ready
+            limit = main_free + (slow_free if slow_ready else 0)
+            due = await deliveries.due(utcnow(), excluding=blocked, among=among, limit=limit)
             round_started = 0
             for delivery in due:
-                if sum(self.in_flight.values()) >= self.settings.webhook_concurrency:
-                    self._crowded = True
-                    break
-                if self.in_flight[delivery.endpoint_id] >= limit:
+                token = self.lanes.reserve(delivery.endpoint_id)
+                if token is None:
                     self._crowded = True
                     continue
                 endpoint = await self._endpoint_of(delivery)
                 if endpoint is None:
+                    self.lanes.cancel(token)
                     continue
                 lease = f"{self.name}:{uuid.uuid4().hex}"
                 until = utcnow() + timedelta(
                     seconds=self.settings.webhook_timeout_s + LEASE_GRACE_S
                 )
-                if not await self.store.webhooks.deliveries.claim(delivery, lease, until):
+                if not await deliveries.claim(delivery, lease, until):
+                    self.lanes.cancel(token)
                     continue
-                self.in_flight[delivery.endpoint_id] += 1
-                task = asyncio.create_task(self._attempt(delivery, endpoint, lease))
+                task = asyncio.create_task(self._attempt(delivery, endpoint, lease, token))
                 self._attempts.add(task)
                 task.add_done_callback(self._attempts.discard)
                 round_started += 1
@@ -135,22 +154,23 @@ class Dispatcher:
         current = await self.store.webhooks.endpoints.get(delivery.endpoint_id)
         if current is None:
             await self.store.webhooks.deliveries.remove_of(delivery.endpoint_id)
+            self.lanes.forget(delivery.endpoint_id)
             return None
         if not current.enabled:
             await self.store.webhooks.deliveries.pause(delivery.endpoint_id, utcnow())
             return None
         return current
 
-    async def _attempt(self, delivery: Delivery, endpoint: Endpoint, lease: str) -> None:
+    async def _attempt(
+        self, delivery: Delivery, endpoint: Endpoint, lease: str, token: int
+    ) -> None:
         try:
             await self.attempt(delivery, endpoint, lease)
         except Exception:
             # Its lease runs out and it is due again: nothing is lost.
             log.exception("attempt of delivery %s failed unexpectedly", delivery.id)
         finally:
-            self.in_flight[delivery.endpoint_id] -= 1
-            if self.in_flight[delivery.endpoint_id] <= 0:
-                del self.in_flight[delivery.endpoint_id]
+            self.lanes.end(token)
             if self._crowded:
                 self.wake.set()
 

@@ -183,13 +183,21 @@ class WebhookDeliveries:
         return None if doc is None else Delivery.model_validate(doc)
 
     async def due(
-        self, now: datetime, *, excluding: Iterable[str] = (), limit: int = 100
+        self,
+        now: datetime,
+        *,
+        excluding: Iterable[str] = (),
+        among: Iterable[str] | None = None,
+        limit: int = 100,
     ) -> list[Delivery]:
         """Pending deliveries due by `now`, the most overdue first, but none of the endpoints
-        `excluding` (those with as many attempts in flight as they may have)."""
+        `excluding` (those with no room for another attempt), and only of the endpoints `among`
+        if given (those with room when the others have none)."""
         query: Doc = {"next_attempt_at": {"$lte": now}}
         skipped = sorted(excluding)
-        if skipped:
+        if among is not None:
+            query["endpoint_id"] = {"$in": sorted(set(among) - set(skipped))}
+        elif skipped:
             query["endpoint_id"] = {"$nin": skipped}
         cursor = self.collection.find(query).sort("next_attempt_at", ASCENDING).limit(limit)
         return [Delivery.model_validate(doc) async for doc in cursor]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -279,6 +280,47 @@ async def test_a_receiver_that_never_answers_times_out_and_holds_up_no_other_end
         assert attempt["status_code"] is None
         assert attempt["error"] == "no answer within 6 s"
         assert first["state"] == "pending"
+
+
+async def test_endpoints_that_never_answer_leave_the_main_lane_to_a_healthy_one(
+    settings: Settings, worker: Worker, receiver: Receiver
+) -> None:
+    lanes = settings.model_copy(
+        update={
+            **QUICK,
+            "webhook_timeout_s": 12.0,
+            "webhook_concurrency": 8,
+            "webhook_endpoint_concurrency": 4,
+            "webhook_slow_concurrency": 2,
+            "webhook_slow_after_s": 0.5,
+        }
+    )
+    # More hanging endpoints than the main lane has room for: 3 of them, 4 deliveries each.
+    hanging = [f"/hang-{n}" for n in range(3)]
+    for path in hanging:
+        receiver.hang(path)
+    async with hook_api(lanes) as api, running_sender(lanes) as sender:
+        for path in hanging:
+            await register(api, receiver.url(path), task_types=["test.noop"])
+        healthy = await register(api, receiver.url("/healthy"), task_types=["test.count"])
+        await eventually(_stream_open(sender), bool)
+        await asyncio.gather(*(run_task(api) for _ in range(4)))
+
+        async def held() -> int:
+            return sum(len(receiver.at(path)) for path in hanging)
+
+        # Every slot of the main lane is taken by an attempt that will get no answer.
+        await eventually(held, lambda n: n >= lanes.webhook_concurrency)
+        for count in range(1, 4):
+            await run_task(api, "test.count", rounds=0)
+            ended = time.monotonic()
+            got = await arrived(receiver, "/healthy", count)
+            # Well before a hanging attempt gives up: it did not wait for one.
+            assert got[-1].at - ended < lanes.webhook_timeout_s / 3, got[-1].at - ended
+            verified(healthy["secret"], got[-1])
+        # The hanging endpoints took at most their cap each, none was attempted twice.
+        assert await held() <= len(hanging) * lanes.webhook_endpoint_concurrency
+        receiver.released.set()  # so the sender's stop need not wait out their timeouts
 
 
 async def test_an_endpoint_failing_for_good_is_disabled_saying_why_and_replay_sends_again(
