@@ -220,6 +220,66 @@ async def test_a_finished_task_is_delivered_signed_with_the_task_as_the_api_show
     assert len({r.webhook_id for r in got}) == len(receiver.at("/all"))
 
 
+async def test_a_failed_and_a_canceled_task_are_delivered_signed_as_they_ended(
+    api: httpx.AsyncClient, worker: Worker, sender: Sender, receiver: Receiver
+) -> None:
+    endpoint = await register(api, receiver.url("/endings"))  # the three endings
+    await eventually(_stream_open(sender), bool)
+    failed = await run_task(api, "test.fail", message="broke on purpose", after_s=0)
+    assert failed["state"] == "failed"
+    submitted = await api.post(
+        "/api/v1/tasks", json={"name": "test.count", "args": {"rounds": 600, "round_s": 0.05}}
+    )
+    assert submitted.status_code == 202, submitted.text
+    task_id = submitted.json()["id"]
+
+    async def read() -> dict[str, Any]:
+        task: dict[str, Any] = (await api.get(f"/api/v1/tasks/{task_id}")).json()
+        return task
+
+    await eventually(read, lambda t: t["state"] == "running")
+    assert (await api.post(f"/api/v1/tasks/{task_id}/cancel")).status_code == 202
+    canceled = await eventually(read, lambda t: t["state"] in FINAL)
+    assert canceled["state"] == "canceled"
+    got = await arrived(receiver, "/endings", 2)
+    bodies = {body["type"]: body for body in (verified(endpoint["secret"], r) for r in got)}
+    assert set(bodies) == {"task.failed", "task.canceled"}
+    assert bodies["task.failed"]["data"] == failed
+    assert "broke on purpose" in json.dumps(bodies["task.failed"]["data"])
+    assert bodies["task.canceled"]["data"] == canceled
+    assert len({r.webhook_id for r in got}) == 2
+
+
+async def test_a_destination_refused_when_attempted_is_recorded_so_and_not_sent(
+    settings: Settings, worker: Worker, receiver: Receiver
+) -> None:
+    # Registered while loopback was allowed; the sender's administrator has withdrawn that.
+    allowed = settings.model_copy(update=QUICK)
+    withdrawn = settings.model_copy(update={**QUICK, "webhook_allow_loopback": False})
+    async with hook_api(allowed) as api:
+        endpoint = await register(api, receiver.url("/withdrawn"))
+        async with running_sender(withdrawn) as sender:
+            await eventually(_stream_open(sender), bool)
+            await run_task(api)
+
+            async def attempted() -> list[dict[str, Any]]:
+                return await deliveries(api, endpoint["id"])
+
+            [delivery] = await eventually(attempted, lambda d: bool(d and d[0]["attempts"]))
+        attempt = delivery["attempts"][0]
+        assert attempt["error"].startswith("destination refused: 127.0.0.1: "), attempt
+        assert "(loopback)" in attempt["error"]
+        assert (attempt["status_code"], attempt["address"]) == (None, None)
+        # Not given up on: a refusal is a failed attempt, retried in its window.
+        assert delivery["state"] == "pending"
+        assert receiver.at("/withdrawn") == []
+        # Allowed again, the next attempt sends it, with the same webhook-id.
+        async with running_sender(allowed):
+            [request] = await arrived(receiver, "/withdrawn", 1)
+        assert request.webhook_id == delivery["id"]
+        verified(endpoint["secret"], request)
+
+
 def _stream_open(sender: Sender) -> Any:
     async def probe() -> bool:
         return sender.recorder.streams_opened > 0
