@@ -9,6 +9,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -278,6 +279,39 @@ async def test_a_destination_refused_when_attempted_is_recorded_so_and_not_sent(
             [request] = await arrived(receiver, "/withdrawn", 1)
         assert request.webhook_id == delivery["id"]
         verified(endpoint["secret"], request)
+
+
+async def test_held_deliveries_keep_their_expiry_and_get_a_new_one_when_enabled(
+    api: httpx.AsyncClient, store: Store, worker: Worker, sender: Sender, receiver: Receiver
+) -> None:
+    receiver.always("/held", 503)
+    endpoint = await register(api, receiver.url("/held"))
+    await eventually(_stream_open(sender), bool)
+    await run_task(api)
+    await arrived(receiver, "/held", 1)
+    off = await api.patch(f"/api/v1/webhooks/{endpoint['id']}", json={"enabled": False})
+    assert off.status_code == 200, off.text
+    collection = store.webhooks.deliveries.collection
+
+    async def held() -> dict[str, Any] | None:
+        return await collection.find_one({"endpoint_id": endpoint["id"], "state": "paused"})
+
+    # Paused once its attempt in flight (if any) has ended.
+    paused = await eventually(held, lambda d: d is not None)
+    assert paused is not None
+    retention = timedelta(seconds=store.webhooks.deliveries.retention_s)
+    assert paused["expires_at"] == paused["created_at"] + retention
+    receiver.behaviours.pop("/held")
+    before = len(receiver.at("/held"))
+    on = await api.patch(f"/api/v1/webhooks/{endpoint['id']}", json={"enabled": True})
+    assert on.status_code == 200, on.text
+    resumed = await collection.find_one({"_id": paused["_id"]})
+    assert resumed is not None
+    assert resumed["state"] != "paused"
+    assert resumed["expires_at"] == resumed["window_from"] + retention
+    assert resumed["expires_at"] > paused["expires_at"]
+    got = await arrived(receiver, "/held", before + 1)
+    assert got[-1].webhook_id == paused["_id"]
 
 
 def _stream_open(sender: Sender) -> Any:
