@@ -1,6 +1,7 @@
 """The webhook sender killed with SIGKILL while deliveries wait for their retries (and while it
-records the endings of tasks), then started again: every event of every task reaches the
-receiver, and an event sent more than once always carries the same `webhook-id`."""
+records the endings of tasks), or while the receiver holds its requests (attempts in flight,
+their leases held), then started again: every event of every task reaches the receiver, and an
+event sent more than once always carries the same `webhook-id`."""
 
 from __future__ import annotations
 
@@ -30,6 +31,10 @@ SENDER_ENV = {
 }
 TASKS_BEFORE = 20
 TASKS_WHILE_DOWN = 10
+#: Requests the receiver holds: as many as the sender attempts at once to one endpoint.
+HELD = 4
+#: A timeout the kill lands well within: a held attempt must still be in flight when it comes.
+HOLD_TIMEOUT_S = "10"
 
 
 @pytest.fixture
@@ -121,3 +126,77 @@ async def test_a_sender_killed_mid_retry_loses_no_event_and_repeats_only_with_th
     assert set(ids_of_event) == expected
     assert all(len(webhook_ids) == 1 for webhook_ids in ids_of_event.values())
     assert len({next(iter(v)) for v in ids_of_event.values()}) == len(expected)
+
+
+@pytest.mark.timeout(300)
+async def test_a_sender_killed_while_the_receiver_holds_its_requests_sends_them_again_same_id(
+    services: Services, http: httpx.AsyncClient, fault_store: Store, receiver: Receiver
+) -> None:
+    # Given a receiver that takes the first requests and holds them without an answer
+    hold = receiver.hold("/held", HELD)
+    services.env.update({**SENDER_ENV, "TASKLIGHT_WEBHOOK_TIMEOUT_S": HOLD_TIMEOUT_S})
+    await services.start_api()
+    worker = services.start_worker(concurrency=4)
+    await services.until_workers_beat(fault_store, [worker])
+    created = await http.post("/api/v1/webhooks", json={"url": receiver.url("/held")})
+    assert created.status_code == 201, created.text
+    secret = created.json()["secret"]
+    services.start_sender()
+    deliveries = fault_store.webhooks.deliveries.collection
+
+    async def following() -> bool:
+        place = await fault_store.webhooks.cursor.load()
+        return place is not None and place.token is not None
+
+    await until(following, "the sender follows the tasks' changes")
+    ids = await submit_many(http, TASKS_BEFORE, {"rounds": 1, "round_s": 0.1}, parallel=5)
+
+    async def in_flight() -> bool:
+        leased = await deliveries.count_documents({"lease": {"$exists": True}})
+        return len(hold.requests) == HELD and leased >= HELD
+
+    await until(in_flight, "the receiver holding requests whose leases the sender holds")
+
+    # When the sender is killed with its attempts in flight, the receiver then answers them
+    # 2xx (to nobody), more tasks end while it is down, and a new sender starts
+    services.kill_sender()
+    held = {r.json["data"]["id"] for r in hold.requests}
+    killed = [d async for d in deliveries.find({"task_id": {"$in": sorted(held)}})]
+    assert len(killed) == HELD
+    # Killed mid-attempt: nothing of those attempts was recorded, their leases still stand.
+    assert all(d["attempts"] == [] and "lease" in d for d in killed), killed
+    hold.release.set()
+    ids += await submit_many(http, TASKS_WHILE_DOWN, {"rounds": 1, "round_s": 0.1}, parallel=5)
+    await until_all_final(fault_store, ids, timeout_s=90)
+    services.start_sender()
+
+    # Then every ending is delivered and recorded as succeeded, nothing is left to send
+    expected = {(task_id, "task.completed") for task_id in ids}
+
+    async def all_received() -> bool:
+        got = {(r.json["data"]["id"], r.json["type"]) for r in receiver.at("/held")}
+        return expected <= got
+
+    # The held deliveries are due again when their leases end (the timeout and 5 s).
+    await until(all_received, "every ending received", timeout_s=120)
+
+    async def all_settled() -> bool:
+        unsettled = await deliveries.count_documents({"state": {"$ne": "succeeded"}})
+        return unsettled == 0
+
+    await until(all_settled, "every delivery recorded as succeeded")
+    stored = {d["task_id"]: d async for d in deliveries.find({})}
+    assert len(stored) == len(expected)
+    # The killed attempts left no trace: each held delivery has one attempt, the one after.
+    assert all(len(stored[task_id]["attempts"]) == 1 for task_id in held)
+    # The repeats: exactly the held deliveries came twice, each time with their delivery's
+    # webhook-id and a valid signature.
+    ids_of_task: dict[str, set[str]] = defaultdict(set)
+    times_of_task: dict[str, int] = defaultdict(int)
+    for request in receiver.at("/held"):
+        task_id = Webhook(secret).verify(request.body, request.headers)["data"]["id"]
+        ids_of_task[task_id].add(request.webhook_id)
+        times_of_task[task_id] += 1
+    assert {task_id: times_of_task[task_id] for task_id in held} == dict.fromkeys(held, 2)
+    assert {t for t, times in times_of_task.items() if times > 1} == held
+    assert ids_of_task == {task_id: {stored[task_id]["_id"]} for task_id in ids}

@@ -1,5 +1,6 @@
 """A real HTTP receiver of webhooks on 127.0.0.1, for the tests: it records every request and
-answers as the test says (a status, after a delay, or not at all until it is stopped)."""
+answers as the test says (a status, after a delay, not until the test lets it, or not at all
+until it is stopped)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,15 @@ class Received:
 Behaviour = Callable[[Received], Awaitable[tuple[int, dict[str, str]]]]
 
 
+@dataclass
+class Hold:
+    """Requests a receiver holds unanswered until `release` is set (then it answers 204)."""
+
+    count: int
+    requests: list[Received] = field(default_factory=list)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 async def accept(_: Received) -> tuple[int, dict[str, str]]:
     """Answer 204."""
     return 204, {}
@@ -55,6 +65,7 @@ class Receiver:
         #: How it answers each path (paths not named are accepted).
         self.behaviours: dict[str, Behaviour] = {}
         self.released = asyncio.Event()
+        self._holds: list[Hold] = []
         self._server = ServerThread(self, self.port)
 
     def url(self, path: str = "/hook") -> str:
@@ -95,12 +106,29 @@ class Receiver:
 
         self.behaviours[path] = behaviour
 
+    def hold(self, path: str, count: int) -> Hold:
+        """Hold the first `count` requests to `path` unanswered until the test sets the hold's
+        `release` (or the receiver stops); accept the later ones at once."""
+        hold = Hold(count)
+        self._holds.append(hold)
+
+        async def behaviour(request: Received) -> tuple[int, dict[str, str]]:
+            if len(hold.requests) < hold.count:
+                hold.requests.append(request)
+                await hold.release.wait()
+            return 204, {}
+
+        self.behaviours[path] = behaviour
+        return hold
+
     async def __aenter__(self) -> Receiver:
         await self._server.__aenter__()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         self.released.set()
+        for hold in self._holds:
+            hold.release.set()
         await self._server.__aexit__(*exc)
 
     async def __call__(
