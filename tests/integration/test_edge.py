@@ -209,6 +209,39 @@ async def test_every_page_and_api_answer_carries_the_security_headers(
         assert "default-src 'none'" in csp
 
 
+async def test_an_unexpected_error_answers_500_with_the_security_headers(
+    settings: Settings,
+) -> None:
+    from services.api.app import create_app
+    from tests.support.servers import DEV_AUTH, ServerThread
+
+    app = create_app(settings)
+
+    async def broken() -> None:
+        raise RuntimeError("a bug")
+
+    # A bug's answer is made by Starlette's outermost error handler, outside every middleware
+    # added the usual way.
+    app.add_api_route("/api/v1/broken", broken)
+    async with (
+        ServerThread(app, settings.api_port),
+        httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{settings.api_port}", headers=DEV_AUTH
+        ) as api,
+    ):
+        response = await api.get("/api/v1/broken")
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["type"] == "urn:tasklight:problem:internal"
+    assert "a bug" not in response.text
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["referrer-policy"] == "same-origin"
+    assert response.headers["x-frame-options"] == "DENY"
+    csp = response.headers["content-security-policy"]
+    assert "default-src 'none'" in csp
+    assert "frame-ancestors 'none'" in csp
+
+
 async def test_pages_connect_to_the_notifier_their_policy_names(
     api: httpx.AsyncClient, settings: Settings
 ) -> None:
