@@ -46,6 +46,17 @@ WS_PATH = "/ws"
 CLOSE_TIMEOUT_S = 5.0
 #: Seconds the first change stream may take to open before start-up fails.
 START_TIMEOUT_S = 30.0
+#: On every plain HTTP answer (health, 404, refused handshakes): none is a page, so nothing may
+#: load in it, frame it, take a referrer from it, or read it as anything but what it says.
+SECURITY_HEADERS = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+    ("X-Frame-Options", "DENY"),
+    (
+        "Content-Security-Policy",
+        "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    ),
+)
 
 
 class Notifier:
@@ -100,6 +111,7 @@ class Notifier:
             self.settings.notifier_host,
             self.settings.notifier_port,
             process_request=self._process_request,
+            process_response=_with_security_headers,
             compression="deflate" if self.settings.ws_compression else None,
             max_size=self.settings.ws_max_message_bytes,
             max_queue=4,
@@ -284,3 +296,13 @@ def _plain(
     body = text.encode()
     headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body)))])
     return Response(status.value, status.phrase, headers, body)
+
+
+def _with_security_headers(
+    connection: ServerConnection, request: Request, response: Response
+) -> None:
+    """Give every answer but the switch to WebSocket `SECURITY_HEADERS`: the ones `_plain`
+    makes, and the refusals websockets makes itself (a GET of /ws without an upgrade)."""
+    if response.status_code != HTTPStatus.SWITCHING_PROTOCOLS:
+        for name, value in SECURITY_HEADERS:
+            response.headers[name] = value

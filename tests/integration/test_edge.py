@@ -242,6 +242,29 @@ async def test_an_unexpected_error_answers_500_with_the_security_headers(
     assert "frame-ancestors 'none'" in csp
 
 
+@pytest.mark.parametrize(
+    ("path", "headers", "status"),
+    [
+        ("/healthz", {}, 200),
+        ("/nope", {}, 404),
+        ("/ws", {"origin": "http://evil.example"}, 403),
+        ("/ws", {}, 426),  # a GET of /ws that asks no upgrade: refused by websockets itself
+    ],
+)
+async def test_every_plain_http_answer_of_the_notifier_carries_the_security_headers(
+    settings: Settings, notifier: Notifier, path: str, headers: dict[str, str], status: int
+) -> None:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.notifier_port}") as http:
+        response = await http.get(path, headers=headers)
+    assert response.status_code == status, response.text
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["referrer-policy"] == "no-referrer"
+    assert response.headers["x-frame-options"] == "DENY"
+    csp = response.headers["content-security-policy"]
+    assert "default-src 'none'" in csp
+    assert "frame-ancestors 'none'" in csp
+
+
 async def test_pages_connect_to_the_notifier_their_policy_names(
     api: httpx.AsyncClient, settings: Settings
 ) -> None:
