@@ -247,6 +247,7 @@ async def test_an_unexpected_error_answers_500_with_the_security_headers(
     [
         ("/healthz", {}, 200),
         ("/nope", {}, 404),
+        ("/metrics", {}, 404),
         ("/ws", {"origin": "http://evil.example"}, 403),
         ("/ws", {}, 426),  # a GET of /ws that asks no upgrade: refused by websockets itself
     ],
@@ -313,6 +314,18 @@ async def test_metrics_are_served_on_the_metrics_port_and_not_where_users_reach(
         scraped = await operator.get(f"http://127.0.0.1:{settings.api_metrics_port}/metrics")
     assert scraped.status_code == 200
     assert "tasklight_http_requests_total" in scraped.text
+
+
+async def test_the_notifiers_metrics_are_on_its_metrics_port_and_not_where_ws_is(
+    settings: Settings, notifier: Notifier
+) -> None:
+    async with httpx.AsyncClient() as http:
+        where_users_reach = await http.get(f"http://127.0.0.1:{settings.notifier_port}/metrics")
+        scraped = await http.get(f"http://127.0.0.1:{settings.notifier_metrics_port}/metrics")
+    assert where_users_reach.status_code == 404
+    assert "tasklight_ws_connections" not in where_users_reach.text
+    assert scraped.status_code == 200
+    assert "tasklight_ws_connections" in scraped.text
 
 
 async def test_the_worker_name_in_a_task_tells_nothing_of_the_machine(
