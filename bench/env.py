@@ -88,6 +88,7 @@ async def notifier_env(**settings: Any) -> AsyncIterator[NotifierEnv]:
             mongodb_url=mongo.url,
             database="bench",
             notifier_port=free_port(),
+            notifier_metrics_port=free_port(),
             **settings,
         )
         env = {
@@ -95,6 +96,7 @@ async def notifier_env(**settings: Any) -> AsyncIterator[NotifierEnv]:
             "MONGODB_URL": config.mongodb_url,
             "TASKLIGHT_DATABASE": config.database,
             "TASKLIGHT_NOTIFIER_PORT": str(config.notifier_port),
+            "TASKLIGHT_NOTIFIER_METRICS_PORT": str(config.notifier_metrics_port),
             "TASKLIGHT_LOG_LEVEL": "WARNING",
             # Thousands of subscribers, all of one benchmark user.
             "TASKLIGHT_WS_MAX_CONNECTIONS_PER_USER": "100000",

@@ -45,7 +45,7 @@ SUBSCRIBE = {"type": "subscribe", "id": "s", "scope": "all"}
 async def run() -> dict[str, Any]:
     """Flood SLOW_READERS non-reading connections; the notifier's memory and how it ended."""
     async with notifier_env() as env:
-        port = env.settings.notifier_port
+        metrics_port = env.settings.notifier_metrics_port
         healthy = await _connect(env, receive_buffer=None)
         await asyncio.sleep(2.0)
         before = env.notifier_rss_bytes()
@@ -79,7 +79,7 @@ async def run() -> dict[str, Any]:
                 await healthy.arrived
         except (TimeoutError, ConnectionError):
             healthy_ok = False
-        closed_after_s = await _until_only(port, 1, CLOSE_WAIT_S)
+        closed_after_s = await _until_only(metrics_port, 1, CLOSE_WAIT_S)
         closed_at = time.perf_counter()
         await asyncio.sleep(2.0)
         sampling = False
@@ -125,7 +125,8 @@ async def _connect(env: NotifierEnv, *, receive_buffer: int | None) -> Subscribe
 
 
 async def _until_only(port: int, connections: int, timeout_s: float) -> float | None:
-    """Seconds until the notifier reports at most `connections` open; None if it never did."""
+    """Seconds until the notifier reports at most `connections` open (its metrics, on `port`);
+    None if it never did."""
     started = time.perf_counter()
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
         while time.perf_counter() - started < timeout_s:

@@ -22,5 +22,6 @@ ENV PATH=/opt/tasklight/bin:$PATH \
 RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin tasklight
 COPY --from=build /opt/tasklight /opt/tasklight
 USER tasklight
-EXPOSE 8001
+# 8005: /metrics for operators (TASKLIGHT_NOTIFIER_METRICS_PORT), never routed to users.
+EXPOSE 8001 8005
 CMD ["python", "-m", "services.notifier"]

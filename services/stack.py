@@ -162,6 +162,7 @@ def start_service(
 #: Replica i (from 0) of the api and of the notifier listens on the configured port + i * this.
 REPLICA_PORT_STRIDE = 10
 DEFAULT_API_METRICS_PORT: int = Settings.model_fields["api_metrics_port"].default
+DEFAULT_NOTIFIER_METRICS_PORT: int = Settings.model_fields["notifier_metrics_port"].default
 
 
 def replica_ports(settings: Settings, replicas: int) -> list[tuple[int, int]]:
@@ -219,6 +220,12 @@ def start_replicas(
             metrics = int(env.get("TASKLIGHT_API_METRICS_PORT") or DEFAULT_API_METRICS_PORT)
             metrics_port = metrics + (number - 1) * REPLICA_PORT_STRIDE if metrics else 0
             replica_env["TASKLIGHT_API_METRICS_PORT"] = str(metrics_port)
+            # And each notifier's.
+            pushes = int(
+                env.get("TASKLIGHT_NOTIFIER_METRICS_PORT") or DEFAULT_NOTIFIER_METRICS_PORT
+            )
+            push_port = pushes + (number - 1) * REPLICA_PORT_STRIDE if pushes else 0
+            replica_env["TASKLIGHT_NOTIFIER_METRICS_PORT"] = str(push_port)
             # And each webhook sender's probes likewise.
             senders = int(env.get("TASKLIGHT_WEBHOOKS_PORT") or 0)
             sender_port = senders + (number - 1) * REPLICA_PORT_STRIDE if senders else 0

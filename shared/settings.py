@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     trusted_proxies: str = ""
     notifier_host: str = "127.0.0.1"
     notifier_port: int = 8001
+    #: Where the notifier serves its Prometheus metrics (and /healthz, /readyz), apart from the
+    #: port of /ws, which users reach: operators scrape this port. 0: a free one (logged).
+    notifier_metrics_port: int = Field(default=8005, ge=0, le=65535)
     #: Where a worker answers /healthz, /readyz and /metrics; port 0: a free one (logged).
     worker_host: str = "127.0.0.1"
     worker_port: int = Field(default=8002, ge=0, le=65535)

@@ -65,6 +65,7 @@ async def settings(mongo_url: str, amqp_url: str) -> AsyncIterator[Settings]:
         api_port=free_port(),
         api_metrics_port=free_port(),
         notifier_port=free_port(),
+        notifier_metrics_port=free_port(),
         worker_port=0,  # several workers may run at once: each probe server on a free port
         lease_renew_s=0.5,
         worker_name=f"test-worker-{unique}",

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from services.api import api_docs, meta, observability, session, tasks, ui, webhooks, webhooks_page
@@ -77,6 +78,19 @@ async def _start_probes(probes: ProbeServer) -> None:
         )
 
 
+class _App(FastAPI):
+    """FastAPI with the security headers as its outermost layer.
+
+    Starlette puts its own `ServerErrorMiddleware` outside every middleware added with
+    `add_middleware`, and that is where the answer to an unexpected exception (a 500) is made:
+    a headers middleware added the usual way never sees it. Wrapping the whole stack gives
+    every answer the headers, 500s included.
+    """
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return SecurityHeadersMiddleware(super().build_middleware_stack())
+
+
 def create_app(settings: Settings | None = None, registry: Registry | None = None) -> FastAPI:
     """The API app; it connects to the database and the broker when it starts."""
     settings = settings or Settings()
@@ -128,7 +142,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
             await broker.stop()
             await store.close()
 
-    app = FastAPI(
+    app = _App(
         title="tasklight",
         version="0.1.0",
         summary="Background tasks with live status pushed to the browser.",
@@ -140,9 +154,9 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         redirect_slashes=False,
     )
     # Added innermost first: the size limit reads the body before the JSON rule parses it.
+    # The security headers wrap all of it (`_App`).
     app.add_middleware(JsonBodyMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(SecurityHeadersMiddleware)
     install_problem_handlers(app)
 
     @app.exception_handler(DatabaseUnreachable)

@@ -35,6 +35,7 @@ from services.notifier.protocol import (
 from services.notifier.revocation import RevocationCheck, check_interval_s
 from shared import metrics
 from shared.auth import SESSION_COOKIE, AuthStore, Principal, bearer_token, credential_digest
+from shared.probes import ProbeServer
 from shared.settings import Settings
 from shared.store import open_store
 from shared.store.task_stream import TaskStream
@@ -46,6 +47,17 @@ WS_PATH = "/ws"
 CLOSE_TIMEOUT_S = 5.0
 #: Seconds the first change stream may take to open before start-up fails.
 START_TIMEOUT_S = 30.0
+#: On every plain HTTP answer (health, 404, refused handshakes): none is a page, so nothing may
+#: load in it, frame it, take a referrer from it, or read it as anything but what it says.
+SECURITY_HEADERS = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+    ("X-Frame-Options", "DENY"),
+    (
+        "Content-Security-Policy",
+        "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    ),
+)
 
 
 class Notifier:
@@ -74,6 +86,14 @@ class Notifier:
         self.revocation = RevocationCheck(
             self.auth, lambda: self.hub.connections, check_interval_s(settings.token_cache_s)
         )
+        #: /metrics for operators, on a port of its own: users reach the notifier's port.
+        self.probes = ProbeServer(
+            settings.notifier_host,
+            settings.notifier_metrics_port,
+            {"database": self.store.ping},
+            registry=metrics.NOTIFIER_REGISTRY,
+            service="notifier",
+        )
         self.server: Server | None = None
         self._follow: asyncio.Task[None] | None = None
         self._revoke: asyncio.Task[None] | None = None
@@ -100,6 +120,7 @@ class Notifier:
             self.settings.notifier_host,
             self.settings.notifier_port,
             process_request=self._process_request,
+            process_response=_with_security_headers,
             compression="deflate" if self.settings.ws_compression else None,
             max_size=self.settings.ws_max_message_bytes,
             max_queue=4,
@@ -109,10 +130,25 @@ class Notifier:
             server_header=None,
         )
         self._revoke = asyncio.create_task(self.revocation.run())
+        await self._start_probes()
         log.info("notifier serving %s", self.url)
+
+    async def _start_probes(self) -> None:
+        # Not fatal, as for the api: the notifier serves its users without its metrics port.
+        try:
+            await self.probes.start()
+        except OSError as exc:
+            log.error(
+                "notifier metrics not served: cannot listen on %s:%d (%s); "
+                "set TASKLIGHT_NOTIFIER_METRICS_PORT",
+                self.probes.host,
+                self.probes.port,
+                exc,
+            )
 
     async def stop(self) -> None:
         """Close every connection with 1001 (going away), stop following, close the store."""
+        await self.probes.stop()
         if self._revoke is not None:
             self._revoke.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -133,9 +169,7 @@ class Notifier:
         path = request.path.split("?", 1)[0]
         if path == "/healthz":
             return _plain(HTTPStatus.OK, "ok\n")
-        if path == "/metrics":
-            body = metrics.exposition(metrics.NOTIFIER_REGISTRY).decode()
-            return _plain(HTTPStatus.OK, body, metrics.CONTENT_TYPE)
+        # Not /metrics: that is for operators, on `probes`' port.
         if path != WS_PATH:
             return _plain(HTTPStatus.NOT_FOUND, f"not found; the WebSocket is at {WS_PATH}\n")
         # A browser always names the page's origin. Another site's page must not open a socket
@@ -278,9 +312,19 @@ def _session_secret(cookie_headers: list[str]) -> str | None:
     return morsel.value if morsel is not None and morsel.value else None
 
 
-def _plain(
-    status: HTTPStatus, text: str, content_type: str = "text/plain; charset=utf-8"
-) -> Response:
+def _plain(status: HTTPStatus, text: str) -> Response:
     body = text.encode()
-    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body)))])
+    headers = Headers(
+        [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
+    )
     return Response(status.value, status.phrase, headers, body)
+
+
+def _with_security_headers(
+    connection: ServerConnection, request: Request, response: Response
+) -> None:
+    """Give every answer but the switch to WebSocket `SECURITY_HEADERS`: the ones `_plain`
+    makes, and the refusals websockets makes itself (a GET of /ws without an upgrade)."""
+    if response.status_code != HTTPStatus.SWITCHING_PROTOCOLS:
+        for name, value in SECURITY_HEADERS:
+            response.headers[name] = value

@@ -163,7 +163,7 @@ class TaskStore:
             query["name"] = name
         if before is not None:
             query["_id"] = {"$lt": before}
-        return await self._find(query, sort=[("_id", DESCENDING)], limit=limit)
+        return [task async for task in self._newest_first(query, limit)]
 
     async def of_types(self, owner: str, names: Iterable[str]) -> list[StoredTask]:
         """Every task of `owner` of one of the task types `names`, oldest first."""
@@ -199,12 +199,36 @@ class TaskStore:
         """The readable tasks (of `owner`'s, unless None) in `states`, newest first; at most
         `limit` of them (0: all)."""
         query: Doc = {"state": {"$in": sorted(s.value for s in states)}, **_of(owner)}
-        cursor = self.collection.find(query).sort("_id", DESCENDING)
-        if limit:
-            cursor = cursor.limit(limit)
-        async for doc in cursor:
-            if (task := read(doc)) is not None:
-                yield task
+        async for task in self._newest_first(query, limit):
+            yield task
+
+    async def _newest_first(self, query: Doc, limit: int) -> AsyncIterator[StoredTask]:
+        """The readable tasks matching `query`, newest first; at most `limit` (0: all).
+
+        An odd document is skipped (`read` logs it) and reading goes on past it, from the id of
+        the last document read: a page that asks for n tasks gets n when there are n readable
+        ones. Were the odd one counted against the database's limit, a page holding it would
+        come back short, and a caller that takes a short page for the last one (the listing's
+        `next`) would never reach the tasks older than it.
+        """
+        wanted = limit
+        while True:
+            asked = wanted
+            cursor = self.collection.find(query).sort("_id", DESCENDING)
+            if asked:
+                cursor = cursor.limit(asked)
+            raw = 0
+            last_id: Any = None
+            async for doc in cursor:
+                raw += 1
+                last_id = doc["_id"]
+                if (task := read(doc)) is not None:
+                    wanted -= 1
+                    yield task
+            if not asked or wanted == 0 or raw < asked:  # all read, enough, or no more
+                return
+            # Every document read so far is newer than the last one (and than `before`).
+            query = {**query, "_id": {"$lt": last_id}}
 
     async def visible_ids(self, task_ids: list[str], owner: str) -> set[str]:
         """Those of `task_ids` whose task belongs to `owner`."""

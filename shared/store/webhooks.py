@@ -9,11 +9,13 @@ due again when the lease ends; nothing is attempted by two senders at once.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic import ValidationError
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -32,6 +34,8 @@ from shared.webhooks.records import (
 )
 
 Doc = dict[str, Any]
+
+log = logging.getLogger(__name__)
 
 _DUPLICATE_KEY = 11000
 #: Attempts kept per delivery (the oldest go first); the defaults make about 40.
@@ -150,6 +154,15 @@ class WebhookEndpoints:
 
 class InFlight(RuntimeError):
     """The delivery is being attempted right now; it cannot be replayed until that ends."""
+
+
+def _delivery(doc: Doc) -> Delivery | None:
+    """The delivery of a document, or None (logged) for one that does not fit the model."""
+    try:
+        return Delivery.model_validate(doc)
+    except ValidationError as exc:
+        log.error("webhook delivery document %r cannot be read: %s", doc.get("_id"), exc)
+        return None
 
 
 class WebhookDeliveries:
@@ -303,20 +316,40 @@ class WebhookDeliveries:
         self, endpoint_id: str, *, limit: int, before: tuple[datetime, str] | None = None
     ) -> list[Delivery]:
         """Up to `limit` deliveries of an endpoint, newest first, older than `before`
-        ((created_at, id) of the last one of the previous page) if given."""
-        query: Doc = {"endpoint_id": endpoint_id}
-        if before is not None:
-            at, last_id = before
-            query["$or"] = [
-                {"created_at": {"$lt": at}},
-                {"created_at": at, "_id": {"$lt": last_id}},
-            ]
-        cursor = (
-            self.collection.find(query)
-            .sort([("created_at", DESCENDING), ("_id", DESCENDING)])
-            .limit(limit)
-        )
-        return [Delivery.model_validate(doc) async for doc in cursor]
+        ((created_at, id) of the last one of the previous page) if given.
+
+        A document that does not fit the model is left out (and logged), and reading goes on
+        past it, so that a page is short only at the end: the listing's `next` is built only
+        after a full page, and one odd delivery must neither fail the listing nor end it.
+        """
+        found: list[Delivery] = []
+        while True:
+            query: Doc = {"endpoint_id": endpoint_id}
+            if before is not None:
+                at, last_id = before
+                query["$or"] = [
+                    {"created_at": {"$lt": at}},
+                    {"created_at": at, "_id": {"$lt": last_id}},
+                ]
+            asked = limit - len(found)
+            cursor = (
+                self.collection.find(query)
+                .sort([("created_at", DESCENDING), ("_id", DESCENDING)])
+                .limit(asked)
+            )
+            raw = 0
+            last: Doc = {}
+            async for doc in cursor:
+                raw, last = raw + 1, doc
+                if (delivery := _delivery(doc)) is not None:
+                    found.append(delivery)
+            if len(found) == limit or raw < asked:
+                return found
+            # Go on after the last document read. One whose time is not a date sorts after
+            # every date, and a query after a date never reaches it: the page ends there.
+            if not isinstance(last.get("created_at"), datetime):
+                return found
+            before = (last["created_at"], last["_id"])
 
 
 @dataclass(frozen=True)

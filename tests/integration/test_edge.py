@@ -209,6 +209,63 @@ async def test_every_page_and_api_answer_carries_the_security_headers(
         assert "default-src 'none'" in csp
 
 
+async def test_an_unexpected_error_answers_500_with_the_security_headers(
+    settings: Settings,
+) -> None:
+    from services.api.app import create_app
+    from tests.support.servers import DEV_AUTH, ServerThread
+
+    app = create_app(settings)
+
+    async def broken() -> None:
+        raise RuntimeError("a bug")
+
+    # A bug's answer is made by Starlette's outermost error handler, outside every middleware
+    # added the usual way.
+    app.add_api_route("/api/v1/broken", broken)
+    async with (
+        ServerThread(app, settings.api_port),
+        httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{settings.api_port}", headers=DEV_AUTH
+        ) as api,
+    ):
+        response = await api.get("/api/v1/broken")
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["type"] == "urn:tasklight:problem:internal"
+    assert "a bug" not in response.text
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["referrer-policy"] == "same-origin"
+    assert response.headers["x-frame-options"] == "DENY"
+    csp = response.headers["content-security-policy"]
+    assert "default-src 'none'" in csp
+    assert "frame-ancestors 'none'" in csp
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "status"),
+    [
+        ("/healthz", {}, 200),
+        ("/nope", {}, 404),
+        ("/metrics", {}, 404),
+        ("/ws", {"origin": "http://evil.example"}, 403),
+        ("/ws", {}, 426),  # a GET of /ws that asks no upgrade: refused by websockets itself
+    ],
+)
+async def test_every_plain_http_answer_of_the_notifier_carries_the_security_headers(
+    settings: Settings, notifier: Notifier, path: str, headers: dict[str, str], status: int
+) -> None:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.notifier_port}") as http:
+        response = await http.get(path, headers=headers)
+    assert response.status_code == status, response.text
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["referrer-policy"] == "no-referrer"
+    assert response.headers["x-frame-options"] == "DENY"
+    csp = response.headers["content-security-policy"]
+    assert "default-src 'none'" in csp
+    assert "frame-ancestors 'none'" in csp
+
+
 async def test_pages_connect_to_the_notifier_their_policy_names(
     api: httpx.AsyncClient, settings: Settings
 ) -> None:
@@ -257,6 +314,18 @@ async def test_metrics_are_served_on_the_metrics_port_and_not_where_users_reach(
         scraped = await operator.get(f"http://127.0.0.1:{settings.api_metrics_port}/metrics")
     assert scraped.status_code == 200
     assert "tasklight_http_requests_total" in scraped.text
+
+
+async def test_the_notifiers_metrics_are_on_its_metrics_port_and_not_where_ws_is(
+    settings: Settings, notifier: Notifier
+) -> None:
+    async with httpx.AsyncClient() as http:
+        where_users_reach = await http.get(f"http://127.0.0.1:{settings.notifier_port}/metrics")
+        scraped = await http.get(f"http://127.0.0.1:{settings.notifier_metrics_port}/metrics")
+    assert where_users_reach.status_code == 404
+    assert "tasklight_ws_connections" not in where_users_reach.text
+    assert scraped.status_code == 200
+    assert "tasklight_ws_connections" in scraped.text
 
 
 async def test_the_worker_name_in_a_task_tells_nothing_of_the_machine(

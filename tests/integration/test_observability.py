@@ -101,7 +101,7 @@ async def test_one_task_moves_the_metrics_of_the_api_the_worker_and_the_notifier
 ) -> None:
     api_url = f"http://127.0.0.1:{settings.api_metrics_port}/metrics"
     worker_url = f"http://127.0.0.1:{worker.probes.port}/metrics"
-    notifier_url = f"http://127.0.0.1:{settings.notifier_port}/metrics"
+    notifier_url = f"http://127.0.0.1:{settings.notifier_metrics_port}/metrics"
     assert worker.probes.port != 0
     before = {url: await scrape(url) for url in (api_url, worker_url, notifier_url)}
     count = {"task_type": "test.count"}

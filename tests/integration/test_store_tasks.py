@@ -12,7 +12,14 @@ from pymongo.errors import DuplicateKeyError
 
 from shared.clock import utcnow
 from shared.ids import new_task_id
-from shared.lifecycle import FIRST_VERSION, STATE_PHASES, Phase, TaskState, can_move
+from shared.lifecycle import (
+    FINAL_STATES,
+    FIRST_VERSION,
+    STATE_PHASES,
+    Phase,
+    TaskState,
+    can_move,
+)
 from shared.questions import Question, asked
 from shared.records import new_task
 from shared.store import Change, Store
@@ -174,6 +181,20 @@ async def test_a_document_that_does_not_fit_the_model_is_left_out_of_a_page(stor
     await store.tasks.collection.insert_one({"_id": new_task_id(), "owner": "u", "state": "odd"})
     page = await store.tasks.page(owner="u", states=None, name=None, limit=10, before=None)
     assert [task.id for task in page] == [good.id]
+
+
+async def test_an_odd_document_does_not_count_against_a_limit(store: Store) -> None:
+    # The notifier's snapshot shows the latest finished tasks, so many of them: an odd one
+    # among them must not make it show fewer than there are.
+    ids = sorted(new_task_id() for _ in range(5))
+    for task_id in ids[:3]:
+        await store.tasks.insert(stored_task(id=task_id, owner="u", state=TaskState.COMPLETED))
+    for task_id in ids[3:]:  # the newest two: finished, and nothing else a task has
+        await store.tasks.collection.insert_one({"_id": task_id, "owner": "u", "state": "failed"})
+    latest = [task.id async for task in store.tasks.latest("u", FINAL_STATES, limit=2)]
+    assert latest == [ids[2], ids[1]]
+    page = await store.tasks.page(owner="u", states=None, name=None, limit=2, before=None)
+    assert [task.id for task in page] == [ids[2], ids[1]]
 
 
 async def test_tasks_store_neither_parent_nor_finish_time_until_they_have_one(

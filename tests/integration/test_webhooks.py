@@ -21,10 +21,14 @@ from services.webhooks import sending
 from services.webhooks.app import Sender
 from services.worker.app import Worker
 from shared.auth import AuthStore, Role
+from shared.clock import utcnow
+from shared.ids import new_task_id
 from shared.lifecycle import FINAL_STATES
 from shared.settings import Settings
 from shared.store import Store
 from shared.webhooks.destinations import Destination, Target
+from shared.webhooks.events import EventType
+from shared.webhooks.records import Delivery
 from tests.support import eventually
 from tests.support.servers import DEV_AUTH, ServerThread
 from tests.support.webhook_receiver import Received, Receiver
@@ -662,3 +666,45 @@ async def test_an_attempt_connects_to_the_address_that_was_checked_never_looking
     closed = Destination(Target("http", "hooks.invalid", 9), "127.0.0.1")
     with pytest.raises(sending.AttemptFailed, match="could not connect"):
         await sending.post(closed, "http://hooks.invalid:9/", {}, "{}", timeout_s=5)
+
+
+@pytest.mark.parametrize("limit", [1, 2])
+async def test_an_odd_delivery_is_skipped_and_every_delivery_behind_it_stays_reachable(
+    api: httpx.AsyncClient, store: Store, caplog: pytest.LogCaptureFixture, limit: int
+) -> None:
+    endpoint = await register(api, "http://127.0.0.1:9/hook")
+    newest = utcnow().replace(microsecond=0)
+    good: list[Delivery] = []
+    odd: list[str] = []
+    for age in range(9):
+        at = newest - timedelta(seconds=age)
+        delivery = Delivery(
+            id=f"msg_{age:02d}",
+            endpoint_id=endpoint["id"],
+            owner="dev",
+            task_id=new_task_id(),
+            event=EventType.COMPLETED,
+            payload="{}",
+            window_from=at,
+            created_at=at,
+            updated_at=at,
+        )
+        if age in (0, 3, 4, 8):  # first, last, and two in a row: an event no one knows
+            odd.append(delivery.id)
+            document = {**delivery.model_dump(by_alias=True), "event": "task.odd"}
+            await store.webhooks.deliveries.collection.insert_one(document)
+        else:
+            good.append(delivery)
+    assert await store.webhooks.deliveries.record(good) == len(good)
+    seen: list[str] = []
+    url: str | None = f"/api/v1/webhooks/{endpoint['id']}/deliveries?limit={limit}"
+    while url:
+        answer = await api.get(url)
+        assert answer.status_code == 200, answer.text
+        page = answer.json()
+        assert len(page["results"]) <= limit
+        seen += [d["id"] for d in page["results"]]
+        url = page["next"]
+    assert seen == [d.id for d in good]
+    logged = " ".join(r.getMessage() for r in caplog.records if "cannot be read" in r.getMessage())
+    assert all(delivery_id in logged for delivery_id in odd)

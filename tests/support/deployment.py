@@ -87,16 +87,18 @@ def worker_stop_s(settings: Settings) -> float:
 
 
 def metrics_port(name: str, settings: Settings) -> int:
-    """The port the service `name` serves /metrics on: the api's own metrics port, else the
-    service's port."""
+    """The port the service `name` serves /metrics on: the api's and the notifier's own metrics
+    ports (users reach their service ports), else the service's port."""
     if name == "api":
         return settings.api_metrics_port
+    if name == "notifier":
+        return settings.notifier_metrics_port
     return service_port(name, settings)
 
 
 async def serves_metrics(service: str, path: str) -> bool:
     """Whether the service answers GET `path` on its metrics port."""
-    if service == "api":
+    if service in ("api", "notifier"):  # each serves its metrics with the probe server
         status, _, _ = await ProbeServer("127.0.0.1", 0, {})._answer("GET", path)
         return status != HTTPStatus.NOT_FOUND
     return await answers(service, path)

@@ -29,6 +29,7 @@ def service_env(settings: Settings) -> dict[str, str]:
         "TASKLIGHT_API_PORT": str(settings.api_port),
         "TASKLIGHT_API_METRICS_PORT": str(settings.api_metrics_port),
         "TASKLIGHT_NOTIFIER_PORT": str(settings.notifier_port),
+        "TASKLIGHT_NOTIFIER_METRICS_PORT": str(settings.notifier_metrics_port),
         "TASKLIGHT_WORKER_NAME": settings.worker_name,
         "TASKLIGHT_LEASE_RENEW_S": "0.5",
         # Several stacks may run on one machine: the sender's probes on a free port.
