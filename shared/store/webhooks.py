@@ -193,7 +193,7 @@ class WebhookDeliveries:
     async def get(self, delivery_id: str) -> Delivery | None:
         """The delivery, or None."""
         doc = await self.collection.find_one({"_id": delivery_id})
-        return None if doc is None else Delivery.model_validate(doc)
+        return None if doc is None else _delivery(doc)
 
     async def due(
         self,
@@ -213,7 +213,18 @@ class WebhookDeliveries:
         elif skipped:
             query["endpoint_id"] = {"$nin": skipped}
         cursor = self.collection.find(query).sort("next_attempt_at", ASCENDING).limit(limit)
-        return [Delivery.model_validate(doc) async for doc in cursor]
+        due: list[Delivery] = []
+        async for doc in cursor:
+            delivery = _delivery(doc)
+            if delivery is not None:
+                due.append(delivery)
+                continue
+            # Left due, it would come back first every round and, a hundred of them, hold up
+            # every delivery behind them; no attempt can be made of it anyway.
+            await self.collection.update_one(
+                {"_id": doc["_id"]}, {"$unset": {"next_attempt_at": ""}}
+            )
+        return due
 
     async def claim(self, delivery: Delivery, lease: str, lease_until: datetime) -> bool:
         """Take a due delivery for one attempt, until `lease_until`; False if another sender

@@ -708,3 +708,42 @@ async def test_an_odd_delivery_is_skipped_and_every_delivery_behind_it_stays_rea
     assert seen == [d.id for d in good]
     logged = " ".join(r.getMessage() for r in caplog.records if "cannot be read" in r.getMessage())
     assert all(delivery_id in logged for delivery_id in odd)
+
+
+async def test_an_odd_due_delivery_is_taken_out_of_the_round_and_holds_up_none_behind_it(
+    api: httpx.AsyncClient, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    endpoint = await register(api, "http://127.0.0.1:9/hook")
+    now = utcnow().replace(microsecond=0)
+    deliveries = store.webhooks.deliveries
+
+    def due_at(number: int) -> Delivery:
+        at = now - timedelta(seconds=10 - number)
+        return Delivery(
+            id=f"msg_due_{number}",
+            endpoint_id=endpoint["id"],
+            owner="dev",
+            task_id=new_task_id(),
+            event=EventType.COMPLETED,
+            payload="{}",
+            window_from=at,
+            created_at=at,
+            updated_at=at,
+            next_attempt_at=at,
+        )
+
+    odd = [due_at(number) for number in range(3)]  # the most overdue: read first
+    for delivery in odd:
+        document = {**delivery.model_dump(by_alias=True), "event": "task.odd"}
+        await deliveries.collection.insert_one(document)
+    good = due_at(5)
+    assert await deliveries.record([good]) == 1
+    first = await deliveries.due(now, limit=2)
+    assert first == []  # the two odd ones filled the round...
+    # ...and left it: the next round reads the last odd one and the good one behind it, and
+    # the one after finds only the good one.
+    assert [d.id for d in await deliveries.due(now, limit=2)] == [good.id]
+    assert [d.id for d in await deliveries.due(now, limit=2)] == [good.id]
+    assert await deliveries.get(odd[0].id) is None
+    logged = " ".join(r.getMessage() for r in caplog.records if "cannot be read" in r.getMessage())
+    assert all(delivery.id in logged for delivery in odd)
