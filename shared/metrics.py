@@ -126,8 +126,8 @@ COMMANDS_DECLINED = Counter(
 )
 COMMANDS_PARKED = Counter(
     "tasklight_commands_parked",
-    "Dead-lettered commands moved to the parked queue: their task could not be recorded as "
-    "failed after every try.",
+    "Dead-lettered commands moved to the parked queue: the database refused, try after try, "
+    "to record their task as failed.",
     registry=None,
 )
 

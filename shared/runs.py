@@ -14,6 +14,8 @@ for each change).
                       no run holds (released, awaiting an answer) then → canceled at once
     lose              held by a worker that went missing → released, failed or canceled
     fail_undeliverable  a dead-lettered command's task → failed
+    park              the same, for a task whose document refuses that write: the least
+                      write that fails it (no `history` entry)
     finish_parent     awaiting_children → completed | failed | canceled, once every child ended
     decline           a command for a task no run can claim: end it if nobody else will
     take_turn         waiting/blocked: take its resources in order; once it holds them all,
@@ -506,7 +508,6 @@ class Runs:
     async def fail_undeliverable(self, task_id: str, reason: str) -> bool:
         """The task's command was dead-lettered (`reason` is RabbitMQ's): the task fails, unless
         it already ended. Whether it was failed now."""
-        metrics.DEAD_LETTERS.labels(reason).inc()
         message = f"its command could not be run and was dead-lettered ({reason})"
         ended = await self.tasks.apply(
             task_id,
@@ -519,8 +520,48 @@ class Runs:
         )
         if ended is None:
             return False
+        # Counted once it is written: a try the database refused, tried again, is one command.
+        metrics.DEAD_LETTERS.labels(reason).inc()
         log.error("task %s failed: its command was dead-lettered (%s)", task_id, reason)
         await self._ended(ended, TaskState.FAILED)
+        return True
+
+    async def park(self, task_id: str, reason: str) -> bool:
+        """The task of a dead-lettered command that `fail_undeliverable` could not fail, try
+        after try (the database refuses the write), fails all the same by the least write that
+        says so: its state, phase, finish time and error, and its version moved on (the
+        notifier pushes a change by its version), with no `history` entry, the part of the
+        usual write that reads what the document holds. `reason` is RabbitMQ's. Whether it was
+        failed now; raises if the database refuses even this.
+
+        What its end gives other tasks (its resources, its parent's end) needs the task read
+        back: a document that cannot be read as a task gets none of it here, and the janitor
+        releases the resources of a task it cannot read."""
+        message = (
+            f"its command could not be run and was dead-lettered ({reason}); the task could "
+            "not be recorded in full, and its command was parked for an operator"
+        )
+        failed = await self.tasks.apply_blind(
+            task_id,
+            Change(
+                sources=frozenset({TaskState.WAITING, *ACTIVE_STATES}),
+                target=TaskState.FAILED,
+                fields={"error": TaskError.of(ErrorKind.DEAD_LETTERED, message)},
+                history=False,
+            ),
+        )
+        if not failed:
+            return False
+        metrics.DEAD_LETTERS.labels(reason).inc()
+        log.error("task %s failed: its dead-lettered command was parked (%s)", task_id, reason)
+        try:
+            ended = await self.tasks.get(task_id)
+            if ended is not None:
+                await self._ended(ended, TaskState.FAILED)
+        except Exception as exc:
+            # It has ended all the same: the parked command must not be tried again for this,
+            # and what is left undone the janitor's repairs settle.
+            log.warning("task %s failed, but its end was not followed through: %r", task_id, exc)
         return True
 
     async def decline(self, task_id: str) -> None:

@@ -164,8 +164,9 @@ class Settings(BaseSettings):
     quorum_group_size: int = Field(default=0, ge=0, le=99)
     #: Deliveries of one command before the broker dead-letters it (a crash loop guard).
     delivery_limit: int = Field(default=5, ge=1)
-    #: Tries at recording a dead-lettered command's task as failed before the command is parked
-    #: (moved to the `<namespace>.parked` queue and counted), each after a doubling backoff.
+    #: Tries at recording a dead-lettered command's task as failed, refused by the database,
+    #: before the command is parked (moved to the `<namespace>.parked` queue and counted), each
+    #: after a doubling backoff. A try the database did not answer is not one of them.
     dead_letter_attempts: int = Field(default=5, ge=1)
     #: Seconds before the second try of a dead-lettered command; doubles, at most 30 s.
     dead_letter_backoff_s: float = Field(default=0.5, gt=0)

@@ -106,9 +106,11 @@ def declare_publishers(broker: RabbitBroker, topology: Topology, settings: Setti
         mandatory=True,
         schema=RunTask,
         title=topology.parked_queue,
-        description="A dead-lettered command whose task could not be recorded as failed after "
-        "`TASKLIGHT_DEAD_LETTER_ATTEMPTS` tries is parked here (with its headers, plus "
-        "`x-tasklight-parked-because`) for an operator; nothing consumes it.",
+        description="A dead-lettered command whose task the database refused to record as "
+        "failed, `TASKLIGHT_DEAD_LETTER_ATTEMPTS` tries in all (a try it did not answer counts "
+        "for none), is parked here (with its headers, plus `x-tasklight-parked-because`) for "
+        "an operator, its task failed by one smaller write where the database takes that; "
+        "nothing consumes it.",
     )
     broker.publisher(
         exchange=tasks_exchange(topology),

@@ -15,11 +15,12 @@ from faststream.rabbit import Channel, RabbitMessage, RabbitQueue
 from faststream.rabbit.message import RabbitMessage as RabbitMessageClass
 from pydantic import ValidationError
 
+from services.worker.dead_letters import DeadLetter, DeadLetters, Settle
 from services.worker.heartbeat import heartbeat_forever
 from services.worker.janitor import Janitor
 from services.worker.lease import LeaseClock
 from services.worker.runner import Fenced, NotTaken, Runner
-from shared import metrics, tracing
+from shared import tracing
 from shared.broker import (
     control_exchange,
     dead_queue,
@@ -30,7 +31,6 @@ from shared.broker import (
     tasks_queue,
 )
 from shared.commands import Commands
-from shared.ids import is_task_id
 from shared.logs import bound
 from shared.messages import CancelTask, RunTask
 from shared.probes import ProbeServer
@@ -42,9 +42,6 @@ from shared.submission import Submissions
 from shared.topology import Topology
 
 log = logging.getLogger(__name__)
-
-#: Longest wait before another try at recording a dead-lettered command.
-DEAD_LETTER_MAX_BACKOFF_S = 30.0
 
 
 class MessageContext(Context):
@@ -116,6 +113,13 @@ class Worker:
         self.runner.take_over = lambda task_id, ours_unrun: self.janitor.take_over(
             task_id, ours_unrun=ours_unrun
         )
+        self.dead_letters = DeadLetters(
+            self.runs,
+            park=self._park,
+            until_database_answers=self._until_database_answers,
+            attempts=settings.dead_letter_attempts,
+            backoff_s=settings.dead_letter_backoff_s,
+        )
         self.janitor.adopt = self.runner.adopt
         self.janitor.in_hand = self.runner.has_in_hand
         self.runner.give_up = self.janitor.give_up
@@ -183,7 +187,11 @@ class Worker:
         )
         async def on_dead(message: Delivered) -> None:
             with bound(worker=self.settings.worker_name):
-                await self._on_dead(message)
+                letter = DeadLetter(message.body, message.message_id, message.headers or {})
+                if await self.dead_letters.settle(letter) is Settle.REQUEUE:
+                    await message.nack(requeue=True)
+                else:
+                    await message.ack()
 
         control_queue = RabbitQueue(
             f"{self.topology.control_exchange}.{self.settings.worker_name}",
@@ -208,60 +216,18 @@ class Worker:
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, 5.0)
 
-    async def _on_dead(self, message: RabbitMessage) -> None:
-        """Fail the task of a dead-lettered command. A command whose task cannot be recorded
-        (the database refuses the write, or is away for longer) is tried again, a bounded
-        number of times with a doubling backoff, then parked: moved to the parked queue, counted
-        and logged, so it never loops."""
-        try:
-            await self._fail_dead_lettered(message)
-        except Exception as exc:
-            tries = 1 + int((message.headers or {}).get("x-delivery-count") or 0)
-            if tries >= self.settings.dead_letter_attempts:
-                await self._park(message, f"{type(exc).__name__}: {exc}"[:500])
-                return
-            log.warning(
-                "dead-lettered command %r not recorded (try %d of %d): %r",
-                message.message_id,
-                tries,
-                self.settings.dead_letter_attempts,
-                exc,
-            )
-            await self._until_database_answers()
-            backoff_s = self.settings.dead_letter_backoff_s * 2 ** (tries - 1)
-            await asyncio.sleep(min(backoff_s, DEAD_LETTER_MAX_BACKOFF_S))
-            await message.nack(requeue=True)
-            return
-        await message.ack()
-
-    async def _park(self, message: RabbitMessage, reason: str) -> None:
-        """Move a dead-lettered command to the parked queue, then acknowledge it."""
-        headers = {**(message.headers or {}), "x-tasklight-parked-because": reason}
+    async def _park(self, letter: DeadLetter, why: str) -> None:
+        """Publish a dead letter to the parked queue, with why it was parked."""
+        headers = {**letter.headers, "x-tasklight-parked-because": why}
         await self.broker.publish(
-            message.body,
+            letter.body,
             queue=parked_queue(self.topology, self.settings),
             persist=True,
             mandatory=True,
-            message_id=message.message_id,
+            message_id=letter.message_id,
             headers=headers,
             timeout=self.settings.publish_timeout_s,
         )
-        metrics.COMMANDS_PARKED.inc()
-        log.error("dead-lettered command %r parked: %s", message.message_id, reason)
-        await message.ack()
-
-    async def _fail_dead_lettered(self, message: RabbitMessage) -> None:
-        headers: dict[str, Any] = message.headers or {}
-        reason = str(headers.get("x-first-death-reason", "rejected"))
-        try:
-            task_id: str | None = RunTask.model_validate_json(message.body).task_id
-        except ValidationError:
-            # Undecodable; every command is published with its task id as message id.
-            task_id = message.message_id if is_task_id(message.message_id or "") else None
-        if task_id is None:
-            log.error("dead-lettered message %r names no task; dropped", message.message_id)
-            return
-        await self.runs.fail_undeliverable(task_id, reason)
 
     async def start(self) -> None:
         """Connect, declare the topology, start consuming, heartbeating and sweeping."""

@@ -43,7 +43,7 @@ from shared.registry import Registry, UnknownTaskType
 from shared.reservations import Mode, Reservation
 from shared.runs import Claim, Runs
 from shared.settings import Settings
-from shared.store import DatabaseUnreachable, DueDispatch, Store, outcome_unknown
+from shared.store import DueDispatch, Store, unreachable
 from shared.task import Attempt
 
 log = logging.getLogger(__name__)
@@ -71,13 +71,6 @@ def requeues_when_lost(task: StoredTask, registry: Registry) -> bool:
         return False
     lost = sum(1 for a in task.attempts if a.outcome == "worker_lost")
     return task_type.on_worker_lost == "requeue" and lost + 1 < task_type.max_runs
-
-
-def unreachable(exc: BaseException) -> bool:
-    """Whether a repair that raised `exc` failed for want of the database: it did not answer,
-    or not in time. (A refused command, or the broker's failure, says nothing of whether the
-    workers' renewals could be written.)"""
-    return isinstance(exc, DatabaseUnreachable) or outcome_unknown(exc)
 
 
 class Janitor:
@@ -155,6 +148,8 @@ class Janitor:
                 await repair()
             except Exception as exc:
                 log.warning("janitor's %s failed: %r", repair.__name__, exc)
+                # A refused command, or the broker's failure, says nothing of whether the
+                # workers' renewals could be written.
                 if unreachable(exc):
                     answered = False
         return answered

@@ -24,7 +24,7 @@ from shared.settings import Settings
 from shared.store import schema
 from shared.store.accounts import Accounts
 from shared.store.change import ANY_RUN, Change
-from shared.store.errors import DatabaseError, DatabaseUnreachable, outcome_unknown
+from shared.store.errors import DatabaseError, DatabaseUnreachable, outcome_unknown, unreachable
 from shared.store.idempotency import IdempotencyKeys, KeyRecord
 from shared.store.rates import RateCounters
 from shared.store.schema import SchemaOutdated
@@ -50,6 +50,7 @@ __all__ = [
     "WorkerStore",
     "open_store",
     "outcome_unknown",
+    "unreachable",
 ]
 
 Doc = dict[str, Any]

@@ -11,6 +11,11 @@ must hold the task. It compiles into
   `version` (and so in `source`). It has no per-task parts, so the same change of many tasks is
   one `update_many` (see grouping.py), and a plain update costs SecantusDB less than a pipeline.
 
+A change of state made with `history=False` appends no `history` entry: both forms are then plain
+updates that only set, count and append what the change names. That is for the last write a task
+gets when its document refuses the usual one (`Runs.park`): the entry is the part of a change of
+state that depends on what the document holds.
+
 Both forms leave the same document (a test applies each to the same task and compares them).
 Every change moves the version on; the notifier pushes a change because its version moved.
 """
@@ -75,6 +80,8 @@ class Change:
     #: Who made it and why, for the `history` entry of a change of state.
     worker: str | None = None
     reason: str | None = None
+    #: Whether a change of state appends its entry to `history` (see the module's docstring).
+    history: bool = True
 
     def __post_init__(self) -> None:
         if not self.sources:
@@ -105,7 +112,7 @@ class Change:
         query["state"] = {"$in": sorted(s.value for s in self.sources)}
         if self.phases is not None:
             query["phase"] = {"$in": sorted(p.value for p in self.phases)}
-        if self.target is None:
+        if self.target is None or not self.history:
             return query, self._plain(at, history=None)
         new_version = {"$add": ["$version", 1]}
         entry = {
@@ -142,7 +149,7 @@ class Change:
         if source not in self.sources:
             raise IllegalTransition(f"{source} is not a source of this change")
         history = None
-        if self.target is not None:
+        if self.target is not None and self.history:
             history = {
                 "source": source.value,
                 "target": self.target.value,

@@ -17,3 +17,10 @@ def outcome_unknown(exc: BaseException) -> bool:
 
 #: The database did not answer (not reachable, or the connection was lost).
 DatabaseUnreachable = ConnectionFailure
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether a command that raised `exc` failed for want of the database: it did not answer,
+    or not in time. Such a failure says nothing about the command itself (a refused command
+    does): it is for trying again once the database answers."""
+    return isinstance(exc, DatabaseUnreachable) or outcome_unknown(exc)

@@ -175,14 +175,18 @@ async def test_an_undecodable_command_is_dead_lettered_its_task_fails_and_the_qu
 
 
 async def test_a_dead_lettered_command_whose_task_cannot_be_recorded_is_parked_not_looped(
-    settings: Settings, store: Store
+    settings: Settings, store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # A task document the database refuses to change (its history is not an array): failing
-    # it can never succeed. Its dead-lettered command must be tried a bounded number of times,
-    # then parked and counted, while the other dead letters are still handled.
+    # Two task documents the database refuses to fail the usual way: their dead-lettered
+    # commands must be tried a bounded number of times, then parked and counted, while the
+    # other dead letters are still handled. Parking fails the first all the same (its history
+    # is not an array, which only the usual write's history entry reads); the second refuses
+    # even that (its version is not a number), and stays as it was, which the log says.
     topology = Topology(settings.namespace)
-    poison = stored_task(name="test.count")
-    await store.tasks.collection.insert_one({**document(poison), "history": "not an array"})
+    odd_history = stored_task(name="test.count")
+    await store.tasks.collection.insert_one({**document(odd_history), "history": "not an array"})
+    odd_version = stored_task(name="test.count")
+    await store.tasks.collection.insert_one({**document(odd_version), "version": "not a number"})
     healthy = stored_task(name="test.count")
     await store.tasks.insert(healthy)
     parked_before = metrics.sample(metrics.WORKER_REGISTRY, "tasklight_commands_parked_total")
@@ -196,7 +200,7 @@ async def test_a_dead_lettered_command_whose_task_cannot_be_recorded_is_parked_n
         async with connection:
             channel = await connection.channel()
             dead = await channel.get_exchange(topology.dead_exchange)
-            for task in (poison, healthy):
+            for task in (odd_history, odd_version, healthy):
                 body = RunTask(task_id=task.id, name=task.name).model_dump_json().encode()
                 await dead.publish(aio_pika.Message(body, message_id=task.id), routing_key="")
 
@@ -204,12 +208,15 @@ async def test_a_dead_lettered_command_whose_task_cannot_be_recorded_is_parked_n
                 queue = await channel.declare_queue(topology.parked_queue, passive=True)
                 return queue.declaration_result.message_count or 0
 
-            assert await eventually(parked, lambda n: n > 0) == 1
+            assert await eventually(parked, lambda n: n >= 2) == 2
             queue = await channel.declare_queue(topology.parked_queue, passive=True)
-            message = await queue.get(timeout=5)
-            assert message.message_id == poison.id
-            assert "x-tasklight-parked-because" in (message.headers or {})
-            await message.ack()
+            ids = set()
+            for _ in range(2):
+                message = await queue.get(timeout=5)
+                ids.add(message.message_id)
+                assert "x-tasklight-parked-because" in (message.headers or {})
+                await message.ack()
+            assert ids == {odd_history.id, odd_version.id}
         failed = await eventually(
             lambda: store.tasks.get(healthy.id), lambda t: t is not None and t.final
         )
@@ -218,7 +225,24 @@ async def test_a_dead_lettered_command_whose_task_cannot_be_recorded_is_parked_n
     finally:
         await worker.stop()
     parked_after = metrics.sample(metrics.WORKER_REGISTRY, "tasklight_commands_parked_total")
-    assert parked_after == parked_before + 1
+    assert parked_after == parked_before + 2
+    # Neither document can be read as a task any more: they are looked at as stored.
+    ended = await store.tasks.collection.find_one({"_id": odd_history.id})
+    assert ended is not None
+    assert (ended["state"], ended["phase"]) == ("failed", "ended")
+    assert ended["finished_at"] is not None
+    assert ended["error"]["type"] == "dead_lettered"
+    assert "parked" in ended["error"]["message"]
+    assert ended["version"] == odd_history.version + 1
+    assert ended["history"] == "not an array"
+    unchanged = await store.tasks.collection.find_one({"_id": odd_version.id})
+    assert unchanged is not None
+    assert (unchanged["state"], unchanged["phase"]) == ("waiting", "queued")
+    assert "error" not in unchanged or unchanged["error"] is None
+    assert any(
+        odd_version.id in r.getMessage() and "could not be failed either" in r.getMessage()
+        for r in caplog.records
+    )
 
 
 async def test_a_stopping_worker_hands_a_running_task_back_and_another_finishes_it(

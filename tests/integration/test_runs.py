@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from shared import metrics
 from shared.clock import utcnow
 from shared.lifecycle import Phase, TaskState
 from shared.questions import AskedQuestion, Question, asked
@@ -27,6 +28,13 @@ async def runs(settings: Settings, store: Store) -> AsyncIterator[Runs]:
     """The verbs on the test's database and a real broker."""
     async with commands_on(settings, store) as commands:
         yield Runs(store.tasks, commands, outbox_grace_s=settings.outbox_grace_s)
+
+
+def dead_letters(reason: str) -> float:
+    """How many dead-lettered commands' tasks this process failed, for `reason`."""
+    return metrics.sample(
+        metrics.WORKER_REGISTRY, "tasklight_dead_letters_total", {"reason": reason}
+    )
 
 
 async def waiting(store: Store, count: int, **fields: object) -> list[str]:
@@ -193,13 +201,45 @@ async def test_a_parent_ends_once_its_last_child_has(store: Store, runs: Runs) -
 
 async def test_an_undeliverable_command_fails_its_task_once(store: Store, runs: Runs) -> None:
     [task_id] = await waiting(store, 1)
+    before = dead_letters("delivery_limit")
     assert await runs.fail_undeliverable(task_id, "delivery_limit")
     assert not await runs.fail_undeliverable(task_id, "delivery_limit")
+    assert dead_letters("delivery_limit") == before + 1
     task = await store.tasks.get(task_id)
     assert task is not None
     assert task.state is TaskState.FAILED
     assert task.error is not None
     assert task.error.type == ErrorKind.DEAD_LETTERED
+
+
+async def test_parking_fails_the_task_once_with_no_history_entry_and_follows_its_end(
+    store: Store, runs: Runs
+) -> None:
+    [parent_id] = await waiting(store, 1)
+    parent = await runs.claim(parent_id, "w1")
+    assert parent is not None
+    [child_id] = await waiting(store, 1, parent_id=parent_id)
+    assert await runs.await_children(parent, "joined")
+    before = await store.tasks.get(child_id)
+    assert before is not None
+    counted = dead_letters("delivery_limit")
+    assert await runs.park(child_id, "delivery_limit")
+    assert not await runs.park(child_id, "delivery_limit")
+    assert dead_letters("delivery_limit") == counted + 1
+    child = await store.tasks.get(child_id)
+    assert child is not None
+    assert (child.state, child.phase) == (TaskState.FAILED, Phase.ENDED)
+    assert child.finished_at is not None
+    assert child.error is not None
+    assert child.error.type == ErrorKind.DEAD_LETTERED
+    assert "parked" in child.error.message
+    assert (child.version, child.history) == (before.version + 1, before.history)
+    # Its end was followed through: its parent, waiting for it alone, ended too.
+    done = await store.tasks.get(parent_id)
+    assert done is not None
+    assert done.state is TaskState.FAILED
+    assert done.error is not None
+    assert done.error.type == ErrorKind.CHILD_FAILED
 
 
 # --- questions --------------------------------------------------------------------------------

@@ -124,9 +124,14 @@ class Services:
 
 
 async def submit_many(
-    http: httpx.AsyncClient, count: int, args: dict[str, Any], *, parallel: int = 16
+    http: httpx.AsyncClient,
+    count: int,
+    args: dict[str, Any],
+    *,
+    parallel: int = 16,
+    name: str = "test.count",
 ) -> list[str]:
-    """Submit `count` `test.count` tasks over HTTP, `parallel` at a time; their ids.
+    """Submit `count` tasks of type `name` over HTTP, `parallel` at a time; their ids.
 
     Each submission carries its own Idempotency-Key and is retried as a careful client would:
     after an answer lost on the way (a connection the api closed as it was reused) with the same
@@ -137,7 +142,7 @@ async def submit_many(
     202 fails the test.
     """
     ids: list[str] = []
-    body = {"name": "test.count", "args": args}
+    body = {"name": name, "args": args}
 
     async def one() -> str:
         key = uuid.uuid4().hex

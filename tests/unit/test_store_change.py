@@ -105,3 +105,22 @@ def test_a_change_of_phase_only_is_a_plain_update_with_no_history_entry() -> Non
     assert update["$set"]["phase"] == "released"
     assert "$push" not in update
     assert query["phase"] == {"$in": ["held"]}
+
+
+def test_a_change_of_state_without_history_is_the_same_plain_update_in_both_forms() -> None:
+    # The last write of a task whose document refuses the usual one: it names only what it
+    # sets and counts, nothing it reads from the document.
+    change = Change(sources=frozenset({W, R}), target=FAIL, fields={"error": None}, history=False)
+    query, update = change.compare_and_set("t1", AT)
+    assert query == {"_id": "t1", "state": {"$in": ["running", "waiting"]}}
+    assert update == {
+        "$set": {
+            "updated_at": AT,
+            "state": "failed",
+            "finished_at": AT,
+            "phase": "ended",
+            "error": None,
+        },
+        "$inc": {"version": 1},
+    }
+    assert change.at_version(W, 3, AT) == update
