@@ -15,8 +15,6 @@ backend, or a fake for unit tests, implements these classes' methods.
 
 from __future__ import annotations
 
-from typing import Any
-
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -24,6 +22,7 @@ from shared.settings import Settings
 from shared.store import schema
 from shared.store.accounts import Accounts
 from shared.store.change import ANY_RUN, Change
+from shared.store.documents import Doc
 from shared.store.errors import DatabaseError, DatabaseUnreachable, outcome_unknown
 from shared.store.idempotency import IdempotencyKeys, KeyRecord
 from shared.store.rates import RateCounters
@@ -51,8 +50,6 @@ __all__ = [
     "open_store",
     "outcome_unknown",
 ]
-
-Doc = dict[str, Any]
 
 
 class Store:

@@ -20,10 +20,9 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import OperationFailure
 
 from shared.lifecycle import TaskState
+from shared.store.documents import Doc
 from shared.store.tasks import read
 from shared.webhooks.events import TaskChange
-
-Doc = dict[str, Any]
 
 #: Server error codes meaning "this resume token is no longer usable": 286
 #: ChangeStreamHistoryLost, 280 ChangeStreamFatalError, 260 InvalidResumeToken, 9 FailedToParse.

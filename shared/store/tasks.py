@@ -23,7 +23,6 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from pydantic import ValidationError
 from pymongo import ASCENDING, DESCENDING
@@ -34,12 +33,11 @@ from shared.lifecycle import ACTIVE_STATES, FINAL_STATES, Phase, TaskState
 from shared.records import HistoryEntry, StoredTask, implied_phase
 from shared.store.change import Change, stored
 from shared.store.dispatch_marks import MARK, DispatchMarks
+from shared.store.documents import Doc
 from shared.store.grouping import GroupedWrite, SharedInserts, SharedReads, SharedWrites
 from shared.store.reservations import ReservationStore
 from shared.topology import RESERVATIONS
 from shared.tracing import db_write
-
-Doc = dict[str, Any]
 
 log = logging.getLogger(__name__)
 

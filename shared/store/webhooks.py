@@ -21,6 +21,7 @@ from pymongo.errors import BulkWriteError
 
 from shared.records import StoredTask
 from shared.store.change import stored
+from shared.store.documents import Doc
 from shared.store.tasks import read
 from shared.topology import TASKS, WEBHOOK_CURSORS, WEBHOOK_DELIVERIES, WEBHOOK_ENDPOINTS
 from shared.webhooks.records import (
@@ -30,8 +31,6 @@ from shared.webhooks.records import (
     Endpoint,
     EndpointSecret,
 )
-
-Doc = dict[str, Any]
 
 _DUPLICATE_KEY = 11000
 #: Attempts kept per delivery (the oldest go first); the defaults make about 40.
