@@ -35,6 +35,21 @@ def test_only_the_store_package_imports_pymongo() -> None:
     assert speaking == set()
 
 
+def test_no_raw_collection_leaves_the_store_package() -> None:
+    """What the store's parts keep of PyMongo (`.collection`) is read only inside the package:
+    a caller hands over the typed part (a `TaskStore`), never its collection."""
+    reaching = set()
+    for top in PRODUCTION:
+        for path in (ROOT / top).rglob("*.py"):
+            relative = path.relative_to(ROOT).as_posix()
+            if relative.startswith("shared/store/"):
+                continue
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            if any(isinstance(n, ast.Attribute) and n.attr == "collection" for n in ast.walk(tree)):
+                reaching.add(relative)
+    assert reaching == set()
+
+
 def test_the_raw_document_type_is_named_once_and_used_in_the_store_only() -> None:
     """`Doc` (a document as PyMongo takes it) has one definition; outside the store no module
     needs it, for what leaves the store is typed."""
