@@ -23,7 +23,12 @@ from shared.store import schema
 from shared.store.accounts import Accounts
 from shared.store.change import ANY_RUN, Change
 from shared.store.documents import Doc
-from shared.store.errors import DatabaseError, DatabaseUnreachable, outcome_unknown
+from shared.store.errors import (
+    DatabaseError,
+    DatabaseTimeout,
+    DatabaseUnreachable,
+    outcome_unknown,
+)
 from shared.store.idempotency import IdempotencyKeys, KeyRecord
 from shared.store.rates import RateCounters
 from shared.store.schema import SchemaOutdated
@@ -37,6 +42,7 @@ __all__ = [
     "Accounts",
     "Change",
     "DatabaseError",
+    "DatabaseTimeout",
     "DatabaseUnreachable",
     "DueDispatch",
     "IdempotencyKeys",

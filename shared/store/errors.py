@@ -14,15 +14,18 @@ from pymongo.errors import (
 DatabaseError = PyMongoError
 
 
+#: The database did not answer (not reachable, or the connection was lost).
+DatabaseUnreachable = ConnectionFailure
+
+#: The server gave up on a command that ran past its time limit (it may have been applied).
+DatabaseTimeout = ExecutionTimeout
+
+
 def outcome_unknown(exc: BaseException) -> bool:
     """Whether a write that raised `exc` may have been applied all the same (the connection
     was lost, or the server timed out): its outcome must be read back before anything is
     decided on it."""
-    return isinstance(exc, ConnectionFailure | ExecutionTimeout | WTimeoutError)
-
-
-#: The database did not answer (not reachable, or the connection was lost).
-DatabaseUnreachable = ConnectionFailure
+    return isinstance(exc, DatabaseUnreachable | DatabaseTimeout | WTimeoutError)
 
 
 #: Server error codes meaning "this change stream's resume token is no longer usable", for both

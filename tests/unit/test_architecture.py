@@ -35,6 +35,18 @@ def test_only_the_store_package_imports_pymongo() -> None:
     assert speaking == set()
 
 
+def test_unit_tests_name_the_stores_errors_not_pymongos() -> None:
+    """A unit test that makes the database fail raises the store's own errors
+    (`shared/store/errors.py`): the code under test knows no other. (BSON stays: the bench's
+    wire test encodes it.)"""
+    speaking = {
+        path.relative_to(ROOT).as_posix()
+        for path in (ROOT / "tests" / "unit").rglob("*.py")
+        if any(m == "pymongo" or m.startswith("pymongo.") for m in imports_of(path))
+    }
+    assert speaking == set()
+
+
 def test_no_raw_collection_leaves_the_store_package() -> None:
     """What the store's parts keep of PyMongo (`.collection`) is read only inside the package:
     a caller hands over the typed part (a `TaskStore`), never its collection."""

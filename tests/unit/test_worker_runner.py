@@ -10,7 +10,6 @@ from typing import Any, cast
 
 import pytest
 from pydantic import BaseModel
-from pymongo.errors import AutoReconnect
 
 from services.worker.decisions import STOPPED_AFTER_GRACE
 from services.worker.lease import LeaseClock
@@ -23,6 +22,7 @@ from shared.records import Run, StoredTask
 from shared.registry import Registry, TaskContext, TaskType
 from shared.retries import RetryPolicy
 from shared.runs import Claim, Hold, Runs
+from shared.store.errors import DatabaseUnreachable
 from shared.submission import Submissions
 from shared.task import ProgressReport
 from shared.tasks import Retry
@@ -117,7 +117,7 @@ class FakeRuns:
     async def _end(self, verb: str, detail: Any) -> bool:
         if self.failing_ends:
             self.failing_ends -= 1
-            raise AutoReconnect("connection lost")
+            raise DatabaseUnreachable("connection lost")
         self.calls.append((verb, detail))
         return True
 
@@ -207,13 +207,13 @@ async def test_a_stopping_worker_hands_back_what_outlasts_its_grace() -> None:
 async def test_a_claim_whose_answer_was_lost_is_read_back_and_the_task_run_here() -> None:
     # The claim was stored, but its answer lost: the task is held by this worker's run, which
     # nobody runs. It must run here, not wait for the janitor to call a live worker missing.
-    runs = FakeRuns(claim_error=AutoReconnect("connection lost"))
+    runs = FakeRuns(claim_error=DatabaseUnreachable("connection lost"))
     await runner_on(runs).handle(queued(runs, "return"), never_acked)
     assert runs.calls[-1] == ("complete", {"ok": True})
 
 
 async def test_a_claim_whose_answer_was_lost_and_that_did_not_apply_is_declined() -> None:
-    runs = FakeRuns(claim_error=AutoReconnect("connection lost"))
+    runs = FakeRuns(claim_error=DatabaseUnreachable("connection lost"))
     command = queued(runs, "return")
     other = runs.tasks.stored[command.task_id].model_copy(
         update={"state": TaskState.RUNNING, "phase": Phase.HELD, "run": Run(id="r9", worker="w2")}
@@ -223,7 +223,7 @@ async def test_a_claim_whose_answer_was_lost_and_that_did_not_apply_is_declined(
         task_id: str, worker: str, snapshot: object = None, name: str = "", version: int = 1
     ) -> Claim | None:
         runs.tasks.stored[task_id] = other
-        raise AutoReconnect("connection lost")
+        raise DatabaseUnreachable("connection lost")
 
     runs.claim = claim_by_another  # type: ignore[method-assign]
     await runner_on(runs).handle(command, never_acked)
