@@ -298,6 +298,23 @@ def renewed_now(lease_s: float = 5, renew_s: float = 1) -> LeaseClock:
     return lease
 
 
+@dataclass
+class WatchedLease(LeaseClock):
+    """A lease that counts the runner's looks at it: each look is a round of a loop that
+    decided, from what it saw, whether to act; evidence that it could have acted by now."""
+
+    looks: int = 0
+
+    def fenced(self, now: float) -> bool:
+        self.looks += 1
+        return super().fenced(now)
+
+
+async def looked_at(lease: WatchedLease, times: int) -> None:
+    """Wait until the runner has looked at `lease` `times` times."""
+    await eventually(lambda: asyncio.sleep(0, lease.looks), lambda looks: looks >= times)
+
+
 async def test_a_worker_that_lost_its_lease_stops_its_handler_and_writes_nothing() -> None:
     runs = FakeRuns()
     lease = renewed_now()
@@ -322,7 +339,7 @@ async def test_a_worker_that_lost_its_lease_stops_its_handler_and_writes_nothing
 
 async def test_once_its_lease_is_back_a_worker_gives_up_the_runs_it_stopped() -> None:
     runs = FakeRuns()
-    lease = renewed_now()
+    lease = WatchedLease(lease_s=5, renew_s=1)
     given_up: list[tuple[str, str]] = []
 
     async def give_up(task_id: str, run_id: str) -> None:
@@ -333,7 +350,8 @@ async def test_once_its_lease_is_back_a_worker_gives_up_the_runs_it_stopped() ->
     lease.renewed_at = time.monotonic() - 4  # lost: nothing is given up while it is
     watchdog = asyncio.create_task(runner.fence_forever(0.01))
     try:
-        await asyncio.sleep(0.1)
+        # A second look at the lost lease: the first round, which could have given up, is over
+        await looked_at(lease, 2)
         assert given_up == []
         lease.renewed(time.monotonic())  # back
         await eventually(lambda: asyncio.sleep(0, runner.abandoned), lambda left: left == {})
@@ -356,11 +374,13 @@ async def test_a_handler_that_swallows_the_fence_still_writes_nothing() -> None:
 
 async def test_a_worker_without_a_lease_claims_nothing_until_it_is_renewed() -> None:
     runs = FakeRuns()
-    lease = LeaseClock(lease_s=5, renew_s=1)  # never renewed yet
+    lease = WatchedLease(lease_s=5, renew_s=1)  # never renewed yet
     runner = runner_on(runs, lease=lease)
     command = queued(runs, "return")
     handling = asyncio.create_task(runner.handle(command, never_acked))
-    await asyncio.sleep(0.2)
+    # A second look before claiming: after the first it waited, where it could have claimed
+    await looked_at(lease, 2)
+    assert runs.calls == []
     assert runs.tasks.stored[command.task_id].state is TaskState.WAITING
     lease.renewed(time.monotonic())
     await asyncio.wait_for(handling, 5)
