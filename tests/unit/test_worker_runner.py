@@ -107,6 +107,10 @@ class FakeRuns:
             raise self.claim_error
         return Claim(held, "r1", worker, version=2)
 
+    def claim_found(self, task: StoredTask, run_id: str, worker: str) -> Claim:
+        self.calls.append(("claim_found", run_id))
+        return Claim(task, run_id, worker)
+
     async def decline(self, task_id: str) -> None:
         self.calls.append(("decline", task_id))
 
@@ -209,6 +213,7 @@ async def test_a_claim_whose_answer_was_lost_is_read_back_and_the_task_run_here(
     # nobody runs. It must run here, not wait for the janitor to call a live worker missing.
     runs = FakeRuns(claim_error=DatabaseUnreachable("connection lost"))
     await runner_on(runs).handle(queued(runs, "return"), never_acked)
+    assert runs.calls[0] == ("claim_found", "r1")  # the verbs count it as claimed
     assert runs.calls[-1] == ("complete", {"ok": True})
 
 
