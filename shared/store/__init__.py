@@ -2,12 +2,16 @@
 
     Store
     ├── tasks         TaskStore: task documents, read as `StoredTask`s and changed by `Change`s
+    │   └── reservations  ReservationStore: the resources' queues
     ├── workers       WorkerStore: heartbeats
     ├── idempotency   IdempotencyKeys: Idempotency-Key records
     ├── webhooks      WebhookStore: webhook endpoints, deliveries, the sender's stream cursor
     ├── rates         RateCounters: submissions per user and slot, for the rate limit
     ├── accounts      Accounts: users, API tokens, sessions, tickets, failed sign-ins
     └── schema        indexes, made by `migrate` and checked by every service at start
+
+The tasks' change stream is followed by `task_stream.TaskStream` (the notifier) and
+`task_changes.TaskChangeFeed` (the webhook sender), each given the `TaskStore`.
 
 No module outside this package imports PyMongo (a unit test holds every module to that). A second
 backend, or a fake for unit tests, implements these classes' methods.
