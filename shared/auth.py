@@ -26,13 +26,16 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
 
 from shared.clock import utcnow
 from shared.offload import Busy, Offload
-from shared.store.accounts import Accounts, AlreadyStored, GrantRecord, UserRecord
-
-Doc = dict[str, Any]
+from shared.store.accounts import (
+    Accounts,
+    AlreadyStored,
+    GrantRecord,
+    UserRecord,
+    UserSummary,
+)
 
 DEV_USER = "dev"
 DEV_PASSWORD = "dev"
@@ -224,13 +227,9 @@ class AuthStore:
         """Revoke every API token of a user; how many there were."""
         return await self.accounts.remove_tokens(name)
 
-    async def list_users(self) -> list[Doc]:
+    async def list_users(self) -> list[UserSummary]:
         """Every user with their role and number of tokens, by name."""
-        counts = await self.accounts.token_counts()
-        return [
-            {"name": user.name, "role": user.role, "tokens": counts.get(user.name, 0)}
-            for user in await self.accounts.all_users()
-        ]
+        return await self.accounts.summaries()
 
     async def ensure_admin(self, name: str, *, password: str | None, token: str | None) -> bool:
         """Create the first administrator from configuration; False if the user exists.

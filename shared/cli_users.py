@@ -89,4 +89,4 @@ async def _do(auth: AuthStore, args: argparse.Namespace) -> str:
         await auth.set_password(args.name, new)
         return f"password of {args.name} set"
     rows = await auth.list_users()
-    return "\n".join(f"{u['name']:<24} {u['role']:<6} {u['tokens']} tokens" for u in rows)
+    return "\n".join(f"{u.name:<24} {u.role:<6} {u.tokens} tokens" for u in rows)

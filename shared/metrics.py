@@ -251,9 +251,14 @@ def queue_wait_s(task: StoredTask, now: datetime) -> float | None:
 
 
 @functools.cache
-def _run_metrics(name: str) -> tuple[Counter, Histogram, Histogram]:
-    # One labels() look-up per task type and process, not three per run (task types are few).
-    return TASKS_STARTED.labels(name), QUEUE_WAIT_SECONDS.labels(name), RUN_SECONDS.labels(name)
+def _claim_metrics(name: str) -> tuple[Counter, Histogram]:
+    # One labels() look-up per task type and process, not two per claim (task types are few).
+    return TASKS_STARTED.labels(name), QUEUE_WAIT_SECONDS.labels(name)
+
+
+@functools.cache
+def _run_seconds(name: str) -> Histogram:
+    return RUN_SECONDS.labels(name)
 
 
 @functools.cache
@@ -261,14 +266,19 @@ def _finished(name: str, outcome: str) -> Counter:
     return TASKS_FINISHED.labels(name, outcome)
 
 
-async def timed_run(task: StoredTask, run: Awaitable[T]) -> T:
-    """Await a claimed task's handler run, counting it as started, its queue wait, its run
-    time, and it among the running meanwhile."""
-    started_total, wait_seconds, run_seconds = _run_metrics(task.name)
+def claimed(task: StoredTask) -> None:
+    """A run of `task` was claimed (`Runs.claim`): count it as started, and the task's wait."""
+    started_total, wait_seconds = _claim_metrics(task.name)
     started_total.inc()
     wait_s = queue_wait_s(task, utcnow())
     if wait_s is not None:
         wait_seconds.observe(wait_s)
+
+
+async def timed_run(task: StoredTask, run: Awaitable[T]) -> T:
+    """Await a claimed task's handler run, timing it and counting it among the running
+    meanwhile (its claim counted it as started)."""
+    run_seconds = _run_seconds(task.name)
     started = time.perf_counter()
     TASKS_RUNNING.inc()
     try:

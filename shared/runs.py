@@ -131,8 +131,22 @@ class Runs:
         batch's write id is the run's id), then as the compare-and-set that reads the state from
         the task, then as the claim of a released task. A task claimed at that version is as
         the command's `snapshot` (and `name`) says: the claim knows it without reading it back.
+        A claim counts its run as started, and the task's queue wait.
         """
+        claim = await self._claim(task_id, worker, snapshot, name, version)
+        if claim is not None:
+            metrics.claimed(claim.task)
+        return claim
 
+    def claim_found(self, task: StoredTask, run_id: str, worker: str) -> Claim:
+        """The claim of `task` by `worker` as run `run_id`, stored though its answer was lost
+        (the caller read the task back and found it so): counted as `claim` counts one."""
+        metrics.claimed(task)
+        return Claim(task, run_id, worker)
+
+    async def _claim(
+        self, task_id: str, worker: str, snapshot: TaskSnapshot | None, name: str, version: int
+    ) -> Claim | None:
         def first_claim(run_id: str, at: datetime) -> Change:
             return claim_change(TaskState.WAITING, worker, run_id, at)
 

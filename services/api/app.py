@@ -174,7 +174,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.include_router(webhooks.router)
     app.include_router(meta.router)
     api_docs.install(app)
-    ui.install(app, settings)
+    ui.install(app, settings, registry)
     app.include_router(webhooks_page.router)
     observability.install(app)
     if settings.trusted_proxies:

@@ -8,12 +8,19 @@ from pydantic import BaseModel
 from services.api.problems import problem_responses
 from services.api.runtime import RuntimeDep, UserDep
 from shared.lifecycle import GROUP_STATES, TaskGroup, TaskState
+from shared.registry import Registry
 from shared.task import API_PREFIX, Task
 from shared.tasktypes.demo import DEMO_VMS, POWER_OFF, POWER_ON, POWER_TASKS, vm_by_id
 from shared.tasktypes.demo import vm_power_states as derive_power_states
 from shared.waiting_page import Flash, FlashLevel, Outcome, OutcomeHooks
 
+#: Mounted only where the power types are registered (`available`).
 router = APIRouter(prefix=f"{API_PREFIX}/demo", tags=["demo"], responses=problem_responses(401))
+
+
+def available(registry: Registry) -> bool:
+    """Whether the demo's task types are registered (`TASKLIGHT_BUILTIN_TASKS` on)."""
+    return all(name in registry for name in POWER_TASKS)
 
 
 class VmView(BaseModel):
@@ -29,10 +36,7 @@ class VmView(BaseModel):
 
 @router.get("/vms", response_model=list[VmView])
 async def list_vms(runtime: RuntimeDep, user: UserDep) -> list[VmView]:
-    """The simulated VMs, each with the power state its completed power tasks left it in; none
-    when the built-in task types are off (`TASKLIGHT_BUILTIN_TASKS`)."""
-    if POWER_OFF not in runtime.registry:
-        return []
+    """The simulated VMs, each with the power state its completed power tasks left it in."""
     power_tasks = await runtime.store.tasks.of_types(user.name, POWER_TASKS)
     powers = derive_power_states(t.model_dump() for t in power_tasks)
     pending: dict[str, str] = {}

@@ -28,6 +28,7 @@ from services.api.tasks import _owned
 from shared import waiting_page
 from shared.auth import DEV_PASSWORD, DEV_USER, Principal
 from shared.local_path import local_path
+from shared.registry import Registry
 from shared.settings import Settings
 from shared.task import API_PREFIX
 
@@ -191,8 +192,9 @@ def page(
 
 @router.get("/", response_class=HTMLResponse)
 async def home(request: Request, runtime: RuntimeDep, user: PageUserDep) -> HTMLResponse:
-    """The start page: a counting test task to try, and the simulated VMs."""
-    return page(request, runtime, user, name="home", title="Overview", body=HOME_BODY)
+    """The start page: the test tasks to try and the simulated VMs, where their types exist."""
+    body = home_body(runtime.registry)
+    return page(request, runtime, user, name="home", title="Overview", body=body)
 
 
 @router.get("/wait/{task_id}", response_class=HTMLResponse)
@@ -258,14 +260,16 @@ async def login(request: Request, runtime: RuntimeDep, next: str | None = None) 
     )
 
 
-def install(app: FastAPI, settings: Settings) -> None:
-    """Add the UI, the demo resource and the outcome route to `app`, with their on-ready hooks.
+def install(app: FastAPI, settings: Settings, registry: Registry) -> None:
+    """Add the UI, the outcome route and (when its task types are in `registry`) the demo
+    resource to `app`, with their on-ready hooks.
 
     A module named in `settings.task_modules` may define `register_outcomes(hooks)` to add
     on-ready hooks for its task types.
     """
     hooks = waiting_page.OutcomeHooks()
-    if settings.builtin_tasks:
+    with_demo = demo.available(registry)
+    if with_demo:
         demo.register_outcomes(hooks)
     for module_name in filter(None, (m.strip() for m in settings.task_modules.split(","))):
         module = importlib.import_module(module_name)
@@ -278,7 +282,9 @@ def install(app: FastAPI, settings: Settings) -> None:
         return RedirectResponse(f"/login?{urlencode({'next': exc.next_url})}", status_code=303)
 
     app.include_router(outcome.router)
-    app.include_router(demo.router)
+    if with_demo:
+        # Without its task types the demo has no VMs to show: no route, rather than an empty one.
+        app.include_router(demo.router)
     app.include_router(config_router)
     app.include_router(router)
     app.mount("/static", UiStaticFiles(), name="static")
@@ -395,16 +401,16 @@ DEV_HINT = """<p class="dev-hint" role="note"><strong>Development mode.</strong>
   <code>{user}</code> with password <code>{password}</code>. Never run a deployment like this.
 </p>"""
 
-HOME_BODY = """
+HOME_INTRO = """
 <section class="intro">
   <h1>Background tasks, live</h1>
   <p>Work that takes time is queued for a worker; this page answers at once and shows each
   change as it happens, pushed over a WebSocket. Open <em>Background tasks</em> at the top right
   to watch them.</p>
 </section>
-<div class="grid">
-<section class="card" aria-labelledby="count-title">
-  <h2 id="count-title">Try a test task</h2>
+"""
+
+COUNT_PART = """
   <p class="muted">A <code>test.count</code> task counts for <em>N</em> rounds, one progress step
   per round (about a second each).</p>
   <form id="count-form" class="form">
@@ -423,22 +429,60 @@ HOME_BODY = """
       <button type="submit" class="button" data-mode="wait">Queue and wait</button>
     </div>
   </form>
-  <div class="divider"></div>
+"""
+
+FAIL_PART = """
   <p class="muted">A <code>test.fail</code> task fails after a moment, to see how failure looks.
   </p>
   <div class="actions">
     <button type="button" id="fail-queue" class="button">Queue a failing task</button>
     <button type="button" id="fail-wait" class="button">Queue and wait</button>
   </div>
+"""
+
+TEST_TASKS_CARD = """
+<section class="card" aria-labelledby="count-title">
+  <h2 id="count-title">Try a test task</h2>
+{parts}
 </section>
+"""
+
+VMS_CARD = """
 <section class="card" aria-labelledby="vms-title">
   <h2 id="vms-title">Virtual machines <span class="tag">demo</span></h2>
   <p class="muted">Powering a VM off or on is queued, not done in this request: the worker makes
   the (simulated) provider call, and the state below changes when it is done.</p>
   <ul id="vm-list" class="vm-list" aria-live="polite"><li class="muted">Loading…</li></ul>
 </section>
-</div>
 """
+
+NOTHING_TO_TRY_CARD = """
+<section class="card" aria-labelledby="types-title">
+  <h2 id="types-title">Your tasks</h2>
+  <p class="muted">The applications of this deployment submit its tasks through the
+  <a href="/docs">REST API</a>; <em>Background tasks</em> shows yours as they run.</p>
+</section>
+"""
+
+
+#: The test types the start page offers, each with its part of the test-task card.
+HOME_TEST_PARTS = (("test.count", COUNT_PART), ("test.fail", FAIL_PART))
+
+
+def home_body(registry: Registry) -> str:
+    """The start page's body: a form for each built-in test type and the VM demo, each only
+    when its task types are registered (`TASKLIGHT_BUILTIN_TASKS` is off by default), so the
+    page never offers a task that would be refused."""
+    parts = [part for name, part in HOME_TEST_PARTS if name in registry]
+    cards = []
+    if parts:
+        cards.append(TEST_TASKS_CARD.format(parts='  <div class="divider"></div>'.join(parts)))
+    if demo.available(registry):
+        cards.append(VMS_CARD)
+    if not cards:
+        cards.append(NOTHING_TO_TRY_CARD)
+    return HOME_INTRO + '<div class="grid">' + "".join(cards) + "</div>\n"
+
 
 WAIT_BODY = """
 <section class="wait card" aria-labelledby="wait-header">

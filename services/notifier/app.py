@@ -104,7 +104,11 @@ class Notifier:
         return f"ws://{self.settings.notifier_host}:{self.settings.notifier_port}{WS_PATH}"
 
     async def start(self) -> None:
-        """Open the change stream, then accept connections: no change is missed in between."""
+        """Check the schema, open the change stream, then accept connections: no change is
+        missed in between."""
+        # Like every service: refuse a database this version has not migrated (its queries
+        # assume the indexes) with an error that says to run the migration.
+        await self.store.require_schema()
         self._follow = asyncio.create_task(self.follower.run())
         ready = asyncio.create_task(self.follower.ready.wait())
         done, _ = await asyncio.wait(

@@ -96,7 +96,7 @@ class Recorder:
         token = place.token if place is not None else None
         try:
             async with TaskChangeFeed(
-                self.store.tasks.collection, progress=progress, resume_after=token
+                self.store.tasks, progress=progress, resume_after=token
             ) as feed:
                 self.streams_opened += 1
                 if token is None:

@@ -1,7 +1,7 @@
 """Running one `RunTask` command: claim the task, run its handler, conclude with one verb.
 
-    claim (runs.claim) ─▶ handler ─▶ decisions.decide ─▶ one verb of shared/runs.py
-    └──────── a slot ────────┘
+    claim (runs.claim) ─▶ handler ─▶ decisions.after_* ─▶ one verb of shared/runs.py
+    └──────── a slot ────────┘       (a pure Decision)
 
 A handler that asks a question with no answer yet (`ctx.ask` raises `AnswerNeeded`) ends its run
 with `Runs.await_answer`: the task waits for its owner, holding no worker slot.
@@ -259,7 +259,7 @@ class Runner:
         # Held by a run of this worker that this process does not run: the lost claim's.
         if task.run.worker != self.worker_name or task_id in self.running or task.run.id is None:
             return None
-        return Claim(task, task.run.id, self.worker_name)
+        return self.runs.claim_found(task, task.run.id, self.worker_name)
 
     async def _insist(self, call: Callable[[], Awaitable[T]]) -> T:
         """Call a database operation, retrying through an outage of up to `OUTCOME_PATIENCE_S`.

@@ -2,6 +2,7 @@
 
     Store
     ├── tasks         TaskStore: task documents, read as `StoredTask`s and changed by `Change`s
+    │   └── reservations  ReservationStore: the resources' queues
     ├── workers       WorkerStore: heartbeats
     ├── idempotency   IdempotencyKeys: Idempotency-Key records
     ├── webhooks      WebhookStore: webhook endpoints, deliveries, the sender's stream cursor
@@ -9,13 +10,14 @@
     ├── accounts      Accounts: users, API tokens, sessions, tickets, failed sign-ins
     └── schema        indexes, made by `migrate` and checked by every service at start
 
+The tasks' change stream is followed by `task_stream.TaskStream` (the notifier) and
+`task_changes.TaskChangeFeed` (the webhook sender), each given the `TaskStore`.
+
 No module outside this package imports PyMongo (a unit test holds every module to that). A second
 backend, or a fake for unit tests, implements these classes' methods.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
@@ -24,7 +26,15 @@ from shared.settings import Settings
 from shared.store import schema
 from shared.store.accounts import Accounts
 from shared.store.change import ANY_RUN, Change
-from shared.store.errors import DatabaseError, DatabaseUnreachable, outcome_unknown, unreachable
+from shared.store.documents import Doc
+from shared.store.errors import (
+    DatabaseError,
+    DatabaseRefused,
+    DatabaseTimeout,
+    DatabaseUnreachable,
+    outcome_unknown,
+    unreachable,
+)
 from shared.store.idempotency import IdempotencyKeys, KeyRecord
 from shared.store.rates import RateCounters
 from shared.store.schema import SchemaOutdated
@@ -38,6 +48,8 @@ __all__ = [
     "Accounts",
     "Change",
     "DatabaseError",
+    "DatabaseRefused",
+    "DatabaseTimeout",
     "DatabaseUnreachable",
     "DueDispatch",
     "IdempotencyKeys",
@@ -52,8 +64,6 @@ __all__ = [
     "outcome_unknown",
     "unreachable",
 ]
-
-Doc = dict[str, Any]
 
 
 class Store:

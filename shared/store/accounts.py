@@ -6,16 +6,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from shared.clock import utcnow
+from shared.store.documents import Doc
 from shared.topology import API_TOKENS, FAILED_LOGINS, SESSIONS, USERS, WS_TICKETS
-
-Doc = dict[str, Any]
 
 
 class AlreadyStored(ValueError):
@@ -29,6 +27,15 @@ class UserRecord:
     name: str
     role: str
     password_hash: str | None = None
+
+
+@dataclass(frozen=True)
+class UserSummary:
+    """A user as listed: name, role, and how many API tokens it has."""
+
+    name: str
+    role: str
+    tokens: int
 
 
 @dataclass(frozen=True)
@@ -88,10 +95,15 @@ class Accounts:
         cursor = self.users.find({"_id": {"$in": names}}, {"role": 1})
         return {doc["_id"]: doc["role"] async for doc in cursor}
 
-    async def all_users(self) -> list[UserRecord]:
-        """Every user, by name (without password hashes)."""
+    async def summaries(self) -> list[UserSummary]:
+        """Every user, by name, with their number of API tokens."""
+        tokens: dict[str, int] = {}
+        async for token in self.tokens.find({}, {"user": 1}):
+            tokens[token["user"]] = tokens.get(token["user"], 0) + 1
         cursor = self.users.find({}, {"role": 1}).sort("_id", ASCENDING)
-        return [UserRecord(doc["_id"], doc["role"]) async for doc in cursor]
+        return [
+            UserSummary(doc["_id"], doc["role"], tokens.get(doc["_id"], 0)) async for doc in cursor
+        ]
 
     # --- API tokens -----------------------------------------------------------------------
 
@@ -117,13 +129,6 @@ class Accounts:
     async def remove_tokens(self, user: str) -> int:
         """Remove every token of `user`; how many there were."""
         return (await self.tokens.delete_many({"user": user})).deleted_count
-
-    async def token_counts(self) -> dict[str, int]:
-        """How many tokens each user has."""
-        counts: dict[str, int] = {}
-        async for token in self.tokens.find({}, {"user": 1}):
-            counts[token["user"]] = counts.get(token["user"], 0) + 1
-        return counts
 
     # --- sessions and tickets -------------------------------------------------------------
 

@@ -39,8 +39,7 @@ from shared.lifecycle import (
     can_move,
     phase_after,
 )
-
-Doc = dict[str, Any]
+from shared.store.documents import Doc
 
 
 class Unguarded(Enum):

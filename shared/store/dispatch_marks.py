@@ -9,11 +9,10 @@ import contextvars
 import logging
 import time
 from collections import deque
-from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
 
-Doc = dict[str, Any]
+from shared.store.documents import Doc
 
 log = logging.getLogger(__name__)
 

@@ -2,21 +2,45 @@
 
 from __future__ import annotations
 
-from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError, WTimeoutError
+from pymongo.errors import (
+    ConnectionFailure,
+    ExecutionTimeout,
+    OperationFailure,
+    PyMongoError,
+    WTimeoutError,
+)
 
 #: Any failure of a database command: a lost connection, a timeout, a refused write.
 DatabaseError = PyMongoError
+
+
+#: The database did not answer (not reachable, or the connection was lost).
+DatabaseUnreachable = ConnectionFailure
+
+#: The server answered and refused the command (a document it cannot store, say).
+DatabaseRefused = OperationFailure
+
+#: The server gave up on a command that ran past its time limit (it may have been applied).
+DatabaseTimeout = ExecutionTimeout
 
 
 def outcome_unknown(exc: BaseException) -> bool:
     """Whether a write that raised `exc` may have been applied all the same (the connection
     was lost, or the server timed out): its outcome must be read back before anything is
     decided on it."""
-    return isinstance(exc, ConnectionFailure | ExecutionTimeout | WTimeoutError)
+    return isinstance(exc, DatabaseUnreachable | DatabaseTimeout | WTimeoutError)
 
 
-#: The database did not answer (not reachable, or the connection was lost).
-DatabaseUnreachable = ConnectionFailure
+#: Server error codes meaning "this change stream's resume token is no longer usable", for both
+#: streams of the tasks: 286 ChangeStreamHistoryLost, 280 ChangeStreamFatalError, 260
+#: InvalidResumeToken, 9 FailedToParse (a token the server cannot read).
+HISTORY_LOST_CODES = frozenset({286, 280, 260, 9})
+
+
+def history_lost(exc: BaseException) -> bool:
+    """Whether a change stream that raised `exc` cannot resume where it was: what happened
+    since must be read from the tasks themselves."""
+    return isinstance(exc, OperationFailure) and exc.code in HISTORY_LOST_CODES
 
 
 def unreachable(exc: BaseException) -> bool:

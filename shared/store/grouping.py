@@ -32,8 +32,8 @@ from pymongo.errors import (
 )
 
 from shared.clock import utcnow
+from shared.store.documents import Doc
 
-Doc = dict[str, Any]
 T = TypeVar("T")
 R = TypeVar("R")
 

@@ -23,17 +23,15 @@ import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from pymongo import UpdateMany, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
 from shared.reservations import Entry, Mode
+from shared.store.documents import Doc
 from shared.store.grouping import DUPLICATE_KEY, SharedCommand
 from shared.tracing import db_write
-
-Doc = dict[str, Any]
 
 
 def _entries(doc: Doc | None) -> list[Entry]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
@@ -24,6 +23,7 @@ from pymongo.errors import OperationFailure
 
 from shared.lifecycle import FINAL_STATES, Phase, TaskState
 from shared.store.dispatch_marks import MARK
+from shared.store.documents import Doc
 from shared.topology import (
     API_TOKENS,
     FAILED_LOGINS,
@@ -35,8 +35,6 @@ from shared.topology import (
     WEBHOOK_ENDPOINTS,
     WS_TICKETS,
 )
-
-Doc = dict[str, Any]
 
 log = logging.getLogger(__name__)
 

@@ -16,18 +16,13 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import OperationFailure
 
 from shared.lifecycle import TaskState
-from shared.store.tasks import read
+from shared.store.documents import Doc
+from shared.store.errors import history_lost
+from shared.store.tasks import TaskStore, read
 from shared.webhooks.events import TaskChange
-
-Doc = dict[str, Any]
-
-#: Server error codes meaning "this resume token is no longer usable": 286
-#: ChangeStreamHistoryLost, 280 ChangeStreamFatalError, 260 InvalidResumeToken, 9 FailedToParse.
-HISTORY_LOST_CODES = frozenset({286, 280, 260, 9})
 
 
 class HistoryLost(RuntimeError):
@@ -63,12 +58,12 @@ def pipeline(*, progress: bool) -> list[Doc]:
 
 
 class TaskChangeFeed:
-    """`async with TaskChangeFeed(...) as feed`: the stream open from `resume_after` (None: from
-    now); `await feed.batch()` for what happened since."""
+    """`async with TaskChangeFeed(tasks, ...) as feed`: the stream of `tasks` open from
+    `resume_after` (None: from now); `await feed.batch()` for what happened since."""
 
     def __init__(
         self,
-        collection: AsyncCollection[Doc],
+        tasks: TaskStore,
         *,
         progress: bool,
         resume_after: Mapping[str, Any] | None,
@@ -76,7 +71,8 @@ class TaskChangeFeed:
         queued_limit: int = 5000,
         linger_s: float = 0.05,
     ) -> None:
-        self.collection = collection
+        # The collection stays in the store package: callers hand over the TaskStore.
+        self.collection = tasks.collection
         self.progress = progress
         self.resume_after = resume_after
         self.batch_limit = batch_limit
@@ -99,7 +95,7 @@ class TaskChangeFeed:
                 resume_after=self.resume_after,
             )
         except OperationFailure as exc:
-            if exc.code in HISTORY_LOST_CODES:
+            if history_lost(exc):
                 raise HistoryLost(str(exc)) from exc
             raise
         self.opened_token = self._stream.resume_token
@@ -126,9 +122,7 @@ class TaskChangeFeed:
         except asyncio.CancelledError:
             raise
         except OperationFailure as exc:
-            failure: BaseException = exc
-            if exc.code in HISTORY_LOST_CODES:
-                failure = HistoryLost(str(exc))
+            failure: BaseException = HistoryLost(str(exc)) if history_lost(exc) else exc
             await self._queue.put(failure)
         except Exception as exc:
             await self._queue.put(exc)

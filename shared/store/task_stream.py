@@ -20,14 +20,11 @@ from pymongo.errors import OperationFailure, PyMongoError
 
 from shared.clock import utcnow
 from shared.records import StoredTask
+from shared.store.errors import history_lost
 from shared.store.tasks import TaskStore, read
 
 log = logging.getLogger(__name__)
 
-#: Server error codes meaning "this resume token is no longer usable": rebuild.
-#: 286 ChangeStreamHistoryLost, 280 ChangeStreamFatalError, 260 InvalidResumeToken,
-#: 9 FailedToParse (a token the server cannot read).
-HISTORY_LOST_CODES = frozenset({286, 280, 260, 9})
 #: Only the operations that change what a client sees.
 PIPELINE: list[dict[str, Any]] = [
     {"$match": {"operationType": {"$in": ["insert", "update", "replace", "delete", "invalidate"]}}},
@@ -123,7 +120,7 @@ class TaskStream:
             except asyncio.CancelledError:
                 raise
             except (_Invalidated, OperationFailure) as exc:
-                if isinstance(exc, OperationFailure) and exc.code not in HISTORY_LOST_CODES:
+                if isinstance(exc, OperationFailure) and not history_lost(exc):
                     log.warning("change stream failed: %s; resuming in %.1f s", exc, backoff_s)
                     await asyncio.sleep(backoff_s)
                     backoff_s = min(backoff_s * 2, MAX_BACKOFF_S)

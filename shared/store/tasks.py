@@ -34,12 +34,11 @@ from shared.lifecycle import ACTIVE_STATES, FINAL_STATES, Phase, TaskState
 from shared.records import HistoryEntry, StoredTask, implied_phase
 from shared.store.change import Change, stored
 from shared.store.dispatch_marks import MARK, DispatchMarks
+from shared.store.documents import Doc
 from shared.store.grouping import GroupedWrite, SharedInserts, SharedReads, SharedWrites
 from shared.store.reservations import ReservationStore
 from shared.topology import RESERVATIONS
 from shared.tracing import db_write
-
-Doc = dict[str, Any]
 
 log = logging.getLogger(__name__)
 

@@ -23,6 +23,7 @@ from pymongo.errors import BulkWriteError
 
 from shared.records import StoredTask
 from shared.store.change import stored
+from shared.store.documents import Doc
 from shared.store.tasks import read
 from shared.topology import TASKS, WEBHOOK_CURSORS, WEBHOOK_DELIVERIES, WEBHOOK_ENDPOINTS
 from shared.webhooks.records import (
@@ -32,8 +33,6 @@ from shared.webhooks.records import (
     Endpoint,
     EndpointSecret,
 )
-
-Doc = dict[str, Any]
 
 log = logging.getLogger(__name__)
 

@@ -4,14 +4,12 @@ missing (its lease is past)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from pymongo import DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 
 from shared.records import WorkerRecord
-
-Doc = dict[str, Any]
+from shared.store.documents import Doc
 
 
 class WorkerStore:

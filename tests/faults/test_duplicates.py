@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import re
+from collections import Counter
+from pathlib import Path
 
 import httpx
 import pytest
 
 from shared.settings import Settings
 from shared.store import Store
+from tests.support import eventually
 from tests.support.faults import (
     Services,
     assert_nothing_lost_or_doubled,
@@ -21,6 +25,18 @@ from tests.support.rest import (
 )
 
 pytestmark = pytest.mark.fault
+
+#: What a worker logs when it declines the command of a task that has ended (`Runs.decline`).
+DECLINED_AS_ENDED = re.compile(r"task (\S+) already \w+; not running it again")
+
+
+def declined_as_ended(log_dir: Path) -> Counter[str]:
+    """How many copies of each task's command the workers declined because it had ended, as
+    their logs (one folder per worker) say."""
+    found: Counter[str] = Counter()
+    for log in log_dir.rglob("worker.log"):
+        found.update(DECLINED_AS_ENDED.findall(log.read_text(errors="replace")))
+    return found
 
 
 @pytest.mark.timeout(120)
@@ -47,13 +63,17 @@ async def test_a_command_published_twice_runs_its_task_once(
 
     # And a copy arriving after the task ended changes nothing
     before = {doc["_id"]: doc["version"] async for doc in fault_store.tasks.collection.find({})}
-    for task_id in ids[:5]:
+    declined = declined_as_ended(services.log_dir)
+    late = ids[:5]
+    for task_id in late:
         await publish_again(settings, task_id, "test.count")
-    for _ in range(100):
-        if await queued_commands(settings) == 0:
-            break
-        await asyncio.sleep(0.1)
-    await asyncio.sleep(1)  # the last copies taken are being looked at
+    # Each copy was taken, its task found ended, and the copy declined: looked at, all of them
+    await eventually(
+        lambda: asyncio.sleep(0, declined_as_ended(services.log_dir)),
+        lambda now: all(now[t] > declined[t] for t in late),
+        timeout_s=30,
+    )
+    assert await queued_commands(settings) == 0
     after = {doc["_id"]: doc["version"] async for doc in fault_store.tasks.collection.find({})}
     assert after == before
     await assert_nothing_lost_or_doubled(fault_store, ids)

@@ -68,7 +68,12 @@ async def test_a_task_longer_than_the_consumer_timeout_runs_once_to_its_end(
             timeout_s=TASK_S + 30,
             interval_s=0.5,
         )
-        await asyncio.sleep(0.5)
+        # A task queued after it has run, and the worker idle again: a copy of the first task's
+        # command that the broker still held (returned, it goes ahead of what is queued) was
+        # delivered before that task's command, and its handling is over by then.
+        after = await submit(api, "test.count", rounds=0)
+        await eventually(lambda: read(api, after), lambda t: t["state"] == "completed")
+        await eventually(lambda: asyncio.sleep(0, len(worker.runner.handling)), lambda n: n == 0)
     finally:
         await worker.stop(grace_s=0)
 
@@ -80,3 +85,4 @@ async def test_a_task_longer_than_the_consumer_timeout_runs_once_to_its_end(
     log = caplog.text
     assert "PRECONDITION_FAILED" not in log
     assert "dropping this copy" not in log
+    assert f"task {task_id} already completed; not running it again" not in log

@@ -78,6 +78,26 @@ async def test_claims_sent_together_tell_each_caller_whether_its_own_applied(
     assert await store.tasks.due_dispatches(utcnow()) == []
 
 
+async def test_a_claim_counts_its_run_as_started_once_and_a_lost_race_counts_nothing(
+    store: Store, runs: Runs
+) -> None:
+    labels = {"task_type": "unit.claimed"}
+
+    def counted() -> tuple[float, float]:
+        registry = metrics.WORKER_REGISTRY
+        return (
+            metrics.sample(registry, "tasklight_tasks_started_total", labels),
+            metrics.sample(registry, "tasklight_task_queue_wait_seconds_count", labels),
+        )
+
+    before = counted()
+    [task_id] = await waiting(store, 1, name=labels["task_type"])
+    claims = await asyncio.gather(runs.claim(task_id, "w1"), runs.claim(task_id, "w2"))
+    assert sum(claim is not None for claim in claims) == 1
+    # The verb counts the run it started, and its wait; the claim that lost counts nothing.
+    assert counted() == (before[0] + 1, before[1] + 1)
+
+
 async def test_ends_sent_together_apply_only_for_the_run_that_holds_each_task(
     store: Store, runs: Runs
 ) -> None:

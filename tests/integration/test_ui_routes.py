@@ -7,9 +7,12 @@ import re
 import httpx
 import pytest
 
+from services.api.app import create_app
 from services.stack import ROOT
 from services.worker.app import Worker
+from shared.settings import Settings
 from tests.support import eventually
+from tests.support.servers import DEV_AUTH, ServerThread
 
 pytestmark = pytest.mark.integration
 
@@ -37,6 +40,42 @@ async def test_the_pages_are_html_naming_the_notifier_of_the_request_host(
     assert match.group(1) == config["notifier_url"]
     assert config["notifier_url"].startswith("ws://127.0.0.1:")
     assert port is not None
+
+
+#: What the start page shows of each built-in part: the test tasks' forms, the VM demo.
+BUILTIN_PARTS = ("test.count", 'id="count-form"', "test.fail", 'id="fail-queue"', 'id="vm-list"')
+
+
+async def test_the_start_page_offers_the_builtin_types_where_they_are_registered(
+    api: httpx.AsyncClient,
+) -> None:
+    page = (await api.get("/")).text  # the tests' settings turn the built-in types on
+
+    assert [part for part in BUILTIN_PARTS if part not in page] == []
+    assert (await api.get("/api/v1/demo/vms")).status_code == 200
+
+
+async def test_without_the_builtin_types_the_start_page_offers_none_and_the_demo_is_gone(
+    settings: Settings,
+) -> None:
+    # The deployment default: TASKLIGHT_BUILTIN_TASKS off.
+    off = settings.model_copy(update={"builtin_tasks": False})
+    app = create_app(off)
+    async with (
+        ServerThread(app, off.api_port),
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{off.api_port}", headers=DEV_AUTH) as api,
+    ):
+        home = await api.get("/")
+        vms = await api.get("/api/v1/demo/vms")
+        types = {t["name"] for t in (await api.get("/api/v1/task-types")).json()}
+
+    assert home.status_code == 200
+    assert [part for part in BUILTIN_PARTS if part in home.text] == []
+    assert "Virtual machines" not in home.text
+    assert 'href="/docs"' in home.text  # what it offers instead
+    assert types == set()  # nothing of what the page left out exists
+    assert vms.status_code == 404
+    assert not any(path.startswith("/api/v1/demo") for path in app.openapi()["paths"])
 
 
 async def test_the_api_serves_the_browser_package_itself_and_nothing_else_of_its_folder(

@@ -89,15 +89,28 @@ def test_submissions_are_counted_per_task_type() -> None:
     assert metrics.sample(registry, name, {"task_type": "b.y"}) == before["b.y"] + 1
 
 
-async def test_a_run_counts_as_started_waited_ran_and_running_meanwhile() -> None:
+def test_a_claim_counts_the_run_as_started_and_the_wait_before_it() -> None:
     registry = metrics.WORKER_REGISTRY
-    labels = {"task_type": "unit.run"}
+    labels = {"task_type": "unit.claim"}
     started = metrics.sample(registry, "tasklight_tasks_started_total", labels)
     waits = metrics.sample(registry, "tasklight_task_queue_wait_seconds_count", labels)
     wait_sum = metrics.sample(registry, "tasklight_task_queue_wait_seconds_sum", labels)
+
+    metrics.claimed(stored_task(name="unit.claim", created_at=utcnow() - timedelta(seconds=2)))
+
+    assert metrics.sample(registry, "tasklight_tasks_started_total", labels) == started + 1
+    assert metrics.sample(registry, "tasklight_task_queue_wait_seconds_count", labels) == waits + 1
+    waited = metrics.sample(registry, "tasklight_task_queue_wait_seconds_sum", labels) - wait_sum
+    assert 2.0 <= waited < 10.0
+
+
+async def test_a_run_counts_as_ran_and_running_meanwhile_not_as_started_again() -> None:
+    registry = metrics.WORKER_REGISTRY
+    labels = {"task_type": "unit.run"}
+    started = metrics.sample(registry, "tasklight_tasks_started_total", labels)
     runs = metrics.sample(registry, "tasklight_task_run_seconds_count", labels)
     run_sum = metrics.sample(registry, "tasklight_task_run_seconds_sum", labels)
-    doc = stored_task(name="unit.run", created_at=utcnow() - timedelta(seconds=2))
+    doc = stored_task(name="unit.run")
     gate = asyncio.Event()
 
     async def handler() -> str:
@@ -111,10 +124,7 @@ async def test_a_run_counts_as_started_waited_ran_and_running_meanwhile() -> Non
     gate.set()
     assert await running == "done"
 
-    assert metrics.sample(registry, "tasklight_tasks_started_total", labels) == started + 1
-    assert metrics.sample(registry, "tasklight_task_queue_wait_seconds_count", labels) == waits + 1
-    waited = metrics.sample(registry, "tasklight_task_queue_wait_seconds_sum", labels) - wait_sum
-    assert 2.0 <= waited < 10.0
+    assert metrics.sample(registry, "tasklight_tasks_started_total", labels) == started
     assert metrics.sample(registry, "tasklight_task_run_seconds_count", labels) == runs + 1
     ran = metrics.sample(registry, "tasklight_task_run_seconds_sum", labels) - run_sum
     assert 0.05 <= ran < 5.0

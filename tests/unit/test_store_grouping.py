@@ -1,4 +1,4 @@
-"""Group commit (shared/batching.py `_Batcher`): alone at once, together while one is out."""
+"""Group commit (shared/store/grouping.py `_Batcher`): alone at once, together while one is out."""
 
 from __future__ import annotations
 
@@ -21,6 +21,17 @@ class Recorder:
             future.set_result(item * 10)
 
 
+async def what_they_scheduled_ran() -> None:
+    """Return once the callbacks scheduled so far have run, and the ones they scheduled, and
+    theirs (the batcher's flush, then its send): the event loop runs ready callbacks in the
+    order they were scheduled, so a marker scheduled behind each round runs after it."""
+    loop = asyncio.get_running_loop()
+    done = asyncio.Event()
+    # Behind the submits; then behind a flush they scheduled; then behind the send it started.
+    loop.call_soon(loop.call_soon, loop.call_soon, done.set)
+    await done.wait()
+
+
 async def test_an_item_alone_goes_at_once_and_later_ones_wait_to_go_together() -> None:
     recorder = Recorder()
     batcher: _Batcher[int, int] = _Batcher(recorder.send)
@@ -30,8 +41,8 @@ async def test_an_item_alone_goes_at_once_and_later_ones_wait_to_go_together() -
     # Sent without waiting for a timer: nothing else was there.
     assert recorder.batches == [[1]]
     rest = [asyncio.create_task(batcher.submit(n)) for n in (2, 3, 4)]
-    await asyncio.sleep(0.01)
-    # While the first is out, the others wait for it.
+    await what_they_scheduled_ran()
+    # While the first is out, the others wait for it: a send they scheduled would have begun.
     assert recorder.batches == [[1]]
     recorder.release.set()
     assert await asyncio.gather(first, *rest) == [10, 20, 30, 40]

@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 from typing import cast
 
 import pytest
-from pymongo.errors import AutoReconnect, ExecutionTimeout, NetworkTimeout, OperationFailure
 
 from services.worker.dead_letters import DeadLetter, DeadLetters, Settle
 from shared import metrics
 from shared.messages import RunTask
 from shared.runs import Runs
+from shared.store import DatabaseRefused, DatabaseTimeout, DatabaseUnreachable
 from tests.support import stored_task
 
 ATTEMPTS = 3
@@ -83,8 +83,12 @@ async def test_a_database_that_does_not_answer_spends_none_of_the_tries() -> Non
     """Given a command on its last counted try, when the database does not answer its tries
     (more of them than the command has), then each is made again once it answers, and the task
     fails when the database takes the write: nothing is requeued or parked."""
-    outage = [AutoReconnect("down"), NetworkTimeout("slow"), ExecutionTimeout("timed out")]
-    runs = FakeRuns(fail_errors=[*outage, AutoReconnect("still down")])
+    outage = [
+        DatabaseUnreachable("down"),
+        DatabaseUnreachable("slow"),
+        DatabaseTimeout("timed out"),
+    ]
+    runs = FakeRuns(fail_errors=[*outage, DatabaseUnreachable("still down")])
     built = Scene(runs)
     last = letter(tries=ATTEMPTS)
     before = parked_total()
@@ -96,7 +100,7 @@ async def test_a_database_that_does_not_answer_spends_none_of_the_tries() -> Non
 
 
 async def test_a_refused_try_is_counted_and_the_command_requeued() -> None:
-    runs = FakeRuns(fail_errors=[OperationFailure("refused")])
+    runs = FakeRuns(fail_errors=[DatabaseRefused("refused")])
     built = Scene(runs)
     assert await built.handler.settle(letter(tries=ATTEMPTS - 1)) is Settle.REQUEUE
     assert (built.parked, runs.parked, built.waits) == ([], [], 0)
@@ -105,7 +109,7 @@ async def test_a_refused_try_is_counted_and_the_command_requeued() -> None:
 async def test_the_last_refused_try_fails_the_task_by_the_least_write_and_parks_the_command() -> (
     None
 ):
-    runs = FakeRuns(fail_errors=[OperationFailure("history is not an array")])
+    runs = FakeRuns(fail_errors=[DatabaseRefused("history is not an array")])
     built = Scene(runs)
     last = letter(tries=ATTEMPTS)
     before = parked_total()
@@ -121,7 +125,7 @@ async def test_a_task_even_the_least_write_cannot_fail_stays_and_its_command_is_
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     runs = FakeRuns(
-        fail_errors=[OperationFailure("refused")], park_errors=[OperationFailure("refused too")]
+        fail_errors=[DatabaseRefused("refused")], park_errors=[DatabaseRefused("refused too")]
     )
     built = Scene(runs)
     last = letter(tries=ATTEMPTS)

@@ -10,7 +10,6 @@ from typing import Any, Literal, cast
 
 import pytest
 from pydantic import BaseModel
-from pymongo.errors import AutoReconnect, NetworkTimeout
 
 from services.worker.janitor import EXPIRY_MARGIN_S, Janitor, relays, requeues_when_lost
 from shared.clock import utcnow
@@ -21,6 +20,7 @@ from shared.registry import Registry, TaskType
 from shared.runs import Runs
 from shared.settings import Settings
 from shared.store import DueDispatch, Store
+from shared.store.errors import DatabaseTimeout, DatabaseUnreachable
 from shared.task import Attempt
 from tests.support import stored_task
 
@@ -190,11 +190,11 @@ async def test_a_failing_repair_holds_up_no_other_and_only_an_unreachable_databa
     assert await watcher.sweep() is True
     assert sorted(done) == sorted(names)
     # One that fails for want of the database: the rest still run; liveness is not judged.
-    failure[0] = AutoReconnect("connection closed")
+    failure[0] = DatabaseUnreachable("connection closed")
     done.clear()
     assert await watcher.sweep() is False
     assert sorted(done) == sorted(names)
-    failure[0] = NetworkTimeout("timed out")
+    failure[0] = DatabaseTimeout("timed out")
     assert await watcher.sweep() is False
 
 

@@ -10,7 +10,6 @@ from typing import Any, cast
 
 import pytest
 from pydantic import BaseModel
-from pymongo.errors import AutoReconnect
 
 from services.worker.decisions import STOPPED_AFTER_GRACE
 from services.worker.lease import LeaseClock
@@ -23,6 +22,7 @@ from shared.records import Run, StoredTask
 from shared.registry import Registry, TaskContext, TaskType
 from shared.retries import RetryPolicy
 from shared.runs import Claim, Hold, Runs
+from shared.store.errors import DatabaseUnreachable
 from shared.submission import Submissions
 from shared.task import ProgressReport
 from shared.tasks import Retry
@@ -107,6 +107,10 @@ class FakeRuns:
             raise self.claim_error
         return Claim(held, "r1", worker, version=2)
 
+    def claim_found(self, task: StoredTask, run_id: str, worker: str) -> Claim:
+        self.calls.append(("claim_found", run_id))
+        return Claim(task, run_id, worker)
+
     async def decline(self, task_id: str) -> None:
         self.calls.append(("decline", task_id))
 
@@ -117,7 +121,7 @@ class FakeRuns:
     async def _end(self, verb: str, detail: Any) -> bool:
         if self.failing_ends:
             self.failing_ends -= 1
-            raise AutoReconnect("connection lost")
+            raise DatabaseUnreachable("connection lost")
         self.calls.append((verb, detail))
         return True
 
@@ -207,13 +211,14 @@ async def test_a_stopping_worker_hands_back_what_outlasts_its_grace() -> None:
 async def test_a_claim_whose_answer_was_lost_is_read_back_and_the_task_run_here() -> None:
     # The claim was stored, but its answer lost: the task is held by this worker's run, which
     # nobody runs. It must run here, not wait for the janitor to call a live worker missing.
-    runs = FakeRuns(claim_error=AutoReconnect("connection lost"))
+    runs = FakeRuns(claim_error=DatabaseUnreachable("connection lost"))
     await runner_on(runs).handle(queued(runs, "return"), never_acked)
+    assert runs.calls[0] == ("claim_found", "r1")  # the verbs count it as claimed
     assert runs.calls[-1] == ("complete", {"ok": True})
 
 
 async def test_a_claim_whose_answer_was_lost_and_that_did_not_apply_is_declined() -> None:
-    runs = FakeRuns(claim_error=AutoReconnect("connection lost"))
+    runs = FakeRuns(claim_error=DatabaseUnreachable("connection lost"))
     command = queued(runs, "return")
     other = runs.tasks.stored[command.task_id].model_copy(
         update={"state": TaskState.RUNNING, "phase": Phase.HELD, "run": Run(id="r9", worker="w2")}
@@ -223,7 +228,7 @@ async def test_a_claim_whose_answer_was_lost_and_that_did_not_apply_is_declined(
         task_id: str, worker: str, snapshot: object = None, name: str = "", version: int = 1
     ) -> Claim | None:
         runs.tasks.stored[task_id] = other
-        raise AutoReconnect("connection lost")
+        raise DatabaseUnreachable("connection lost")
 
     runs.claim = claim_by_another  # type: ignore[method-assign]
     await runner_on(runs).handle(command, never_acked)
@@ -298,6 +303,23 @@ def renewed_now(lease_s: float = 5, renew_s: float = 1) -> LeaseClock:
     return lease
 
 
+@dataclass
+class WatchedLease(LeaseClock):
+    """A lease that counts the runner's looks at it: each look is a round of a loop that
+    decided, from what it saw, whether to act; evidence that it could have acted by now."""
+
+    looks: int = 0
+
+    def fenced(self, now: float) -> bool:
+        self.looks += 1
+        return super().fenced(now)
+
+
+async def looked_at(lease: WatchedLease, times: int) -> None:
+    """Wait until the runner has looked at `lease` `times` times."""
+    await eventually(lambda: asyncio.sleep(0, lease.looks), lambda looks: looks >= times)
+
+
 async def test_a_worker_that_lost_its_lease_stops_its_handler_and_writes_nothing() -> None:
     runs = FakeRuns()
     lease = renewed_now()
@@ -322,7 +344,7 @@ async def test_a_worker_that_lost_its_lease_stops_its_handler_and_writes_nothing
 
 async def test_once_its_lease_is_back_a_worker_gives_up_the_runs_it_stopped() -> None:
     runs = FakeRuns()
-    lease = renewed_now()
+    lease = WatchedLease(lease_s=5, renew_s=1)
     given_up: list[tuple[str, str]] = []
 
     async def give_up(task_id: str, run_id: str) -> None:
@@ -333,7 +355,8 @@ async def test_once_its_lease_is_back_a_worker_gives_up_the_runs_it_stopped() ->
     lease.renewed_at = time.monotonic() - 4  # lost: nothing is given up while it is
     watchdog = asyncio.create_task(runner.fence_forever(0.01))
     try:
-        await asyncio.sleep(0.1)
+        # A second look at the lost lease: the first round, which could have given up, is over
+        await looked_at(lease, 2)
         assert given_up == []
         lease.renewed(time.monotonic())  # back
         await eventually(lambda: asyncio.sleep(0, runner.abandoned), lambda left: left == {})
@@ -356,11 +379,13 @@ async def test_a_handler_that_swallows_the_fence_still_writes_nothing() -> None:
 
 async def test_a_worker_without_a_lease_claims_nothing_until_it_is_renewed() -> None:
     runs = FakeRuns()
-    lease = LeaseClock(lease_s=5, renew_s=1)  # never renewed yet
+    lease = WatchedLease(lease_s=5, renew_s=1)  # never renewed yet
     runner = runner_on(runs, lease=lease)
     command = queued(runs, "return")
     handling = asyncio.create_task(runner.handle(command, never_acked))
-    await asyncio.sleep(0.2)
+    # A second look before claiming: after the first it waited, where it could have claimed
+    await looked_at(lease, 2)
+    assert runs.calls == []
     assert runs.tasks.stored[command.task_id].state is TaskState.WAITING
     lease.renewed(time.monotonic())
     await asyncio.wait_for(handling, 5)

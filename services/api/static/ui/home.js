@@ -1,4 +1,5 @@
-// The overview page: start test tasks, and the simulated VMs (queue and tell).
+// The overview page: start test tasks, and the simulated VMs (queue and tell). The server
+// renders each part only where its task types are registered, so each is looked for first.
 
 import { isFinal } from "/static/tasklight.js";
 import { fill, h, plural } from "/static/ui/dom.js";
