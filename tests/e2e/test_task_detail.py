@@ -224,3 +224,62 @@ async def test_a_task_released_for_a_retry_says_no_worker_holds_it_and_why(
         assert "alive" not in text, text
     held = [text for phase, text in seen if phase == "held"]
     assert all("holds it under a lease" in text for text in held), held
+
+
+async def test_canceling_from_the_detail_page_asks_first_and_keeping_it_sends_nothing(
+    page: Page, stack: Stack
+) -> None:
+    task = await stack.submit("test.count", {"rounds": 60, "round_s": 0.5})
+    await task_in_phase(stack, task["id"], "held")
+    cancels: list[str] = []
+    page.on("request", lambda r: cancels.append(r.url) if r.url.endswith("/cancel") else None)
+    await page.goto(f"/tasks/{task['id']}")
+    button = page.get_by_role("button", name="Cancel task")
+    confirm = page.locator("#confirm-dialog")
+
+    # When Cancel is pressed, the confirmation names the task and says what canceling does
+    await button.click()
+    await expect(confirm).to_be_visible()
+    await expect(confirm.locator("h2")).to_have_text("Cancel “Count”?")
+    await expect(confirm).to_contain_text("This task is running")
+    await expect(confirm).to_contain_text("listed under Failed, as canceled")
+    # And "Keep it" leaves it running
+    await confirm.get_by_role("button", name="Keep it").click()
+    await expect(confirm).to_be_hidden()
+    await expect(page.locator("#detail h1 .chip")).to_have_text("Running")
+
+    # When it is confirmed, the task is canceled, and the page follows it by push
+    await button.click()
+    await confirm.get_by_role("button", name="Cancel task").click()
+    await expect(page.locator("#detail h1 .chip")).to_have_text("Canceled")
+    assert (await stack.wait_final(task["id"]))["state"] == "canceled"
+    assert len(cancels) == 1, cancels  # only the confirmed one was sent
+
+
+async def test_deleting_from_the_detail_page_asks_first_then_goes_back_to_the_overview(
+    page: Page, stack: Stack
+) -> None:
+    task = await stack.submit("test.count", {"rounds": 1, "round_s": 0})
+    await stack.wait_final(task["id"])
+    deletes: list[str] = []
+    page.on("request", lambda r: deletes.append(r.url) if r.method == "DELETE" else None)
+    await page.goto(f"/tasks/{task['id']}")
+    button = page.get_by_role("button", name="Delete")
+    confirm = page.locator("#confirm-dialog")
+
+    # When Delete is pressed, the confirmation names the task and says it cannot be undone
+    await button.click()
+    await expect(confirm.locator("h2")).to_have_text("Delete “Count”?")
+    await expect(confirm).to_contain_text("cannot be undone")
+    # And "Keep it" keeps it
+    await confirm.get_by_role("button", name="Keep it").click()
+    await expect(confirm).to_be_hidden()
+    await expect(page).to_have_url(f"{stack.base_url}/tasks/{task['id']}")
+
+    # When it is confirmed, the task is gone and the overview says so
+    await button.click()
+    await confirm.get_by_role("button", name="Delete").click()
+    await expect(page).to_have_url(f"{stack.base_url}/")
+    await expect(page.locator(".flash")).to_contain_text("“Count” deleted.")
+    assert (await stack.api.get(f"/api/v1/tasks/{task['id']}")).status_code == 404
+    assert deletes == [f"{stack.base_url}/api/v1/tasks/{task['id']}"]  # only the confirmed one
