@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install js-deps prerequisites screenshots run scale-demo test test-unit test-integration test-faults lint format contracts bench clean
+.PHONY: install js-deps prerequisites prerequisites-faults screenshots run scale-demo test test-unit test-integration test-faults lint format contracts bench clean
 
 install: $(STAMP)
 
@@ -24,6 +24,10 @@ clients/js/node_modules/.package-lock.json: clients/js/package-lock.json
 prerequisites:
 	bash .ci/prerequisites
 
+## The same, and root for the fault test that cuts a worker off in a network namespace.
+prerequisites-faults:
+	bash .ci/prerequisites --faults "$(MAKECMDGOALS)"
+
 ## Start the whole system on its embedded defaults and print where to open it (Ctrl-C stops it).
 run: install
 	$(PY) -m services.stack
@@ -34,7 +38,7 @@ scale-demo: install
 
 ## Unit, integration, browser, client and fault tests against real RabbitMQ and a real
 ## MongoDB-wire server. A skipped test fails the run (TASKLIGHT_ALLOW_SKIPS=1 accepts skips, loudly).
-test: prerequisites install js-deps
+test: prerequisites-faults install js-deps
 	$(PY) -m pytest
 
 ## Retake the screenshots in docs/ (desktop and phone) in Chromium, from a running stack; commit them.
@@ -49,7 +53,7 @@ test-integration: prerequisites install js-deps
 
 ## The fault tests alone (part of `make test` too): processes killed, a RabbitMQ cluster's nodes
 ## killed and paused, a worker cut off in a network namespace; their figures close the output.
-test-faults: prerequisites install
+test-faults: prerequisites-faults install
 	$(PY) -m pytest tests/faults
 
 lint: install js-deps

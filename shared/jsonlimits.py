@@ -5,6 +5,9 @@ Refused, wherever it comes from:
 
 - text that is not JSON: not UTF-8, a syntax error, or `NaN` / `Infinity` (Python's `json`
   accepts those; JSON, RFC 8259, does not, and they would be stored as something else);
+- a number out of range: one beyond a double's range (`1e400`, which Python would read as
+  `Infinity`: refused as Infinity is, not later and otherwise), or an integer too long to read
+  (longer than the interpreter converts: 4300 digits by default);
 - a string or key holding a lone UTF-16 surrogate (`"\\ud800"`): valid JSON syntax, but no
   Unicode text, so neither BSON nor UTF-8 can hold it (RFC 7493, I-JSON, refuses it too);
 - nesting deeper than a limit: `MAX_DEPTH` levels of objects and arrays in a task's free JSON,
@@ -20,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +62,14 @@ def _refuse_constant(name: str) -> Any:
     raise JsonRefused(f"{name} is not JSON (only finite numbers are)")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        shown = text if len(text) <= 40 else f"{text[:20]}…{text[-10:]}"
+        raise JsonRefused(f"{shown} is out of range (numbers must be finite doubles)")
+    return value
+
+
 def loads(data: bytes | str, *, max_depth: int = MAX_DOCUMENT_DEPTH) -> Any:
     """The JSON value of a request body or frame; raises `JsonRefused` saying what is wrong."""
     if isinstance(data, bytes):
@@ -68,12 +80,19 @@ def loads(data: bytes | str, *, max_depth: int = MAX_DOCUMENT_DEPTH) -> Any:
     else:
         text = data
     try:
-        value = json.loads(text, parse_constant=_refuse_constant)
+        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except RecursionError:
         # The parser recurses per level: a document this deep is refused for its depth.
         raise JsonRefused(_deeper(max_depth), too_deep=True) from None
     except json.JSONDecodeError as exc:
         raise JsonRefused(f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except JsonRefused:
+        raise
+    except ValueError:
+        # The one other ValueError the parser raises: an integer longer than the interpreter
+        # converts, which would otherwise escape as a crash.
+        digits = sys.get_int_max_str_digits()
+        raise JsonRefused(f"an integer is out of range (over {digits} digits)") from None
     found = violations(value, [], max_depth=max_depth, storable=False)
     if found:
         first = found[0]

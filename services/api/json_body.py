@@ -3,8 +3,9 @@
 database (or a later read) would choke on.
 
 A body must be sent as `application/json` (or `application/<something>+json`), in UTF-8; it is
-refused with 415 otherwise, 400 `malformed-json` when it is not strict JSON (NaN and Infinity
-included), 400 `too-deep` when it nests deeper than `MAX_DOCUMENT_DEPTH`.
+refused with 415 otherwise, 400 `malformed-json` when it is not strict JSON (NaN, Infinity and
+numbers beyond a double's range included), 400 `too-deep` when it nests deeper than
+`MAX_DOCUMENT_DEPTH`.
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ class JsonBodyMiddleware:
             sent = ", ".join(c.decode("latin-1") for c in content_types) or "none"
             return (
                 "urn:tasklight:problem:unsupported-media-type",
-                f"send the body as JSON with content-type: application/json (it came as {sent})",
+                "send the body as JSON with content-type: application/json (or another "
+                f"application/…+json type; it came as {sent})",
             )
         try:
             loads(body, max_depth=MAX_DOCUMENT_DEPTH)

@@ -11,9 +11,13 @@ from typing import Any
 
 import pytest
 
+from shared.clock import utcnow
 from shared.errors import TaskCanceled, TaskFailed
+from shared.lifecycle import TaskState
 from shared.registry import load_registry
+from shared.task import Task
 from shared.tasks import MemoryContext
+from shared.waiting_page import OutcomeHooks
 
 EXAMPLE_DIR = Path(__file__).resolve().parents[2] / "examples" / "reports"
 # What PYTHONPATH=examples/reports does for the services.
@@ -115,3 +119,39 @@ def test_naming_the_module_in_task_modules_adds_the_type_with_its_retry_policy()
     assert report.retry.retries(OSError())
     assert report.on_worker_lost == "requeue"
     assert report.schema()["required"] == ["title", "sections"]
+
+
+@pytest.mark.parametrize(("headings", "suffix"), [(["North"], "section"), (["N", "S"], "sections")])
+async def test_the_progress_counts_sections_in_the_form_the_number_takes(
+    headings: list[str], suffix: str
+) -> None:
+    ctx = MemoryContext()
+
+    await tasks.render_report(args(sections=headings), ctx)
+
+    assert ctx.reports[0].suffix == suffix  # "1/1 section", "2/2 sections"
+
+
+@pytest.mark.parametrize(("count", "said"), [(1, "(1 section)"), (2, "(2 sections)")])
+async def test_the_ready_message_counts_sections_in_the_form_the_number_takes(
+    count: int, said: str
+) -> None:
+    hooks = OutcomeHooks()
+    tasks.register_outcomes(hooks)
+    at = utcnow()
+    task = Task(
+        id="task-1",
+        name=tasks.NAME,
+        state=TaskState.COMPLETED,
+        created_at=at,
+        updated_at=at,
+        owner="dev",
+        args={"title": "Q3 sales"},
+        result={"sections": count},
+        version=5,
+    )
+
+    outcome = await hooks.outcome(task)
+
+    assert outcome.flash is not None
+    assert outcome.flash.message == f"Report “Q3 sales” is ready {said}."

@@ -51,6 +51,10 @@ def test_a_document_deeper_than_the_parser_can_go_is_refused_for_its_depth(level
         (b'{"x": NaN}', "NaN is not JSON"),
         (b'{"x": Infinity}', "Infinity is not JSON"),
         (b'{"x": -Infinity}', "-Infinity is not JSON"),
+        # Beyond a double's range: Python would read these as Infinity
+        (b'{"x": 1e400}', "1e400 is out of range"),
+        (b'{"x": [1, -2.5E+999]}', "-2.5E+999 is out of range"),
+        (b'{"x": ' + b"1" * 5000 + b"}", "an integer is out of range"),
         (b'{"x": "\xff"}', "not UTF-8"),
         (b'{"x": "\\ud800"}', "lone UTF-16 surrogate"),
         (b'{"\\udfff": 1}', "lone UTF-16 surrogate"),
@@ -64,6 +68,15 @@ def test_what_is_not_json_text_is_refused_saying_why(text: bytes, says: str) -> 
     assert says in str(refused.value)
     assert not refused.value.too_deep
     str(refused.value).encode("utf-8")  # the reason itself can be sent back
+
+
+def test_numbers_at_the_ends_of_a_doubles_range_are_numbers() -> None:
+    assert loads(b"[1.7976931348623157e308, -1e308, 1e-400, 123456789012345678901234567890]") == [
+        1.7976931348623157e308,
+        -1e308,
+        0.0,  # below the smallest double: it reads as zero, a finite number
+        123456789012345678901234567890,
+    ]
 
 
 def test_paired_surrogates_and_nul_in_text_are_text() -> None:
@@ -108,7 +121,11 @@ def test_a_websocket_frame_nested_too_deep_is_a_protocol_error_not_a_crash() -> 
     assert parse('{"type": "ping", "id": "p1"}') == PingMessage(type="ping", id="p1")
 
 
-def test_a_websocket_frame_with_nan_or_a_lone_surrogate_is_a_protocol_error() -> None:
-    for frame in ('{"type": "ping", "id": NaN}', '{"type": "ping", "id": "\\ud800"}'):
+def test_a_websocket_frame_with_nan_an_overflow_or_a_lone_surrogate_is_a_protocol_error() -> None:
+    for frame in (
+        '{"type": "ping", "id": NaN}',
+        '{"type": "ping", "id": 1e400}',
+        '{"type": "ping", "id": "\\ud800"}',
+    ):
         with pytest.raises(ProtocolError):
             parse(frame)

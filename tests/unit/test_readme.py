@@ -1,7 +1,8 @@
 """The README is for users first: it opens with the two commands, documents every setting and
-every built-in task type, runs the CLI from the virtualenv, links the performance figures
-instead of holding them, and, like every file of the repository, stands alone (it names product
-patterns, never notes from outside the repository)."""
+every built-in task type, runs the CLI from the virtualenv, names only paths that exist, links
+the performance figures and the problem types instead of holding copies of them, and, like
+every file of the repository, stands alone (it names product patterns, never notes from
+outside the repository)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import re
 import subprocess
 from pathlib import Path
 
+from services.api.problems import PROBLEM_TYPES
 from shared.registry import load_registry
 from shared.settings import Settings
 
@@ -18,6 +20,14 @@ README = (ROOT / "README.md").read_text()
 OUTSIDE_REFERENCE = re.compile(
     r"\bseeds? \d|\bseed's\b|\bthe seeds?\b|DESIGN\.md|\bissue\s*#?\d+", re.IGNORECASE
 )
+
+
+def tracked_files() -> list[str]:
+    """The repository's files, as git tracks them."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True, text=True
+    ).stdout
+    return [name for name in listed.split("\0") if name]
 
 
 def env_name(field: str) -> str:
@@ -44,10 +54,82 @@ def test_every_built_in_task_type_is_in_the_readme_table() -> None:
     assert missing == []
 
 
+#: A fenced code block, at any indentation (a block in a list item is indented).
+CODE_BLOCK = re.compile(r"^([ \t]*)```[^\n]*\n(.*?)^\1```", re.MULTILINE | re.DOTALL)
+
+
+def cli_commands(markdown: str) -> list[str]:
+    """The program of every command line of the code blocks that runs one of the CLIs."""
+    return [
+        command
+        for _, block in CODE_BLOCK.findall(markdown)
+        for command in re.findall(r"^\s*(\S*tasklight(?:-server)?)\s", block, re.MULTILINE)
+    ]
+
+
 def test_cli_examples_run_from_the_virtualenv() -> None:
-    commands = re.findall(r"^(\S*tasklight(?:-server)?) ", README, re.MULTILINE)
-    assert commands, "the README shows no CLI command"
+    commands = cli_commands(README)
     assert {c for c in commands if not c.startswith(".venv/bin/")} == set()
+    assert ".venv/bin/tasklight-server" in commands, "the README shows no server CLI command"
+    assert ".venv/bin/tasklight" in commands, "the README shows no client CLI command"
+
+
+def test_the_cli_check_sees_commands_in_indented_blocks() -> None:
+    # A block inside a list item is indented: its commands are checked like any other
+    markdown = "- Users:\n\n  ```sh\n  tasklight-server users list   # names\n  ```\n"
+    assert cli_commands(markdown) == ["tasklight-server"]
+
+
+def repository_paths(markdown: str) -> set[str]:
+    """Every path of the repository the markdown names: link targets, and code spans that
+    start with one of the repository's top-level folders or files."""
+    top = {path.split("/")[0] for path in tracked_files()}
+    named = {link.split("#")[0] for link in re.findall(r"\]\(([^)\s]+)\)", markdown)}
+    named |= set(re.findall(r"`([^`\s]+)`", markdown))
+    return {
+        name.rstrip("/")
+        for name in named
+        if name and "://" not in name and name.split("/")[0] in top
+    }
+
+
+def test_every_path_the_readme_names_exists() -> None:
+    paths = repository_paths(README)
+    assert "shared/lifecycle.py" in paths  # the check sees the paths it is meant to
+    missing = sorted(
+        p for p in paths if not (any(ROOT.glob(p)) if "*" in p else (ROOT / p).exists())
+    )
+    assert missing == []
+
+
+def bare_file_names(markdown: str) -> set[str]:
+    """The file names the markdown names without a folder (as in "shared/  store.py, …")."""
+    return set(
+        re.findall(
+            r"(?<![\w/.*-])(\w[\w-]*\.(?:py|js|ts|md|json|ya?ml|toml|css|png|txt))\b", markdown
+        )
+    )
+
+
+def test_every_file_name_the_readme_names_is_a_file_of_the_repository() -> None:
+    names = {path.rsplit("/", 1)[-1] for path in tracked_files()}
+    assert sorted(bare_file_names(README) - names) == []
+
+
+def test_the_file_name_check_sees_names_listed_under_a_folder() -> None:
+    listing = "shared/   store.py (the only writer), batching.py; see `docs/deploy.md`"
+    assert bare_file_names(listing) == {"store.py", "batching.py"}
+
+
+def test_the_readme_leaves_the_list_of_problem_types_to_docs_backend_md() -> None:
+    assert "[docs/backend.md](docs/backend.md#problem-types)" in README
+    assert "### Problem types" in (ROOT / "docs" / "backend.md").read_text()
+    # A few real ones as examples, not a second list to keep complete
+    paragraph = README.split("Problem types: ", 1)[1].split("\n\n", 1)[0]
+    named = set(re.findall(r"`([a-z]+(?:-[a-z]+)*)`", paragraph)) - {"x-problem-types"}
+    known = {t.removeprefix("urn:tasklight:problem:") for t in PROBLEM_TYPES}
+    assert named - known == set()
+    assert 0 < len(named) <= 5, sorted(named)
 
 
 def test_the_benchmark_lives_in_docs_performance_and_is_linked() -> None:
@@ -58,9 +140,7 @@ def test_the_benchmark_lives_in_docs_performance_and_is_linked() -> None:
 
 
 def test_no_file_of_the_repository_points_outside_it() -> None:
-    tracked = subprocess.run(
-        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True, text=True
-    ).stdout.split("\0")
+    tracked = tracked_files()
     texts = [
         ROOT / f
         for f in tracked

@@ -5,9 +5,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.support import netns
 
 ROOT = Path(__file__).resolve().parents[2]
 #: pytest with the policy alone (none of tests/conftest.py's fixtures or backends).
@@ -81,11 +84,14 @@ def test_a_run_without_skips_passes(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout
 
 
-def prerequisites(**env: str) -> subprocess.CompletedProcess[str]:
-    """.ci/prerequisites with Chromium missing, installing nothing, RabbitMQ given by URL."""
+def prerequisites(
+    *args: str, user: list[str] | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """.ci/prerequisites ARGS with Chromium missing, installing nothing, RabbitMQ given by URL
+    (`user`: a command prefix that runs it as another user)."""
     environ = {k: v for k, v in os.environ.items() if k != "TASKLIGHT_ALLOW_SKIPS"}
     return subprocess.run(
-        ["bash", str(ROOT / ".ci" / "prerequisites")],
+        [*(user or []), "bash", str(ROOT / ".ci" / "prerequisites"), *args],
         env={
             **environ,
             "TASKLIGHT_CHROMIUM": "/nonexistent/chromium",
@@ -113,3 +119,47 @@ def test_the_opt_out_lets_make_test_go_on_and_says_what_it_leaves_out() -> None:
     assert done.returncode == 0
     assert "TASKLIGHT_ALLOW_SKIPS=1: running WITHOUT chromium" in done.stderr
     assert "sudo apt-get install -y chromium" in done.stderr
+
+
+def as_another_user() -> list[str]:
+    """A command prefix that runs a command as a user other than root: `nobody` when this runs
+    as root (as CI does), else nothing (this user already is one)."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    assert setpriv, "setpriv (util-linux) is needed to run the check as another user than root"
+    return [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+def test_without_root_make_test_stops_at_once_with_the_command_that_has_root() -> None:
+    done = prerequisites("--faults", "test", user=as_another_user())
+
+    assert done.returncode == 1
+    assert "make test needs what is missing on this machine (chromium, root)" in done.stderr
+    assert "    sudo make test    # as root: the worker cut-off fault test" in done.stderr
+    assert "TASKLIGHT_ALLOW_SKIPS=1 make test runs without them" in done.stderr
+
+
+def test_without_root_the_opt_out_says_the_namespace_test_is_left_out() -> None:
+    done = prerequisites(
+        "--faults", "test-faults", user=as_another_user(), TASKLIGHT_ALLOW_SKIPS="1"
+    )
+
+    assert done.returncode == 0
+    assert "TASKLIGHT_ALLOW_SKIPS=1: running WITHOUT chromium, root" in done.stderr
+    assert "sudo make test-faults    # as root" in done.stderr
+
+
+def test_the_targets_without_the_fault_tests_do_not_ask_for_root() -> None:
+    done = prerequisites(user=as_another_user())
+
+    assert done.returncode == 1  # for Chromium only
+    assert "root" not in done.stderr
+
+
+def test_the_check_agrees_with_the_fault_test_on_this_machine() -> None:
+    # Here, as this user: the check asks for what the namespace test would skip without
+    done = prerequisites("--faults", TASKLIGHT_CHROMIUM=sys.executable)
+
+    refused = "root" in done.stderr or "network namespaces" in done.stderr
+    assert refused == (netns.unavailable() is not None), done.stderr

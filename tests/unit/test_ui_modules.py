@@ -32,3 +32,13 @@ def test_every_imported_name_is_exported(module: Path) -> None:
         wanted = {name.strip().split(" as ")[0] for name in names.split(",") if name.strip()}
         missing += [f"{name} from {source}" for name in wanted - exports(MODULES[source])]
     assert missing == []
+
+
+@pytest.mark.parametrize(
+    "module", sorted(set(UI.glob("*.js")) - {UI / "dom.js"}), ids=lambda p: p.name
+)
+def test_times_are_shown_in_the_one_format_of_dom_js(module: Path) -> None:
+    # dom.js's formatTime / timeElement is the UI's one time format; a module that formats a
+    # date itself shows a second one ("2:10:53 PM" beside "Dec 3, 02:10:53 PM")
+    own = re.findall(r"\.toLocale\w*String\(|Intl\.DateTimeFormat", module.read_text())
+    assert own == []

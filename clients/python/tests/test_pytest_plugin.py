@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
+import tasklight.pytest_plugin
 from conftest import Deployment
 
 SUITE = """
@@ -28,11 +31,22 @@ def test_a_task_that_does_not_settle_fails_the_test(tasklight_client, tasklight_
 """
 
 
+PACKAGE = Path(__file__).resolve().parents[1]
+
+
+def readme_example() -> str:
+    """The README's example of the plugin: the Python block of its *The pytest plugin* part."""
+    part = (PACKAGE / "README.md").read_text().split("## The pytest plugin", 1)[1]
+    found = re.search(r"```python\n(.*?)```", part.split("\n## ", 1)[0], flags=re.S)
+    assert found, "the README's pytest plugin part shows no Python block"
+    return found.group(1)
+
+
 def run_suite(
-    tmp_path: Path, deployment: Deployment, *options: str
+    tmp_path: Path, deployment: Deployment, *options: str, suite: str = SUITE
 ) -> subprocess.CompletedProcess[str]:
-    """pytest on SUITE, with the plugin found through its entry point (nothing names it)."""
-    (tmp_path / "test_suite.py").write_text(SUITE)
+    """pytest on `suite`, with the plugin found through its entry point (nothing names it)."""
+    (tmp_path / "test_suite.py").write_text(suite)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKLIGHT_")}
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", *options],
@@ -77,3 +91,19 @@ def test_the_fixture_reads_the_cli_environment(tmp_path: Path, deployment: Deplo
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_readme_example_runs_as_written(tmp_path: Path, deployment: Deployment) -> None:
+    example = readme_example()
+    done = run_suite(
+        tmp_path,
+        deployment,
+        f"--tasklight-api-url={deployment.api_url}",
+        f"--tasklight-ws-url={deployment.ws_url}",
+        f"--tasklight-token={deployment.token}",
+        suite=example,
+    )
+
+    assert "1 passed" in done.stdout, done.stdout + done.stderr
+    # The module's docstring shows the same example
+    assert textwrap.indent(example, "    ") in (tasklight.pytest_plugin.__doc__ or "")

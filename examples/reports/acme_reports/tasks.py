@@ -73,8 +73,10 @@ def store(name: str, document: str) -> Path:
 
 async def render_report(args: ReportArgs, ctx: TaskContext) -> dict[str, Any]:
     """Gather each section (one progress step each), render the document, store it."""
+    # The suffix follows the count: "1/1 section", "2/3 sections".
+    unit = "section" if len(args.sections) == 1 else "sections"
     gathering = await ctx.report(
-        "Gathering figures", "reports.gather", total=len(args.sections), suffix="sections"
+        "Gathering figures", "reports.gather", total=len(args.sections), suffix=unit
     )
     sections = []
     for heading in args.sections:
@@ -131,12 +133,13 @@ def register_outcomes(hooks: OutcomeHooks) -> None:
         if task.state is not TaskState.COMPLETED:
             return None  # the task's `ui` hints (or the defaults) say what went wrong
         sections = task.result["sections"] if isinstance(task.result, dict) else 0
+        counted = f"{sections} section" if sections == 1 else f"{sections} sections"
         return Outcome(
             ready=True,
             state=task.state,
             next_url=f"/tasks/{task.id}",
             flash=Flash(
                 level=FlashLevel.SUCCESS,
-                message=f"Report “{task.args['title']}” is ready ({sections} sections).",
+                message=f"Report “{task.args['title']}” is ready ({counted}).",
             ),
         )

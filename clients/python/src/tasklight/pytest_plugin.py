@@ -2,9 +2,10 @@
 
 Installed with the package (entry point `pytest11`), so a suite only uses the fixtures:
 
-    def test_export(tasklight_client, tasklight_wait_all):
-        tasklight_client.submit("reports.render", {"report": "q3"})
-        tasklight_wait_all()          # returns once none of this user's tasks is pending
+    def test_counting(tasklight_client, tasklight_wait_all):
+        task = tasklight_client.submit("test.count", {"rounds": 3, "round_s": 0.1})
+        tasklight_wait_all()  # returns once none of this user's tasks is pending
+        assert tasklight_client.get(task["id"])["state"] == "completed"  # now check what it did
 
 This is the "wait for all tasks" step that Galaxy's test suite takes after every change it makes,
 but pushed by the notifier instead of polled. Where the deployment is comes from the options

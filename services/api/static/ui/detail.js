@@ -56,6 +56,7 @@ function render(task) {
     return;
   }
   document.body.dataset.taskState = task.state;
+  document.body.dataset.taskPhase = task.phase || "";
   const focusKey = document.activeElement?.dataset?.key;
   const duration = taskDurationMs(task);
   const pending = groupOf(task.state) === "pending";
@@ -104,7 +105,8 @@ function render(task) {
           field("Finished", timeElement(task.finished_at)),
           field("Updated", timeElement(task.updated_at)),
           field("Duration", h("span", { "data-duration": "" }, duration === null ? "—" : formatDuration(duration))),
-          field("Worker", ...worker),
+          h("dt", {}, "Worker"),
+          h("dd", { class: "worker" }, ...worker),
           field("Runs", task.runs ? plural(task.runs, "run") : "none yet"),
           field("Owner", task.owner),
           field("Version", String(task.version)),
@@ -160,7 +162,11 @@ function render(task) {
   refreshEvents(task);
 }
 
-/** The worker: live while the task runs; as it was when the task ended, after. */
+/**
+ * The worker, told by the task's phase: only a held task has a worker holding it. The task keeps
+ * the last run's worker after that run lets go of it (a retry's delay, a hand-back, a question,
+ * waiting for children), so the name alone does not mean a worker holds it now.
+ */
 function workerFacts(task) {
   if (!task.worker) {
     return [h("span", { class: "muted" }, isFinal(task.state) ? "none (it never ran)" : "not picked up yet")];
@@ -173,17 +179,60 @@ function workerFacts(task) {
       h("div", { class: "muted small" }, "ran it until it ended, ", timeElement(task.finished_at)),
     ];
   }
+  if (task.phase === "held") {
+    return [
+      name,
+      task.worker.missing ? h("span", { class: "chip state-failed" }, "missing") : h("span", { class: "chip state-completed" }, "alive"),
+      // The task records when this run took it; the worker's lease, renewed every second, is on
+      // the worker's own record, and the worker is marked missing here once it lapses.
+      h(
+        "div",
+        { class: "muted small", title: task.worker.last_heartbeat || "" },
+        "took it ",
+        h("span", { "data-ago": task.worker.last_heartbeat || "" }, formatAgo(task.worker.last_heartbeat)),
+        ", holds it under a lease",
+      ),
+    ];
+  }
   return [
-    name,
-    task.worker.missing ? h("span", { class: "chip state-failed" }, "missing") : h("span", { class: "chip state-completed" }, "alive"),
-    // The task records when this run took it; the worker's lease, renewed every second, is on
-    // the worker's own record, and the worker is marked missing here once it lapses.
-    h(
-      "div",
-      { class: "muted small", title: task.worker.last_heartbeat || "" },
-      `took it ${formatAgo(task.worker.last_heartbeat)}, holds it under a lease`,
-    ),
+    h("span", { class: "chip" }, "none holds it"),
+    h("div", { class: "muted small not-held" }, ...notHeldReason(task)),
+    h("div", { class: "muted small" }, "last run on ", name),
   ];
+}
+
+const RELEASED_BECAUSE = {
+  retry: "its last run failed and is retried",
+  worker_lost: "its worker went missing",
+  hand_back: "its worker handed it back as it stopped",
+  asked: "its question was answered",
+};
+
+/** Why no worker holds a started task, and what it waits for. */
+function notHeldReason(task) {
+  if (task.phase === "awaiting_answer") {
+    return ["No worker holds it while it waits for its owner's answer."];
+  }
+  if (task.phase === "awaiting_children") {
+    return ["No worker holds it: its handler returned, and it ends when its child tasks have."];
+  }
+  // Released: the last attempt says why (each release records one), and a retry when it is due.
+  const attempts = task.attempts || [];
+  const last = attempts[attempts.length - 1];
+  const because = last ? RELEASED_BECAUSE[last.outcome] || attemptLabel(last.outcome) : null;
+  const due = last && last.retry_in_s && last.ended_at ? new Date(Date.parse(last.ended_at) + last.retry_in_s * 1000).toISOString() : null;
+  return [
+    "No worker holds it: it waits to be run again",
+    because ? ` (${because})` : "",
+    due ? [", ", h("span", { "data-due": due }, dueText(due))] : "",
+    ".",
+  ];
+}
+
+/** "due in 1.2 s", or once that time has passed, that it waits for a free worker. */
+function dueText(iso) {
+  const left = Date.parse(iso) - Date.now();
+  return left > 0 ? `due in ${formatDuration(left)}` : "due now, for the next free worker";
 }
 
 /** Every run of the task: those that did not end it (attempts), then the one that did or runs. */
@@ -203,7 +252,13 @@ function runList(task) {
     ),
   );
   if (task.runs > attempts.length) {
-    const last = isFinal(task.state) ? `ended ${stateLabel(task.state).toLowerCase()}` : task.state === "waiting" ? "waiting to run again" : stateLabel(task.state).toLowerCase();
+    const last = isFinal(task.state)
+      ? `ended ${stateLabel(task.state).toLowerCase()}`
+      : task.state === "waiting"
+        ? "waiting to run again"
+        : task.phase === "awaiting_children"
+          ? "returned; the task waits for its child tasks"
+          : stateLabel(task.state).toLowerCase();
     items.push(
       h(
         "li",
@@ -327,6 +382,8 @@ render(initial);
 tl.watch(initial.id, () => scheduleRender());
 setInterval(() => {
   tickCountdowns(root);
+  for (const element of root.querySelectorAll("[data-ago]")) element.textContent = formatAgo(element.dataset.ago);
+  for (const element of root.querySelectorAll("[data-due]")) element.textContent = dueText(element.dataset.due);
   const task = tl.task(initial.id);
   const element = root.querySelector("[data-duration]");
   const duration = task && !task.finished_at ? taskDurationMs(task) : null;

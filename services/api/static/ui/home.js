@@ -2,7 +2,7 @@
 // renders each part only where its task types are registered, so each is looked for first.
 
 import { isFinal } from "/static/tasklight.js";
-import { fill, h, plural } from "/static/ui/dom.js";
+import { fill, formatTime, h, plural } from "/static/ui/dom.js";
 import { showFlash, startShell } from "/static/ui/shell.js";
 
 const { tl } = startShell();
@@ -202,7 +202,7 @@ function onPowerTask(task) {
     if (task.state === "completed" && task.result && (!vm.decidedAt || task.finished_at >= vm.decidedAt)) {
       vm.power = task.result.power;
       vm.decidedAt = task.finished_at;
-      notes.set(vm.id, `Powered ${vm.power} at ${new Date(task.finished_at).toLocaleTimeString()}`);
+      notes.set(vm.id, `Powered ${vm.power} at ${formatTime(task.finished_at)}`);
     }
   }
   renderVms();
