@@ -524,13 +524,7 @@ class Runs:
         it already ended. Whether it was failed now."""
         message = f"its command could not be run and was dead-lettered ({reason})"
         ended = await self.tasks.apply(
-            task_id,
-            Change(
-                sources=frozenset({TaskState.WAITING, *ACTIVE_STATES}),
-                target=TaskState.FAILED,
-                fields={"error": TaskError.of(ErrorKind.DEAD_LETTERED, message)},
-                reason=f"dead-lettered: {reason}",
-            ),
+            task_id, _dead_lettered(message, reason=f"dead-lettered: {reason}")
         )
         if ended is None:
             return False
@@ -555,15 +549,8 @@ class Runs:
             f"its command could not be run and was dead-lettered ({reason}); the task could "
             "not be recorded in full, and its command was parked for an operator"
         )
-        failed = await self.tasks.apply_blind(
-            task_id,
-            Change(
-                sources=frozenset({TaskState.WAITING, *ACTIVE_STATES}),
-                target=TaskState.FAILED,
-                fields={"error": TaskError.of(ErrorKind.DEAD_LETTERED, message)},
-                history=False,
-            ),
-        )
+        # No `history` entry: the part of the usual write that reads what the document holds.
+        failed = await self.tasks.apply_blind(task_id, _dead_lettered(message, history=False))
         if not failed:
             return False
         metrics.DEAD_LETTERS.labels(reason).inc()
@@ -772,6 +759,17 @@ class Runs:
         for waiter in waiters:
             if waiter is not None and waiter.phase is Phase.BLOCKED:
                 await self.take_turn(waiter, known=queues)
+
+
+def _dead_lettered(message: str, *, reason: str | None = None, history: bool = True) -> Change:
+    """A task whose command was dead-lettered fails, unless it already ended."""
+    return Change(
+        sources=frozenset({TaskState.WAITING, *ACTIVE_STATES}),
+        target=TaskState.FAILED,
+        fields={"error": TaskError.of(ErrorKind.DEAD_LETTERED, message)},
+        reason=reason,
+        history=history,
+    )
 
 
 def first_run(

@@ -9,7 +9,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -668,6 +668,22 @@ async def test_an_attempt_connects_to_the_address_that_was_checked_never_looking
         await sending.post(closed, "http://hooks.invalid:9/", {}, "{}", timeout_s=5)
 
 
+def _delivery(endpoint_id: str, delivery_id: str, at: datetime, *, due: bool = False) -> Delivery:
+    """A completed task's delivery to `endpoint_id`, recorded `at` (and due then, if `due`)."""
+    return Delivery(
+        id=delivery_id,
+        endpoint_id=endpoint_id,
+        owner="dev",
+        task_id=new_task_id(),
+        event=EventType.COMPLETED,
+        payload="{}",
+        window_from=at,
+        created_at=at,
+        updated_at=at,
+        next_attempt_at=at if due else None,
+    )
+
+
 @pytest.mark.parametrize("limit", [1, 2])
 async def test_an_odd_delivery_is_skipped_and_every_delivery_behind_it_stays_reachable(
     api: httpx.AsyncClient, store: Store, caplog: pytest.LogCaptureFixture, limit: int
@@ -677,18 +693,7 @@ async def test_an_odd_delivery_is_skipped_and_every_delivery_behind_it_stays_rea
     good: list[Delivery] = []
     odd: list[str] = []
     for age in range(9):
-        at = newest - timedelta(seconds=age)
-        delivery = Delivery(
-            id=f"msg_{age:02d}",
-            endpoint_id=endpoint["id"],
-            owner="dev",
-            task_id=new_task_id(),
-            event=EventType.COMPLETED,
-            payload="{}",
-            window_from=at,
-            created_at=at,
-            updated_at=at,
-        )
+        delivery = _delivery(endpoint["id"], f"msg_{age:02d}", newest - timedelta(seconds=age))
         if age in (0, 3, 4, 8):  # first, last, and two in a row: an event no one knows
             odd.append(delivery.id)
             document = {**delivery.model_dump(by_alias=True), "event": "task.odd"}
@@ -719,18 +724,7 @@ async def test_an_odd_due_delivery_is_taken_out_of_the_round_and_holds_up_none_b
 
     def due_at(number: int) -> Delivery:
         at = now - timedelta(seconds=10 - number)
-        return Delivery(
-            id=f"msg_due_{number}",
-            endpoint_id=endpoint["id"],
-            owner="dev",
-            task_id=new_task_id(),
-            event=EventType.COMPLETED,
-            payload="{}",
-            window_from=at,
-            created_at=at,
-            updated_at=at,
-            next_attempt_at=at,
-        )
+        return _delivery(endpoint["id"], f"msg_due_{number}", at, due=True)
 
     odd = [due_at(number) for number in range(3)]  # the most overdue: read first
     for delivery in odd:
