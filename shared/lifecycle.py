@@ -15,6 +15,8 @@ fails without pretending that it started.
 Within a state, a task is in one phase, which says who is to move it on::
 
     waiting    queued              its command is in the broker; the next worker to take it runs it
+                                   (one that took its resources by key and finds others queued
+                                   for them before its command goes is blocked behind them)
                blocked             it waits for a resource another task holds (`waiting_for`);
                                    no command is in flight: the holder's end gives it its turn
                scheduled           it waits for its time (`run_at`); the relay queues it then
@@ -113,6 +115,8 @@ STATE_PHASES: Mapping[TaskState, frozenset[Phase]] = {
 ALLOWED_PHASE_CHANGES: Mapping[Phase, frozenset[Phase]] = {
     # Its resources are all its own: its command is queued.
     Phase.BLOCKED: frozenset({Phase.QUEUED}),
+    # It took its resources by key, and found others queued for them before its command went.
+    Phase.QUEUED: frozenset({Phase.BLOCKED}),
     # Its time came: queued, or waiting for its resources.
     Phase.SCHEDULED: frozenset({Phase.QUEUED, Phase.BLOCKED}),
     Phase.HELD: frozenset({Phase.RELEASED, Phase.AWAITING_CHILDREN, Phase.AWAITING_ANSWER}),

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from shared.lifecycle import FINAL_STATES, FIRST_VERSION, Phase, TaskState
 from shared.messages import TaskSnapshot
 from shared.questions import Answer, AskedQuestion
-from shared.reservations import Reservation, WaitingFor
+from shared.reservations import Mode, Reservation, WaitingFor
 from shared.task import Attempt, ProgressReport, Task, TaskError, UiHints, WorkerRef, task_href
 
 
@@ -109,6 +109,10 @@ class StoredTask(BaseModel):
     def attempt_number(self) -> int:
         """Which attempt a run starting now is: 1, then one more after each retry."""
         return 1 + self.retried_attempts
+
+    def exclusive_resources(self) -> list[str]:
+        """The resources it takes exclusively, in the order it takes them."""
+        return [r.resource for r in self.reservations if r.mode is Mode.EXCLUSIVE]
 
     def snapshot(self) -> TaskSnapshot:
         """What its first run needs of it (see `RunTask.snapshot`)."""

@@ -26,10 +26,10 @@ from shared.lifecycle import Phase
 from shared.rate_limit import RateLimiter
 from shared.records import StoredTask, new_task
 from shared.registry import Registry
-from shared.reservations import InvalidResource, Reservation, reservations
+from shared.reservations import InvalidResource, Mode, Reservation, reservations
 from shared.runs import Runs
 from shared.settings import Settings
-from shared.store import IdempotencyKeys, KeyRecord, TaskStore
+from shared.store import IdempotencyKeys, KeyRecord, ResourcesTaken, TaskStore
 from shared.store.rates import NO_COUNTERS
 from shared.task import UiHints
 
@@ -273,18 +273,32 @@ class Submissions:
         return at
 
     async def _place(self, task: StoredTask) -> StoredTask | None:
-        """Store a task that must wait before its command is queued: one scheduled for later,
-        or one a resource of which is taken. None if it may be queued now (it was stored
-        nowhere yet; its resources, if any, are all its own)."""
+        """Store a task scheduled for later or with resources: the task as stored if it must
+        wait (its command is not to be published now), None if it holds its resources and its
+        command is to be published now (its outbox mark is set).
+
+        A task whose resources are all exclusive takes them by key with its insert (the usual
+        case: nothing else holds them, and it costs no further write); one that finds one taken,
+        or that shares one, queues for them (`shared/store/reservations.py`)."""
         if task.run_at is not None and task.run_at > utcnow():
             scheduled = task.model_copy(update={"phase": Phase.SCHEDULED})
             await self.tasks.insert(scheduled, dispatch_due_at=task.run_at)
             return scheduled
-        if not task.reservations:
-            return None
+        if task.parent_id is None and all(r.mode is Mode.EXCLUSIVE for r in task.reservations):
+            try:
+                await self.tasks.insert_holding(task, dispatch_due_at=self._due())
+            except ResourcesTaken as exc:
+                log.debug("task %s queues: %s", task.id, exc)
+            else:
+                return await self.runs.hold_by_key(task)
         waiting = await self.runs.enter_queues(task.id, task.reservations, fresh=True)
         if waiting is None:
-            return None
+            if task.parent_id is not None or not task.exclusive_resources():
+                await self.tasks.insert(task, dispatch_due_at=self._due())
+                return None
+            waiting = await self.runs.store_holding(task, dispatch_due_at=self._due())
+            if waiting is None:
+                return None
         blocked = task.model_copy(update={"phase": Phase.BLOCKED, "waiting_for": waiting})
         await self.tasks.insert(blocked)
         # Its holder may have ended before it was stored, when nobody could give it its turn.
@@ -325,11 +339,13 @@ class Submissions:
         task = self._new(
             name, args, owner=owner, ui=ui, metadata=metadata, parent_id=parent_id, options=options
         )
-        placed = await self._place(task)
-        if placed is not None:
-            metrics.submitted([name])
-            return placed
-        await self.tasks.insert(task, dispatch_due_at=self._due())
+        if task.reservations or task.run_at is not None:
+            placed = await self._place(task)
+            if placed is not None:
+                metrics.submitted([name])
+                return placed
+        else:
+            await self.tasks.insert(task, dispatch_due_at=self._due())
         try:
             await self.commands.run(task.id, name, snapshot=task.snapshot(), priority=task.priority)
         except Exception as exc:
@@ -366,19 +382,23 @@ class Submissions:
                 errors += [{**err, "loc": [index, *err["loc"]]} for err in exc.errors]
         if errors:
             raise InvalidSubmission(errors)
-        # Those that must wait are stored one by one, in the batch's order (their places in the
-        # resources' queues are in that order); the others together.
+        # Those with resources or a time are stored one by one, in the batch's order (their
+        # places in the resources' queues are in that order); the others together.
         placed: dict[str, StoredTask] = {}
+        stored_already: set[str] = set()
         for task in tasks:
-            waits = task.reservations or task.run_at is not None
-            if waits and (waiting := await self._place(task)) is not None:
-                placed[task.id] = waiting
+            if task.reservations or task.run_at is not None:
+                stored_already.add(task.id)
+                if (waiting := await self._place(task)) is not None:
+                    placed[task.id] = waiting
         stored = tasks
         tasks = [task for task in tasks if task.id not in placed]
         if not tasks:
             metrics.submitted(task.name for task in stored)
             return [placed[task.id] for task in stored]
-        await self.tasks.insert_many(tasks, dispatch_due_at=self._due())
+        await self.tasks.insert_many(
+            [task for task in tasks if task.id not in stored_already], dispatch_due_at=self._due()
+        )
         outcomes = await asyncio.gather(
             *(
                 self.commands.run(

@@ -195,10 +195,21 @@ class Janitor:
             if due.phase is Phase.SCHEDULED:
                 await self.runs.wake(due.id)
             elif relays(due):
+                if due.holds and due.phase is Phase.QUEUED and not await self._holds_still(due):
+                    continue
                 log.info("relaying the command of task %s", due.id)
                 await self.commands.run(due.id, due.name, priority=due.priority)
             else:
                 self.store.tasks.dispatched(due.id)
+
+    async def _holds_still(self, due: DueDispatch) -> bool:
+        """A task stored holding its resources by key whose submitter died before it looked at
+        their queues looks now, before its command goes: whether it still holds them (else it
+        queued behind the tasks there, or is gone)."""
+        task = await self.store.tasks.get(due.id)
+        if task is None or task.phase is not Phase.QUEUED:
+            return False
+        return await self.runs.hold_by_key(task) is None
 
     async def reap_missing_workers(self) -> None:
         """Mark workers whose lease is past missing; requeue or fail what they were running."""

@@ -32,6 +32,7 @@ from shared.store.errors import (
     DatabaseRefused,
     DatabaseTimeout,
     DatabaseUnreachable,
+    ResourcesTaken,
     outcome_unknown,
     unreachable,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "IdempotencyKeys",
     "KeyRecord",
     "RateCounters",
+    "ResourcesTaken",
     "SchemaOutdated",
     "Store",
     "TaskStore",

@@ -16,6 +16,9 @@ updates that only set, count and append what the change names. That is for the l
 gets when its document refuses the usual one (`Runs.park`): the entry is the part of a change of
 state that depends on what the document holds.
 
+A change to a final state also removes the task's `holds` (the resources it holds by key, see
+`shared/store/reservations.py`).
+
 Both forms leave the same document (a test applies each to the same task and compares them).
 Every change moves the version on; the notifier pushes a change because its version moved.
 """
@@ -40,6 +43,7 @@ from shared.lifecycle import (
     phase_after,
 )
 from shared.store.documents import Doc
+from shared.store.reservations import HOLDS
 
 
 class Unguarded(Enum):
@@ -130,8 +134,8 @@ class Change:
         for key, by in self.inc.items():
             stage[key] = {"$add": [{"$ifNull": [f"${key}", 0]}, by]}
         pipeline: list[Doc] = [{"$set": stage}]
-        if self.unset:
-            pipeline.append({"$unset": sorted(self.unset)})
+        if self._removed():
+            pipeline.append({"$unset": sorted(self._removed())})
         return query, pipeline
 
     def version_filter(self, version: int) -> Doc:
@@ -191,9 +195,16 @@ class Change:
             pushes["history"] = history
         if pushes:
             update["$push"] = pushes
-        if self.unset:
-            update["$unset"] = {key: "" for key in sorted(self.unset)}
+        if self._removed():
+            update["$unset"] = {key: "" for key in sorted(self._removed())}
         return update
+
+    def _removed(self) -> frozenset[str]:
+        # The write that ends a task gives up the resources it holds by key, in the same
+        # statement: so no task in a final state holds one, whatever ended it.
+        if self.target in FINAL_STATES:
+            return self.unset | {HOLDS}
+        return self.unset
 
 
 def stored(value: Any) -> Any:

@@ -24,6 +24,14 @@ DatabaseRefused = OperationFailure
 DatabaseTimeout = ExecutionTimeout
 
 
+class ResourcesTaken(Exception):
+    """A task could not be stored holding its resources by key: another task holds one."""
+
+    def __init__(self, resource: str | None) -> None:
+        super().__init__(f"{resource or 'a resource'} is held by another task")
+        self.resource = resource
+
+
 def outcome_unknown(exc: BaseException) -> bool:
     """Whether a write that raised `exc` may have been applied all the same (the connection
     was lost, or the server timed out): its outcome must be read back before anything is

@@ -14,6 +14,16 @@ touched. Each caller gets its queue as that read found it: never earlier than it
 perhaps later. That is enough, because what a caller does with it is idempotent: a task that
 sees itself holding the resource holds it; a leaving task hands the turn to every task that holds
 the resource now and waits for it (`Runs.take_turn`, a compare-and-set that one caller wins).
+
+Most tasks never meet another on their resources, and for them the queues would be most of what a
+reservation costs (an entering, a leaving, and a read after each). So a task whose resources are
+all exclusive first takes them by key: it is stored with `holds`, the list of its resources,
+under a unique index of the tasks, so the insert that stores it takes them or fails on a
+resource another task holds (the database decides; no read before). The change that ends a task
+removes its `holds` (`shared/store/change.py`), so no task in a final state holds anything. A
+queue exists only where tasks met: those that found a resource taken queue as above, and a
+holder by key and a queue's tasks keep out of each other's way by a write-then-read on each side
+(`Runs.hold_by_key`, `Runs.enter_queues`).
 """
 
 from __future__ import annotations
@@ -32,6 +42,9 @@ from shared.reservations import Entry, Mode
 from shared.store.documents import Doc
 from shared.store.grouping import DUPLICATE_KEY, SharedCommand
 from shared.tracing import db_write
+
+#: The field of a task that holds its resources by key: their names, under a unique index.
+HOLDS = "holds"
 
 
 def _entries(doc: Doc | None) -> list[Entry]:
@@ -129,6 +142,22 @@ def _requests(changes: list[QueueChange]) -> tuple[list[UpdateOne | UpdateMany],
     return requests, firsts
 
 
+class SharedQueueReads(SharedCommand[str, list[Entry]]):
+    """Reads of resources' queues, sent together as one `find`: a queue no task entered (the
+    usual case) is no document at all, and reads as empty."""
+
+    async def queue(self, resource: str) -> list[Entry]:
+        """The queue of `resource` as it is now, first entry first."""
+        return await self._batcher.submit(resource)
+
+    async def _send(self, batch: list[tuple[str, asyncio.Future[list[Entry]]]]) -> None:
+        resources = list({resource for resource, _ in batch})
+        cursor = self._collection.find({"_id": {"$in": resources}})
+        queues = {doc["_id"]: _entries(doc) async for doc in cursor}
+        for resource, future in batch:
+            future.set_result(queues.get(resource, []))
+
+
 class ReservationStore:
     """The `reservations` collection."""
 
@@ -136,10 +165,17 @@ class ReservationStore:
         #: The raw collection: for the store's own modules and tests only.
         self.collection = collection
         self.changes = SharedQueueChanges(collection)
+        self.reads = SharedQueueReads(collection)
 
     async def queue(self, resource: str) -> list[Entry]:
-        """The queue of `resource`, first entry first."""
-        return _entries(await self.collection.find_one({"_id": resource}))
+        """The queue of `resource`, first entry first (its read shared with others' at the
+        same time)."""
+        return await self.reads.queue(resource)
+
+    async def queues(self, resources: list[str]) -> dict[str, list[Entry]]:
+        """The queues of `resources`, in one read with others' at the same time."""
+        found = await asyncio.gather(*(self.reads.queue(resource) for resource in resources))
+        return dict(zip(resources, found, strict=True))
 
     @db_write("update")
     async def enter(self, resource: str, task_id: str, mode: Mode, at: datetime) -> list[Entry]:
@@ -156,6 +192,7 @@ class ReservationStore:
     async def close(self) -> None:
         """Send what is pending."""
         await self.changes.close()
+        await self.reads.close()
 
     async def entries_older_than(self, cutoff: datetime) -> AsyncIterator[tuple[str, Entry]]:
         """Every (resource, entry) that entered before `cutoff`: for the janitor's check that

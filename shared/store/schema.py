@@ -24,6 +24,7 @@ from pymongo.errors import OperationFailure
 from shared.lifecycle import FINAL_STATES, Phase, TaskState
 from shared.store.dispatch_marks import MARK
 from shared.store.documents import Doc
+from shared.store.reservations import HOLDS
 from shared.topology import (
     API_TOKENS,
     FAILED_LOGINS,
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 _INDEX_ATTEMPTS = 10
 _INDEX_OPTIONS_CONFLICT = (85, 86)  # IndexOptionsConflict, IndexKeySpecsConflict
 _INDEX_NOT_FOUND = 27
+#: The options that a change of can only be made by building the index again.
+_FLAGS = ("sparse", "unique")
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,8 @@ class Index:
     collection: str
     keys: tuple[tuple[str, int], ...]
     sparse: bool = False
+    #: Whether no two documents may have the same key (for an array field: share an element).
+    unique: bool = False
     #: Seconds after the indexed time at which MongoDB removes the document.
     ttl_s: int | None = None
     #: Why it exists (the query that needs it).
@@ -61,6 +66,8 @@ class Index:
         options: Doc = {}
         if self.sparse:
             options["sparse"] = True
+        if self.unique:
+            options["unique"] = True
         if self.ttl_s is not None:
             options["expireAfterSeconds"] = self.ttl_s
         return options
@@ -77,6 +84,13 @@ def indexes(*, retention_s: int, idempotency_ttl_s: int) -> list[Index]:
         Index(TASKS, (("state", ASCENDING), ("_id", DESCENDING)), why="lists by state, janitor"),
         Index(TASKS, (("parent_id", ASCENDING),), sparse=True, why="a task's children"),
         Index(TASKS, ((MARK, ASCENDING),), sparse=True, why="the outbox relay"),
+        Index(
+            TASKS,
+            ((HOLDS, ASCENDING),),
+            sparse=True,
+            unique=True,
+            why="a resource is held by one task at a time (only a task holding one has the field)",
+        ),
         Index(
             TASKS,
             (("question.deadline", ASCENDING),),
@@ -201,7 +215,8 @@ async def _ensure(db: AsyncDatabase[Doc], index: Index) -> str | None:
             if found is None:
                 await collection.create_index(keys, **index.options())
                 return "created"
-            if index.ttl_s is not None and bool(found.get("sparse")) == index.sparse:
+            same_flags = (bool(found.get(flag)) == getattr(index, flag) for flag in _FLAGS)
+            if index.ttl_s is not None and all(same_flags):
                 keyed = {"keyPattern": dict(index.keys), "expireAfterSeconds": index.ttl_s}
                 await db.command("collMod", index.collection, index=keyed)
                 return "changed the TTL of"
@@ -222,7 +237,8 @@ def _find(existing: list[Doc], index: Index) -> Doc | None:
 
 def _same_options(found: Doc, index: Index) -> bool:
     ttl = found.get("expireAfterSeconds")
-    return bool(found.get("sparse")) == index.sparse and (
+    same_flags = all(bool(found.get(flag)) == getattr(index, flag) for flag in _FLAGS)
+    return same_flags and (
         (ttl is None and index.ttl_s is None)
         or (ttl is not None and index.ttl_s is not None and int(ttl) == index.ttl_s)
     )

@@ -28,6 +28,7 @@ from typing import Any
 from pydantic import ValidationError
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError
 
 from shared.clock import utcnow
 from shared.lifecycle import ACTIVE_STATES, FINAL_STATES, Phase, TaskState
@@ -35,8 +36,9 @@ from shared.records import HistoryEntry, StoredTask, implied_phase
 from shared.store.change import Change, stored
 from shared.store.dispatch_marks import MARK, DispatchMarks
 from shared.store.documents import Doc
+from shared.store.errors import ResourcesTaken
 from shared.store.grouping import GroupedWrite, SharedInserts, SharedReads, SharedWrites
-from shared.store.reservations import ReservationStore
+from shared.store.reservations import HOLDS, ReservationStore
 from shared.topology import RESERVATIONS
 from shared.tracing import db_write
 
@@ -57,10 +59,15 @@ class DueDispatch:
     state: TaskState
     phase: Phase
     priority: int = 0
+    #: Whether it holds its resources by key (it must look at their queues before it runs).
+    holds: bool = False
 
 
-def document(task: StoredTask, dispatch_due_at: datetime | None = None) -> Doc:
-    """A task as inserted: with its outbox mark if given.
+def document(
+    task: StoredTask, dispatch_due_at: datetime | None = None, *, hold: bool = False
+) -> Doc:
+    """A task as inserted: with its outbox mark if given; with `hold`, holding its resources
+    by key (`holds`, see `shared/store/reservations.py`).
 
     Without `finished_at` (set when it finishes) and, for a task with no parent, without
     `parent_id`: their indexes are sparse, so a task lacking them costs those indexes nothing.
@@ -85,7 +92,20 @@ def document(task: StoredTask, dispatch_due_at: datetime | None = None) -> Doc:
         doc["ui"] = task.ui.model_dump(exclude_none=True)
     if dispatch_due_at is not None:
         doc[MARK] = dispatch_due_at
+    if hold and (keys := task.exclusive_resources()):
+        doc[HOLDS] = keys
     return doc
+
+
+def _taken(exc: DuplicateKeyError) -> ResourcesTaken | None:
+    """The error of an insert that failed on a resource held by another task (None: it failed
+    on something else, a task id already stored, say)."""
+    details = exc.details or {}
+    key = details.get("keyValue") or details.get("keyPattern") or {}
+    if HOLDS not in key and f"{HOLDS}_1" not in str(details.get("errmsg", exc)):
+        return None
+    value = key.get(HOLDS) if isinstance(key, dict) else None
+    return ResourcesTaken(value if isinstance(value, str) else None)
 
 
 def read(doc: Doc) -> StoredTask | None:
@@ -255,6 +275,7 @@ class TaskStore:
                     "run": 1,
                     "awaiting_children": 1,
                     "priority": 1,
+                    HOLDS: 1,
                 },
             )
             .sort(MARK, ASCENDING)
@@ -267,6 +288,7 @@ class TaskStore:
                 TaskState(doc["state"]),
                 Phase(doc.get("phase") or implied_phase(doc)),
                 int(doc.get("priority") or 0),
+                bool(doc.get(HOLDS)),
             )
             async for doc in cursor
         ]
@@ -346,6 +368,29 @@ class TaskStore:
             await self._touch(task.parent_id, {"$push": {"child_ids": task.id}})
 
     @db_write("insert")
+    async def insert_holding(self, task: StoredTask, *, dispatch_due_at: datetime) -> None:
+        """Store a new top-level task holding its exclusive resources by key, with its outbox
+        mark; raises `ResourcesTaken` (and stores nothing) if another task holds one of them."""
+        try:
+            await self.shared_inserts.insert(document(task, dispatch_due_at, hold=True))
+        except DuplicateKeyError as exc:
+            taken = _taken(exc)
+            if taken is None:
+                raise
+            raise taken from exc
+
+    async def holders(self, resources: list[str], besides: str) -> dict[str, str]:
+        """Which task, other than `besides`, holds each of `resources` by key (those held)."""
+        # The filter names `holds` alone: with `_id` beside it SecantusDB scans the collection.
+        cursor = self.collection.find({HOLDS: {"$in": resources}}, {HOLDS: 1})
+        held: dict[str, str] = {}
+        async for doc in cursor:
+            for resource in doc.get(HOLDS) or []:
+                if resource in resources and doc["_id"] != besides:
+                    held[resource] = doc["_id"]
+        return held
+
+    @db_write("insert")
     async def insert_many(self, tasks: list[StoredTask], *, dispatch_due_at: datetime) -> None:
         """Store new top-level tasks in one write, each with its outbox mark."""
         if tasks:
@@ -366,9 +411,16 @@ class TaskStore:
 
     @db_write("update")
     async def apply_blind(self, task_id: str, change: Change) -> bool:
-        """Make `change` if the task is still where it may start; whether it was made."""
+        """Make `change` if the task is still where it may start; whether it was made. Raises
+        `ResourcesTaken` for a change that takes resources by key (`holds`) held by another."""
         query, update = change.compare_and_set(task_id, utcnow())
-        return (await self.collection.update_one(query, update)).matched_count > 0
+        try:
+            return (await self.collection.update_one(query, update)).matched_count > 0
+        except DuplicateKeyError as exc:
+            taken = _taken(exc)
+            if taken is None:
+                raise
+            raise taken from exc
 
     @db_write("update")
     async def apply_then_state(self, task_id: str, change: Change) -> TaskState | None:

@@ -15,10 +15,11 @@ import pytest
 
 from services.worker.app import Worker
 from shared.clock import utcnow
+from shared.ids import new_task_id
 from shared.lifecycle import Phase, TaskState
-from shared.records import StoredTask
+from shared.records import StoredTask, new_task
 from shared.registry import load_registry
-from shared.reservations import Mode
+from shared.reservations import Mode, reservations
 from shared.settings import Settings
 from shared.store import Store
 from shared.submission import NewTask, Options, ScheduledTooFar, Submissions
@@ -165,7 +166,10 @@ async def test_canceling_a_waiting_task_takes_it_out_of_the_queue(
     canceled = await submissions.runs.cancel(second.id)
     assert canceled is not None
     assert canceled.state is TaskState.CANCELED
-    assert [e.task for e in await store.tasks.reservations.queue("repo:a")] == [first.id]
+    # The first holds the resource by key (it found it free), so it is in no queue; the
+    # second's place went with its cancel.
+    assert await store.tasks.reservations.queue("repo:a") == []
+    assert await store.tasks.holders(["repo:a"], besides=second.id) == {"repo:a": first.id}
 
 
 async def test_a_scheduled_task_waits_for_its_time_and_a_cancel_ends_it(
@@ -308,3 +312,167 @@ async def test_queue_changes_sent_together_keep_their_order_and_each_sees_its_ow
     after = await store.tasks.reservations.leave(resources[0], first)
     assert after[0].task == second
     assert first not in [e.task for e in after]
+
+
+async def test_tasks_that_meet_no_other_take_their_resources_by_key_and_leave_no_queue(
+    store: Store, submissions: Submissions, workers: list[Worker]
+) -> None:
+    # What a reservation costs when nothing conflicts: the insert takes the resources, the end
+    # gives them up; no resource's queue is written.
+    slow = await submissions.submit(
+        "test.count",
+        count(0.5),
+        owner="dev",
+        options=Options(exclusive_resources=("vm:key-slow", "disk:key-slow")),
+    )
+    held = await eventually(
+        lambda: store.tasks.collection.find_one({"_id": slow.id}),
+        lambda doc: doc is not None and doc["state"] == TaskState.RUNNING.value,
+    )
+    assert held is not None
+    assert held["holds"] == ["disk:key-slow", "vm:key-slow"]
+    ids = [slow.id]
+    for n in range(20):
+        task = await submissions.submit(
+            "test.count",
+            count(),
+            owner="dev",
+            options=Options(exclusive_resources=(f"vm:key-{n}",)),
+        )
+        assert task.phase is Phase.QUEUED
+        ids.append(task.id)
+    tasks = await all_final(store, ids)
+    assert {t.state for t in tasks} == {TaskState.COMPLETED}
+    assert await store.tasks.reservations.collection.count_documents({}) == 0
+    assert await store.tasks.collection.count_documents({"holds": {"$exists": True}}) == 0
+
+
+async def test_a_task_that_took_its_resource_by_key_queues_behind_tasks_already_queued(
+    store: Store, submissions: Submissions, workers: list[Worker]
+) -> None:
+    # A shared holder is in the resource's queue and holds no key; an exclusive task then finds
+    # the key free, but the queue not empty: it gives its key up and waits for the holder.
+    reader = await submissions.submit(
+        "test.count", count(0.5), owner="dev", options=Options(shared_resources=("repo:q",))
+    )
+    writer = await submissions.submit(
+        "test.count", count(), owner="dev", options=Options(exclusive_resources=("repo:q",))
+    )
+    assert writer.phase is Phase.BLOCKED
+    assert writer.waiting_for is not None
+    assert writer.waiting_for.holder == reader.id
+    doc = await store.tasks.collection.find_one({"_id": writer.id})
+    assert doc is not None
+    assert "holds" not in doc
+    assert "dispatch_due_at" not in doc
+    done = {t.id: t for t in await all_final(store, [reader.id, writer.id])}
+    assert done[reader.id].finished_at is not None
+    assert done[writer.id].started_at is not None
+    assert done[reader.id].finished_at <= done[writer.id].started_at
+    assert await store.tasks.reservations.queue("repo:q") == []
+
+
+async def test_submissions_racing_for_resources_never_run_conflicting_tasks_together(
+    store: Store, submissions: Submissions, workers: list[Worker]
+) -> None:
+    # Submissions at the same time meet each other half-way: some take a resource by key while
+    # others queue for it, and one holder ends while another task looks.
+    rng = random.Random(7)
+    resources = ["vm:race-a", "vm:race-b", "vm:race-c"]
+    ids: list[str] = []
+    takes: dict[str, list[tuple[str, Mode]]] = defaultdict(list)
+
+    async def one() -> None:
+        resource = rng.choice(resources)
+        mode = Mode.SHARED if rng.random() < 0.25 else Mode.EXCLUSIVE
+        names = (resource,)
+        options = (
+            Options(shared_resources=names)
+            if mode is Mode.SHARED
+            else Options(exclusive_resources=names)
+        )
+        task = await submissions.submit(
+            "test.count", count(rng.choice((0.0, 0.02))), owner="dev", options=options
+        )
+        takes[resource].append((task.id, mode))
+        ids.append(task.id)
+
+    for _ in range(6):
+        await asyncio.gather(*(one() for _ in range(25)))
+    tasks = {t.id: t for t in await all_final(store, ids, timeout_s=120)}
+    assert {t.state for t in tasks.values()} == {TaskState.COMPLETED}
+    for resource, taken in takes.items():
+        for (a, mode_a), (b, mode_b) in itertools.combinations(taken, 2):
+            if Mode.EXCLUSIVE not in (mode_a, mode_b):
+                continue
+            first, second = sorted((tasks[a], tasks[b]), key=lambda t: t.started_at or utcnow())
+            assert first.finished_at is not None
+            assert second.started_at is not None
+            assert first.finished_at <= second.started_at, (resource, first.id, second.id)
+    for resource in resources:
+        assert await store.tasks.reservations.queue(resource) == []
+    assert await store.tasks.collection.count_documents({"holds": {"$exists": True}}) == 0
+
+
+def _stored_by_a_submitter_that_died(name: str, resource: str) -> StoredTask:
+    """A task as a submitter that died after storing it holding `resource` by key (before it
+    looked at the resource's queue and published the command) left it."""
+    return new_task(
+        task_id=new_task_id(),
+        name=name,
+        args=count(),
+        owner="dev",
+        at=utcnow(),
+        reservations=reservations(exclusive=[resource]),
+    )
+
+
+async def _fall_due(store: Store, task_id: str) -> None:
+    """The outbox mark of `task_id` falls due now (its grace passed)."""
+    await store.tasks.collection.update_one(
+        {"_id": task_id}, {"$set": {"dispatch_due_at": utcnow() - timedelta(seconds=1)}}
+    )
+
+
+async def test_the_relay_of_a_task_holding_a_resource_by_key_first_looks_at_its_queue(
+    store: Store, submissions: Submissions, workers: list[Worker]
+) -> None:
+    # A shared holder runs from the queue; a task stored holding the resource by key (its
+    # submitter died before looking) must not run beside it when the relay publishes it.
+    reader = await submissions.submit(
+        "test.count", count(0.5), owner="dev", options=Options(shared_resources=("repo:r",))
+    )
+    await eventually(
+        lambda: store.tasks.get(reader.id),
+        lambda t: t is not None and t.state is TaskState.RUNNING,
+    )
+    orphan = _stored_by_a_submitter_that_died("test.count", "repo:r")
+    await store.tasks.insert_holding(orphan, dispatch_due_at=utcnow() + timedelta(minutes=5))
+    await _fall_due(store, orphan.id)
+    await workers[0].janitor.relay()
+    blocked = await store.tasks.get(orphan.id)
+    assert blocked is not None
+    assert blocked.phase is Phase.BLOCKED
+    assert blocked.waiting_for is not None
+    assert blocked.waiting_for.holder == reader.id
+    done = {t.id: t for t in await all_final(store, [reader.id, orphan.id])}
+    assert done[reader.id].finished_at is not None
+    assert done[orphan.id].started_at is not None
+    assert done[reader.id].finished_at <= done[orphan.id].started_at
+
+    # One that others already wait for (they saw its key) keeps its place ahead of them.
+    first = _stored_by_a_submitter_that_died("test.count", "repo:s")
+    await store.tasks.insert_holding(first, dispatch_due_at=utcnow() + timedelta(minutes=5))
+    behind = await submissions.submit(
+        "test.count", count(), owner="dev", options=Options(exclusive_resources=("repo:s",))
+    )
+    assert behind.phase is Phase.BLOCKED
+    assert behind.waiting_for is not None
+    assert behind.waiting_for.holder == first.id
+    await _fall_due(store, first.id)
+    await workers[0].janitor.relay()
+    done = {t.id: t for t in await all_final(store, [first.id, behind.id])}
+    assert {t.state for t in done.values()} == {TaskState.COMPLETED}
+    assert done[first.id].finished_at is not None
+    assert done[behind.id].started_at is not None
+    assert done[first.id].finished_at <= done[behind.id].started_at

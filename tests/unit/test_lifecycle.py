@@ -86,6 +86,7 @@ EXPECTED_MOVES = {
     ((W, Q), (CNCL, END)),  # canceled before it ran
     ((W, Q), (FAIL, END)),  # dead-lettered
     ((W, BLK), (W, Q)),  # its resources are its own: its command is queued
+    ((W, Q), (W, BLK)),  # it took its resources by key and found others queued for them
     ((W, SCH), (W, Q)),  # its time came
     ((W, SCH), (W, BLK)),  # its time came, and a resource it needs is taken
     *(((W, p), (f, END)) for p in (BLK, SCH) for f in (CNCL, FAIL)),  # canceled while waiting

@@ -93,7 +93,8 @@ def test_the_known_version_form_is_a_plain_update_naming_only_the_version_and_ru
     assert update["$inc"] == {"version": 1, "runs": 1}
     assert update["$push"]["history"]["source"] == "running"
     assert update["$push"]["history"]["version"] == 5
-    assert update["$unset"] == {"dispatch_due_at": ""}
+    # An end also gives up the resources the task holds by key.
+    assert update["$unset"] == {"dispatch_due_at": "", "holds": ""}
     with pytest.raises(IllegalTransition):
         change.at_version(W, 4, AT)
 
@@ -122,5 +123,7 @@ def test_a_change_of_state_without_history_is_the_same_plain_update_in_both_form
             "error": None,
         },
         "$inc": {"version": 1},
+        # The end gives up the resources the task holds by key.
+        "$unset": {"holds": ""},
     }
     assert change.at_version(W, 3, AT) == update
