@@ -347,6 +347,12 @@ async def test_tasks_that_meet_no_other_take_their_resources_by_key_and_leave_no
     assert await store.tasks.collection.count_documents({"holds": {"$exists": True}}) == 0
 
 
+def _ran_one_after_the_other(first: StoredTask, then: StoredTask) -> None:
+    assert first.finished_at is not None
+    assert then.started_at is not None
+    assert first.finished_at <= then.started_at
+
+
 async def test_a_task_that_took_its_resource_by_key_queues_behind_tasks_already_queued(
     store: Store, submissions: Submissions, workers: list[Worker]
 ) -> None:
@@ -366,9 +372,7 @@ async def test_a_task_that_took_its_resource_by_key_queues_behind_tasks_already_
     assert "holds" not in doc
     assert "dispatch_due_at" not in doc
     done = {t.id: t for t in await all_final(store, [reader.id, writer.id])}
-    assert done[reader.id].finished_at is not None
-    assert done[writer.id].started_at is not None
-    assert done[reader.id].finished_at <= done[writer.id].started_at
+    _ran_one_after_the_other(done[reader.id], done[writer.id])
     assert await store.tasks.reservations.queue("repo:q") == []
 
 
@@ -456,9 +460,7 @@ async def test_the_relay_of_a_task_holding_a_resource_by_key_first_looks_at_its_
     assert blocked.waiting_for is not None
     assert blocked.waiting_for.holder == reader.id
     done = {t.id: t for t in await all_final(store, [reader.id, orphan.id])}
-    assert done[reader.id].finished_at is not None
-    assert done[orphan.id].started_at is not None
-    assert done[reader.id].finished_at <= done[orphan.id].started_at
+    _ran_one_after_the_other(done[reader.id], done[orphan.id])
 
     # One that others already wait for (they saw its key) keeps its place ahead of them.
     first = _stored_by_a_submitter_that_died("test.count", "repo:s")
@@ -473,6 +475,4 @@ async def test_the_relay_of_a_task_holding_a_resource_by_key_first_looks_at_its_
     await workers[0].janitor.relay()
     done = {t.id: t for t in await all_final(store, [first.id, behind.id])}
     assert {t.state for t in done.values()} == {TaskState.COMPLETED}
-    assert done[first.id].finished_at is not None
-    assert done[behind.id].started_at is not None
-    assert done[first.id].finished_at <= done[behind.id].started_at
+    _ran_one_after_the_other(done[first.id], done[behind.id])
