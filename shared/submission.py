@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -26,7 +27,7 @@ from shared.lifecycle import Phase
 from shared.rate_limit import RateLimiter
 from shared.records import StoredTask, new_task
 from shared.registry import Registry
-from shared.reservations import InvalidResource, Mode, Reservation, reservations
+from shared.reservations import InvalidResource, LatelyTaken, Mode, Reservation, reservations
 from shared.runs import Runs
 from shared.settings import Settings
 from shared.store import IdempotencyKeys, KeyRecord, ResourcesTaken, TaskStore
@@ -163,6 +164,8 @@ class Submissions:
     def __post_init__(self) -> None:
         #: The verbs: a task waiting for a resource takes its turn through them.
         self.runs = Runs(self.tasks, self.commands, outbox_grace_s=self.settings.outbox_grace_s)
+        #: Where new tasks lately met others: they skip the take by key (`_place`).
+        self._lately_taken = LatelyTaken()
 
     async def close(self) -> None:
         """Add the counts not yet shared with other api replicas."""
@@ -284,13 +287,21 @@ class Submissions:
             scheduled = task.model_copy(update={"phase": Phase.SCHEDULED})
             await self.tasks.insert(scheduled, dispatch_due_at=task.run_at)
             return scheduled
-        if task.parent_id is None and all(r.mode is Mode.EXCLUSIVE for r in task.reservations):
+        names = [r.resource for r in task.reservations]
+        if (
+            task.parent_id is None
+            and all(r.mode is Mode.EXCLUSIVE for r in task.reservations)
+            and not self._lately_taken.any_of(names, time.monotonic())
+        ):
             try:
                 await self.tasks.insert_holding(task, dispatch_due_at=self._due())
             except ResourcesTaken as exc:
                 log.debug("task %s queues: %s", task.id, exc)
             else:
-                return await self.runs.hold_by_key(task)
+                behind = await self.runs.hold_by_key(task)
+                if behind is not None:
+                    self._lately_taken.taken(names, time.monotonic())
+                return behind
         waiting = await self.runs.enter_queues(task.id, task.reservations, fresh=True)
         if waiting is None:
             if task.parent_id is not None or not task.exclusive_resources():
@@ -298,7 +309,9 @@ class Submissions:
                 return None
             waiting = await self.runs.store_holding(task, dispatch_due_at=self._due())
             if waiting is None:
+                self._lately_taken.free(names)
                 return None
+        self._lately_taken.taken(names, time.monotonic())
         blocked = task.model_copy(update={"phase": Phase.BLOCKED, "waiting_for": waiting})
         await self.tasks.insert(blocked)
         # Its holder may have ended before it was stored, when nobody could give it its turn.
