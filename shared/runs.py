@@ -412,7 +412,7 @@ class Runs:
         task = await self._cancel_one(task_id)
         if task is None:
             return None
-        for child in await self.tasks.children(task_id):
+        for child in await self.tasks.children(task):
             if not child.final:
                 with contextlib.suppress(AlreadyFinished):
                     await self.cancel(child.id)
@@ -600,7 +600,7 @@ class Runs:
         parent = await self.tasks.get(parent_id)
         if parent is None or parent.phase is not Phase.AWAITING_CHILDREN or parent.final:
             return
-        children = await self.tasks.children(parent_id)
+        children = await self.tasks.children(parent)
         if any(not child.final for child in children):
             return
         not_completed = [c for c in children if c.state is not TaskState.COMPLETED]

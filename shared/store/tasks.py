@@ -254,9 +254,12 @@ class TaskStore:
         cursor = self.collection.find({"_id": {"$in": task_ids}, "owner": owner}, {"_id": 1})
         return {doc["_id"] async for doc in cursor}
 
-    async def children(self, parent_id: str) -> list[StoredTask]:
-        """The child tasks of a task, oldest first."""
-        return await self._find({"parent_id": parent_id}, sort=[("_id", ASCENDING)])
+    async def children(self, parent: StoredTask) -> list[StoredTask]:
+        """The child tasks of `parent` (as read: a child links itself to its parent before it
+        is stored, so they are all in its `child_ids`), oldest first."""
+        if not parent.child_ids:
+            return []
+        return await self._find({"_id": {"$in": parent.child_ids}}, sort=[("_id", ASCENDING)])
 
     async def history(self, task_id: str) -> list[HistoryEntry]:
         """The state changes of a task, oldest first, from the task itself (always complete)."""
@@ -344,9 +347,14 @@ class TaskStore:
     async def unanswered(self, now: datetime, limit: int = 100) -> list[StoredTask]:
         """Tasks waiting for an answer that nobody will give in time: their question's deadline
         is past, or they are being canceled (a cancel that stopped between its two steps)."""
+        # By the state index: a task waiting for an answer is started (running or canceling),
+        # and those are few beside the waiting and the finished.
         due = await self._find(
-            {"question.deadline": {"$lte": now}, "phase": Phase.AWAITING_ANSWER.value},
-            sort=[("question.deadline", ASCENDING)],
+            {
+                "state": {"$in": _ACTIVE},
+                "phase": Phase.AWAITING_ANSWER.value,
+                "question.deadline": {"$lte": now},
+            },
             limit=limit,
         )
         canceling = await self._find(
@@ -362,10 +370,11 @@ class TaskStore:
     async def insert(self, task: StoredTask, *, dispatch_due_at: datetime | None = None) -> None:
         """Store a new task; with `dispatch_due_at`, it carries its outbox mark: if its command
         is not confirmed (and the mark removed) by then, the relay publishes it. A child task is
-        also linked to its parent."""
-        await self.shared_inserts.insert(document(task, dispatch_due_at))
+        linked to its parent first, so that its parent knows every child stored (a link to one
+        never stored, its submitter having died between, finds nothing: it never runs)."""
         if task.parent_id is not None:
             await self._touch(task.parent_id, {"$push": {"child_ids": task.id}})
+        await self.shared_inserts.insert(document(task, dispatch_due_at))
 
     @db_write("insert")
     async def insert_holding(self, task: StoredTask, *, dispatch_due_at: datetime) -> None:

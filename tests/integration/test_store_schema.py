@@ -20,24 +20,39 @@ pytestmark = pytest.mark.integration
 
 async def test_a_service_refuses_a_database_that_lacks_an_index(store: Store) -> None:
     await store.require_schema()  # the fixture's database is migrated
-    await store.tasks.collection.drop_index("parent_id_1")
+    await store.tasks.collection.drop_index("dispatch_due_at_1")
     with pytest.raises(SchemaOutdated, match="tasklight-server migrate"):
         await store.require_schema()
-    assert await store.migrate() == ["created tasks(parent_id +1)"]
+    assert await store.migrate() == ["created tasks(dispatch_due_at +1)"]
     await store.require_schema()
+
+
+async def test_migrate_drops_the_indexes_this_version_does_without(store: Store) -> None:
+    # As an earlier version made them: every write of a task would still pay for them.
+    await store.tasks.collection.create_index("parent_id", sparse=True)
+    await store.tasks.collection.create_index("question.deadline", sparse=True)
+    await store.require_schema()  # an index too many is no reason to refuse
+    done = await asyncio.gather(*(store.migrate() for _ in range(3)))
+    assert sorted(line for lines in done for line in lines) == [
+        "dropped tasks(parent_id +1), no longer used",
+        "dropped tasks(question.deadline +1), no longer used",
+    ]
+    indexes = await store.tasks.collection.index_information()
+    assert "parent_id_1" not in indexes
+    assert "question.deadline_1" not in indexes
 
 
 async def test_migrate_replaces_older_indexes_even_when_several_run_at_once(store: Store) -> None:
     # Indexes from an earlier version (not sparse, another TTL) are replaced, not an error.
-    await store.tasks.collection.drop_index("parent_id_1")
+    await store.tasks.collection.drop_index("dispatch_due_at_1")
     await store.tasks.collection.drop_index("finished_at_1")
-    await store.tasks.collection.create_index("parent_id")
+    await store.tasks.collection.create_index("dispatch_due_at")
     await store.tasks.collection.create_index("finished_at", expireAfterSeconds=60)
     with pytest.raises(SchemaOutdated):
         await store.require_schema()
     await asyncio.gather(*(store.migrate() for _ in range(5)))
     indexes = await store.tasks.collection.index_information()
-    assert indexes["parent_id_1"].get("sparse") is True
+    assert indexes["dispatch_due_at_1"].get("sparse") is True
     assert indexes["finished_at_1"].get("sparse") is True
     assert indexes["finished_at_1"]["expireAfterSeconds"] == 30 * 24 * 3600
     # A new retention setting changes the TTL and keeps the index sparse.

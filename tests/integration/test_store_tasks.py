@@ -201,14 +201,20 @@ async def test_tasks_store_neither_parent_nor_finish_time_until_they_have_one(
     store: Store,
 ) -> None:
     top = stored_task(owner="u")
-    child = stored_task(owner="u", parent_id="p")
+    child = stored_task(owner="u", parent_id=top.id)
     stored = document(top)
     assert "parent_id" not in stored
     assert "finished_at" not in stored
     await store.tasks.insert(top)
     await store.tasks.insert(child)
-    # The queries on the sparse indexes still find what they should.
-    assert [task.id for task in await store.tasks.children("p")] == [child.id]
+    # Its children are found through the parent's links, with no index on `parent_id`.
+    parent = await store.tasks.get(top.id)
+    assert parent is not None
+    assert parent.child_ids == [child.id]
+    assert [task.id for task in await store.tasks.children(parent)] == [child.id]
+    # A link to a child whose submitter died before storing it finds nothing.
+    linked_only = parent.model_copy(update={"child_ids": [child.id, "never-stored"]})
+    assert [task.id for task in await store.tasks.children(linked_only)] == [child.id]
 
 
 async def test_a_confirmed_mark_is_cleared_late_and_only_where_a_claim_did_not_take_it(
