@@ -397,7 +397,9 @@ async def test_child_tasks_belong_to_the_owner_of_their_parent(people: People, w
             if done and done.state == "completed":
                 break
             await asyncio.sleep(0.1)
-        children = await people.store.tasks.children(parent["id"])
+        assert done is not None
+        assert done.state == "completed"
+        children = await people.store.tasks.children(done)
         assert len(children) == 2
         assert {child.owner for child in children} == {"alice"}
         for child in children:
