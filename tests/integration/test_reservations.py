@@ -26,6 +26,7 @@ from shared.submission import NewTask, Options, ScheduledTooFar, Submissions
 from shared.tasktypes.demo import POWER_OFF
 from tests.support import eventually
 from tests.support.commands import commands_on
+from tests.support.queues import left_every_queue
 
 pytestmark = pytest.mark.integration
 
@@ -93,8 +94,7 @@ async def test_conflicting_tasks_on_four_workers_never_overlap_and_keep_submissi
             assert after.started_at is not None
             assert before.finished_at <= after.started_at, (resource, before.id, after.id)
     # No resource is left held once everything ended.
-    for resource in resources:
-        assert await store.tasks.reservations.queue(resource) == []
+    await left_every_queue(store, resources)
     # Non-conflicting tasks did run at the same time, on several workers.
     assert len({t.worker.name for t in tasks.values() if t.worker}) > 1
 
@@ -153,7 +153,7 @@ async def test_a_blocked_task_says_what_it_waits_for_and_a_cancel_of_the_holder_
     canceled = await store.tasks.get(first.id)
     assert canceled is not None
     assert canceled.state is TaskState.CANCELED
-    assert await store.tasks.reservations.queue("vm:web-01") == []
+    await left_every_queue(store, ["vm:web-01"])
 
 
 async def test_canceling_a_waiting_task_takes_it_out_of_the_queue(
@@ -373,7 +373,7 @@ async def test_a_task_that_took_its_resource_by_key_queues_behind_tasks_already_
     assert "dispatch_due_at" not in doc
     done = {t.id: t for t in await all_final(store, [reader.id, writer.id])}
     _ran_one_after_the_other(done[reader.id], done[writer.id])
-    assert await store.tasks.reservations.queue("repo:q") == []
+    await left_every_queue(store, ["repo:q"])
 
 
 async def test_submissions_racing_for_resources_never_run_conflicting_tasks_together(
@@ -413,8 +413,7 @@ async def test_submissions_racing_for_resources_never_run_conflicting_tasks_toge
             assert first.finished_at is not None
             assert second.started_at is not None
             assert first.finished_at <= second.started_at, (resource, first.id, second.id)
-    for resource in resources:
-        assert await store.tasks.reservations.queue(resource) == []
+    await left_every_queue(store, resources)
     assert await store.tasks.collection.count_documents({"holds": {"$exists": True}}) == 0
 
 
