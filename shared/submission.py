@@ -149,6 +149,12 @@ class Submitted:
     replayed: bool = False
 
 
+def _placed(task: StoredTask) -> bool:
+    """Whether `Submissions._place` stores the task (it has resources or a time), rather than
+    the plain insert that all other new tasks share."""
+    return bool(task.reservations) or task.run_at is not None
+
+
 @dataclass
 class Submissions:
     """Validates submissions, stores them as waiting tasks and queues their commands."""
@@ -287,6 +293,9 @@ class Submissions:
             scheduled = task.model_copy(update={"phase": Phase.SCHEDULED})
             await self.tasks.insert(scheduled, dispatch_due_at=task.run_at)
             return scheduled
+        if not task.reservations:  # a time already past: it runs at once
+            await self.tasks.insert(task, dispatch_due_at=self._due())
+            return None
         names = [r.resource for r in task.reservations]
         if (
             task.parent_id is None
@@ -352,7 +361,7 @@ class Submissions:
         task = self._new(
             name, args, owner=owner, ui=ui, metadata=metadata, parent_id=parent_id, options=options
         )
-        if task.reservations or task.run_at is not None:
+        if _placed(task):
             placed = await self._place(task)
             if placed is not None:
                 metrics.submitted([name])
@@ -398,19 +407,16 @@ class Submissions:
         # Those with resources or a time are stored one by one, in the batch's order (their
         # places in the resources' queues are in that order); the others together.
         placed: dict[str, StoredTask] = {}
-        stored_already: set[str] = set()
         for task in tasks:
-            if task.reservations or task.run_at is not None:
-                stored_already.add(task.id)
-                if (waiting := await self._place(task)) is not None:
-                    placed[task.id] = waiting
+            if _placed(task) and (waiting := await self._place(task)) is not None:
+                placed[task.id] = waiting
         stored = tasks
         tasks = [task for task in tasks if task.id not in placed]
         if not tasks:
             metrics.submitted(task.name for task in stored)
             return [placed[task.id] for task in stored]
         await self.tasks.insert_many(
-            [task for task in tasks if task.id not in stored_already], dispatch_due_at=self._due()
+            [task for task in tasks if not _placed(task)], dispatch_due_at=self._due()
         )
         outcomes = await asyncio.gather(
             *(

@@ -134,8 +134,8 @@ class Change:
         for key, by in self.inc.items():
             stage[key] = {"$add": [{"$ifNull": [f"${key}", 0]}, by]}
         pipeline: list[Doc] = [{"$set": stage}]
-        if self._removed():
-            pipeline.append({"$unset": sorted(self._removed())})
+        if removed := self._removed():
+            pipeline.append({"$unset": sorted(removed)})
         return query, pipeline
 
     def version_filter(self, version: int) -> Doc:
@@ -195,8 +195,8 @@ class Change:
             pushes["history"] = history
         if pushes:
             update["$push"] = pushes
-        if self._removed():
-            update["$unset"] = {key: "" for key in sorted(self._removed())}
+        if removed := self._removed():
+            update["$unset"] = {key: "" for key in sorted(removed)}
         return update
 
     def _removed(self) -> frozenset[str]:

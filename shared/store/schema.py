@@ -5,12 +5,11 @@ indexes and brings older documents up to date; the services only check, at start
 index is there with the options this version needs, and refuse to start with a message that says
 to migrate. So no process races another to build an index while serving.
 
-SecantusDB rewrites every index entry of a task at each of its changes, so each index costs every
-change, but a sparse one costs little for a task that lacks its field. Hence tasks store no
-`finished_at` until they finish, and that index is sparse: a claim of a task with five indexes
-took the server 0.89 ms instead of 1.0 (measured on batches of ten). Sparse is not free, though:
-the server still works through every index for every document it writes, so an index a query
-can do without is dropped (`RETIRED`).
+SecantusDB works through every index of a collection for every document it writes, sparse or
+not, so each index of the tasks costs every change of every task: an index a query can do
+without is dropped (`RETIRED`). A sparse one costs less for a task that lacks its field, hence
+tasks store no `finished_at` until they finish (a claim of a task with five indexes took the
+server 0.89 ms instead of 1.0 with that index sparse, measured on batches of ten).
 """
 
 from __future__ import annotations

@@ -19,8 +19,9 @@ handled at the same time share their writes (grouping.py): inserts one `insert_m
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -69,9 +70,9 @@ def document(
     """A task as inserted: with its outbox mark if given; with `hold`, holding its resources
     by key (`holds`, see `shared/store/reservations.py`).
 
-    Without `finished_at` (set when it finishes) and, for a task with no parent, without
-    `parent_id`: their indexes are sparse, so a task lacking them costs those indexes nothing.
-    Nor with `question` and `answers` before it asks anything.
+    Fields a task does not have yet are left out rather than stored empty: `finished_at`
+    (its index is sparse), `parent_id` for a task with no parent, `question` and `answers`
+    before it asks anything: a smaller document is less for the server to write and diff.
     """
     doc: Doc = stored(task)
     for sparse in (
@@ -106,6 +107,19 @@ def _taken(exc: DuplicateKeyError) -> ResourcesTaken | None:
         return None
     value = key.get(HOLDS) if isinstance(key, dict) else None
     return ResourcesTaken(value if isinstance(value, str) else None)
+
+
+@contextlib.contextmanager
+def _keys_taken_as_resources() -> Iterator[None]:
+    """A write that fails on the `holds` unique index raises `ResourcesTaken`; any other
+    duplicate key goes on as it was."""
+    try:
+        yield
+    except DuplicateKeyError as exc:
+        taken = _taken(exc)
+        if taken is None:
+            raise
+        raise taken from exc
 
 
 def read(doc: Doc) -> StoredTask | None:
@@ -380,13 +394,8 @@ class TaskStore:
     async def insert_holding(self, task: StoredTask, *, dispatch_due_at: datetime) -> None:
         """Store a new top-level task holding its exclusive resources by key, with its outbox
         mark; raises `ResourcesTaken` (and stores nothing) if another task holds one of them."""
-        try:
+        with _keys_taken_as_resources():
             await self.shared_inserts.insert(document(task, dispatch_due_at, hold=True))
-        except DuplicateKeyError as exc:
-            taken = _taken(exc)
-            if taken is None:
-                raise
-            raise taken from exc
 
     async def holders(self, resources: list[str], besides: str) -> dict[str, str]:
         """Which task, other than `besides`, holds each of `resources` by key (those held)."""
@@ -423,13 +432,8 @@ class TaskStore:
         """Make `change` if the task is still where it may start; whether it was made. Raises
         `ResourcesTaken` for a change that takes resources by key (`holds`) held by another."""
         query, update = change.compare_and_set(task_id, utcnow())
-        try:
+        with _keys_taken_as_resources():
             return (await self.collection.update_one(query, update)).matched_count > 0
-        except DuplicateKeyError as exc:
-            taken = _taken(exc)
-            if taken is None:
-                raise
-            raise taken from exc
 
     @db_write("update")
     async def apply_then_state(self, task_id: str, change: Change) -> TaskState | None:
