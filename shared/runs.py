@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -54,8 +53,8 @@ from shared.lifecycle import ACTIVE_STATES, FIRST_VERSION, Phase, TaskState
 from shared.messages import TaskSnapshot
 from shared.questions import Answer, AskedQuestion, no_answer_message
 from shared.records import Run, StoredTask
-from shared.reservations import Entry, Mode, Reservation, WaitingFor, ahead_of, granted
-from shared.store import ANY_RUN, Change, ResourcesTaken
+from shared.reservations import Entry, Reservation, WaitingFor, ahead_of, granted
+from shared.store import ANY_RUN, Change
 from shared.store.dispatch_marks import MARK
 from shared.store.reservations import HOLDS
 from shared.store.tasks import TaskStore
@@ -69,8 +68,6 @@ _ASKING = frozenset({Phase.AWAITING_ANSWER})
 _UNHELD = frozenset({Phase.RELEASED, Phase.AWAITING_ANSWER})
 _BLOCKED = frozenset({Phase.BLOCKED})
 _QUEUED = frozenset({Phase.QUEUED})
-#: Tries at storing a task holding its resources while their holders end one after another.
-_KEY_LOOKS = 5
 _SCHEDULED = frozenset({Phase.SCHEDULED})
 _WAITING = frozenset({TaskState.WAITING})
 
@@ -656,10 +653,11 @@ class Runs:
         and a task that held a resource holds it still).
 
         First in every queue it is in, it still waits for any task that holds one of them by
-        key: for those it takes exclusively, the write that queues it takes their keys or fails
-        (`_queue_waiting`); for those it shares, it looks. Both come after its last entering, as
-        a holder by key looks at the queues after its insert (`hold_by_key`): of two such tasks
-        meeting, one sees the other."""
+        key: it looks, after its last entering, as a holder by key looks at the queues after its
+        insert (`hold_by_key`): of two such tasks meeting, one sees the other. So a task that
+        gets its turn by a queue takes no key: its entry keeps a holder by key out until it
+        leaves, and its queueing is a plain compare-and-set that shares a statement with
+        others' (a take by key would go alone, to fail alone)."""
         queues = self.tasks.reservations
         for reservation in reservations:
             if fresh:
@@ -675,8 +673,7 @@ class Runs:
             holder = ahead_of(entries, task_id)
             if holder is not None:
                 return WaitingFor(resource=reservation.resource, holder=holder)
-        shared = [r.resource for r in reservations if r.mode is Mode.SHARED]
-        return await self._key_holder(task_id, shared) if shared else None
+        return await self._key_holder(task_id, [r.resource for r in reservations])
 
     async def _key_holder(self, task_id: str, resources: list[str]) -> WaitingFor | None:
         """The first of `resources` that a task other than `task_id` holds by key, and who."""
@@ -685,25 +682,6 @@ class Runs:
             if resource in held:
                 return WaitingFor(resource=resource, holder=held[resource])
         return None
-
-    async def store_holding(
-        self, task: StoredTask, *, dispatch_due_at: datetime
-    ) -> WaitingFor | None:
-        """Store a new task that holds its place first in every queue, taking its exclusive
-        resources by key: None if it did (its command may go); else what it waits for, and
-        nothing stored. Looks again while a holder ends between the failed insert and the look."""
-        keys = task.exclusive_resources()
-        for _ in range(_KEY_LOOKS):
-            try:
-                await self.tasks.insert_holding(task, dispatch_due_at=dispatch_due_at)
-            except ResourcesTaken:
-                waiting = await self._key_holder(task.id, keys)
-                if waiting is not None:
-                    return waiting
-            else:
-                return None
-        # Held by one short task after another: it waits, and its take of its turn looks again.
-        return WaitingFor(resource=keys[0], holder="")
 
     async def hold_by_key(self, task: StoredTask) -> StoredTask | None:
         """A task just stored holding its resources by key (`TaskStore.insert_holding`), and
@@ -747,13 +725,7 @@ class Runs:
             return False
         waiting = await self.enter_queues(task.id, task.reservations, known=known)
         if waiting is None:
-            try:
-                return await self._queue_waiting(task, _BLOCKED)
-            except ResourcesTaken:
-                # Taken by key after this task's turn came: its holder looks at the queue after
-                # its take, finds this task first in line and not waiting for it, and gives way
-                # (`hold_by_key`), giving this task its turn again. Nothing to record here.
-                return False
+            return await self._queue_waiting(task, _BLOCKED)
         if waiting != task.waiting_for:
             await self.tasks.apply_blind(
                 task.id,
@@ -772,12 +744,7 @@ class Runs:
             return False  # not yet
         waiting = await self.enter_queues(task.id, task.reservations) if task.reservations else None
         if waiting is None:
-            try:
-                return await self._queue_waiting(task, _SCHEDULED)
-            except ResourcesTaken:
-                waiting = await self._key_holder(task.id, task.exclusive_resources())
-                if waiting is None:
-                    return False  # its holder just ended: the relay wakes it again
+            return await self._queue_waiting(task, _SCHEDULED)
         blocked = await self.tasks.apply(
             task.id,
             Change(
@@ -795,31 +762,24 @@ class Runs:
         return True
 
     async def _queue_waiting(self, task: StoredTask, phases: frozenset[Phase]) -> bool:
-        """Queue a waiting task whose turn (or time) came, taking its exclusive resources by
-        key, and publish its command. Whether this call queued it; raises `ResourcesTaken` if
-        another task holds one of those resources by key."""
+        """Queue a waiting task whose turn (or time) came, and publish its command. Whether this
+        call queued it."""
         due = utcnow() + timedelta(seconds=self.outbox_grace_s)
-        keys = task.exclusive_resources()
         change = Change(
             sources=_WAITING,
             phases=phases,
             phase=Phase.QUEUED,
-            fields={MARK: due, HOLDS: keys} if keys else {MARK: due},
+            fields={MARK: due},
             unset=frozenset({"waiting_for"}),
         )
         # As read, the task is at its version: then the command can tell the claim what the
-        # task is. Without keys the change shares a statement with others' (so does the claim);
-        # with keys it goes alone, so that a key another task holds fails only its own.
-        if keys:
-            pinned = dataclasses.replace(change, guard={"version": task.version})
-            at_version = await self.tasks.apply_blind(task.id, pinned)
-        else:
-            at_version = (
-                await self.tasks.apply_at_version(
-                    task.id, TaskState.WAITING, task.version, lambda _id, _at: change
-                )
-                is not None
+        # task is, and the change shares a statement with others' (so does the claim).
+        at_version = (
+            await self.tasks.apply_at_version(
+                task.id, TaskState.WAITING, task.version, lambda _id, _at: change
             )
+            is not None
+        )
         if not at_version and not await self.tasks.apply_blind(task.id, change):
             return False
         # A task that waited for its turn goes ahead of the commands queued meanwhile, by the

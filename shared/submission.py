@@ -313,13 +313,9 @@ class Submissions:
                 return behind
         waiting = await self.runs.enter_queues(task.id, task.reservations, fresh=True)
         if waiting is None:
-            if task.parent_id is not None or not task.exclusive_resources():
-                await self.tasks.insert(task, dispatch_due_at=self._due())
-                return None
-            waiting = await self.runs.store_holding(task, dispatch_due_at=self._due())
-            if waiting is None:
-                self._lately_taken.free(names)
-                return None
+            await self.tasks.insert(task, dispatch_due_at=self._due())
+            self._lately_taken.free(names)
+            return None
         self._lately_taken.taken(names, time.monotonic())
         blocked = task.model_copy(update={"phase": Phase.BLOCKED, "waiting_for": waiting})
         await self.tasks.insert(blocked)

@@ -158,6 +158,27 @@ class SharedQueueReads(SharedCommand[str, list[Entry]]):
             future.set_result(queues.get(resource, []))
 
 
+class SharedHolderReads(SharedCommand[str, str | None]):
+    """Who holds each resource by key, for many callers as one `find` of the tasks: a task
+    whose turn comes by a queue looks for a holder by key of each of its resources, and those
+    looks of tasks in hand together go as one read."""
+
+    async def holder(self, resource: str) -> str | None:
+        """The task that holds `resource` by key now, or None."""
+        return await self._batcher.submit(resource)
+
+    async def _send(self, batch: list[tuple[str, asyncio.Future[str | None]]]) -> None:
+        resources = list({resource for resource, _ in batch})
+        # The filter names `holds` alone: with `_id` beside it SecantusDB scans the collection.
+        cursor = self._collection.find({HOLDS: {"$in": resources}}, {HOLDS: 1})
+        held: dict[str, str] = {}
+        async for doc in cursor:
+            for resource in doc.get(HOLDS) or []:
+                held[resource] = doc["_id"]
+        for resource, future in batch:
+            future.set_result(held.get(resource))
+
+
 class ReservationStore:
     """The `reservations` collection."""
 

@@ -19,6 +19,7 @@ handled at the same time share their writes (grouping.py): inserts one `insert_m
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
@@ -39,7 +40,7 @@ from shared.store.dispatch_marks import MARK, DispatchMarks
 from shared.store.documents import Doc
 from shared.store.errors import ResourcesTaken
 from shared.store.grouping import GroupedWrite, SharedInserts, SharedReads, SharedWrites
-from shared.store.reservations import HOLDS, ReservationStore
+from shared.store.reservations import HOLDS, ReservationStore, SharedHolderReads
 from shared.topology import RESERVATIONS
 from shared.tracing import db_write
 
@@ -142,6 +143,7 @@ class TaskStore:
         self.shared_writes = SharedWrites(collection)
         self.shared_reads = SharedReads(collection)
         self.shared_inserts = SharedInserts(collection)
+        self.shared_holders = SharedHolderReads(collection)
         #: The resources' queues, which the tasks' changes keep (`shared/runs.py`).
         self.reservations = ReservationStore(collection.database[RESERVATIONS])
 
@@ -151,6 +153,7 @@ class TaskStore:
         await self.shared_writes.close()
         await self.shared_reads.close()
         await self.shared_inserts.close()
+        await self.shared_holders.close()
         await self.reservations.close()
 
     # --- reads ----------------------------------------------------------------------------
@@ -398,15 +401,14 @@ class TaskStore:
             await self.shared_inserts.insert(document(task, dispatch_due_at, hold=True))
 
     async def holders(self, resources: list[str], besides: str) -> dict[str, str]:
-        """Which task, other than `besides`, holds each of `resources` by key (those held)."""
-        # The filter names `holds` alone: with `_id` beside it SecantusDB scans the collection.
-        cursor = self.collection.find({HOLDS: {"$in": resources}}, {HOLDS: 1})
-        held: dict[str, str] = {}
-        async for doc in cursor:
-            for resource in doc.get(HOLDS) or []:
-                if resource in resources and doc["_id"] != besides:
-                    held[resource] = doc["_id"]
-        return held
+        """Which task, other than `besides`, holds each of `resources` by key (those held); the
+        read shared with others' at the same time."""
+        found = await asyncio.gather(*(self.shared_holders.holder(r) for r in resources))
+        return {
+            resource: holder
+            for resource, holder in zip(resources, found, strict=True)
+            if holder is not None and holder != besides
+        }
 
     @db_write("insert")
     async def insert_many(self, tasks: list[StoredTask], *, dispatch_due_at: datetime) -> None:
