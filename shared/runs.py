@@ -645,6 +645,7 @@ class Runs:
         *,
         fresh: bool = False,
         known: Mapping[str, list[Entry]] | None = None,
+        looked: bool = False,
     ) -> WaitingFor | None:
         """Take the resources in their order, joining each queue once the one before is held:
         None when the task holds them all, else what it waits for (it is in that queue). A
@@ -657,8 +658,10 @@ class Runs:
         insert (`hold_by_key`): of two such tasks meeting, one sees the other. So a task that
         gets its turn by a queue takes no key: its entry keeps a holder by key out until it
         leaves, and its queueing is a plain compare-and-set that shares a statement with
-        others' (a take by key would go alone, to fail alone)."""
+        others' (a take by key would go alone, to fail alone). A task that `looked` already
+        since it entered the queues it is in, and enters none now, need not look again."""
         queues = self.tasks.reservations
+        entered = False
         for reservation in reservations:
             if fresh:
                 entries = []
@@ -670,9 +673,12 @@ class Runs:
                 entries = await queues.enter(
                     reservation.resource, task_id, reservation.mode, utcnow()
                 )
+                entered = True
             holder = ahead_of(entries, task_id)
             if holder is not None:
                 return WaitingFor(resource=reservation.resource, holder=holder)
+        if looked and not entered:
+            return None
         return await self._key_holder(task_id, [r.resource for r in reservations])
 
     async def _key_holder(self, task_id: str, resources: list[str]) -> WaitingFor | None:
@@ -715,15 +721,29 @@ class Runs:
         return await self.tasks.get(task.id)
 
     async def take_turn(
-        self, task: StoredTask, known: Mapping[str, list[Entry]] | None = None
+        self,
+        task: StoredTask,
+        known: Mapping[str, list[Entry]] | None = None,
+        given_by: str | None = None,
     ) -> bool:
         """A task waiting for its resources takes those it can, in order: when it holds them
         all, it is queued (with its outbox mark) and its command published; else it records
         what it waits for now. Idempotent: a leave that gave it its turn, its submission, and
-        the janitor may all call it. Whether it was queued by this call."""
+        the janitor may all call it. Whether it was queued by this call.
+
+        A turn `given_by` the task it waited for (that task's end removed its keys, then it
+        left its queues) needs no new look for holders by key, unless the task enters another
+        queue now: while it was in line behind another, any task that took one of its
+        resources by key found that queue's first entry not waiting for it and gave way, so
+        the one it waited for was the only holder that could keep its keys."""
         if task.state is not TaskState.WAITING or task.phase is not Phase.BLOCKED:
             return False
-        waiting = await self.enter_queues(task.id, task.reservations, known=known)
+        looked = (
+            given_by is not None
+            and task.waiting_for is not None
+            and task.waiting_for.holder == given_by
+        )
+        waiting = await self.enter_queues(task.id, task.reservations, known=known, looked=looked)
         if waiting is None:
             return await self._queue_waiting(task, _BLOCKED)
         if waiting != task.waiting_for:
@@ -823,9 +843,11 @@ class Runs:
         for resource in names:
             if any(entry.task == task_id for entry in queues[resource]):
                 queues[resource] = await self.tasks.reservations.leave(resource, task_id)
-        await self._give_turns(queues)
+        await self._give_turns(queues, given_by=task_id)
 
-    async def _give_turns(self, queues: Mapping[str, list[Entry]]) -> None:
+    async def _give_turns(
+        self, queues: Mapping[str, list[Entry]], given_by: str | None = None
+    ) -> None:
         """Each blocked task first in line in `queues` takes its turn (`take_turn`)."""
         turns: list[str] = []
         for entries in queues.values():
@@ -835,7 +857,7 @@ class Runs:
         waiters = await asyncio.gather(*(self.tasks.get_shared(turn) for turn in turns))
         for waiter in waiters:
             if waiter is not None and waiter.phase is Phase.BLOCKED:
-                await self.take_turn(waiter, known=queues)
+                await self.take_turn(waiter, known=queues, given_by=given_by)
 
 
 def _dead_lettered(message: str, *, reason: str | None = None, history: bool = True) -> Change:
