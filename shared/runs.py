@@ -840,9 +840,10 @@ class Runs:
         have queued behind it, so their queues are read all the same (one shared read)."""
         names = [reservation.resource for reservation in reservations]
         queues = await self.tasks.reservations.queues(names)
-        for resource in names:
-            if any(entry.task == task_id for entry in queues[resource]):
-                queues[resource] = await self.tasks.reservations.leave(resource, task_id)
+        # All its queues at once (one batch of queue changes), not one after the other.
+        leaving = [r for r in names if any(entry.task == task_id for entry in queues[r])]
+        left = await asyncio.gather(*(self.tasks.reservations.leave(r, task_id) for r in leaving))
+        queues.update(zip(leaving, left, strict=True))
         await self._give_turns(queues, given_by=task_id)
 
     async def _give_turns(

@@ -376,20 +376,56 @@ async def test_a_task_that_took_its_resource_by_key_queues_behind_tasks_already_
     await left_every_queue(store, ["repo:q"])
 
 
+async def test_a_turn_that_enters_another_queue_looks_for_its_holder_by_key(
+    settings: Settings, store: Store, submissions: Submissions, workers: list[Worker]
+) -> None:
+    # The writer waits in the queue of repo:a behind a shared reader, so it is in no queue of
+    # repo:b yet; meanwhile another api replica's task takes repo:b by key (its queue is
+    # empty). When the reader ends, the writer's turn at repo:a comes from the task it waited
+    # for, and it enters repo:b's queue first in line: only a look finds the key holder there.
+    reader = await submissions.submit(
+        "test.count", count(0.5), owner="dev", options=Options(shared_resources=("repo:a",))
+    )
+    writer = await submissions.submit(
+        "test.count",
+        count(),
+        owner="dev",
+        options=Options(exclusive_resources=("repo:a", "repo:b")),
+    )
+    assert writer.waiting_for is not None
+    assert writer.waiting_for.holder == reader.id
+    async with commands_on(settings, store) as commands:
+        replica = Submissions(
+            store.tasks, store.idempotency, commands, load_registry(builtin_tasks=True), settings
+        )
+        keeper = await replica.submit(
+            "test.count", count(2.0), owner="dev", options=Options(exclusive_resources=("repo:b",))
+        )
+        assert keeper.phase is Phase.QUEUED
+        keeper_doc = await store.tasks.collection.find_one({"_id": keeper.id})
+        assert keeper_doc is not None
+        assert keeper_doc["holds"] == ["repo:b"]
+        done = {t.id: t for t in await all_final(store, [reader.id, writer.id, keeper.id])}
+    _ran_one_after_the_other(done[reader.id], done[writer.id])
+    _ran_one_after_the_other(done[keeper.id], done[writer.id])
+    await left_every_queue(store, ["repo:a", "repo:b"])
+
+
+@pytest.mark.parametrize("per_task", [1, 2], ids=["one-resource", "two-resources"])
 async def test_submissions_racing_for_resources_never_run_conflicting_tasks_together(
-    store: Store, submissions: Submissions, workers: list[Worker]
+    store: Store, submissions: Submissions, workers: list[Worker], per_task: int
 ) -> None:
     # Submissions at the same time meet each other half-way: some take a resource by key while
-    # others queue for it, and one holder ends while another task looks.
+    # others queue for it, and one holder ends while another task looks. With two resources a
+    # task, a turn also enters the next queue, and looks for holders by key again.
     rng = random.Random(7)
     resources = ["vm:race-a", "vm:race-b", "vm:race-c"]
     ids: list[str] = []
     takes: dict[str, list[tuple[str, Mode]]] = defaultdict(list)
 
     async def one() -> None:
-        resource = rng.choice(resources)
+        names = tuple(rng.sample(resources, per_task))
         mode = Mode.SHARED if rng.random() < 0.25 else Mode.EXCLUSIVE
-        names = (resource,)
         options = (
             Options(shared_resources=names)
             if mode is Mode.SHARED
@@ -398,7 +434,8 @@ async def test_submissions_racing_for_resources_never_run_conflicting_tasks_toge
         task = await submissions.submit(
             "test.count", count(rng.choice((0.0, 0.02))), owner="dev", options=options
         )
-        takes[resource].append((task.id, mode))
+        for resource in names:
+            takes[resource].append((task.id, mode))
         ids.append(task.id)
 
     for _ in range(6):
