@@ -43,7 +43,8 @@ def rows(figures: dict[str, Any]) -> list[tuple[str, str, float | None, str]]:
         (
             "tasklight: one task per request, each taking one of 100 resources exclusively "
             f"(without, in the same session: {_get(figures, 'reservations', 'tasks_per_s_without')}"
-            " tasks/s)",
+            " tasks/s; a hand-over, from a holder's end to its successor's start, p50 "
+            f"{_get(figures, 'reservations', 'handover_gap_ms', 'p50')} ms)",
             "tasklight, with reservations",
             _get(figures, "reservations", "tasks_per_s_with"),
             "tasks/s",

@@ -20,6 +20,7 @@ within 15 % of without.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import statistics
 import time
@@ -28,9 +29,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
+from pymongo import AsyncMongoClient
 
-from bench.env import machine
-from bench.throughput import IN_FLIGHT, Stack, _http, _post, _throughput_warmup, stack, subscribed
+from bench.env import machine, percentile
+from bench.throughput import (
+    DATABASE,
+    IN_FLIGHT,
+    Stack,
+    _http,
+    _post,
+    _throughput_warmup,
+    stack,
+    subscribed,
+)
+
+Doc = dict[str, Any]
 
 RESULTS = "latest"
 TASKS = int(os.environ.get("BENCH_TASKS", "1000"))
@@ -65,11 +78,42 @@ async def _submit(
 
 
 async def _throughput(env: Stack, kind: str) -> float:
+    rate, _ = await _run(env, kind)
+    return rate
+
+
+async def _run(env: Stack, kind: str) -> tuple[float, set[str]]:
+    """Tasks per second of one run, and the tasks' ids."""
     async with _http(env) as http, subscribed(env) as subscriber:
         started = time.monotonic()
         ids = await _submit(http, TASKS, KINDS[kind])
         await subscriber.until_completed(ids, timeout_s=600)
-        return TASKS / (time.monotonic() - started)
+        return TASKS / (time.monotonic() - started), ids
+
+
+def handover_gaps_ms(tasks: list[Doc]) -> list[float]:
+    """For each resource, the milliseconds from a task's end to the start of the next of its
+    tasks (what a hand-over takes), from the tasks' documents: the first resource of each."""
+    by_resource: dict[str, list[Doc]] = {}
+    for task in tasks:
+        if task.get("reservations") and task.get("started_at") and task.get("finished_at"):
+            by_resource.setdefault(task["reservations"][0]["resource"], []).append(task)
+    gaps: list[float] = []
+    for ran in by_resource.values():
+        ran.sort(key=lambda task: task["started_at"])
+        for before, after in itertools.pairwise(ran):
+            gaps.append((after["started_at"] - before["finished_at"]).total_seconds() * 1000)
+    return gaps
+
+
+async def _stored(env: Stack, ids: set[str]) -> list[Doc]:
+    client: AsyncMongoClient[Doc] = AsyncMongoClient(env.database.url, tz_aware=True)
+    try:
+        fields = {"reservations": 1, "started_at": 1, "finished_at": 1}
+        cursor = client[DATABASE]["tasks"].find({"_id": {"$in": list(ids)}}, fields)
+        return [task async for task in cursor]
+    finally:
+        await client.close()
 
 
 async def _commands(kind: str) -> dict[str, dict[str, float]]:
@@ -84,11 +128,15 @@ async def _commands(kind: str) -> dict[str, dict[str, float]]:
 async def run() -> dict[str, Any]:
     """Tasks per second of each kind of run, alternating; database commands per task."""
     rates: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    gaps: list[float] = []
     for _ in range(RUNS):
         for kind in KINDS:
             async with stack() as env:
                 await _throughput_warmup(env)
-                rates[kind].append(await _throughput(env, kind))
+                rate, ids = await _run(env, kind)
+                rates[kind].append(rate)
+                if kind == "shared_100":
+                    gaps += handover_gaps_ms(await _stored(env, ids))
             print(f"  {kind}: {rates[kind][-1]:.1f} tasks/s", flush=True)
     median = {kind: statistics.median(found) for kind, found in rates.items()}
     without = median["without"]
@@ -106,6 +154,12 @@ async def run() -> dict[str, Any]:
         "distinct_over_without": round(median["distinct"] / without, 3),
         "within_goal": median["shared_100"] >= 0.85 * without,
         "distinct_within_goal": median["distinct"] >= 0.85 * without,
+        # shared_100, every run: from a holder's end to its successor's start.
+        "handover_gap_ms": {
+            "p50": round(percentile(gaps, 0.5), 1),
+            "p90": round(percentile(gaps, 0.9), 1),
+            "count": len(gaps),
+        },
         "database_per_task": {kind: await _commands(kind) for kind in KINDS},
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }

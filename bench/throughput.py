@@ -58,6 +58,8 @@ BATCHES_IN_FLIGHT = 4
 LATENCY_S = 10.0
 #: The benchmark user's submissions per minute: the limiter on, never refusing.
 RATE_PER_MINUTE = 1_000_000
+#: The database the stack's services use.
+DATABASE = "bench"
 
 
 @dataclass
@@ -98,7 +100,7 @@ async def stack(count: bool = False, **extra_env: str) -> AsyncIterator[Stack]:
         env = {
             **os.environ,
             "MONGODB_URL": wire.url() if wire else mongo.url,
-            "TASKLIGHT_DATABASE": "bench",
+            "TASKLIGHT_DATABASE": DATABASE,
             "TASKLIGHT_NAMESPACE": namespace,
             "TASKLIGHT_API_PORT": str(api_port),
             "TASKLIGHT_NOTIFIER_PORT": str(notifier_port),
@@ -133,7 +135,7 @@ async def stack(count: bool = False, **extra_env: str) -> AsyncIterator[Stack]:
 async def _bench_user(mongodb_url: str) -> str:
     """Migrate the database, then make a real user and API token (no development mode: the api
     checks it as in production)."""
-    store = open_store(Settings(mongodb_url=mongodb_url, database="bench"))
+    store = open_store(Settings(mongodb_url=mongodb_url, database=DATABASE))
     try:
         await store.migrate()
         auth = AuthStore(store.accounts)

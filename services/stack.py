@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import shutil
 import signal
 import socket
@@ -31,12 +32,45 @@ ROOT = Path(__file__).resolve().parent.parent
 EMBEDDED_MONGO_PORT = int(os.environ.get("TASKLIGHT_EMBEDDED_MONGO_PORT", "27017"))
 
 
+#: The kernel's range of ephemeral ports: where outgoing connections get their local port.
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+#: The lowest port `free_port` hands out.
+_LOWEST_PORT = 20000
+#: Ports `free_port` handed out in this process: a server may not have bound its port yet.
+_handed_out: set[int] = set()
+
+
+def _ephemeral_floor() -> int:
+    try:
+        return int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
+    """A TCP port on 127.0.0.1 that nothing listens on now, for a server about to start.
+
+    Not one the kernel would pick (port 0): those are ephemeral ports, and any outgoing
+    connection made between this look and the server's bind may take the same one as its local
+    port (a test's server then failed with "address already in use"). So the port is drawn
+    below the ephemeral range, and never twice in one process."""
+    floor = _ephemeral_floor()
+    draw = random.SystemRandom()
+    for _ in range(100):
+        port = draw.randrange(_LOWEST_PORT, max(floor, _LOWEST_PORT + 1))
+        if port in _handed_out or port >= floor:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
         return port
+    with socket.socket() as sock:  # no range below the ephemeral ports: the kernel's choice
+        sock.bind(("127.0.0.1", 0))
+        chosen: int = sock.getsockname()[1]
+        return chosen
 
 
 def wait_for_port(

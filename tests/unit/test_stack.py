@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from services.stack import EmbeddedMongo, PortTaken, port_taken, stop_stack, stop_timeout_s
+from services.stack import (
+    EmbeddedMongo,
+    PortTaken,
+    free_port,
+    port_taken,
+    stop_stack,
+    stop_timeout_s,
+)
 from shared.settings import Settings
 from tests.support.deployment import worker_stop_s
 
@@ -59,3 +66,16 @@ def test_a_port_something_listens_on_is_taken_and_the_database_will_not_start_th
         with pytest.raises(PortTaken, match=f"port {port} is already in use"):
             EmbeddedMongo(tmp_path / "db", port=port).start()
     assert not port_taken("127.0.0.1", port)
+
+
+def test_free_ports_are_below_the_ephemeral_range_bindable_and_never_handed_out_twice() -> None:
+    # An outgoing connection takes its local port from the ephemeral range: a port drawn there
+    # could be taken between the draw and the server's bind.
+    low, _high = (
+        int(p) for p in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    )
+    ports = [free_port() for _ in range(200)]
+    assert len(set(ports)) == len(ports)
+    assert all(port < low for port in ports)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", ports[0]))
