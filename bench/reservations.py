@@ -20,7 +20,6 @@ within 15 % of without.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import statistics
 import time
@@ -32,6 +31,7 @@ import aiohttp
 from pymongo import AsyncMongoClient
 
 from bench.env import machine, percentile
+from bench.handover import handover_gaps_ms
 from bench.throughput import (
     DATABASE,
     IN_FLIGHT,
@@ -89,21 +89,6 @@ async def _run(env: Stack, kind: str) -> tuple[float, set[str]]:
         ids = await _submit(http, TASKS, KINDS[kind])
         await subscriber.until_completed(ids, timeout_s=600)
         return TASKS / (time.monotonic() - started), ids
-
-
-def handover_gaps_ms(tasks: list[Doc]) -> list[float]:
-    """For each resource, the milliseconds from a task's end to the start of the next of its
-    tasks (what a hand-over takes), from the tasks' documents: the first resource of each."""
-    by_resource: dict[str, list[Doc]] = {}
-    for task in tasks:
-        if task.get("reservations") and task.get("started_at") and task.get("finished_at"):
-            by_resource.setdefault(task["reservations"][0]["resource"], []).append(task)
-    gaps: list[float] = []
-    for ran in by_resource.values():
-        ran.sort(key=lambda task: task["started_at"])
-        for before, after in itertools.pairwise(ran):
-            gaps.append((after["started_at"] - before["finished_at"]).total_seconds() * 1000)
-    return gaps
 
 
 async def _stored(env: Stack, ids: set[str]) -> list[Doc]:

@@ -34,8 +34,9 @@ EMBEDDED_MONGO_PORT = int(os.environ.get("TASKLIGHT_EMBEDDED_MONGO_PORT", "27017
 
 #: The kernel's range of ephemeral ports: where outgoing connections get their local port.
 _EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
-#: The lowest port `free_port` hands out.
-_LOWEST_PORT = 20000
+#: The lowest port `free_port` hands out: above RabbitMQ's distribution ports (AMQP's + 20000,
+#: 25672 and the test cluster's 25681-25683), which are fixed and may not be bound yet.
+_LOWEST_PORT = 26000
 #: Ports `free_port` handed out in this process: a server may not have bound its port yet.
 _handed_out: set[int] = set()
 

@@ -1,10 +1,10 @@
-"""The reservations benchmark's hand-over gaps (bench/reservations.py), from tasks' documents."""
+"""The reservations benchmark's hand-over gaps (bench/handover.py), from tasks' documents."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from bench.reservations import handover_gaps_ms
+from bench.handover import handover_gaps_ms
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
