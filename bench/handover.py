@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import itertools
-from typing import Any
 
-Doc = dict[str, Any]
+from shared.store.documents import Doc
 
 
 def handover_gaps_ms(tasks: list[Doc]) -> list[float]:

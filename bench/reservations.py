@@ -42,8 +42,7 @@ from bench.throughput import (
     stack,
     subscribed,
 )
-
-Doc = dict[str, Any]
+from shared.store.documents import Doc
 
 RESULTS = "latest"
 TASKS = int(os.environ.get("BENCH_TASKS", "1000"))
@@ -141,8 +140,8 @@ async def run() -> dict[str, Any]:
         "distinct_within_goal": median["distinct"] >= 0.85 * without,
         # shared_100, every run: from a holder's end to its successor's start.
         "handover_gap_ms": {
-            "p50": round(percentile(gaps, 0.5), 1),
-            "p90": round(percentile(gaps, 0.9), 1),
+            "p50": round(percentile(gaps, 0.5), 1) if gaps else None,
+            "p90": round(percentile(gaps, 0.9), 1) if gaps else None,
             "count": len(gaps),
         },
         "database_per_task": {kind: await _commands(kind) for kind in KINDS},

@@ -57,9 +57,9 @@ def free_port() -> int:
     below the ephemeral range, and never twice in one process."""
     floor = _ephemeral_floor()
     draw = random.SystemRandom()
-    for _ in range(100):
-        port = draw.randrange(_LOWEST_PORT, max(floor, _LOWEST_PORT + 1))
-        if port in _handed_out or port >= floor:
+    for _ in range(100 if floor > _LOWEST_PORT else 0):
+        port = draw.randrange(_LOWEST_PORT, floor)
+        if port in _handed_out:
             continue
         with socket.socket() as sock:
             try:
@@ -68,7 +68,7 @@ def free_port() -> int:
                 continue
         _handed_out.add(port)
         return port
-    with socket.socket() as sock:  # no range below the ephemeral ports: the kernel's choice
+    with socket.socket() as sock:  # no room below the ephemeral ports: the kernel's choice
         sock.bind(("127.0.0.1", 0))
         chosen: int = sock.getsockname()[1]
         return chosen

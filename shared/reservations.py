@@ -153,9 +153,5 @@ class LatelyTaken:
         while len(self._until) > self.size:
             del self._until[next(iter(self._until))]
 
-    def free(self, resources: Iterable[str]) -> None:
-        for resource in resources:
-            self._until.pop(resource, None)
-
     def any_of(self, resources: Iterable[str], now: float) -> bool:
         return any(self._until.get(resource, 0.0) > now for resource in resources)

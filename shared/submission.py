@@ -313,8 +313,9 @@ class Submissions:
                 return behind
         waiting = await self.runs.enter_queues(task.id, task.reservations, fresh=True)
         if waiting is None:
+            # First in its queues: it holds them by its entries, not by key, so a task after it
+            # meets it there: the hint stays as it is (`taken` below, or expiring).
             await self.tasks.insert(task, dispatch_due_at=self._due())
-            self._lately_taken.free(names)
             return None
         self._lately_taken.taken(names, time.monotonic())
         blocked = task.model_copy(update={"phase": Phase.BLOCKED, "waiting_for": waiting})

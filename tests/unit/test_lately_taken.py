@@ -1,5 +1,4 @@
-"""The hint of where new tasks will meet others: remembered for a while, forgotten when found
-free, bounded in size."""
+"""The hint of where new tasks will meet others: remembered for a while, bounded in size."""
 
 from __future__ import annotations
 
@@ -19,14 +18,6 @@ def test_finding_it_taken_again_extends_the_time() -> None:
     hint.taken(["vm:a"], now=100.0)
     hint.taken(["vm:a"], now=104.0)
     assert hint.any_of(["vm:a"], now=108.0)
-
-
-def test_a_resource_found_free_is_forgotten_at_once() -> None:
-    hint = LatelyTaken(ttl_s=5.0)
-    hint.taken(["vm:a", "vm:b"], now=100.0)
-    hint.free(["vm:a"])
-    assert not hint.any_of(["vm:a"], now=100.0)
-    assert hint.any_of(["vm:b"], now=100.0)
 
 
 def test_it_keeps_at_most_its_size_forgetting_the_longest_untouched_first() -> None:
