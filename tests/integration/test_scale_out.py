@@ -12,6 +12,7 @@ import itertools
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -125,8 +126,12 @@ async def test_two_of_each_service_share_the_work_and_every_replica_sees_every_t
     assert ran_on == {first.worker, second.worker}
     # ...and neither took more than its concurrency (1): its runs never overlap.
     for worker in ran_on:
+        # As times, not strings: a time on a whole second is written without its fraction
+        # ("...:44Z"), which sorts after "...:44.687Z".
         runs = sorted(
-            (t["started_at"], t["finished_at"]) for t in done if t["worker"]["name"] == worker
+            (datetime.fromisoformat(t["started_at"]), datetime.fromisoformat(t["finished_at"]))
+            for t in done
+            if t["worker"]["name"] == worker
         )
         for (_, finished), (started, _) in itertools.pairwise(runs):
             assert started >= finished, f"{worker} ran two tasks at once: {runs}"
