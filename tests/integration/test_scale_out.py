@@ -133,8 +133,8 @@ async def test_two_of_each_service_share_the_work_and_every_replica_sees_every_t
             for t in done
             if t["worker"]["name"] == worker
         )
-        for (_, finished), (started, _) in itertools.pairwise(runs):
-            assert started >= finished, f"{worker} ran two tasks at once: {runs}"
+        for (_, ended), (started, _) in itertools.pairwise(runs):
+            assert started >= ended, f"{worker} ran two tasks at once: {runs}"
 
 
 async def test_subscribers_of_both_notifiers_receive_every_change_of_a_task(
